@@ -1,0 +1,1 @@
+//! Seeded, parallel multi-view image augmentations for contrastive learning.

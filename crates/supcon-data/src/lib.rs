@@ -1,0 +1,1 @@
+//! Dataset readers for contrastive learning: IDX (MNIST/Fashion-MNIST), CIFAR binary, image folders.

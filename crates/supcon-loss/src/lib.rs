@@ -1,0 +1,1 @@
+//! Supervised contrastive (SupCon) and SimCLR losses: exact, streaming, with analytic gradients.

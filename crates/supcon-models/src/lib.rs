@@ -1,0 +1,1 @@
+//! ResNet encoders, projection heads and linear classifiers on tch (libtorch).

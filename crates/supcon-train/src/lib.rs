@@ -1,0 +1,1 @@
+//! The two-stage SupCon pipeline and the supcon command-line tool.

@@ -1,0 +1,15 @@
+//! `cargo xtask bench <what>`: side-by-side benchmarks against the references (PyTorch,
+//! torchvision), measured on the same machine in the same run. Each writes
+//! `target/bench-results/<what>.json` and prints the ratio.
+
+use anyhow::{bail, Result};
+
+pub fn run(args: &[String]) -> Result<()> {
+    let (what, _rest) = args
+        .split_first()
+        .map(|(w, r)| (w.as_str(), r))
+        .unwrap_or(("", &[]));
+    match what {
+        other => bail!("unknown benchmark `{other}`; expected one of: loss, augment, train"),
+    }
+}

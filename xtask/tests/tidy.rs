@@ -1,0 +1,161 @@
+//! Project-wide checks that are cheap enough to run with the tests (rust-analyzer's `tidy`).
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if !path.ends_with("target") {
+                rust_files(&path, out);
+            }
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The `[dependencies]` table of a crate's manifest (not dev-dependencies, not features).
+fn normal_dependencies(manifest: &str) -> String {
+    let mut section = String::new();
+    let mut deps = String::new();
+    for line in manifest.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            section = trimmed.to_owned();
+            continue;
+        }
+        if section == "[dependencies]" {
+            deps.push_str(trimmed);
+            deps.push('\n');
+        }
+    }
+    deps
+}
+
+#[test]
+fn libtorch_free_crates_do_not_require_tch() {
+    for krate in ["supcon-loss", "supcon-data", "supcon-augment"] {
+        let manifest = read(&root().join("crates").join(krate).join("Cargo.toml"));
+        for line in normal_dependencies(&manifest).lines() {
+            let name = line.split(['=', ' ']).next().unwrap_or("");
+            if name == "tch" || name == "torch-sys" {
+                assert!(
+                    line.contains("optional = true"),
+                    "{krate} must not require {name}: make it optional (`{line}`)"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn libtorch_free_crates_do_not_depend_on_each_other_or_on_train() {
+    for krate in [
+        "supcon-loss",
+        "supcon-data",
+        "supcon-augment",
+        "supcon-models",
+    ] {
+        let manifest = read(&root().join("crates").join(krate).join("Cargo.toml"));
+        let deps = normal_dependencies(&manifest);
+        assert!(
+            !deps.contains("supcon-train"),
+            "{krate} must not depend on supcon-train"
+        );
+        if krate != "supcon-models" {
+            for other in [
+                "supcon-loss",
+                "supcon-data",
+                "supcon-augment",
+                "supcon-models",
+            ] {
+                if other != krate {
+                    assert!(!deps.contains(other), "{krate} must not depend on {other}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn libraries_do_not_print() {
+    let mut files = Vec::new();
+    for krate in [
+        "supcon-loss",
+        "supcon-data",
+        "supcon-augment",
+        "supcon-models",
+        "supcon-train",
+    ] {
+        rust_files(&root().join("crates").join(krate).join("src"), &mut files);
+    }
+    for file in files {
+        // The binary and its command modules may print; library code logs with `tracing`.
+        let rel = file.strip_prefix(root()).unwrap().display().to_string();
+        if rel.contains("/src/bin/") || rel.contains("/src/main.rs") || rel.contains("/src/cli") {
+            continue;
+        }
+        let text = read(&file);
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            assert!(
+                !code.contains("println!(") && !code.contains("print!(") && !code.contains("dbg!("),
+                "{rel}:{}: library code prints; use tracing",
+                n + 1
+            );
+        }
+    }
+}
+
+#[test]
+fn ci_runs_exactly_the_readme_test_command() {
+    let ci = read(&root().join(".ci/run"));
+    let commands: Vec<&str> = ci
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with('#') && !l.starts_with("set ") && !l.starts_with("cd ")
+        })
+        .collect();
+    assert_eq!(
+        commands,
+        ["cargo xtask test"],
+        ".ci/run must run exactly the README's test command"
+    );
+    assert!(read(&root().join("README.md")).contains("cargo xtask test"));
+}
+
+#[test]
+fn every_book_page_in_the_summary_exists() {
+    let docs = root().join("docs/src");
+    let summary = read(&docs.join("SUMMARY.md"));
+    for part in summary.split("](").skip(1) {
+        let page = part.split(')').next().unwrap();
+        assert!(
+            docs.join(page).exists(),
+            "docs/src/SUMMARY.md lists {page}, which is missing"
+        );
+    }
+}
+
+#[test]
+fn licences_are_present() {
+    for file in ["LICENSE-MIT", "LICENSE-APACHE"] {
+        assert!(root().join(file).exists(), "{file} is missing");
+    }
+}

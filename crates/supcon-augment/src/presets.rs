@@ -1,0 +1,156 @@
+//! The recipes of the references, as pipelines.
+//!
+//! | preset | source |
+//! |---|---|
+//! | [`supcon_cifar`] | SupContrast `main_supcon.py`: `RandomResizedCrop(size, scale=(0.2, 1))`, `RandomHorizontalFlip()`, `RandomApply([ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8)`, `RandomGrayscale(p=0.2)`, `ToTensor()`, `Normalize` |
+//! | [`simclr`] | SimCLR (Chen et al. 2020, appendix A): the same colour distortion (strength 0.5) plus `GaussianBlur` with a kernel of 10 % of the side (odd), σ ∈ [0.1, 2], p = 0.5 |
+//! | [`fashion_mnist`] | ours, for 28×28 gray: `RandomResizedCrop(28, scale=(0.35, 1))`, flip, `RandomApply([ColorJitter(brightness=0.4, contrast=0.4)], p=0.8)`, `Normalize(0.2860, 0.3530)` |
+//! | [`crop_flip`] | SupContrast `main_ce.py` / `main_linear.py` (which reuses `main_ce.set_loader`): `RandomResizedCrop(size, scale=(0.2, 1))`, `RandomHorizontalFlip()`, `ToTensor()`, `Normalize` |
+//! | [`eval`] | `ToTensor()`, `Normalize` |
+//! | [`swav_multicrop`] | SwAV (Caron et al. 2020): 2 global crops, scale (0.14, 1), and k local crops, scale (0.05, 0.14); flip, colour distortion of strength 1 (`ColorJitter(0.8, 0.8, 0.8, 0.2)`, p 0.8), grayscale p 0.2, blur p 0.5 |
+
+use crate::batch::CropGroup;
+use crate::error::AugmentError;
+use crate::ops::{ColorJitter, Op};
+use crate::pipeline::Pipeline;
+
+/// CIFAR-10 mean and std as SupContrast normalises them.
+pub const CIFAR10_MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
+pub const CIFAR10_STD: [f32; 3] = [0.2023, 0.1994, 0.2010];
+/// CIFAR-100 mean and std as SupContrast normalises them.
+pub const CIFAR100_MEAN: [f32; 3] = [0.5071, 0.4867, 0.4408];
+pub const CIFAR100_STD: [f32; 3] = [0.2675, 0.2565, 0.2761];
+/// Fashion-MNIST training-set mean and std (of pixel / 255).
+pub const FASHION_MNIST_MEAN: [f32; 1] = [0.2860];
+pub const FASHION_MNIST_STD: [f32; 1] = [0.3530];
+
+fn normalize(mean: &[f32], std: &[f32]) -> Op {
+    Op::Normalize {
+        mean: mean.to_vec(),
+        std: std.to_vec(),
+    }
+}
+
+fn crop(size: usize, scale: (f32, f32)) -> Op {
+    Op::RandomResizedCrop {
+        height: size,
+        width: size,
+        scale,
+        ratio: (3.0 / 4.0, 4.0 / 3.0),
+    }
+}
+
+fn color_distortion(strength: f32) -> Result<Vec<Op>, AugmentError> {
+    let s = strength;
+    Ok(vec![
+        Op::RandomApply {
+            p: 0.8,
+            ops: vec![Op::ColorJitter(ColorJitter::new(
+                0.8 * s,
+                0.8 * s,
+                0.8 * s,
+                0.2 * s,
+            )?)],
+        },
+        Op::Grayscale { p: 0.2 },
+    ])
+}
+
+/// SimCLR's blur kernel: 10 % of the side, made odd, at least 3.
+pub fn blur_kernel_size(size: usize) -> usize {
+    let k = (size / 10).max(3);
+    if k % 2 == 0 {
+        k + 1
+    } else {
+        k
+    }
+}
+
+fn blur(size: usize) -> Op {
+    Op::RandomApply {
+        p: 0.5,
+        ops: vec![Op::GaussianBlur {
+            kernel_size: blur_kernel_size(size),
+            sigma: (0.1, 2.0),
+        }],
+    }
+}
+
+/// SupContrast's SupCon/SimCLR training transform (one view; use 2 views per image).
+/// The channel count is `mean.len()`.
+pub fn supcon_cifar(size: usize, mean: &[f32], std: &[f32]) -> Result<Pipeline, AugmentError> {
+    let mut ops = vec![crop(size, (0.2, 1.0)), Op::HorizontalFlip { p: 0.5 }];
+    ops.extend(color_distortion(0.5)?);
+    ops.push(normalize(mean, std));
+    Pipeline::new(mean.len(), ops)
+}
+
+/// SimCLR's recipe: [`supcon_cifar`] plus Gaussian blur.
+pub fn simclr(size: usize, mean: &[f32], std: &[f32]) -> Result<Pipeline, AugmentError> {
+    let mut ops = vec![crop(size, (0.2, 1.0)), Op::HorizontalFlip { p: 0.5 }];
+    ops.extend(color_distortion(0.5)?);
+    ops.push(blur(size));
+    ops.push(normalize(mean, std));
+    Pipeline::new(mean.len(), ops)
+}
+
+/// One-channel recipe for Fashion-MNIST (28×28 gray): milder crops than CIFAR's (a 0.2-area
+/// crop of a 28-pixel garment keeps too little of it), flip, brightness/contrast jitter; hue
+/// and saturation do not exist in gray.
+pub fn fashion_mnist(size: usize) -> Result<Pipeline, AugmentError> {
+    Pipeline::new(
+        1,
+        vec![
+            crop(size, (0.35, 1.0)),
+            Op::HorizontalFlip { p: 0.5 },
+            Op::RandomApply {
+                p: 0.8,
+                ops: vec![Op::ColorJitter(ColorJitter::new(0.4, 0.4, 0.0, 0.0)?)],
+            },
+            normalize(&FASHION_MNIST_MEAN, &FASHION_MNIST_STD),
+        ],
+    )
+}
+
+/// The CE and linear-probe stages' transform of SupContrast: crop and flip only.
+pub fn crop_flip(size: usize, mean: &[f32], std: &[f32]) -> Result<Pipeline, AugmentError> {
+    Pipeline::new(
+        mean.len(),
+        vec![
+            crop(size, (0.2, 1.0)),
+            Op::HorizontalFlip { p: 0.5 },
+            normalize(mean, std),
+        ],
+    )
+}
+
+/// Evaluation: normalisation only (images must already have the model's size).
+pub fn eval(mean: &[f32], std: &[f32]) -> Result<Pipeline, AugmentError> {
+    Pipeline::new(mean.len(), vec![normalize(mean, std)])
+}
+
+/// SwAV's multi-crop: 2 global crops of `global_size` and `local_views` local crops of
+/// `local_size`, for [`crate::MultiCropAugmenter`].
+pub fn swav_multicrop(
+    global_size: usize,
+    local_size: usize,
+    local_views: usize,
+    mean: &[f32],
+    std: &[f32],
+) -> Result<Vec<CropGroup>, AugmentError> {
+    let group = |size: usize, scale: (f32, f32), views: usize| -> Result<CropGroup, AugmentError> {
+        let mut ops = vec![crop(size, scale), Op::HorizontalFlip { p: 0.5 }];
+        ops.extend(color_distortion(1.0)?);
+        ops.push(blur(size));
+        ops.push(normalize(mean, std));
+        Ok(CropGroup {
+            pipeline: Pipeline::new(mean.len(), ops)?,
+            views,
+        })
+    };
+    let mut groups = vec![group(global_size, (0.14, 1.0), 2)?];
+    if local_views > 0 {
+        groups.push(group(local_size, (0.05, 0.14), local_views)?);
+    }
+    Ok(groups)
+}

@@ -1,0 +1,588 @@
+//! The CUDA executor: NVRTC compilation, module loading, buffers, and the launches of
+//! [`plan::schedule`] on the context's legacy default stream.
+
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+use std::sync::Arc;
+
+use cudarc::driver::sys::CUevent_flags;
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig};
+use cudarc::driver::{DeviceRepr, PushKernelArg, ValidAsZeroBits};
+use cudarc::nvrtc::Ptx;
+use ndarray::Array3;
+
+use super::kernels;
+use super::plan::{self, Buffers, ClassIndex, KernelArg, Precision, Problem, Scalars};
+use crate::{validate, LossBackend, LossError, LossOutput, SupConInput, SupConOptions};
+
+/// The output of one NVRTC compilation.
+#[derive(Clone, Debug)]
+pub struct NvrtcOutput {
+    /// The PTX text.
+    pub ptx: String,
+    /// NVRTC's log (warnings; with `--ptxas-options=-v` and an `sm_XX` target, ptxas's
+    /// register and shared-memory report).
+    pub log: String,
+}
+
+/// Compiles one CUDA C source with NVRTC. `options` are NVRTC's (`--gpu-architecture=compute_90`,
+/// `--ptxas-options=-v`, ...). Fails with [`LossError::CudaUnavailable`](crate::LossError::CudaUnavailable) when NVRTC cannot be
+/// loaded (checked first: cudarc would panic) and [`LossError::Backend`] with the log when the
+/// source does not compile.
+pub fn nvrtc_compile(
+    source: &str,
+    name: &str,
+    options: &[String],
+) -> Result<NvrtcOutput, LossError> {
+    use cudarc::nvrtc::result;
+    // SAFETY: only tries to dlopen the library.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err(LossError::CudaUnavailable(
+            "NVRTC (libnvrtc.so.13) not found on the library path: put CUDA 13's lib folder \
+             (e.g. the pip package nvidia-cuda-nvrtc's nvidia/cu13/lib) on LD_LIBRARY_PATH"
+                .into(),
+        ));
+    }
+    let src = CString::new(source)
+        .map_err(|e| LossError::Backend(format!("kernel source {name} has a NUL byte: {e}")))?;
+    let cname = CString::new(name)
+        .map_err(|e| LossError::Backend(format!("kernel name {name:?} has a NUL byte: {e}")))?;
+    let prog = result::create_program(&src, Some(&cname))
+        .map_err(|e| LossError::Backend(format!("NVRTC create program {name}: {e:?}")))?;
+    // SAFETY: `prog` is a live program; the options are plain strings.
+    let compiled = unsafe { result::compile_program(prog, options) };
+    // SAFETY: `prog` is live until `destroy_program` below.
+    let log = unsafe { result::get_program_log(prog) }
+        .map(|raw| c_chars_to_string(&raw))
+        .unwrap_or_default();
+    let ptx = match compiled {
+        // SAFETY: the program compiled.
+        Ok(()) => unsafe { result::get_ptx(prog) }
+            .map(|raw| c_chars_to_string(&raw))
+            .map_err(|e| LossError::Backend(format!("NVRTC get PTX of {name}: {e:?}"))),
+        Err(e) => Err(LossError::Backend(format!(
+            "NVRTC could not compile {name} with {options:?}: {e:?}\n{log}"
+        ))),
+    };
+    // SAFETY: destroyed once, after its last use.
+    let _ = unsafe { result::destroy_program(prog) };
+    Ok(NvrtcOutput { ptx: ptx?, log })
+}
+
+fn c_chars_to_string(raw: &[std::ffi::c_char]) -> String {
+    let bytes: Vec<u8> = raw
+        .iter()
+        .map(|&c| c as u8)
+        .take_while(|&c| c != 0)
+        .collect();
+    CStr::from_bytes_until_nul(&[bytes.as_slice(), &[0]].concat())
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn driver(what: &str) -> impl Fn(cudarc::driver::DriverError) -> LossError + '_ {
+    move |e| LossError::Backend(format!("CUDA {what}: {e}"))
+}
+
+/// The fused CUDA backend (see the [module docs](super)).
+pub struct CudaBackend {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    functions: HashMap<&'static str, CudaFunction>,
+    precision: Precision,
+    arch: String,
+    capability: (i32, i32),
+}
+
+impl std::fmt::Debug for CudaBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaBackend")
+            .field("ordinal", &self.ctx.ordinal())
+            .field("capability", &self.capability)
+            .field("arch", &self.arch)
+            .field("precision", &self.precision)
+            .finish()
+    }
+}
+
+impl CudaBackend {
+    /// The backend on device `ordinal`, kernels compiled for the device's own architecture
+    /// (`compute_90` on an H100). Fails with [`LossError::CudaUnavailable`](crate::LossError::CudaUnavailable) when the driver
+    /// library, NVRTC or the device is missing.
+    pub fn new(ordinal: usize) -> Result<Self, LossError> {
+        Self::build(ordinal, None)
+    }
+
+    /// The backend with an explicit NVRTC target (`"compute_90"`, `"sm_90"`, `"compute_80"`).
+    pub fn with_arch(ordinal: usize, arch: &str) -> Result<Self, LossError> {
+        Self::build(ordinal, Some(arch))
+    }
+
+    /// The same backend with another matrix precision ([`Precision::Tf32`] needs sm_80+).
+    pub fn with_precision(self, precision: Precision) -> Self {
+        Self { precision, ..self }
+    }
+
+    /// The matrix precision of the tiled passes.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// The NVRTC target the kernels were compiled for.
+    pub fn arch(&self) -> &str {
+        &self.arch
+    }
+
+    /// The device's compute capability (major, minor).
+    pub fn compute_capability(&self) -> (i32, i32) {
+        self.capability
+    }
+
+    /// The device's name (e.g. "NVIDIA H100 80GB HBM3").
+    pub fn device_name(&self) -> Result<String, LossError> {
+        self.ctx.name().map_err(driver("device name"))
+    }
+
+    /// The cudarc context (the device's primary context, shared with PyTorch).
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// The stream every launch goes to: the context's legacy default stream.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    fn build(ordinal: usize, arch: Option<&str>) -> Result<Self, LossError> {
+        // SAFETY: only tries to dlopen the library; `CudaContext::new` panics without one.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(LossError::CudaUnavailable(format!(
+                "no CUDA driver library (libcuda.so) found (asked for device {ordinal})"
+            )));
+        }
+        // SAFETY: as above, for NVRTC.
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            return Err(LossError::CudaUnavailable(
+                "NVRTC (libnvrtc.so.13) not found on the library path".into(),
+            ));
+        }
+        let ctx = CudaContext::new(ordinal)
+            .map_err(|e| LossError::CudaUnavailable(format!("CUDA device {ordinal}: {e}")))?;
+        // One stream only (the legacy default stream), so cudarc's cross-stream events are
+        // pure overhead; without them `device_ptr` guards are no-ops and raw addresses from
+        // other libraries (PyTorch tensors) mix freely with our buffers.
+        // SAFETY: nothing here uses a second stream.
+        unsafe { ctx.disable_event_tracking() };
+        let capability = ctx
+            .compute_capability()
+            .map_err(driver("compute capability"))?;
+        let arch = arch
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("compute_{}{}", capability.0, capability.1));
+        let mut functions = HashMap::new();
+        for &(file, source, entries) in kernels::SOURCES {
+            let out = nvrtc_compile(
+                source,
+                file,
+                &[format!("--gpu-architecture={arch}"), "--std=c++17".into()],
+            )?;
+            if !out.log.trim().is_empty() {
+                tracing::debug!(file, log = %out.log, "NVRTC log");
+            }
+            let module = ctx
+                .load_module(Ptx::from_src(out.ptx))
+                .map_err(driver("load module"))?;
+            for &entry in entries {
+                let f = module.load_function(entry).map_err(|e| {
+                    LossError::Backend(format!("CUDA load {entry} from {file}: {e}"))
+                })?;
+                functions.insert(entry, f);
+            }
+        }
+        let stream = ctx.default_stream();
+        tracing::info!(ordinal, ?capability, %arch, "CUDA loss backend ready");
+        Ok(Self {
+            ctx,
+            stream,
+            functions,
+            precision: Precision::F32,
+            arch,
+            capability,
+        })
+    }
+
+    fn upload<T: DeviceRepr>(&self, host: &[T], what: &str) -> Result<CudaSlice<T>, LossError> {
+        if host.is_empty() {
+            // SAFETY: a one-element buffer nobody reads (kernels skip empty ranges).
+            return unsafe { self.stream.alloc::<T>(1) }.map_err(driver(what));
+        }
+        self.stream.clone_htod(host).map_err(driver(what))
+    }
+
+    fn zeros<T: DeviceRepr + ValidAsZeroBits>(
+        &self,
+        len: usize,
+        what: &str,
+    ) -> Result<CudaSlice<T>, LossError> {
+        self.stream
+            .alloc_zeros::<T>(len.max(1))
+            .map_err(driver(what))
+    }
+
+    fn addr<T>(&self, slice: &CudaSlice<T>) -> u64 {
+        // Event tracking is off: the guard records nothing.
+        let (ptr, _guard) = slice.device_ptr(&self.stream);
+        ptr
+    }
+
+    fn launch(&self, launch: &plan::Launch) -> Result<(), LossError> {
+        let func = self.functions.get(launch.entry.as_str()).ok_or_else(|| {
+            LossError::Backend(format!("CUDA kernel {} was not loaded", launch.entry))
+        })?;
+        let mut builder = self.stream.launch_builder(func);
+        for arg in &launch.args {
+            match arg {
+                KernelArg::Ptr(p) => builder.arg(p),
+                KernelArg::Int(i) => builder.arg(i),
+                KernelArg::Float(f) => builder.arg(f),
+            };
+        }
+        let cfg = LaunchConfig {
+            grid_dim: launch.dims.grid,
+            block_dim: launch.dims.block,
+            shared_mem_bytes: launch.dims.shared_bytes,
+        };
+        // SAFETY: the arguments follow the entry point's C signature (plan's tests check the
+        // kinds against the sources) and every address points to a live buffer of the size
+        // the kernel indexes (allocated by `run` from the same Problem).
+        unsafe { builder.launch(cfg) }
+            .map_err(|e| LossError::Backend(format!("CUDA launch {}: {e}", launch.entry)))?;
+        Ok(())
+    }
+
+    fn check_precision(&self) -> Result<(), LossError> {
+        if self.precision == Precision::Tf32 && self.capability.0 < 8 {
+            return Err(LossError::Backend(format!(
+                "TF32 tensor cores need compute capability 8.0 or newer; device has {}.{}",
+                self.capability.0, self.capability.1
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs every launch of one evaluation. `features`, `keys` and `grad` are device
+    /// addresses (ours or a PyTorch tensor's); returns Σ_{i∈I} ℓ_i after synchronizing.
+    fn run(
+        &self,
+        problem: &Problem,
+        index: &ClassIndex,
+        options: &SupConOptions,
+        features: u64,
+        keys: u64,
+        grad: u64,
+    ) -> Result<f64, LossError> {
+        self.check_precision()?;
+        let p = problem;
+        let scalars = Scalars::new(options, index);
+        let class_rows = scalars.class_sum_len(p.dim);
+        let contrast = self.zeros::<f32>(p.contrast * p.dim, "alloc contrast rows")?;
+        let inv_norm = self.zeros::<f32>(p.contrast, "alloc norms")?;
+        let cls = self.upload(&index.cls, "upload class ids")?;
+        let npos = self.upload(&index.npos, "upload |P(i)|")?;
+        let perm = self.upload(&index.perm, "upload class order")?;
+        let seg = self.upload(&index.seg, "upload class segments")?;
+        let gco = self.upload(
+            &index.gradient_coefficients(scalars.coef),
+            "upload coefficients",
+        )?;
+        let class_s = self.zeros::<f32>(class_rows, "alloc class sums")?;
+        let class_t = self.zeros::<f32>(class_rows, "alloc class sums")?;
+        let lse = self.zeros::<f32>(p.anchors, "alloc LSE")?;
+        let lsep = self.zeros::<f32>(p.anchors, "alloc LSEP")?;
+        let ell = self.zeros::<f32>(p.anchors, "alloc loss terms")?;
+        let grad_anchor = self.zeros::<f32>(p.anchors * p.dim, "alloc anchor gradient")?;
+        let grad_contrast = self.zeros::<f32>(p.feature_rows * p.dim, "alloc contrast gradient")?;
+        let loss_sum = self.zeros::<f64>(1, "alloc loss sum")?;
+        let buffers = Buffers {
+            features,
+            keys,
+            contrast: self.addr(&contrast),
+            inv_norm: self.addr(&inv_norm),
+            cls: self.addr(&cls),
+            npos: self.addr(&npos),
+            perm: self.addr(&perm),
+            seg: self.addr(&seg),
+            class_s: self.addr(&class_s),
+            class_t: self.addr(&class_t),
+            lse: self.addr(&lse),
+            lsep: self.addr(&lsep),
+            ell: self.addr(&ell),
+            gco: self.addr(&gco),
+            grad_anchor: self.addr(&grad_anchor),
+            grad_contrast: self.addr(&grad_contrast),
+            grad,
+            loss_sum: self.addr(&loss_sum),
+        };
+        for launch in plan::schedule(p, &scalars, self.precision, &buffers)? {
+            self.launch(&launch)?;
+        }
+        // The copy synchronizes the stream: every kernel (the gradient included) is done.
+        let sum = self
+            .stream
+            .clone_dtoh(&loss_sum)
+            .map_err(driver("download loss"))?;
+        self.ctx.check_err().map_err(driver("kernel execution"))?;
+        sum.first()
+            .copied()
+            .ok_or_else(|| LossError::Backend("CUDA loss sum buffer is empty".into()))
+    }
+
+    /// Times `iterations` evaluations of `input` with device events, after `warmup` untimed
+    /// ones. Features and keys are uploaded once (as in training, where they already live on
+    /// the GPU); each timed evaluation includes the host-side class index, its upload, every
+    /// kernel and the read-back of the loss. Returns milliseconds per evaluation.
+    pub fn time_compute(
+        &self,
+        input: &SupConInput<'_>,
+        options: &SupConOptions,
+        warmup: usize,
+        iterations: usize,
+    ) -> Result<Vec<f32>, LossError> {
+        validate(input, options)?;
+        let (batch, views, dim) = input.features.dim();
+        let problem = Problem::new(batch, views, dim, input.queue_len(), options.contrast_mode)?;
+        let queue_labels = input.queue.as_ref().map_or(&[][..], |q| q.labels);
+        let features = input.features.as_standard_layout();
+        let features = self.upload(
+            features
+                .as_slice()
+                .ok_or_else(|| LossError::Backend("features are not contiguous".into()))?,
+            "upload features",
+        )?;
+        let keys = match &input.queue {
+            Some(q) if problem.queue > 0 => {
+                let k = q.keys.as_standard_layout();
+                self.upload(
+                    k.as_slice().ok_or_else(|| {
+                        LossError::Backend("queue keys are not contiguous".into())
+                    })?,
+                    "upload queue keys",
+                )?
+            }
+            _ => self.zeros::<f32>(1, "alloc queue keys")?,
+        };
+        let grad = self.zeros::<f32>(problem.feature_rows * dim, "alloc gradient")?;
+        let (f, k, g) = (self.addr(&features), self.addr(&keys), self.addr(&grad));
+        let once = || -> Result<f64, LossError> {
+            let index = ClassIndex::new(&problem, input.labels, queue_labels)?;
+            self.run(&problem, &index, options, f, k, g)
+        };
+        for _ in 0..warmup {
+            once()?;
+        }
+        let mut times = Vec::with_capacity(iterations);
+        for _ in 0..iterations {
+            let start = self
+                .ctx
+                .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+                .map_err(driver("event"))?;
+            let end = self
+                .ctx
+                .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+                .map_err(driver("event"))?;
+            start.record(&self.stream).map_err(driver("event record"))?;
+            once()?;
+            end.record(&self.stream).map_err(driver("event record"))?;
+            end.synchronize().map_err(driver("event sync"))?;
+            times.push(start.elapsed_ms(&end).map_err(driver("event elapsed"))?);
+        }
+        Ok(times)
+    }
+
+    /// Device memory (free, total) in bytes.
+    pub fn memory_info(&self) -> Result<(usize, usize), LossError> {
+        self.ctx.mem_get_info().map_err(driver("memory info"))
+    }
+}
+
+fn finish_loss(sum: f64, options: &SupConOptions, anchors: usize) -> Result<f64, LossError> {
+    let loss = options.loss_scale() * sum / anchors as f64;
+    if loss.is_finite() {
+        Ok(loss)
+    } else {
+        Err(LossError::Overflow { value: loss })
+    }
+}
+
+impl LossBackend for CudaBackend {
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+
+    fn compute(
+        &self,
+        input: &SupConInput<'_>,
+        options: &SupConOptions,
+    ) -> Result<LossOutput, LossError> {
+        validate(input, options)?;
+        let (batch, views, dim) = input.features.dim();
+        let problem = Problem::new(batch, views, dim, input.queue_len(), options.contrast_mode)?;
+        let queue_labels = input.queue.as_ref().map_or(&[][..], |q| q.labels);
+        let index = ClassIndex::new(&problem, input.labels, queue_labels)?;
+        if index.anchors_with_positives == 0 {
+            return Ok(LossOutput::zero([batch, views, dim]));
+        }
+        let features = input.features.as_standard_layout();
+        let features = features
+            .as_slice()
+            .ok_or_else(|| LossError::Backend("features are not contiguous".into()))?;
+        let features = self.upload(features, "upload features")?;
+        let keys = match &input.queue {
+            Some(q) if problem.queue > 0 => {
+                let k = q.keys.as_standard_layout();
+                let k = k
+                    .as_slice()
+                    .ok_or_else(|| LossError::Backend("queue keys are not contiguous".into()))?;
+                self.upload(k, "upload queue keys")?
+            }
+            _ => self.zeros::<f32>(1, "alloc queue keys")?,
+        };
+        let grad = self.zeros::<f32>(problem.feature_rows * dim, "alloc gradient")?;
+        let sum = self.run(
+            &problem,
+            &index,
+            options,
+            self.addr(&features),
+            self.addr(&keys),
+            self.addr(&grad),
+        )?;
+        let loss = finish_loss(sum, options, index.anchors_with_positives)?;
+        let grad = self
+            .stream
+            .clone_dtoh(&grad)
+            .map_err(driver("download gradient"))?;
+        let grad = Array3::from_shape_vec((batch, views, dim), grad)
+            .map_err(|e| LossError::Backend(format!("gradient shape: {e}")))?;
+        Ok(LossOutput {
+            loss,
+            grad,
+            anchors: index.anchors_with_positives,
+        })
+    }
+}
+
+#[cfg(feature = "tch")]
+mod zero_copy {
+    use super::*;
+    use crate::cuda::TchLossOutput;
+    use tch::{Device, Kind, Tensor};
+
+    fn check_temperature(name: &'static str, value: f64) -> Result<(), LossError> {
+        if value.is_finite() && value > 0.0 {
+            Ok(())
+        } else {
+            Err(LossError::InvalidTemperature { name, value })
+        }
+    }
+
+    impl CudaBackend {
+        /// The loss of CUDA tensors without a host round trip: the kernels read `features`
+        /// (`[batch, views, dim]`, f32, on this backend's device) in place and write the
+        /// gradient into a new tensor on that device. Labels stay on the host (they come from
+        /// the data loader; their class index is computed there).
+        ///
+        /// **Stream rule.** PyTorch and this backend share the device's primary context;
+        /// every launch goes to the legacy default stream, which is also PyTorch's default
+        /// stream (tch never switches streams), so the features are ready when the kernels
+        /// run and PyTorch's next kernels see the gradient. Code that made another PyTorch
+        /// stream current must synchronize it before this call. The call returns after a
+        /// synchronization of the default stream (the loss is read back).
+        ///
+        /// Input checks are those of shapes, devices and temperatures; finiteness is not
+        /// scanned (that would need the host copy we avoid): non-finite features give
+        /// [`LossError::Overflow`] through a non-finite loss.
+        pub fn compute_tch(
+            &self,
+            features: &Tensor,
+            labels: Option<&[i64]>,
+            queue: Option<(&Tensor, &[i64])>,
+            options: &SupConOptions,
+        ) -> Result<TchLossOutput, LossError> {
+            check_temperature("temperature", options.temperature)?;
+            if let Some(base) = options.base_temperature {
+                check_temperature("base_temperature", base)?;
+            }
+            let device = Device::Cuda(self.ctx.ordinal());
+            let check = |t: &Tensor, what: &'static str, rank: usize| -> Result<(), LossError> {
+                if t.device() != device || t.kind() != Kind::Float || t.dim() != rank {
+                    return Err(LossError::ShapeMismatch {
+                        what,
+                        expected: format!("a {rank}-d f32 tensor on {device:?}"),
+                        actual: format!("{:?} {:?} on {:?}", t.kind(), t.size(), t.device()),
+                    });
+                }
+                Ok(())
+            };
+            check(features, "features tensor", 3)?;
+            let size = features.size();
+            let [batch, views, dim] = [size[0], size[1], size[2]].map(|s| s as usize);
+            let (keys, queue_labels) = match queue {
+                Some((keys, key_labels)) => {
+                    check(keys, "queue keys tensor", 2)?;
+                    let ks = keys.size();
+                    if ks[1] as usize != dim && ks[0] > 0 {
+                        return Err(LossError::ShapeMismatch {
+                            what: "queue keys dim",
+                            expected: format!("{dim} (the features' dim)"),
+                            actual: format!("{ks:?}"),
+                        });
+                    }
+                    (Some(keys.contiguous()), key_labels)
+                }
+                None => (None, &[][..]),
+            };
+            let k = keys.as_ref().map_or(0, |t| t.size()[0] as usize);
+            let problem = Problem::new(batch, views, dim, k, options.contrast_mode)?;
+            if problem.contrast < 2 {
+                return Err(LossError::TooFewContrastRows {
+                    rows: problem.contrast,
+                });
+            }
+            let index = ClassIndex::new(&problem, labels, queue_labels)?;
+            let grad = Tensor::zeros(
+                [batch as i64, views as i64, dim as i64],
+                (Kind::Float, device),
+            );
+            if index.anchors_with_positives == 0 {
+                return Ok(TchLossOutput {
+                    loss: 0.0,
+                    grad,
+                    anchors: 0,
+                });
+            }
+            let features = features.contiguous();
+            let key_addr = keys.as_ref().map_or(0, |t| t.data_ptr() as u64);
+            let key_fallback;
+            let key_addr = if key_addr == 0 {
+                key_fallback = self.zeros::<f32>(1, "alloc queue keys")?;
+                self.addr(&key_fallback)
+            } else {
+                key_addr
+            };
+            let sum = self.run(
+                &problem,
+                &index,
+                options,
+                features.data_ptr() as u64,
+                key_addr,
+                grad.data_ptr() as u64,
+            )?;
+            let loss = finish_loss(sum, options, index.anchors_with_positives)?;
+            Ok(TchLossOutput {
+                loss,
+                grad,
+                anchors: index.anchors_with_positives,
+            })
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! The one error type of every backend.
+
+/// Why a loss could not be computed. Every variant names what was wrong and where.
+#[derive(thiserror::Error, Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum LossError {
+    /// A length or shape does not match another input (labels vs. batch, keys vs. dim, ...).
+    #[error("shape mismatch: {what} is {actual}, expected {expected}")]
+    ShapeMismatch {
+        /// Which input, e.g. `"labels length"`.
+        what: &'static str,
+        /// What it should be, e.g. `"8 (the batch size)"`.
+        expected: String,
+        /// What it is.
+        actual: String,
+    },
+    /// An axis of the features has length zero (batch, views or dim).
+    #[error("{what} is empty: {axis} has length 0 (shape {shape:?})")]
+    EmptyAxis {
+        /// Which input, e.g. `"features"`.
+        what: &'static str,
+        /// Which axis, e.g. `"views"`.
+        axis: &'static str,
+        /// The full shape.
+        shape: Vec<usize>,
+    },
+    /// A NaN or infinity in an input; `index` is the first bad element in row-major order.
+    #[error("{what}{index:?} is {value}: inputs must be finite")]
+    NonFinite {
+        /// `"features"` or `"queue keys"`.
+        what: &'static str,
+        /// `[batch, view, dim]` for features, `[key, dim]` for queue keys.
+        index: Vec<usize>,
+        /// The bad value (NaN or ±inf).
+        value: f64,
+    },
+    /// τ or τ_base is zero, negative, NaN or infinite.
+    #[error("{name} must be positive and finite, got {value}")]
+    InvalidTemperature {
+        /// `"temperature"` or `"base_temperature"`.
+        name: &'static str,
+        /// The rejected value.
+        value: f64,
+    },
+    /// Fewer than two contrast rows (batch · views + queue keys): no pair to contrast.
+    #[error("need at least two contrast rows (batch · views + queue keys), got {rows}")]
+    TooFewContrastRows {
+        /// batch · views + K.
+        rows: usize,
+    },
+    /// A row with zero L2 norm while `normalize` is on: its direction is undefined.
+    #[error("{what} row {index:?} has zero L2 norm and cannot be normalized")]
+    ZeroNorm {
+        /// `"features"` or `"queue keys"`.
+        what: &'static str,
+        /// `[batch, view]` for features, `[key]` for queue keys.
+        index: Vec<usize>,
+    },
+    /// A non-empty queue came with no labels at all (queue keys need labels to be positives).
+    #[error("the queue has {keys} keys but no labels; give one label per key")]
+    QueueLabelsMissing {
+        /// K, the number of keys.
+        keys: usize,
+    },
+    /// The similarities overflowed (features far from unit norm with a small τ).
+    #[error("the loss is not finite ({value}): similarities overflow; normalize the features or raise the temperature")]
+    Overflow {
+        /// The non-finite loss.
+        value: f64,
+    },
+    /// A failure inside a backend (libtorch error, CUDA launch failure, thread pool, ...).
+    #[error("backend error: {0}")]
+    Backend(String),
+    /// The CUDA backend is not available (not compiled in, no driver, no device).
+    #[error("CUDA unavailable: {0}")]
+    CudaUnavailable(String),
+}

@@ -1,0 +1,210 @@
+//! Borrowed inputs, the output, and the validation every backend shares.
+
+use ndarray::{Array3, ArrayView2, ArrayView3};
+
+use crate::{Element, LossError, SupConOptions};
+
+/// A memory queue (MoCo): K keys `[K, dim]` with one label each. Keys are extra contrast rows
+/// for every anchor (positives where their label equals the anchor's, negatives otherwise);
+/// no gradient flows into them.
+#[derive(Clone, Copy, Debug)]
+pub struct Queue<'a, T = f32> {
+    /// `[K, dim]` keys.
+    pub keys: ArrayView2<'a, T>,
+    /// `[K]` labels, in the same label space as the batch labels. Without batch labels
+    /// (SimCLR) they are ignored and every key is a negative.
+    pub labels: &'a [i64],
+}
+
+/// The borrowed inputs of one loss evaluation.
+#[derive(Clone, Copy, Debug)]
+pub struct SupConInput<'a, T = f32> {
+    /// `[batch, views, dim]`: the projections of every view of every sample.
+    pub features: ArrayView3<'a, T>,
+    /// `[batch]` class labels; `None` = SimCLR (each sample is its own class).
+    pub labels: Option<&'a [i64]>,
+    /// Optional memory queue of extra contrast rows.
+    pub queue: Option<Queue<'a, T>>,
+}
+
+/// The loss, its gradient with respect to the features, and how many anchors it averages.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LossOutput<T = f32> {
+    /// The loss, already scaled by τ / τ_base and averaged over the anchors that have a positive.
+    pub loss: f64,
+    /// ∂loss/∂features, the features' shape `[batch, views, dim]` (standard layout).
+    pub grad: Array3<T>,
+    /// |I|: anchors with at least one positive (the denominator of the mean). 0 means the loss
+    /// and the gradient are exactly zero.
+    pub anchors: usize,
+}
+
+impl<T: Element> LossOutput<T> {
+    /// The output for a batch where no anchor has a positive: loss 0, zero gradient.
+    pub fn zero(shape: [usize; 3]) -> Self {
+        Self {
+            loss: 0.0,
+            grad: Array3::zeros(shape),
+            anchors: 0,
+        }
+    }
+}
+
+impl<'a, T> SupConInput<'a, T> {
+    /// Features and optional labels, no queue.
+    pub fn new(features: ArrayView3<'a, T>, labels: Option<&'a [i64]>) -> Self {
+        Self {
+            features,
+            labels,
+            queue: None,
+        }
+    }
+
+    /// The same input with a queue.
+    pub fn with_queue(self, queue: Queue<'a, T>) -> Self {
+        Self {
+            queue: Some(queue),
+            ..self
+        }
+    }
+
+    /// K, the number of queue keys (0 without a queue).
+    pub fn queue_len(&self) -> usize {
+        self.queue.as_ref().map_or(0, |q| q.keys.nrows())
+    }
+
+    /// M = batch · views + K, the number of contrast rows.
+    pub fn contrast_rows(&self) -> usize {
+        let (batch, views, _) = self.features.dim();
+        batch * views + self.queue_len()
+    }
+}
+
+fn check_temperature(name: &'static str, value: f64) -> Result<(), LossError> {
+    if value.is_finite() && value > 0.0 {
+        Ok(())
+    } else {
+        Err(LossError::InvalidTemperature { name, value })
+    }
+}
+
+/// Checks the inputs and options; every backend calls it first, so all backends reject the
+/// same inputs with the same error.
+///
+/// Checks, in this order: τ and τ_base positive and finite; batch, views, dim non-zero; labels
+/// length = batch; queue keys `[K, dim]` with K labels; at least two contrast rows; every
+/// feature and key finite; with `normalize`, no zero-norm row. Costs O((batch·views + K)·dim).
+pub fn validate<T: Element>(
+    input: &SupConInput<'_, T>,
+    options: &SupConOptions,
+) -> Result<(), LossError> {
+    check_temperature("temperature", options.temperature)?;
+    if let Some(base) = options.base_temperature {
+        check_temperature("base_temperature", base)?;
+    }
+    let (batch, views, dim) = input.features.dim();
+    for (axis, len) in [("batch", batch), ("views", views), ("dim", dim)] {
+        if len == 0 {
+            return Err(LossError::EmptyAxis {
+                what: "features",
+                axis,
+                shape: vec![batch, views, dim],
+            });
+        }
+    }
+    if let Some(labels) = input.labels {
+        if labels.len() != batch {
+            return Err(LossError::ShapeMismatch {
+                what: "labels length",
+                expected: format!(
+                    "{batch} (the batch size of features {:?})",
+                    [batch, views, dim]
+                ),
+                actual: labels.len().to_string(),
+            });
+        }
+    }
+    if let Some(queue) = &input.queue {
+        let (keys, key_dim) = queue.keys.dim();
+        if keys > 0 && key_dim != dim {
+            return Err(LossError::ShapeMismatch {
+                what: "queue keys dim",
+                expected: format!("{dim} (the features' dim)"),
+                actual: format!("{key_dim} (keys shape {:?})", [keys, key_dim]),
+            });
+        }
+        if keys > 0 && queue.labels.is_empty() {
+            return Err(LossError::QueueLabelsMissing { keys });
+        }
+        if queue.labels.len() != keys {
+            return Err(LossError::ShapeMismatch {
+                what: "queue labels length",
+                expected: format!("{keys} (the number of queue keys)"),
+                actual: queue.labels.len().to_string(),
+            });
+        }
+    }
+    let rows = input.contrast_rows();
+    if rows < 2 {
+        return Err(LossError::TooFewContrastRows { rows });
+    }
+    check_features(input.features, options.normalize)?;
+    if let Some(queue) = &input.queue {
+        check_keys(queue.keys, options.normalize)?;
+    }
+    Ok(())
+}
+
+fn check_features<T: Element>(
+    features: ArrayView3<'_, T>,
+    normalize: bool,
+) -> Result<(), LossError> {
+    // Finiteness first, over the whole array, so the error names the first bad element.
+    for ((b, v, d), &x) in features.indexed_iter() {
+        let x = x.to_f64();
+        if !x.is_finite() {
+            return Err(LossError::NonFinite {
+                what: "features",
+                index: vec![b, v, d],
+                value: x,
+            });
+        }
+    }
+    if normalize {
+        for (b, sample) in features.outer_iter().enumerate() {
+            for (v, row) in sample.outer_iter().enumerate() {
+                if row.iter().all(|x| x.to_f64() == 0.0) {
+                    return Err(LossError::ZeroNorm {
+                        what: "features",
+                        index: vec![b, v],
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_keys<T: Element>(keys: ArrayView2<'_, T>, normalize: bool) -> Result<(), LossError> {
+    for ((k, d), &x) in keys.indexed_iter() {
+        let x = x.to_f64();
+        if !x.is_finite() {
+            return Err(LossError::NonFinite {
+                what: "queue keys",
+                index: vec![k, d],
+                value: x,
+            });
+        }
+    }
+    if normalize {
+        for (k, row) in keys.outer_iter().enumerate() {
+            if row.iter().all(|x| x.to_f64() == 0.0) {
+                return Err(LossError::ZeroNorm {
+                    what: "queue keys",
+                    index: vec![k],
+                });
+            }
+        }
+    }
+    Ok(())
+}

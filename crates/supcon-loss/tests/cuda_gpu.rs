@@ -1,0 +1,330 @@
+//! The CUDA backend against the CPU reference, on a GPU. Every test here is ignored in
+//! `cargo xtask test` (CI has no GPU) and run by `cargo xtask gpu-test` (`--ignored gpu`);
+//! docs/src/gpu.md explains how to run the test binary on a GPU host without Rust.
+//!
+//! Tolerances (stated in `supcon_loss::cuda`'s docs):
+//! - f32: |loss − ref| ≤ 1e-4·max(1, |ref|), max|grad − ref| ≤ 1e-3·max|ref| + 1e-7.
+//! - TF32 score tiles: 5e-3 and 2e-2 in the same forms.
+#![cfg(feature = "cuda")]
+
+use std::sync::OnceLock;
+
+use ndarray::{Array2, Array3};
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use supcon_loss::cuda::{CudaBackend, Precision};
+use supcon_loss::{
+    ContrastMode, CpuBackend, LossBackend, LossOutput, Queue, SupConInput, SupConOptions, Variant,
+};
+
+/// One backend per precision for the whole test binary (NVRTC compiles once).
+fn backend(precision: Precision) -> &'static CudaBackend {
+    static F32: OnceLock<CudaBackend> = OnceLock::new();
+    static TF32: OnceLock<CudaBackend> = OnceLock::new();
+    let cell = match precision {
+        Precision::F32 => &F32,
+        Precision::Tf32 => &TF32,
+    };
+    cell.get_or_init(|| {
+        CudaBackend::new(0)
+            .unwrap_or_else(|e| panic!("these tests need a CUDA GPU: {e}"))
+            .with_precision(precision)
+    })
+}
+
+/// Rows with E‖x‖² = 1, so similarities stay O(1/τ) whether or not the loss normalizes.
+fn random_rows(rng: &mut ChaCha8Rng, rows: usize, dim: usize) -> Vec<f32> {
+    let scale = (3.0 / dim as f32).sqrt();
+    (0..rows * dim)
+        .map(|_| rng.random_range(-1.0f32..1.0) * scale)
+        .collect()
+}
+
+#[derive(Clone, Debug)]
+struct Case {
+    batch: usize,
+    views: usize,
+    dim: usize,
+    queue: usize,
+    classes: Option<i64>,
+    options: SupConOptions,
+    seed: u64,
+}
+
+struct Data {
+    features: Array3<f32>,
+    labels: Option<Vec<i64>>,
+    keys: Array2<f32>,
+    key_labels: Vec<i64>,
+}
+
+impl Case {
+    fn data(&self) -> Data {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        let features = Array3::from_shape_vec(
+            (self.batch, self.views, self.dim),
+            random_rows(&mut rng, self.batch * self.views, self.dim),
+        )
+        .unwrap();
+        let classes = self.classes.unwrap_or(1);
+        let labels = self.classes.map(|_| {
+            (0..self.batch)
+                .map(|_| rng.random_range(0..classes))
+                .collect()
+        });
+        let keys = Array2::from_shape_vec(
+            (self.queue, self.dim),
+            random_rows(&mut rng, self.queue, self.dim),
+        )
+        .unwrap();
+        let key_labels = (0..self.queue)
+            .map(|_| rng.random_range(0..classes))
+            .collect();
+        Data {
+            features,
+            labels,
+            keys,
+            key_labels,
+        }
+    }
+}
+
+fn run(backend: &dyn LossBackend, case: &Case, data: &Data) -> LossOutput {
+    let mut input = SupConInput::new(data.features.view(), data.labels.as_deref());
+    if case.queue > 0 {
+        input = input.with_queue(Queue {
+            keys: data.keys.view(),
+            labels: &data.key_labels,
+        });
+    }
+    backend
+        .compute(&input, &case.options)
+        .unwrap_or_else(|e| panic!("{} on {case:?}: {e}", backend.name()))
+}
+
+fn assert_close(case: &Case, gpu: &LossOutput, cpu: &LossOutput, loss_tol: f64, grad_tol: f32) {
+    assert_eq!(gpu.anchors, cpu.anchors, "{case:?}");
+    assert!(
+        (gpu.loss - cpu.loss).abs() <= loss_tol * cpu.loss.abs().max(1.0),
+        "loss {} vs CPU {} on {case:?}",
+        gpu.loss,
+        cpu.loss
+    );
+    let scale = cpu.grad.iter().fold(0.0f32, |m, g| m.max(g.abs()));
+    let worst = gpu
+        .grad
+        .iter()
+        .zip(cpu.grad.iter())
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        gpu.grad.iter().all(|g| g.is_finite()),
+        "non-finite gradient on {case:?}"
+    );
+    assert!(
+        worst <= grad_tol * scale + 1e-7,
+        "gradient off by {worst} (largest element {scale}) on {case:?}"
+    );
+}
+
+fn check(case: &Case, precision: Precision) {
+    let data = case.data();
+    let cpu = run(&CpuBackend::default(), case, &data);
+    let gpu = run(backend(precision), case, &data);
+    let (loss_tol, grad_tol) = match precision {
+        Precision::F32 => (1e-4, 1e-3),
+        Precision::Tf32 => (5e-3, 2e-2),
+    };
+    assert_close(case, &gpu, &cpu, loss_tol, grad_tol);
+}
+
+fn case_strategy(max_batch: usize) -> impl Strategy<Value = Case> {
+    (
+        1..=max_batch,
+        1usize..=3,
+        prop::sample::select(vec![1usize, 3, 16, 33, 64, 128, 130, 257]),
+        prop_oneof![Just(0usize), 1usize..70],
+        prop::option::of(1i64..12),
+        (
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            0.05f64..1.0,
+            prop::option::of(0.05f64..1.0),
+        ),
+        any::<u64>(),
+    )
+        .prop_filter("need two contrast rows", |(b, v, _, k, ..)| b * v + k >= 2)
+        .prop_map(
+            |(batch, views, dim, queue, classes, (lin, one, normalize, tau, base), seed)| Case {
+                batch,
+                views,
+                dim,
+                queue,
+                classes,
+                options: SupConOptions {
+                    temperature: tau,
+                    base_temperature: base,
+                    variant: if lin { Variant::In } else { Variant::Out },
+                    contrast_mode: if one {
+                        ContrastMode::One
+                    } else {
+                        ContrastMode::All
+                    },
+                    normalize,
+                },
+                seed,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    #[ignore = "needs a CUDA GPU: run `cargo xtask gpu-test`"]
+    fn gpu_f32_matches_cpu_reference_on_random_shapes(case in case_strategy(200)) {
+        check(&case, Precision::F32);
+    }
+
+    #[test]
+    #[ignore = "needs a CUDA GPU: run `cargo xtask gpu-test`"]
+    fn gpu_tf32_matches_cpu_reference_within_tf32_tolerance(case in case_strategy(200)) {
+        check(&case, Precision::Tf32);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4))]
+
+    /// Large random problems, up to N = V·B = 65 536 rows (the CPU reference takes a while).
+    #[test]
+    #[ignore = "needs a CUDA GPU: run `cargo xtask gpu-test`"]
+    fn gpu_f32_matches_cpu_reference_on_large_problems(
+        batch in 1000usize..=32_768,
+        queue in prop_oneof![Just(0usize), 1usize..4096],
+        classes in prop::option::of(2i64..1000),
+        lin in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let case = Case {
+            batch,
+            views: 2,
+            dim: 128,
+            queue,
+            classes,
+            options: SupConOptions {
+                variant: if lin { Variant::In } else { Variant::Out },
+                normalize: true,
+                ..SupConOptions::default()
+            },
+            seed,
+        };
+        check(&case, Precision::F32);
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: run `cargo xtask gpu-test`"]
+fn gpu_n_65536_matches_cpu_reference() {
+    let case = Case {
+        batch: 32_768,
+        views: 2,
+        dim: 128,
+        queue: 0,
+        classes: Some(100),
+        options: SupConOptions {
+            normalize: true,
+            ..SupConOptions::default()
+        },
+        seed: 65_536,
+    };
+    check(&case, Precision::F32);
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: run `cargo xtask gpu-test`"]
+fn gpu_without_positives_gives_zero_loss_and_gradient() {
+    let case = Case {
+        batch: 70,
+        views: 1,
+        dim: 20,
+        queue: 0,
+        classes: None, // SimCLR with one view: no anchor has a positive
+        options: SupConOptions::default(),
+        seed: 1,
+    };
+    let data = case.data();
+    let out = run(backend(Precision::F32), &case, &data);
+    assert_eq!(out.loss, 0.0);
+    assert_eq!(out.anchors, 0);
+    assert!(out.grad.iter().all(|&g| g == 0.0));
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: run `cargo xtask gpu-test`"]
+fn gpu_results_are_deterministic() {
+    let case = Case {
+        batch: 300,
+        views: 2,
+        dim: 100,
+        queue: 33,
+        classes: Some(7),
+        options: SupConOptions::default(),
+        seed: 7,
+    };
+    let data = case.data();
+    let backend = backend(Precision::F32);
+    let a = run(backend, &case, &data);
+    let b = run(backend, &case, &data);
+    assert_eq!(a.loss.to_bits(), b.loss.to_bits());
+    assert_eq!(a.grad, b.grad);
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: run `cargo xtask gpu-test`"]
+fn gpu_rejects_inputs_like_the_cpu_backend() {
+    let features = Array3::<f32>::from_elem((4, 2, 3), f32::NAN);
+    let input = SupConInput::new(features.view(), None);
+    let gpu = backend(Precision::F32).compute(&input, &SupConOptions::default());
+    let cpu = CpuBackend::default().compute(&input, &SupConOptions::default());
+    assert_eq!(gpu.unwrap_err(), cpu.unwrap_err());
+}
+
+#[cfg(feature = "tch")]
+#[test]
+#[ignore = "needs a CUDA GPU: run `cargo xtask gpu-test`"]
+fn gpu_zero_copy_tch_path_matches_the_host_path() {
+    use tch::{Device, Tensor};
+    let case = Case {
+        batch: 257,
+        views: 2,
+        dim: 128,
+        queue: 65,
+        classes: Some(10),
+        options: SupConOptions::default(),
+        seed: 3,
+    };
+    let data = case.data();
+    let backend = backend(Precision::F32);
+    let host = run(backend, &case, &data);
+    let device = Device::Cuda(0);
+    let features = Tensor::from_slice(data.features.as_slice().unwrap())
+        .reshape([case.batch as i64, case.views as i64, case.dim as i64])
+        .to_device(device);
+    let keys = Tensor::from_slice(data.keys.as_slice().unwrap())
+        .reshape([case.queue as i64, case.dim as i64])
+        .to_device(device);
+    let out = backend
+        .compute_tch(
+            &features,
+            data.labels.as_deref(),
+            Some((&keys, &data.key_labels)),
+            &case.options,
+        )
+        .unwrap();
+    assert_eq!(out.anchors, host.anchors);
+    assert_eq!(out.loss.to_bits(), host.loss.to_bits());
+    let grad: Vec<f32> = Vec::try_from(out.grad.to_device(Device::Cpu).flatten(0, -1)).unwrap();
+    assert_eq!(grad.as_slice(), host.grad.as_slice().unwrap());
+}

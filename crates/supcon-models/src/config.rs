@@ -1,0 +1,261 @@
+//! Model configuration: architecture names, stems, heads, parsed from strings and TOML.
+
+use crate::error::ModelError;
+use crate::resnet::{BlockKind, ResNetSpec};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// The encoders we build. Parsed case-insensitively, ignoring `-` and `_`
+/// (`"resnet18"`, `"ResNet-18"`, `"resnet_tiny"`, `"resnet-tiny"` all work).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Architecture {
+    /// CIFAR-style ResNet, widths 16/32/64, one BasicBlock per stage (trains in minutes on 2 cores).
+    ResNetTiny,
+    /// CIFAR-style ResNet, widths 16/32/64, two BasicBlocks per stage.
+    ResNetSmall,
+    /// ResNet-18: BasicBlock, [2, 2, 2, 2], widths 64..512.
+    ResNet18,
+    /// ResNet-34: BasicBlock, [3, 4, 6, 3].
+    ResNet34,
+    /// ResNet-50: Bottleneck, [3, 4, 6, 3], feature dimension 2048.
+    ResNet50,
+    /// ResNet-101: Bottleneck, [3, 4, 23, 3].
+    ResNet101,
+}
+
+const ARCHITECTURE_NAMES: &str =
+    "resnet-tiny, resnet-small, resnet18, resnet34, resnet50, resnet101";
+
+impl Architecture {
+    /// Every architecture, smallest first.
+    pub const ALL: [Architecture; 6] = [
+        Architecture::ResNetTiny,
+        Architecture::ResNetSmall,
+        Architecture::ResNet18,
+        Architecture::ResNet34,
+        Architecture::ResNet50,
+        Architecture::ResNet101,
+    ];
+
+    /// The canonical name (what `Display` and serde write).
+    pub fn name(self) -> &'static str {
+        match self {
+            Architecture::ResNetTiny => "resnet-tiny",
+            Architecture::ResNetSmall => "resnet-small",
+            Architecture::ResNet18 => "resnet18",
+            Architecture::ResNet34 => "resnet34",
+            Architecture::ResNet50 => "resnet50",
+            Architecture::ResNet101 => "resnet101",
+        }
+    }
+
+    /// The full description of the encoder for the given input channels and stem.
+    pub fn spec(self, in_channels: i64, stem: Stem, zero_init_residual: bool) -> ResNetSpec {
+        let (block, blocks, widths): (BlockKind, &[usize], &[i64]) = match self {
+            Architecture::ResNetTiny => (BlockKind::Basic, &[1, 1, 1], &[16, 32, 64]),
+            Architecture::ResNetSmall => (BlockKind::Basic, &[2, 2, 2], &[16, 32, 64]),
+            Architecture::ResNet18 => (BlockKind::Basic, &[2, 2, 2, 2], &[64, 128, 256, 512]),
+            Architecture::ResNet34 => (BlockKind::Basic, &[3, 4, 6, 3], &[64, 128, 256, 512]),
+            Architecture::ResNet50 => (BlockKind::Bottleneck, &[3, 4, 6, 3], &[64, 128, 256, 512]),
+            Architecture::ResNet101 => {
+                (BlockKind::Bottleneck, &[3, 4, 23, 3], &[64, 128, 256, 512])
+            }
+        };
+        ResNetSpec {
+            block,
+            blocks_per_stage: blocks.to_vec(),
+            widths: widths.to_vec(),
+            in_channels,
+            stem,
+            zero_init_residual,
+        }
+    }
+}
+
+impl fmt::Display for Architecture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Architecture {
+    type Err = ModelError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let key: String = s
+            .chars()
+            .filter(|c| *c != '-' && *c != '_')
+            .flat_map(char::to_lowercase)
+            .collect();
+        Ok(match key.as_str() {
+            "resnettiny" => Architecture::ResNetTiny,
+            "resnetsmall" => Architecture::ResNetSmall,
+            "resnet18" => Architecture::ResNet18,
+            "resnet34" => Architecture::ResNet34,
+            "resnet50" => Architecture::ResNet50,
+            "resnet101" => Architecture::ResNet101,
+            _ => {
+                return Err(ModelError::UnknownArchitecture {
+                    name: s.to_owned(),
+                    expected: ARCHITECTURE_NAMES,
+                })
+            }
+        })
+    }
+}
+
+impl TryFrom<String> for Architecture {
+    type Error = ModelError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<Architecture> for String {
+    fn from(a: Architecture) -> String {
+        a.name().to_owned()
+    }
+}
+
+/// The first layers of the encoder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stem {
+    /// SupContrast's CIFAR stem: 3×3 convolution, stride 1, no max-pool (small images).
+    #[default]
+    Cifar,
+    /// The ImageNet stem: 7×7 convolution, stride 2, then a 3×3 max-pool with stride 2.
+    Imagenet,
+}
+
+impl FromStr for Stem {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "cifar" => Ok(Stem::Cifar),
+            "imagenet" => Ok(Stem::Imagenet),
+            _ => Err(ModelError::UnknownStem { name: s.to_owned() }),
+        }
+    }
+}
+
+/// The projection head of [`crate::SupConModel`] (SupContrast's `head` argument).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadKind {
+    /// Linear(dim, dim) → ReLU → Linear(dim, projection_dim); names `head.0.*`, `head.2.*`.
+    #[default]
+    Mlp,
+    /// Linear(dim, projection_dim); names `head.weight`, `head.bias`.
+    Linear,
+}
+
+impl FromStr for HeadKind {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "mlp" => Ok(HeadKind::Mlp),
+            "linear" => Ok(HeadKind::Linear),
+            _ => Err(ModelError::UnknownHead { name: s.to_owned() }),
+        }
+    }
+}
+
+/// Everything needed to build an encoder (and a projection head): the `[model]` table of
+/// the train crate's TOML config. Missing fields take SupContrast's defaults.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    pub architecture: Architecture,
+    /// 3 for RGB (CIFAR), 1 for Fashion-MNIST.
+    pub in_channels: i64,
+    pub stem: Stem,
+    /// Zero-initialise the last BN's scale of each residual branch (each block starts as identity).
+    pub zero_init_residual: bool,
+    pub head: HeadKind,
+    /// Output dimension of the projection head (SupContrast's `feat_dim`, 128).
+    pub projection_dim: i64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            architecture: Architecture::ResNet18,
+            in_channels: 3,
+            stem: Stem::Cifar,
+            zero_init_residual: false,
+            head: HeadKind::Mlp,
+            projection_dim: 128,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// The default configuration for an architecture.
+    pub fn new(architecture: Architecture) -> Self {
+        ModelConfig {
+            architecture,
+            ..ModelConfig::default()
+        }
+    }
+
+    /// Sets the number of input channels.
+    pub fn with_in_channels(mut self, in_channels: i64) -> Self {
+        self.in_channels = in_channels;
+        self
+    }
+
+    /// The encoder's description.
+    pub fn encoder_spec(&self) -> ResNetSpec {
+        self.architecture
+            .spec(self.in_channels, self.stem, self.zero_init_residual)
+    }
+
+    /// Checks the numeric fields.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        if self.in_channels < 1 {
+            return Err(ModelError::InvalidConfig {
+                field: "in_channels",
+                value: self.in_channels.to_string(),
+                reason: "must be at least 1",
+            });
+        }
+        if self.projection_dim < 1 {
+            return Err(ModelError::InvalidConfig {
+                field: "projection_dim",
+                value: self.projection_dim.to_string(),
+                reason: "must be at least 1",
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn architecture_names_parse_leniently_and_print_canonically() {
+        for (text, arch) in [
+            ("resnet18", Architecture::ResNet18),
+            ("ResNet-18", Architecture::ResNet18),
+            ("resnet_50", Architecture::ResNet50),
+            ("resnet101", Architecture::ResNet101),
+            ("resnet-tiny", Architecture::ResNetTiny),
+            ("resnet_tiny", Architecture::ResNetTiny),
+            ("ResNetSmall", Architecture::ResNetSmall),
+        ] {
+            assert_eq!(text.parse::<Architecture>().unwrap(), arch, "{text}");
+        }
+        for arch in Architecture::ALL {
+            assert_eq!(arch.to_string().parse::<Architecture>().unwrap(), arch);
+        }
+        let err = "vgg16".parse::<Architecture>().unwrap_err();
+        assert!(err.to_string().contains("vgg16") && err.to_string().contains("resnet-tiny"));
+        assert!("mlp".parse::<HeadKind>().is_ok() && "conv".parse::<HeadKind>().is_err());
+        assert!("ImageNet".parse::<Stem>().is_ok() && "tiny".parse::<Stem>().is_err());
+    }
+}

@@ -5,11 +5,14 @@
 use anyhow::{bail, Result};
 
 pub fn run(args: &[String]) -> Result<()> {
-    let (what, _rest) = args
+    let (what, rest) = args
         .split_first()
         .map(|(w, r)| (w.as_str(), r))
         .unwrap_or(("", &[]));
     match what {
+        "loss" => crate::bench_loss::run(rest),
+        "augment" => crate::bench_augment::run(rest),
+        "train" => crate::bench_train::run(rest),
         other => bail!("unknown benchmark `{other}`; expected one of: loss, augment, train"),
     }
 }

@@ -4,6 +4,9 @@
 //! a fresh machine `cargo xtask train` and `cargo xtask test` are all a user has to type.
 
 mod bench;
+mod bench_augment;
+mod bench_loss;
+mod bench_train;
 mod docs;
 mod setup;
 mod test;

@@ -166,7 +166,7 @@ fn privilege_prefix() -> Option<Vec<&'static str>> {
         .then(|| vec!["sudo", "-n", "apt-get"])
 }
 
-fn cache_dir() -> Result<PathBuf> {
+pub(crate) fn cache_dir() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("SUPCON_CACHE_DIR") {
         return Ok(PathBuf::from(dir));
     }

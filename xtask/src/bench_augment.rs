@@ -1,0 +1,314 @@
+//! `cargo xtask bench augment [--batches N] [--threads N] [--skip-torchvision]`: SupContrast's
+//! two-view training transform through supcon-augment (release build of the
+//! `augment_throughput` example) and through torchvision (`benches/augment_torchvision.py`,
+//! PIL per-image pipeline, DataLoader with 2 worker processes, `torch.set_num_threads(2)`),
+//! on the same machine in the same run. Writes `target/bench-results/augment.json`.
+//!
+//! torchvision lives in its own virtual environment, `<cache>/bench-venv` (the cache folder
+//! of `cargo xtask setup`), with `torch==2.11.0 torchvision==0.26.0`; a marker file makes the
+//! installation happen once. Where Python has no `venv` module, `pip install --target` into
+//! the same folder and `PYTHONPATH` take its place.
+
+use crate::util::{cargo, project_root, run as sh};
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const WHEELS: &[&str] = &["torch==2.11.0", "torchvision==0.26.0"];
+
+struct Options {
+    threads: usize,
+    batches: usize,
+    torchvision_batches: usize,
+    skip_torchvision: bool,
+}
+
+fn parse(args: &[String]) -> Result<Options> {
+    let mut o = Options {
+        threads: 2,
+        batches: 400,
+        torchvision_batches: 40,
+        skip_torchvision: false,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| -> Result<usize> {
+            it.next()
+                .with_context(|| format!("{name} needs a value"))?
+                .parse()
+                .with_context(|| format!("{name} takes a positive integer"))
+        };
+        match arg.as_str() {
+            "--threads" => o.threads = value("--threads")?,
+            "--batches" => o.batches = value("--batches")?,
+            "--torchvision-batches" => o.torchvision_batches = value("--torchvision-batches")?,
+            "--skip-torchvision" => o.skip_torchvision = true,
+            other => bail!(
+                "unknown option `{other}` for `cargo xtask bench augment` \
+                 (--threads N, --batches N, --torchvision-batches N, --skip-torchvision)"
+            ),
+        }
+    }
+    Ok(o)
+}
+
+/// The Python that has torchvision: a venv's interpreter, or the system one with `PYTHONPATH`.
+pub(crate) struct BenchPython {
+    program: PathBuf,
+    pythonpath: Option<PathBuf>,
+}
+
+impl BenchPython {
+    pub(crate) fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.program);
+        if let Some(path) = &self.pythonpath {
+            cmd.env("PYTHONPATH", path);
+        }
+        cmd
+    }
+}
+
+fn system_python() -> Result<&'static str> {
+    ["python3", "python"]
+        .into_iter()
+        .find(|p| {
+            Command::new(p)
+                .arg("--version")
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        })
+        .context("python3 is missing: the torchvision side of the benchmark needs it")
+}
+
+fn works(cmd: &mut Command) -> bool {
+    cmd.output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+/// Installs torch and torchvision into `<cache>/bench-venv` once (about 4.6 GB: the full
+/// torch wheel with its CUDA libraries, which `import torch` loads even without a GPU).
+pub(crate) fn bench_python() -> Result<BenchPython> {
+    let dir = crate::setup::cache_dir()?.join("bench-venv");
+    let marker = dir.join(".supcon-ready");
+    let expected = WHEELS.join(" ");
+    let venv_python = dir.join("bin").join("python");
+    let target_site = dir.join("site");
+    let ready = std::fs::read_to_string(&marker)
+        .map(|m| m.trim() == expected)
+        .unwrap_or(false);
+    if ready {
+        if venv_python.exists() {
+            return Ok(BenchPython {
+                program: venv_python,
+                pythonpath: None,
+            });
+        }
+        if target_site.exists() {
+            return Ok(BenchPython {
+                program: PathBuf::from(system_python()?),
+                pythonpath: Some(target_site),
+            });
+        }
+    }
+    let python = system_python()?;
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    eprintln!(
+        "installing {} into {} (once; about 4.6 GB)",
+        WHEELS.join(" "),
+        dir.display()
+    );
+    let bench = if works(Command::new(python).args(["-m", "venv"]).arg(&dir)) {
+        let bench = BenchPython {
+            program: venv_python,
+            pythonpath: None,
+        };
+        pip_install(bench.command().args(["-m", "pip", "install"]))?;
+        bench
+    } else {
+        eprintln!("note: python has no working venv module; using pip install --target");
+        std::fs::create_dir_all(&dir)?;
+        pip_install(
+            Command::new(python)
+                .args(["-m", "pip", "install", "--target"])
+                .arg(&target_site),
+        )?;
+        BenchPython {
+            program: PathBuf::from(python),
+            pythonpath: Some(target_site),
+        }
+    };
+    std::fs::write(&marker, &expected).with_context(|| format!("writing {}", marker.display()))?;
+    Ok(bench)
+}
+
+fn pip_install(cmd: &mut Command) -> Result<()> {
+    cmd.args(["--disable-pip-version-check", "--no-cache-dir"])
+        .args(WHEELS);
+    sh(cmd).context("pip could not install torch and torchvision: is PyPI reachable?")
+}
+
+/// The last JSON line a benchmark printed.
+pub(crate) fn json_line(output: &std::process::Output, what: &str) -> Result<String> {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "{what} failed ({}):\n{stdout}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .map(str::to_owned)
+        .with_context(|| format!("{what} printed no JSON line:\n{stdout}"))
+}
+
+pub(crate) fn field(json: &str, key: &str) -> Option<f64> {
+    let start = json.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let rest = &json[start..];
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    rest[..end].trim().parse().ok()
+}
+
+/// Images per wall-clock second, and per CPU second of all the processes involved.
+#[derive(Clone, Copy)]
+struct Rate {
+    wall: f64,
+    cpu: Option<f64>,
+}
+
+fn rate(line: &str) -> Result<Rate> {
+    Ok(Rate {
+        wall: field(line, "img_per_s").with_context(|| format!("no img_per_s in {line}"))?,
+        cpu: field(line, "img_per_cpu_s"),
+    })
+}
+
+fn ours(exe: &Path, recipe: &str, o: &Options) -> Result<Rate> {
+    let output = Command::new(exe)
+        .args(["--recipe", recipe, "--json"])
+        .args(["--threads", &o.threads.to_string()])
+        .args(["--batches", &o.batches.to_string()])
+        .output()
+        .with_context(|| format!("running {}", exe.display()))?;
+    rate(&json_line(&output, "augment_throughput")?)
+}
+
+fn torchvision(python: &BenchPython, recipe: &str, o: &Options) -> Result<Rate> {
+    let script = project_root()
+        .join("benches")
+        .join("augment_torchvision.py");
+    let output = python
+        .command()
+        .arg(&script)
+        .args(["--recipe", recipe, "--json"])
+        .args(["--workers", &o.threads.to_string()])
+        .args(["--batches", &o.torchvision_batches.to_string()])
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    rate(&json_line(&output, "augment_torchvision.py")?)
+}
+
+pub(crate) fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cpu}, {cores} cores")
+}
+
+fn num(v: Option<f64>) -> String {
+    v.map_or("null".into(), |v| format!("{v:.1}"))
+}
+
+fn ratio2(v: Option<f64>) -> String {
+    v.map_or("null".into(), |v| format!("{v:.2}"))
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let o = parse(args)?;
+    let python = if o.skip_torchvision {
+        None
+    } else {
+        Some(bench_python()?)
+    };
+    sh(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "supcon-augment",
+        "--example",
+        "augment_throughput",
+    ]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project_root().join("target"));
+    let exe = target
+        .join("release")
+        .join("examples")
+        .join("augment_throughput");
+
+    let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
+    let mut fields = Vec::new();
+    for (recipe, prefix) in [("cifar", ""), ("fmnist", "fmnist_")] {
+        let ours = ours(&exe, recipe, &o)?;
+        let theirs = python
+            .as_ref()
+            .map(|p| torchvision(p, recipe, &o))
+            .transpose()?;
+        let wall_ratio = ratio(Some(ours.wall), theirs.map(|t| t.wall));
+        let cpu_ratio = ratio(ours.cpu, theirs.and_then(|t| t.cpu));
+        let show = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}"));
+        let times = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1}×"));
+        println!(
+            "{recipe:>6}: supcon-augment {:>8.0} img/s | torchvision {:>6} img/s | ratio {:>7}   \
+             (per CPU second: {} vs {}, ratio {})",
+            ours.wall,
+            show(theirs.map(|t| t.wall)),
+            times(wall_ratio),
+            show(ours.cpu),
+            show(theirs.and_then(|t| t.cpu)),
+            times(cpu_ratio),
+        );
+        fields.push(format!("\"{prefix}supcon_img_per_s\": {:.1}", ours.wall));
+        fields.push(format!(
+            "\"{prefix}torchvision_img_per_s\": {}",
+            num(theirs.map(|t| t.wall))
+        ));
+        fields.push(format!("\"{prefix}ratio\": {}", ratio2(wall_ratio)));
+        fields.push(format!(
+            "\"{prefix}supcon_img_per_cpu_s\": {}",
+            num(ours.cpu)
+        ));
+        fields.push(format!(
+            "\"{prefix}torchvision_img_per_cpu_s\": {}",
+            num(theirs.and_then(|t| t.cpu))
+        ));
+        fields.push(format!("\"{prefix}cpu_ratio\": {}", ratio2(cpu_ratio)));
+    }
+    let json = format!(
+        "{{\n  \"benchmark\": \"augment\",\n  \"recipe\": \"SupContrast two-view recipe, batch 256: \
+         CIFAR-like 32x32 RGB (fmnist_*: presets::fashion_mnist on 28x28 gray)\",\n  {},\n  \
+         \"threads\": {},\n  \"torchvision_workers\": {},\n  \"machine\": \"{}\"\n}}\n",
+        fields.join(",\n  "),
+        o.threads,
+        o.threads,
+        machine().replace('"', "'"),
+    );
+    let dir = project_root().join("target").join("bench-results");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("augment.json");
+    std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
+}

@@ -1,0 +1,467 @@
+//! What each command does. Returns the text for standard output (the binary prints it: the
+//! library never prints).
+
+use std::path::Path;
+
+use ndarray::{Array1, Array2, Array3};
+use supcon_loss::{SupConInput, SupConOptions};
+
+use super::{Cli, Command, ConfigArgs, RunArgs};
+use crate::checkpoint::Checkpoint;
+use crate::config::{self, RunConfig, DEFAULT_PRESET};
+use crate::error::TrainError;
+use crate::loss_bridge::LossBridge;
+use crate::metrics_log::Stage;
+use crate::pipeline::{self, evaluate, Session, SessionOptions};
+use crate::run_dir::Reuse;
+
+/// Runs the command; returns what to print on standard output.
+pub fn execute(cli: &Cli) -> Result<String, TrainError> {
+    match &cli.command {
+        Command::Train { run, with_baseline } => {
+            let mut session = open_session(run, "train", Stage::Pretrain, cli.quiet)?;
+            let report = pipeline::train(&mut session, *with_baseline)?;
+            Ok(finished(&session, &report))
+        }
+        Command::Pretrain { run } => {
+            let mut session = open_session(run, "pretrain", Stage::Pretrain, cli.quiet)?;
+            let (summary, checkpoint) = pipeline::pretrain(&mut session)?;
+            Ok(format!(
+                "pre-training finished: {} epochs, {} steps, {:.0} s, {:.0} images/s\ncheckpoint: {}\nnext: supcon linear --checkpoint {}\n",
+                summary.epochs,
+                summary.steps,
+                summary.wall_seconds,
+                summary.images_per_second,
+                checkpoint.display(),
+                checkpoint.display()
+            ))
+        }
+        Command::Linear { checkpoint, run } => {
+            let mut session = open_session(run, "linear", Stage::Linear, cli.quiet)?;
+            // Resuming the linear stage needs the encoder checkpoint again.
+            session.set_resume_command(format!(
+                "supcon linear --checkpoint {} --resume {}",
+                checkpoint.display(),
+                session.run.root().display()
+            ));
+            let outcome = pipeline::linear(&mut session, checkpoint)?;
+            let test = pipeline::data::load_test(&session.config)?;
+            let mut stages = Vec::new();
+            if let Ok(ckpt) = Checkpoint::load(checkpoint) {
+                if let Some(state) = &ckpt.state {
+                    stages.push(pipeline::StageSummary::from_state(state));
+                }
+            }
+            stages.push(outcome.summary.clone());
+            let method = evaluate::evaluate_supcon(&session, &test, &outcome, stages)?;
+            let report = evaluate::finish_report(&session, &test, vec![method])?;
+            Ok(finished(&session, &report))
+        }
+        Command::Ce { run } => {
+            let mut session = open_session(run, "ce", Stage::Ce, cli.quiet)?;
+            let (summary, checkpoint) = pipeline::ce(&mut session)?;
+            let test = pipeline::data::load_test(&session.config)?;
+            let method = evaluate::evaluate_ce(&session, &test, &checkpoint, summary)?;
+            let report = evaluate::finish_report(&session, &test, vec![method])?;
+            Ok(finished(&session, &report))
+        }
+        Command::Eval { run, json } => {
+            let report = evaluate_run(run, cli.quiet)?;
+            if *json {
+                serde_json::to_string_pretty(&report).map_err(|e| TrainError::Json {
+                    path: run.join("report.json"),
+                    message: e.to_string(),
+                })
+            } else {
+                Ok(report.summary_table())
+            }
+        }
+        Command::Embed {
+            checkpoint,
+            split,
+            out,
+            projections,
+            config,
+        } => embed(checkpoint, split, out, *projections, config),
+        Command::Loss {
+            features,
+            labels,
+            temperature,
+            base_temperature,
+            normalize,
+            loss_backend,
+            grad_out,
+        } => {
+            let options = SupConOptions {
+                temperature: *temperature,
+                base_temperature: *base_temperature,
+                normalize: *normalize,
+                ..SupConOptions::default()
+            };
+            loss_on_npy(
+                features,
+                labels.as_deref(),
+                options,
+                *loss_backend,
+                grad_out.as_deref(),
+            )
+        }
+    }
+}
+
+fn finished(session: &Session, report: &crate::report::Report) -> String {
+    format!(
+        "\n{}\nrun folder: {}\nreport:     {}\n",
+        report.summary_table(),
+        session.run.root().display(),
+        session.run.file(crate::report::REPORT_MD).display()
+    )
+}
+
+/// The configuration of a training command: the resumed run's, or preset + file + overrides.
+pub fn resolve_config(args: &RunArgs, stage: Stage) -> Result<RunConfig, TrainError> {
+    if let Some(run) = &args.resume {
+        let c = &args.config;
+        if c.preset.is_some() || c.config.is_some() || !c.overrides.is_empty() {
+            return Err(TrainError::Config(
+                "--resume continues a run with its own config.toml; drop --preset/--config/--set"
+                    .into(),
+            ));
+        }
+        return config::load_resolved(&run.join(crate::run_dir::CONFIG_FILE));
+    }
+    let mut overrides = config_overrides(&args.config);
+    let stage_key = stage.as_str();
+    let mut set = |key: String, value: String| overrides.push(format!("{key}={value}"));
+    if let Some(m) = args.method {
+        set("pretrain.method".into(), format!("\"{}\"", m.as_str()));
+    }
+    if let Some(v) = args.epochs {
+        set(format!("{stage_key}.epochs"), v.to_string());
+    }
+    if let Some(v) = args.batch_size {
+        set(format!("{stage_key}.batch_size"), v.to_string());
+    }
+    if let Some(v) = args.lr {
+        set(format!("{stage_key}.optim.lr"), toml_float(v));
+    }
+    if let Some(v) = args.temperature {
+        set("pretrain.temperature".into(), toml_float(v));
+    }
+    if let Some(v) = args.loss_backend {
+        let name = match v {
+            config::LossBackendKind::Cpu => "cpu",
+            config::LossBackendKind::Tch => "tch",
+            config::LossBackendKind::Cuda => "cuda",
+        };
+        set("pretrain.loss_backend".into(), format!("\"{name}\""));
+    }
+    if let Some(v) = args.queue {
+        set("pretrain.queue".into(), v.to_string());
+    }
+    if let Some(v) = args.queue_momentum {
+        set("pretrain.queue_momentum".into(), toml_float(v));
+    }
+    if let Some(v) = args.train_per_class {
+        set("data.train_per_class".into(), v.to_string());
+    }
+    if let Some(v) = args.test_per_class {
+        set("data.test_per_class".into(), v.to_string());
+    }
+    if let Some(v) = args.checkpoint_every_steps {
+        set("checkpoint.every_steps".into(), v.to_string());
+    }
+    if let Some(v) = args.checkpoint_every_epochs {
+        set("checkpoint.every_epochs".into(), v.to_string());
+    }
+    if args.no_robustness {
+        set("eval.robustness".into(), "false".into());
+    }
+    let preset = args.config.preset.as_deref().unwrap_or(DEFAULT_PRESET);
+    config::resolve(preset, args.config.config.as_deref(), &overrides)
+}
+
+fn toml_float(v: f64) -> String {
+    // TOML needs a decimal point or exponent for a float.
+    let s = format!("{v:?}");
+    if s.contains('.') || s.contains('e') || s.contains("inf") || s.contains("nan") {
+        s
+    } else {
+        format!("{s}.0")
+    }
+}
+
+fn config_overrides(c: &ConfigArgs) -> Vec<String> {
+    let mut overrides = c.overrides.clone();
+    if let Some(data) = &c.data {
+        overrides.push(format!(
+            "data.path={}",
+            toml_string(&data.display().to_string())
+        ));
+    }
+    if let Some(device) = &c.device {
+        overrides.push(format!("device={}", toml_string(device)));
+    }
+    if let Some(threads) = c.threads {
+        overrides.push(format!("threads={threads}"));
+    }
+    if let Some(seed) = c.seed {
+        overrides.push(format!("seed={seed}"));
+    }
+    overrides
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn open_session(
+    args: &RunArgs,
+    command: &str,
+    stage: Stage,
+    quiet: bool,
+) -> Result<Session, TrainError> {
+    let config = resolve_config(args, stage)?;
+    let (run_dir, reuse) = match &args.resume {
+        Some(dir) => (dir.clone(), Reuse::Resume),
+        None => {
+            let name = args
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("{command}-{}", timestamp()));
+            let reuse = if args.overwrite {
+                Reuse::Overwrite
+            } else {
+                Reuse::Refuse
+            };
+            (args.runs_dir.join(name), reuse)
+        }
+    };
+    Session::open(
+        config,
+        &SessionOptions {
+            run_dir,
+            reuse,
+            quiet,
+            command: command.to_string(),
+        },
+    )
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC.
+fn timestamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+/// Re-evaluates a finished run from its checkpoints.
+fn evaluate_run(run: &Path, quiet: bool) -> Result<crate::report::Report, TrainError> {
+    let config = config::load_resolved(&run.join(crate::run_dir::CONFIG_FILE))?;
+    let session = Session::open(
+        config,
+        &SessionOptions {
+            run_dir: run.to_path_buf(),
+            reuse: Reuse::Resume,
+            quiet,
+            command: "eval".into(),
+        },
+    )?;
+    let test = pipeline::data::load_test(&session.config)?;
+    let mut methods = Vec::new();
+    let pretrain_last = session.run.last_checkpoint(Stage::Pretrain);
+    let linear_last = session.run.last_checkpoint(Stage::Linear);
+    if pretrain_last.exists() && linear_last.exists() {
+        let pretrain = Checkpoint::load(&pretrain_last)?;
+        let linear = Checkpoint::load(&linear_last)?;
+        let encoder =
+            pipeline::classifier::FrozenEncoder::load(&session.config, &pretrain, session.device)?;
+        let best = session.run.best_checkpoint(Stage::Linear);
+        let linear_state = linear.require_state()?;
+        let outcome = pipeline::LinearOutcome {
+            summary: pipeline::StageSummary::from_state(linear_state),
+            encoder,
+            classifier_checkpoint: if best.exists() {
+                best
+            } else {
+                linear_last.clone()
+            },
+        };
+        let stages = vec![
+            pipeline::StageSummary::from_state(pretrain.require_state()?),
+            outcome.summary.clone(),
+        ];
+        methods.push(evaluate::evaluate_supcon(
+            &session, &test, &outcome, stages,
+        )?);
+    }
+    let ce_last = session.run.last_checkpoint(Stage::Ce);
+    if ce_last.exists() {
+        let state = Checkpoint::load(&ce_last)?.require_state()?.clone();
+        let best = session.run.best_checkpoint(Stage::Ce);
+        let chosen = if best.exists() { best } else { ce_last };
+        methods.push(evaluate::evaluate_ce(
+            &session,
+            &test,
+            &chosen,
+            pipeline::StageSummary::from_state(&state),
+        )?);
+    }
+    if methods.is_empty() {
+        return Err(TrainError::RunDir {
+            path: run.to_path_buf(),
+            message: "no finished stage to evaluate (needs pretrain + linear, or ce, checkpoints)"
+                .into(),
+        });
+    }
+    evaluate::finish_report(&session, &test, methods)
+}
+
+fn embed(
+    checkpoint_path: &Path,
+    split: &str,
+    out: &Path,
+    projections: bool,
+    config_args: &ConfigArgs,
+) -> Result<String, TrainError> {
+    let checkpoint = Checkpoint::load(checkpoint_path)?;
+    let preset = config_args.preset.as_deref().unwrap_or(DEFAULT_PRESET);
+    let mut config = config::resolve(
+        preset,
+        config_args.config.as_deref(),
+        &config_overrides(config_args),
+    )?;
+    if let Some(state) = &checkpoint.state {
+        // The checkpoint knows its model; the config only supplies data and device.
+        config.model = state.model.clone();
+    }
+    let device = config.tch_device()?;
+    let data = pipeline::data::load_train(&config)?;
+    let dataset = match split {
+        "train" => data.train.clone(),
+        "validation" => data.validation.clone(),
+        _ => pipeline::data::load_test(&config)?,
+    };
+    let augmenter = supcon_augment::Augmenter::new(
+        pipeline::data::augment_pipeline("none", dataset.shape().height, &data.mean, &data.std)?,
+        0,
+    );
+    let batch = config.eval.batch_size;
+    let is_ce = checkpoint.state.as_ref().map(|s| s.stage) == Some(Stage::Ce);
+    let embeddings: Array2<f32> = if is_ce {
+        if projections {
+            return Err(TrainError::Config(
+                "--projections: a CE checkpoint has no projection head".into(),
+            ));
+        }
+        let mut vs = tch::nn::VarStore::new(device);
+        let model = supcon_models::CrossEntropyModel::new(
+            &vs.root(),
+            &config.model,
+            checkpoint
+                .state
+                .as_ref()
+                .map(|s| s.num_classes)
+                .unwrap_or(10) as i64,
+        )
+        .map_err(|e| TrainError::Model(e.to_string()))?;
+        checkpoint.load_into("model", &mut vs)?;
+        pipeline::classifier::infer(&dataset, &augmenter, batch, device, &|x| {
+            tch::nn::ModuleT::forward_t(&model.encoder, x, false)
+        })?
+    } else {
+        let encoder = pipeline::classifier::FrozenEncoder::load(&config, &checkpoint, device)?;
+        pipeline::classifier::infer(&dataset, &augmenter, batch, device, &|x| {
+            let features = encoder.encode(x);
+            if projections {
+                encoder.model.project(&features)
+            } else {
+                features
+            }
+        })?
+    };
+    std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
+    let embeddings_path = out.join("embeddings.npy");
+    let labels_path = out.join("labels.npy");
+    write_npy_atomic(&embeddings_path, &embeddings)?;
+    write_npy_atomic(&labels_path, &Array1::from(dataset.labels().to_vec()))?;
+    Ok(format!(
+        "wrote {} ({} × {}) and {}\n",
+        embeddings_path.display(),
+        embeddings.nrows(),
+        embeddings.ncols(),
+        labels_path.display()
+    ))
+}
+
+fn write_npy_atomic<A, D>(path: &Path, array: &ndarray::ArrayBase<A, D>) -> Result<(), TrainError>
+where
+    A: ndarray::Data,
+    A::Elem: ndarray_npy::WritableElement,
+    D: ndarray::Dimension,
+{
+    crate::run_dir::write_atomic_with(path, |tmp| ndarray_npy::write_npy(tmp, array))
+}
+
+fn loss_on_npy(
+    features_path: &Path,
+    labels_path: Option<&Path>,
+    options: SupConOptions,
+    backend: config::LossBackendKind,
+    grad_out: Option<&Path>,
+) -> Result<String, TrainError> {
+    let features: Array3<f32> = ndarray_npy::read_npy(features_path).map_err(|e| {
+        TrainError::Data(format!(
+            "{}: not a [batch, views, dim] f32 .npy file: {e}",
+            features_path.display()
+        ))
+    })?;
+    let labels: Option<Array1<i64>> = labels_path
+        .map(|path| {
+            ndarray_npy::read_npy(path).map_err(|e| {
+                TrainError::Data(format!(
+                    "{}: not a [batch] i64 .npy file: {e}",
+                    path.display()
+                ))
+            })
+        })
+        .transpose()?;
+    let labels_vec = labels.map(|l| l.to_vec());
+    let bridge = LossBridge::new(backend, tch::Device::Cpu, options)?;
+    let input = SupConInput {
+        features: features.view(),
+        labels: labels_vec.as_deref(),
+        queue: None,
+    };
+    let output = bridge.compute(&input)?;
+    if let Some(path) = grad_out {
+        write_npy_atomic(path, &output.grad)?;
+    }
+    let value = serde_json::json!({
+        "loss": output.loss,
+        "anchors": output.anchors,
+        "backend": bridge.backend_name(),
+        "shape": features.shape(),
+    });
+    Ok(format!("{value}\n"))
+}

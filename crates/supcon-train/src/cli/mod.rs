@@ -1,0 +1,198 @@
+//! The `supcon` command line: argument definitions (clap) and the commands behind them.
+
+mod commands;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+pub use commands::execute;
+
+use crate::config::{LossBackendKind, Method};
+
+/// Supervised contrastive learning (Khosla et al. 2020) in Rust: two-stage training,
+/// evaluation and embeddings.
+///
+/// Configuration comes from a preset (--preset, default quick-cpu), then an optional TOML
+/// file (--config), then --set KEY=VALUE overrides, then the dedicated options below; the
+/// resolved configuration is written to the run folder as config.toml.
+#[derive(Parser, Debug)]
+#[command(name = "supcon", version, about, long_about)]
+pub struct Cli {
+    /// Logs only: no progress bars (also the default when stdout is not a terminal).
+    #[arg(long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// The whole recipe: contrastive pre-training, linear classifier on the frozen encoder,
+    /// test evaluation and report (what `cargo xtask train` runs). Options that name one
+    /// stage's setting (--epochs, --batch-size, --lr) apply to pre-training.
+    Train {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Also train the cross-entropy baseline (config section [ce]) and compare.
+        #[arg(long)]
+        with_baseline: bool,
+    },
+    /// Stage 1 only: contrastive pre-training; leaves checkpoints/pretrain-last.safetensors.
+    Pretrain {
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Stage 2 only: a linear classifier on the frozen encoder of a pre-training checkpoint,
+    /// then the test evaluation. --epochs, --batch-size, --lr apply to this stage.
+    Linear {
+        /// Pre-training checkpoint (a run's checkpoints/pretrain-last.safetensors).
+        #[arg(long, value_name = "FILE")]
+        checkpoint: PathBuf,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// The cross-entropy baseline alone (encoder + linear layer trained end to end), then the
+    /// test evaluation. --epochs, --batch-size, --lr apply to this stage.
+    Ce {
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Evaluates a finished run's checkpoints on the test set and rewrites its report.
+    Eval {
+        /// The run folder (runs/<name>).
+        #[arg(long, value_name = "DIR")]
+        run: PathBuf,
+        /// Print the report as JSON instead of the summary table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Writes the encoder embeddings of a data split as .npy (embeddings.npy [n, dim] f32,
+    /// labels.npy [n] i64) for use elsewhere.
+    Embed {
+        /// A checkpoint: pre-training, CE, or a weights-only safetensors file of a
+        /// pre-training model.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: PathBuf,
+        /// Which images: train (the training split), validation or test.
+        #[arg(long, default_value = "test", value_parser = ["train", "validation", "test"])]
+        split: String,
+        /// Output folder.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Write the (normalised) projection-head outputs instead of encoder features.
+        #[arg(long)]
+        projections: bool,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Computes the SupCon / SimCLR loss of features stored as .npy (like supcon-loss's
+    /// loss_npy example) and prints the loss as JSON.
+    Loss {
+        /// Features [batch, views, dim], f32 .npy.
+        #[arg(long, value_name = "FILE")]
+        features: PathBuf,
+        /// Labels [batch], i64 .npy; without it the loss is SimCLR's.
+        #[arg(long, value_name = "FILE")]
+        labels: Option<PathBuf>,
+        /// Temperature τ.
+        #[arg(long, default_value_t = 0.1)]
+        temperature: f64,
+        /// τ_base (default: τ).
+        #[arg(long)]
+        base_temperature: Option<f64>,
+        /// L2-normalise the features inside the loss.
+        #[arg(long)]
+        normalize: bool,
+        /// Where the loss is computed.
+        #[arg(long, value_enum, default_value_t = LossBackendKind::Cpu)]
+        loss_backend: LossBackendKind,
+        /// Also write ∂L/∂features ([batch, views, dim] f32 .npy) here.
+        #[arg(long, value_name = "FILE")]
+        grad_out: Option<PathBuf>,
+    },
+}
+
+/// Where the configuration comes from.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ConfigArgs {
+    /// Preset to start from: quick-cpu (default), paper-cifar, gpu-fashion.
+    #[arg(long, value_name = "NAME")]
+    pub preset: Option<String>,
+    /// TOML file whose keys override the preset's (unknown keys are errors).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Override one key, e.g. --set pretrain.optim.lr=0.2 (repeatable; applied after --config).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Data set folder (default: $SUPCON_DATA, then /usr/share/datasets/<name>).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// libtorch threads (0: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Seed of every random stream.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// Options of the training commands.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Run name: the run folder is <runs-dir>/<name> (default: <command>-<date>-<time>).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Folder of the run folders.
+    #[arg(long, default_value = "runs", value_name = "DIR")]
+    pub runs_dir: PathBuf,
+    /// Continue an interrupted run exactly (its config.toml is used; no other config options).
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["name", "overwrite"])]
+    pub resume: Option<PathBuf>,
+    /// Delete an existing run folder of the same name first.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Contrastive method of pre-training.
+    #[arg(long, value_enum)]
+    pub method: Option<Method>,
+    /// Epochs of the command's stage.
+    #[arg(long)]
+    pub epochs: Option<u32>,
+    /// Batch size of the command's stage.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Learning rate of the command's stage.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Temperature τ of the contrastive loss.
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Where the contrastive loss is computed (cuda needs a build with the cuda feature).
+    #[arg(long, value_enum)]
+    pub loss_backend: Option<LossBackendKind>,
+    /// Momentum-encoder key queue size (0: off), e.g. --queue 8192.
+    #[arg(long)]
+    pub queue: Option<usize>,
+    /// EMA coefficient of the momentum encoder.
+    #[arg(long)]
+    pub queue_momentum: Option<f64>,
+    /// Train on only this many images per class (quick experiments; 0: all).
+    #[arg(long)]
+    pub train_per_class: Option<usize>,
+    /// Test on only this many images per class (0: all).
+    #[arg(long)]
+    pub test_per_class: Option<usize>,
+    /// Also write the `last` checkpoint every N optimizer steps.
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every_steps: Option<u64>,
+    /// Keep a numbered checkpoint every N epochs.
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every_epochs: Option<u32>,
+    /// Skip the robustness sweep of the final evaluation.
+    #[arg(long)]
+    pub no_robustness: bool,
+}

@@ -1,0 +1,80 @@
+//! The crate's error type: every failure names what was wrong and where.
+
+use std::path::{Path, PathBuf};
+
+/// Everything that can stop a run.
+#[derive(thiserror::Error, Debug)]
+#[non_exhaustive]
+pub enum TrainError {
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JSON file (metrics, state, report) could not be written or parsed.
+    #[error("{}: {message}", path.display())]
+    Json { path: PathBuf, message: String },
+    /// The configuration is invalid: unknown key, wrong type, impossible value.
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// The run folder cannot be used as asked (exists without --resume/--overwrite, missing).
+    #[error("run folder {}: {message}", path.display())]
+    RunDir { path: PathBuf, message: String },
+    /// A checkpoint is unreadable or does not fit the model it is loaded into.
+    #[error("checkpoint {}: {message}", path.display())]
+    Checkpoint { path: PathBuf, message: String },
+    /// The data set could not be loaded.
+    #[error("data: {0}")]
+    Data(String),
+    /// The augmentation pipeline failed.
+    #[error("augmentation: {0}")]
+    Augment(String),
+    /// Building or running a model failed.
+    #[error("model: {0}")]
+    Model(String),
+    /// libtorch reported an error.
+    #[error("libtorch: {0}")]
+    Tch(#[from] tch::TchError),
+    /// The loss backend rejected its input or failed.
+    #[error("loss: {0}")]
+    Loss(#[from] supcon_loss::LossError),
+    /// The loss became NaN or infinite; the last good checkpoint is kept.
+    #[error("non-finite loss ({loss}) at {stage} epoch {epoch} step {step} (lr {lr:.6}); {batch}")]
+    NonFiniteLoss {
+        stage: String,
+        epoch: u32,
+        step: u64,
+        lr: f64,
+        loss: f64,
+        /// Statistics of the offending batch (inputs and projections).
+        batch: String,
+    },
+    /// The user pressed Ctrl-C: a checkpoint was written and the run can be resumed.
+    #[error("interrupted at {stage} epoch {epoch} step {step}; resume with: {resume_command}")]
+    Interrupted {
+        stage: String,
+        epoch: u32,
+        step: u64,
+        resume_command: String,
+    },
+}
+
+impl TrainError {
+    /// An I/O error on `path`.
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        TrainError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// A checkpoint error on `path`.
+    pub fn checkpoint(path: &Path, message: impl Into<String>) -> Self {
+        TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+}

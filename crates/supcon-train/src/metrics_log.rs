@@ -1,0 +1,214 @@
+//! `metrics.jsonl`: one JSON object per line, appended as training goes.
+//!
+//! The schema is shared with the report and the plots (`report.rs`, `plots.rs`):
+//!
+//! ```json
+//! {"stage": "pretrain"|"linear"|"ce", "kind": "step"|"epoch", "epoch": 0, "step": 12,
+//!  "loss": 5.1, "lr": 0.05, "images_per_second": 812.0,
+//!  "val_top1": null, "train_top1": null, "wall_seconds": 14.2}
+//! ```
+//!
+//! `epoch` counts from 0; `step` is the global optimizer step of the stage (after the step for
+//! `kind = "step"`, the total at the end of the epoch for `kind = "epoch"`). `loss` is the last
+//! step's loss for a step record and the epoch mean for an epoch record. `wall_seconds` is the
+//! stage's training time so far (it goes on across a resume). `val_top1` / `train_top1` are
+//! fractions in [0, 1], present on epoch records where measured.
+//!
+//! Evaluation inputs elsewhere in the crate: embeddings as `ndarray::Array2<f32>` `[n, dim]`
+//! with labels `Vec<i64>`, logits as `Array2<f32>` `[n, classes]`.
+
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::TrainError;
+
+/// File name of the metrics log inside a run folder.
+pub const METRICS_FILE: &str = "metrics.jsonl";
+
+/// Which training stage a record belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// Stage 1: contrastive pre-training (SupCon or SimCLR).
+    Pretrain,
+    /// Stage 2: linear classifier on the frozen encoder.
+    Linear,
+    /// The cross-entropy baseline.
+    Ce,
+}
+
+impl Stage {
+    /// The name used in file names and the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Pretrain => "pretrain",
+            Stage::Linear => "linear",
+            Stage::Ce => "ce",
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether a record is logged after one optimizer step or summarises an epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordKind {
+    /// After an optimizer step (every `log_every` steps).
+    Step,
+    /// At the end of an epoch.
+    Epoch,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricRecord {
+    pub stage: Stage,
+    pub kind: RecordKind,
+    pub epoch: u32,
+    pub step: u64,
+    pub loss: f64,
+    pub lr: f64,
+    pub images_per_second: f64,
+    pub val_top1: Option<f64>,
+    pub train_top1: Option<f64>,
+    pub wall_seconds: f64,
+}
+
+/// Appends records to a run's `metrics.jsonl`, one flushed line each (a crash loses at most
+/// the line being written; [`read_metrics`] skips a torn last line).
+pub struct MetricsWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+}
+
+impl MetricsWriter {
+    /// Opens (creating it when missing) the log for appending.
+    pub fn append(path: &Path) -> Result<Self, TrainError> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|source| TrainError::io(path, source))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            out: BufWriter::new(file),
+        })
+    }
+
+    /// Writes one record as a line and flushes it.
+    pub fn write(&mut self, record: &MetricRecord) -> Result<(), TrainError> {
+        let line = serde_json::to_string(record).map_err(|e| TrainError::Json {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?;
+        writeln!(self.out, "{line}")
+            .and_then(|()| self.out.flush())
+            .map_err(|source| TrainError::io(&self.path, source))
+    }
+}
+
+/// Reads every record of a `metrics.jsonl`. A torn (unparsable) *last* line, which a killed
+/// process can leave, is skipped; an unparsable line elsewhere is an error naming its number.
+pub fn read_metrics(path: &Path) -> Result<Vec<MetricRecord>, TrainError> {
+    let file = File::open(path).map_err(|source| TrainError::io(path, source))?;
+    let lines: Vec<String> = BufReader::new(file)
+        .lines()
+        .collect::<Result<_, _>>()
+        .map_err(|source| TrainError::io(path, source))?;
+    let mut records = Vec::with_capacity(lines.len());
+    let last = lines.len().saturating_sub(1);
+    for (index, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<MetricRecord>(line) {
+            Ok(record) => records.push(record),
+            Err(_) if index == last => break,
+            Err(e) => {
+                return Err(TrainError::Json {
+                    path: path.to_path_buf(),
+                    message: format!("line {}: {e}", index + 1),
+                })
+            }
+        }
+    }
+    Ok(records)
+}
+
+/// Rewrites `metrics.jsonl` keeping only the records a checkpoint has seen: on resume, the
+/// lines logged after the last checkpoint are replayed by the resumed run, so they are dropped
+/// here to keep one line per step. `keep` decides per record.
+pub fn truncate_metrics(
+    path: &Path,
+    keep: impl Fn(&MetricRecord) -> bool,
+) -> Result<(), TrainError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let records = read_metrics(path)?;
+    let mut text = String::new();
+    for record in records.iter().filter(|r| keep(r)) {
+        let line = serde_json::to_string(record).map_err(|e| TrainError::Json {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        text.push_str(&line);
+        text.push('\n');
+    }
+    crate::run_dir::write_atomic(path, text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(stage: Stage, kind: RecordKind, step: u64) -> MetricRecord {
+        MetricRecord {
+            stage,
+            kind,
+            epoch: 0,
+            step,
+            loss: 1.5,
+            lr: 0.1,
+            images_per_second: 100.0,
+            val_top1: None,
+            train_top1: Some(0.5),
+            wall_seconds: 2.0,
+        }
+    }
+
+    #[test]
+    fn records_round_trip_with_the_shared_field_names() {
+        let r = record(Stage::Pretrain, RecordKind::Step, 3);
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.contains("\"stage\":\"pretrain\""), "{json}");
+        assert!(json.contains("\"kind\":\"step\""), "{json}");
+        assert!(json.contains("\"val_top1\":null"), "{json}");
+        assert_eq!(serde_json::from_str::<MetricRecord>(&json).unwrap(), r);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_skipped_and_truncation_keeps_the_chosen_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(METRICS_FILE);
+        let mut w = MetricsWriter::append(&path).unwrap();
+        for step in 1..=4 {
+            w.write(&record(Stage::Ce, RecordKind::Step, step)).unwrap();
+        }
+        drop(w);
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("{\"stage\":\"ce\",\"ki");
+        std::fs::write(&path, text).unwrap();
+        assert_eq!(read_metrics(&path).unwrap().len(), 4);
+        truncate_metrics(&path, |r| r.step <= 2).unwrap();
+        let kept = read_metrics(&path).unwrap();
+        assert_eq!(kept.iter().map(|r| r.step).collect::<Vec<_>>(), vec![1, 2]);
+    }
+}

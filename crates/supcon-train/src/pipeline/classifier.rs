@@ -1,0 +1,325 @@
+//! Stage 2 (linear classifier on the frozen encoder) and the cross-entropy baseline, plus the
+//! batched inference both use for validation and testing.
+
+use ndarray::Array2;
+use supcon_augment::Augmenter;
+use supcon_data::Dataset;
+use supcon_models::{CrossEntropyModel, LinearClassifier, SupConModel};
+use tch::nn::{ModuleT, VarStore};
+use tch::{Device, Kind, Tensor};
+
+use crate::checkpoint::{varstore_tensors, Checkpoint};
+use crate::config::RunConfig;
+use crate::error::TrainError;
+use crate::optim::Optimizer;
+use crate::pipeline::data::{augment_pipeline, prepare_batch, PreparedBatch};
+use crate::pipeline::runner::{StageModel, StepResult};
+
+/// Runs `forward` (no gradient) over every image of `dataset`, unaugmented (normalised only),
+/// in batches of `batch_size`; returns the stacked outputs `[len, out_dim]`.
+pub fn infer(
+    dataset: &Dataset,
+    eval_augmenter: &Augmenter,
+    batch_size: usize,
+    device: Device,
+    forward: &dyn Fn(&Tensor) -> Tensor,
+) -> Result<Array2<f32>, TrainError> {
+    let mut rows: Vec<f32> = Vec::new();
+    let mut dim = 0usize;
+    let indices: Vec<usize> = (0..dataset.len()).collect();
+    for chunk in indices.chunks(batch_size.max(1)) {
+        let batch = prepare_batch(eval_augmenter, dataset, chunk, 0, 1)?;
+        let out = tch::no_grad(|| forward(&batch.tensor(device)))
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Float)
+            .contiguous();
+        let size = out.size();
+        dim = size.get(1).copied().unwrap_or(0) as usize;
+        let mut buffer = vec![0f32; chunk.len() * dim];
+        out.f_copy_data(&mut buffer, chunk.len() * dim)?;
+        rows.extend_from_slice(&buffer);
+    }
+    Array2::from_shape_vec((dataset.len(), dim), rows)
+        .map_err(|e| TrainError::Model(format!("stacking inference outputs: {e}")))
+}
+
+/// Top-1 accuracy of logits `[n, classes]` against `labels`.
+pub fn top1(logits: &Array2<f32>, labels: &[i64]) -> f64 {
+    if labels.is_empty() {
+        return 0.0;
+    }
+    let correct = logits
+        .rows()
+        .into_iter()
+        .zip(labels)
+        .filter(|(row, &label)| {
+            let best = row
+                .iter()
+                .enumerate()
+                .fold((0usize, f32::NEG_INFINITY), |acc, (i, &v)| {
+                    if v > acc.1 {
+                        (i, v)
+                    } else {
+                        acc
+                    }
+                });
+            best.0 as i64 == label
+        })
+        .count();
+    correct as f64 / labels.len() as f64
+}
+
+fn cross_entropy_step(logits: &Tensor, labels: &Tensor) -> Result<StepResult, TrainError> {
+    let loss = logits.f_log_softmax(-1, Kind::Float)?.f_nll_loss(
+        labels,
+        None::<Tensor>,
+        tch::Reduction::Mean,
+        -100,
+    )?;
+    loss.f_backward()?;
+    let correct = logits
+        .argmax(-1, false)
+        .eq_tensor(labels)
+        .sum(Kind::Int64)
+        .int64_value(&[]);
+    Ok(StepResult {
+        loss: loss.double_value(&[]),
+        correct: Some(correct as u64),
+    })
+}
+
+/// The frozen encoder of a pre-trained [`SupConModel`].
+pub struct FrozenEncoder {
+    pub vs: VarStore,
+    pub model: SupConModel,
+}
+
+impl FrozenEncoder {
+    /// Loads the `model.` tensors of a pre-training checkpoint (or a weights-only file).
+    pub fn load(
+        config: &RunConfig,
+        checkpoint: &Checkpoint,
+        device: Device,
+    ) -> Result<Self, TrainError> {
+        let mut vs = VarStore::new(device);
+        let model = SupConModel::new(&vs.root(), &config.model)
+            .map_err(|e| TrainError::Model(e.to_string()))?;
+        checkpoint.load_into("model", &mut vs)?;
+        vs.freeze();
+        Ok(Self { vs, model })
+    }
+
+    /// Encoder features `[n, feature_dim]` in eval mode.
+    pub fn encode(&self, images: &Tensor) -> Tensor {
+        self.model.encode(images, false)
+    }
+}
+
+/// The linear stage: a linear layer trained on frozen encoder features.
+pub struct LinearModel<'a> {
+    pub encoder: &'a FrozenEncoder,
+    pub vs: VarStore,
+    pub classifier: LinearClassifier,
+    optimizer: Optimizer,
+    augmenter: Augmenter,
+    eval_augmenter: Augmenter,
+    validation: &'a Dataset,
+    eval_batch: usize,
+    device: Device,
+}
+
+impl<'a> LinearModel<'a> {
+    /// The classifier over `encoder`'s features; `mean`/`std` normalise the images.
+    // The arguments are the stage's independent inputs; a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: &RunConfig,
+        encoder: &'a FrozenEncoder,
+        num_classes: usize,
+        validation: &'a Dataset,
+        image_size: usize,
+        mean: &[f32],
+        std: &[f32],
+        device: Device,
+    ) -> Result<Self, TrainError> {
+        tch::manual_seed(config.seed as i64 ^ 0x11);
+        let vs = VarStore::new(device);
+        let classifier =
+            LinearClassifier::new(&vs.root(), encoder.model.feature_dim(), num_classes as i64)
+                .map_err(|e| TrainError::Model(e.to_string()))?;
+        let optimizer = Optimizer::new(&config.linear.optim, varstore_tensors(&vs));
+        let pipeline = augment_pipeline(&config.linear.augment, image_size, mean, std)?;
+        Ok(Self {
+            encoder,
+            vs,
+            classifier,
+            optimizer,
+            augmenter: Augmenter::new(pipeline, config.seed ^ 0x5eed_0002),
+            eval_augmenter: Augmenter::new(augment_pipeline("none", image_size, mean, std)?, 0),
+            validation,
+            eval_batch: config.eval.batch_size,
+            device,
+        })
+    }
+
+    /// Logits of every image of `dataset`.
+    pub fn logits(&self, dataset: &Dataset) -> Result<Array2<f32>, TrainError> {
+        infer(
+            dataset,
+            &self.eval_augmenter,
+            self.eval_batch,
+            self.device,
+            &|x| self.classifier.forward(&self.encoder.encode(x)),
+        )
+    }
+}
+
+impl StageModel for LinearModel<'_> {
+    fn prepare(
+        &self,
+        dataset: &Dataset,
+        indices: &[usize],
+        epoch: u32,
+    ) -> Result<PreparedBatch, TrainError> {
+        prepare_batch(&self.augmenter, dataset, indices, epoch, 1)
+    }
+
+    fn forward_backward(&mut self, batch: &PreparedBatch) -> Result<StepResult, TrainError> {
+        self.optimizer.zero_grad();
+        let features = tch::no_grad(|| self.encoder.encode(&batch.tensor(self.device)));
+        let logits = self.classifier.forward(&features);
+        cross_entropy_step(&logits, &batch.label_tensor(self.device))
+    }
+
+    fn update(&mut self, lr: f64) -> Result<(), TrainError> {
+        self.optimizer.step(lr);
+        Ok(())
+    }
+
+    fn validate(&mut self) -> Result<Option<f64>, TrainError> {
+        if self.validation.is_empty() {
+            return Ok(None);
+        }
+        let logits = self.logits(self.validation)?;
+        Ok(Some(top1(&logits, self.validation.labels())))
+    }
+
+    fn checkpoint_groups(&self) -> Vec<(&'static str, Vec<(String, Tensor)>)> {
+        vec![
+            ("model", varstore_tensors(&self.vs)),
+            ("optim", self.optimizer.state()),
+        ]
+    }
+
+    fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError> {
+        checkpoint.load_into("model", &mut self.vs)?;
+        self.optimizer
+            .load_state(checkpoint.group("optim").into_iter().collect())
+    }
+}
+
+/// The cross-entropy baseline: encoder + linear layer trained end to end.
+pub struct CeModel<'a> {
+    pub vs: VarStore,
+    pub model: CrossEntropyModel,
+    optimizer: Optimizer,
+    augmenter: Augmenter,
+    eval_augmenter: Augmenter,
+    validation: &'a Dataset,
+    eval_batch: usize,
+    device: Device,
+}
+
+impl<'a> CeModel<'a> {
+    pub fn new(
+        config: &RunConfig,
+        num_classes: usize,
+        validation: &'a Dataset,
+        image_size: usize,
+        mean: &[f32],
+        std: &[f32],
+        device: Device,
+    ) -> Result<Self, TrainError> {
+        tch::manual_seed(config.seed as i64 ^ 0x22);
+        let vs = VarStore::new(device);
+        let model = CrossEntropyModel::new(&vs.root(), &config.model, num_classes as i64)
+            .map_err(|e| TrainError::Model(e.to_string()))?;
+        let optimizer = Optimizer::new(&config.ce.optim, varstore_tensors(&vs));
+        let pipeline = augment_pipeline(&config.ce.augment, image_size, mean, std)?;
+        Ok(Self {
+            vs,
+            model,
+            optimizer,
+            augmenter: Augmenter::new(pipeline, config.seed ^ 0x5eed_0003),
+            eval_augmenter: Augmenter::new(augment_pipeline("none", image_size, mean, std)?, 0),
+            validation,
+            eval_batch: config.eval.batch_size,
+            device,
+        })
+    }
+
+    /// Logits of every image of `dataset` (eval mode).
+    pub fn logits(&self, dataset: &Dataset) -> Result<Array2<f32>, TrainError> {
+        infer(
+            dataset,
+            &self.eval_augmenter,
+            self.eval_batch,
+            self.device,
+            &|x| self.model.forward_t(x, false),
+        )
+    }
+
+    /// Encoder features of every image of `dataset` (eval mode).
+    pub fn embeddings(&self, dataset: &Dataset) -> Result<Array2<f32>, TrainError> {
+        infer(
+            dataset,
+            &self.eval_augmenter,
+            self.eval_batch,
+            self.device,
+            &|x| self.model.encoder.forward_t(x, false),
+        )
+    }
+}
+
+impl StageModel for CeModel<'_> {
+    fn prepare(
+        &self,
+        dataset: &Dataset,
+        indices: &[usize],
+        epoch: u32,
+    ) -> Result<PreparedBatch, TrainError> {
+        prepare_batch(&self.augmenter, dataset, indices, epoch, 1)
+    }
+
+    fn forward_backward(&mut self, batch: &PreparedBatch) -> Result<StepResult, TrainError> {
+        self.optimizer.zero_grad();
+        let logits = self.model.forward_t(&batch.tensor(self.device), true);
+        cross_entropy_step(&logits, &batch.label_tensor(self.device))
+    }
+
+    fn update(&mut self, lr: f64) -> Result<(), TrainError> {
+        self.optimizer.step(lr);
+        Ok(())
+    }
+
+    fn validate(&mut self) -> Result<Option<f64>, TrainError> {
+        if self.validation.is_empty() {
+            return Ok(None);
+        }
+        let logits = self.logits(self.validation)?;
+        Ok(Some(top1(&logits, self.validation.labels())))
+    }
+
+    fn checkpoint_groups(&self) -> Vec<(&'static str, Vec<(String, Tensor)>)> {
+        vec![
+            ("model", varstore_tensors(&self.vs)),
+            ("optim", self.optimizer.state()),
+        ]
+    }
+
+    fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError> {
+        checkpoint.load_into("model", &mut self.vs)?;
+        self.optimizer
+            .load_state(checkpoint.group("optim").into_iter().collect())
+    }
+}

@@ -1,0 +1,344 @@
+//! The final evaluation on the test set: top-1/top-5, per-class accuracy and confusion matrix
+//! from the classifier's logits, weighted kNN on encoder embeddings (the training split is
+//! the bank), alignment/uniformity/effective rank of the test embeddings, and accuracy under
+//! corruptions.
+
+use ndarray::{Array2, Array4, ArrayViewMut3};
+use std::path::Path;
+use supcon_augment::{corrupt, Augmenter, Corruption, ImageRef, SeverityScale};
+use supcon_data::Dataset;
+use tch::nn::{ModuleT, VarStore};
+use tch::{Device, Tensor};
+
+use crate::checkpoint::Checkpoint;
+use crate::error::TrainError;
+use crate::eval::robustness::ImageCorruption;
+use crate::eval::{
+    classification_metrics, embedding_geometry, knn_classify, GeometryOptions, KnnOptions,
+    RobustnessReport,
+};
+use crate::pipeline::classifier::{infer, FrozenEncoder};
+use crate::pipeline::data::augment_pipeline;
+use crate::pipeline::{LinearOutcome, Session, StageSummary};
+use crate::plots::{EmbeddingsForPlot, PlotOptions};
+use crate::report::{write_report, MethodEvaluation, Report, ReportInput, StageReport};
+
+/// Everything measured for one method (SupCon / SimCLR + linear, or CE).
+pub struct MethodResult {
+    pub method: String,
+    pub stages: Vec<StageSummary>,
+    pub evaluation: MethodEvaluation,
+    /// Encoder embeddings of the test set (for the PCA plot).
+    pub test_embeddings: Array2<f32>,
+}
+
+struct Evaluator<'a> {
+    session: &'a Session,
+    test: &'a Dataset,
+    eval_augmenter: Augmenter,
+}
+
+impl<'a> Evaluator<'a> {
+    fn new(session: &'a Session, test: &'a Dataset) -> Result<Self, TrainError> {
+        let pipeline = augment_pipeline(
+            "none",
+            session.image_size(),
+            &session.data.mean,
+            &session.data.std,
+        )?;
+        Ok(Self {
+            session,
+            test,
+            eval_augmenter: Augmenter::new(pipeline, 0),
+        })
+    }
+
+    fn infer(
+        &self,
+        dataset: &Dataset,
+        forward: &dyn Fn(&Tensor) -> Tensor,
+    ) -> Result<Array2<f32>, TrainError> {
+        infer(
+            dataset,
+            &self.eval_augmenter,
+            self.session.config.eval.batch_size,
+            self.session.device,
+            forward,
+        )
+    }
+
+    /// Metrics from a classifier and an embedding function.
+    fn measure(
+        &self,
+        method: String,
+        stages: Vec<StageSummary>,
+        classify: &dyn Fn(&Tensor) -> Tensor,
+        embed: &dyn Fn(&Tensor) -> Tensor,
+    ) -> Result<MethodResult, TrainError> {
+        let config = &self.session.config;
+        let eval_err = |e: crate::eval::EvalError| TrainError::Model(format!("evaluation: {e}"));
+        let logits = self.infer(self.test, classify)?;
+        let classification =
+            classification_metrics(logits.view(), self.test.labels()).map_err(eval_err)?;
+        let test_embeddings = self.infer(self.test, embed)?;
+        let bank = self.infer(&self.session.data.train, embed)?;
+        let knn = knn_classify(
+            bank.view(),
+            self.session.data.train.labels(),
+            test_embeddings.view(),
+            self.test.labels(),
+            self.test.num_classes(),
+            &KnnOptions {
+                k: config.eval.knn_k,
+                temperature: config.eval.knn_temperature,
+                ..KnnOptions::default()
+            },
+        )
+        .map_err(eval_err)?;
+        let geometry = match embedding_geometry(
+            test_embeddings.view(),
+            None,
+            &GeometryOptions {
+                seed: config.seed,
+                ..GeometryOptions::default()
+            },
+        ) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                tracing::warn!("embedding geometry not measured: {e}");
+                None
+            }
+        };
+        let robustness = if config.eval.robustness {
+            Some(self.robustness(classify)?)
+        } else {
+            None
+        };
+        Ok(MethodResult {
+            evaluation: MethodEvaluation {
+                method: method.clone(),
+                knn: Some(knn),
+                geometry,
+                classification: Some(classification),
+                robustness,
+            },
+            method,
+            stages,
+            test_embeddings,
+        })
+    }
+
+    /// Top-1 under supcon-augment's corruptions at severities 1..=5 on a class-balanced test
+    /// subset.
+    fn robustness(
+        &self,
+        classify: &dyn Fn(&Tensor) -> Tensor,
+    ) -> Result<RobustnessReport, TrainError> {
+        let per_class = self.session.config.eval.robustness_per_class;
+        let subset = if per_class > 0 {
+            self.test.first_per_class(per_class)
+        } else {
+            self.test.clone()
+        };
+        let shape = subset.shape();
+        let (c, h, w) = (shape.channels, shape.height, shape.width);
+        // [n, C, H, W] in [0, 1] (the corruptions' domain); normalisation happens in `classify`.
+        let mut images = Array4::<f32>::zeros((subset.len(), c, h, w));
+        for (i, (pixels, _)) in subset.iter().enumerate() {
+            for y in 0..h {
+                for x in 0..w {
+                    for ch in 0..c {
+                        images[[i, ch, y, x]] = f32::from(pixels[(y * w + x) * c + ch]) / 255.0;
+                    }
+                }
+            }
+        }
+        let mean = Tensor::from_slice(&self.session.data.mean).reshape([1, c as i64, 1, 1]);
+        let std = Tensor::from_slice(&self.session.data.std).reshape([1, c as i64, 1, 1]);
+        let device = self.session.device;
+        let corruptions: Vec<AugmentCorruption> = Corruption::ALL
+            .iter()
+            .map(|&corruption| AugmentCorruption {
+                corruption,
+                name: format!("{corruption:?}"),
+            })
+            .collect();
+        let refs: Vec<&dyn ImageCorruption> = corruptions
+            .iter()
+            .map(|c| c as &dyn ImageCorruption)
+            .collect();
+        crate::eval::robustness_accuracy(
+            images.view(),
+            subset.labels(),
+            &refs,
+            |batch| -> Result<Array2<f32>, TrainError> {
+                let batch = batch.as_standard_layout();
+                let dims: Vec<i64> = batch.shape().iter().map(|&d| d as i64).collect();
+                let x = Tensor::from_slice(batch.as_slice().expect("standard layout"))
+                    .reshape(dims.as_slice());
+                let x = ((x - &mean) / &std).to_device(device);
+                let logits = tch::no_grad(|| classify(&x)).to_device(Device::Cpu);
+                let size = logits.size();
+                let values: Vec<f32> = Vec::try_from(logits.flatten(0, -1))?;
+                Array2::from_shape_vec((size[0] as usize, size[1] as usize), values)
+                    .map_err(|e| TrainError::Model(e.to_string()))
+            },
+            &crate::eval::RobustnessOptions {
+                seed: self.session.config.seed,
+                ..crate::eval::RobustnessOptions::default()
+            },
+        )
+        .map_err(|e| TrainError::Model(format!("robustness: {e}")))
+    }
+}
+
+/// A supcon-augment corruption (bytes, HWC) seen as the evaluation's `[C, H, W]` f32 one.
+struct AugmentCorruption {
+    corruption: Corruption,
+    name: String,
+}
+
+impl ImageCorruption for AugmentCorruption {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn corrupt(
+        &self,
+        mut image: ArrayViewMut3<'_, f32>,
+        severity: u8,
+        seed: u64,
+    ) -> Result<(), String> {
+        let (c, h, w) = image.dim();
+        let mut bytes = vec![0u8; c * h * w];
+        for ch in 0..c {
+            for y in 0..h {
+                for x in 0..w {
+                    bytes[(y * w + x) * c + ch] =
+                        (image[[ch, y, x]].clamp(0.0, 1.0) * 255.0).round() as u8;
+                }
+            }
+        }
+        let mut out = vec![0u8; bytes.len()];
+        let source = ImageRef {
+            data: &bytes,
+            height: h,
+            width: w,
+            channels: c,
+        };
+        corrupt(
+            source,
+            self.corruption,
+            severity,
+            SeverityScale::Cifar,
+            seed,
+            0,
+            &mut out,
+        )
+        .map_err(|e| e.to_string())?;
+        for ch in 0..c {
+            for y in 0..h {
+                for x in 0..w {
+                    image[[ch, y, x]] = f32::from(out[(y * w + x) * c + ch]) / 255.0;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// SupCon (or SimCLR) + linear classifier on the test set.
+pub fn evaluate_supcon(
+    session: &Session,
+    test: &Dataset,
+    outcome: &LinearOutcome,
+    stages: Vec<StageSummary>,
+) -> Result<MethodResult, TrainError> {
+    let checkpoint = Checkpoint::load(&outcome.classifier_checkpoint)?;
+    let mut vs = VarStore::new(session.device);
+    let classifier = supcon_models::LinearClassifier::new(
+        &vs.root(),
+        outcome.encoder.model.feature_dim(),
+        test.num_classes() as i64,
+    )
+    .map_err(|e| TrainError::Model(e.to_string()))?;
+    checkpoint.load_into("model", &mut vs)?;
+    let encoder: &FrozenEncoder = &outcome.encoder;
+    let evaluator = Evaluator::new(session, test)?;
+    evaluator.measure(
+        session.config.pretrain.method.as_str().to_string(),
+        stages,
+        &|x| classifier.forward(&encoder.encode(x)),
+        &|x| encoder.encode(x),
+    )
+}
+
+/// The CE baseline (weights of `checkpoint`) on the test set.
+pub fn evaluate_ce(
+    session: &Session,
+    test: &Dataset,
+    checkpoint: &Path,
+    summary: StageSummary,
+) -> Result<MethodResult, TrainError> {
+    let checkpoint = Checkpoint::load(checkpoint)?;
+    let mut vs = VarStore::new(session.device);
+    let model = supcon_models::CrossEntropyModel::new(
+        &vs.root(),
+        &session.config.model,
+        test.num_classes() as i64,
+    )
+    .map_err(|e| TrainError::Model(e.to_string()))?;
+    checkpoint.load_into("model", &mut vs)?;
+    let evaluator = Evaluator::new(session, test)?;
+    evaluator.measure(
+        "ce".into(),
+        vec![summary],
+        &|x| model.forward_t(x, false),
+        &|x| model.encoder.forward_t(x, false),
+    )
+}
+
+/// Writes the plots, `report.json` and `report.md`; returns the report.
+pub fn finish_report(
+    session: &Session,
+    test: &Dataset,
+    methods: Vec<MethodResult>,
+) -> Result<Report, TrainError> {
+    let mut stages = Vec::new();
+    for m in &methods {
+        for s in &m.stages {
+            let mut stage = StageReport::new(
+                s.stage,
+                &m.method,
+                s.epochs,
+                s.wall_seconds,
+                s.images_per_second,
+            );
+            stage.val_top1 = s.best_val_top1;
+            stage.best_epoch = s.best_epoch;
+            stages.push(stage);
+        }
+    }
+    let class_names = session.data.train.class_names().to_vec();
+    let run_name = session
+        .run
+        .root()
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let pca = methods.first().map(|m| EmbeddingsForPlot {
+        embeddings: m.test_embeddings.view(),
+        labels: test.labels(),
+        class_names: test.class_names(),
+    });
+    let input = ReportInput {
+        run_name,
+        dataset: Some(session.config.data.dataset.clone()),
+        class_names,
+        stages,
+        evaluations: methods.iter().map(|m| m.evaluation.clone()).collect(),
+        pca,
+        plot_options: PlotOptions::default(),
+    };
+    write_report(session.run.root(), input)
+}

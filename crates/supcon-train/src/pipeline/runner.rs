@@ -1,0 +1,345 @@
+//! The epoch/step loop shared by every stage: shuffling, the learning-rate schedule, metrics,
+//! checkpoints, Ctrl-C, non-finite losses and resuming in the middle of an epoch.
+
+use std::time::Instant;
+
+use supcon_data::Dataset;
+use supcon_models::ModelConfig;
+use tch::Tensor;
+
+use crate::checkpoint::{self, Checkpoint, TrainState, FORMAT_VERSION};
+use crate::config::CheckpointConfig;
+use crate::error::TrainError;
+use crate::metrics_log::{MetricRecord, MetricsWriter, RecordKind, Stage};
+use crate::optim::LrSchedule;
+use crate::pipeline::data::{batches_per_epoch, epoch_permutation, PreparedBatch};
+use crate::run_dir::RunDir;
+
+/// What one forward/backward pass produced.
+#[derive(Clone, Copy, Debug)]
+pub struct StepResult {
+    pub loss: f64,
+    /// Correctly classified training images (classifier stages).
+    pub correct: Option<u64>,
+}
+
+/// A stage's model as the loop sees it.
+pub trait StageModel {
+    /// Augments the images at `indices` for `epoch` (a pure function of its arguments).
+    fn prepare(
+        &self,
+        dataset: &Dataset,
+        indices: &[usize],
+        epoch: u32,
+    ) -> Result<PreparedBatch, TrainError>;
+    /// Clears gradients, runs forward and backward; does not change parameters.
+    fn forward_backward(&mut self, batch: &PreparedBatch) -> Result<StepResult, TrainError>;
+    /// Applies the gradients (optimizer step, momentum encoder, queue).
+    fn update(&mut self, lr: f64) -> Result<(), TrainError>;
+    /// Validation top-1 at the end of an epoch, when the stage has one.
+    fn validate(&mut self) -> Result<Option<f64>, TrainError>;
+    /// Tensors to checkpoint, grouped by prefix.
+    fn checkpoint_groups(&self) -> Vec<(&'static str, Vec<(String, Tensor)>)>;
+    /// Restores the tensors of a checkpoint written from `checkpoint_groups`.
+    fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError>;
+}
+
+/// What the loop needs to know about a stage.
+pub struct StageSpec<'a> {
+    pub stage: Stage,
+    pub method: String,
+    pub epochs: u32,
+    pub batch_size: usize,
+    /// Drop the last, smaller batch of an epoch (contrastive stages: a stable batch size).
+    pub drop_last: bool,
+    pub dataset: &'a Dataset,
+    pub optim: &'a crate::config::OptimConfig,
+    pub seed: u64,
+    pub model: ModelConfig,
+    pub num_classes: usize,
+    pub checkpoints: &'a CheckpointConfig,
+    /// Shown when the run is interrupted: how to continue it.
+    pub resume_command: String,
+    /// Hide progress output (logs only).
+    pub quiet: bool,
+}
+
+impl StageSpec<'_> {
+    /// Optimizer steps per epoch.
+    pub fn steps_per_epoch(&self) -> u64 {
+        batches_per_epoch(self.dataset.len(), self.batch_size, self.drop_last)
+    }
+
+    fn fresh_state(&self) -> TrainState {
+        TrainState {
+            format_version: FORMAT_VERSION,
+            stage: self.stage,
+            method: self.method.clone(),
+            model: self.model.clone(),
+            num_classes: self.num_classes,
+            epoch: 0,
+            step_in_epoch: 0,
+            global_step: 0,
+            epochs: self.epochs,
+            seed: self.seed,
+            wall_seconds: 0.0,
+            images_seen: 0,
+            epoch_loss_sum: 0.0,
+            epoch_steps: 0,
+            epoch_correct: 0,
+            epoch_seen: 0,
+            best_val_top1: None,
+            best_epoch: None,
+        }
+    }
+
+    /// Stream id of the stage's shuffling (stages do not share permutations).
+    fn stream(&self) -> u64 {
+        match self.stage {
+            Stage::Pretrain => 1,
+            Stage::Linear => 2,
+            Stage::Ce => 3,
+        }
+    }
+}
+
+/// Checks that a checkpoint's state belongs to this stage and run.
+pub fn check_resumable(
+    spec: &StageSpec<'_>,
+    state: &TrainState,
+    path: &std::path::Path,
+) -> Result<(), TrainError> {
+    let mismatch = |what: &str, ours: String, theirs: String| {
+        Err(TrainError::checkpoint(
+            path,
+            format!("{what} is {theirs} in the checkpoint but {ours} in this run's config"),
+        ))
+    };
+    if state.stage != spec.stage {
+        return mismatch("the stage", spec.stage.to_string(), state.stage.to_string());
+    }
+    if state.model != spec.model {
+        return mismatch(
+            "the model",
+            format!("{:?}", spec.model),
+            format!("{:?}", state.model),
+        );
+    }
+    if state.seed != spec.seed {
+        return mismatch("the seed", spec.seed.to_string(), state.seed.to_string());
+    }
+    if state.epochs != spec.epochs {
+        return mismatch(
+            "the number of epochs",
+            spec.epochs.to_string(),
+            state.epochs.to_string(),
+        );
+    }
+    if state.method != spec.method {
+        return mismatch("the method", spec.method.clone(), state.method.clone());
+    }
+    Ok(())
+}
+
+/// Runs (or continues, from `resume`) a stage to its end; returns the final state.
+pub fn run_stage(
+    spec: &StageSpec<'_>,
+    model: &mut dyn StageModel,
+    run: &RunDir,
+    metrics: &mut MetricsWriter,
+    resume: Option<TrainState>,
+) -> Result<TrainState, TrainError> {
+    let steps_per_epoch = spec.steps_per_epoch();
+    if steps_per_epoch == 0 {
+        return Err(TrainError::Config(format!(
+            "{}: {} training images are fewer than one batch of {}",
+            spec.stage,
+            spec.dataset.len(),
+            spec.batch_size
+        )));
+    }
+    let schedule = LrSchedule::new(spec.optim, spec.epochs, steps_per_epoch, spec.batch_size);
+    let mut state = resume.unwrap_or_else(|| spec.fresh_state());
+    let last_path = run.last_checkpoint(spec.stage);
+    let save = |state: &TrainState, model: &dyn StageModel, path: &std::path::Path| {
+        checkpoint::save(path, state, &model.checkpoint_groups())
+    };
+    let progress = crate::progress::StageProgress::new(
+        spec.stage.as_str(),
+        spec.epochs,
+        steps_per_epoch,
+        spec.quiet,
+    );
+    let log_every = spec.checkpoints.log_every_steps.max(1);
+    while state.epoch < spec.epochs {
+        let epoch = state.epoch;
+        let order = epoch_permutation(spec.dataset.len(), spec.seed, spec.stream(), epoch);
+        progress.start_epoch(epoch, state.step_in_epoch);
+        let mut window_images = 0u64;
+        let mut window_seconds = 0.0f64;
+        for step_in_epoch in state.step_in_epoch..steps_per_epoch {
+            let started = Instant::now();
+            let from = step_in_epoch as usize * spec.batch_size;
+            let to = (from + spec.batch_size).min(order.len());
+            let indices = &order[from..to];
+            let batch = model.prepare(spec.dataset, indices, epoch)?;
+            let lr = schedule.lr(state.global_step);
+            let result = model.forward_backward(&batch)?;
+            if !result.loss.is_finite() {
+                return Err(TrainError::NonFiniteLoss {
+                    stage: spec.stage.to_string(),
+                    epoch,
+                    step: state.global_step,
+                    lr,
+                    loss: result.loss,
+                    batch: batch_statistics(&batch),
+                });
+            }
+            model.update(lr)?;
+            let seconds = started.elapsed().as_secs_f64();
+            let images = indices.len() as u64;
+            state.global_step += 1;
+            state.step_in_epoch = step_in_epoch + 1;
+            state.wall_seconds += seconds;
+            state.images_seen += images;
+            state.epoch_loss_sum += result.loss;
+            state.epoch_steps += 1;
+            if let Some(correct) = result.correct {
+                state.epoch_correct += correct;
+                state.epoch_seen += images;
+            }
+            window_images += images;
+            window_seconds += seconds;
+            let images_per_second = window_images as f64 / window_seconds.max(1e-9);
+            progress.step(result.loss, lr, images_per_second);
+            if state.global_step % log_every == 0 {
+                metrics.write(&MetricRecord {
+                    stage: spec.stage,
+                    kind: RecordKind::Step,
+                    epoch,
+                    step: state.global_step,
+                    loss: result.loss,
+                    lr,
+                    images_per_second,
+                    val_top1: None,
+                    train_top1: None,
+                    wall_seconds: state.wall_seconds,
+                })?;
+                window_images = 0;
+                window_seconds = 0.0;
+            }
+            let every = spec.checkpoints.every_steps;
+            let interrupted = crate::pipeline::interrupted();
+            if (every > 0 && state.global_step % every == 0) || interrupted {
+                save(&state, model, &last_path)?;
+                tracing::debug!(step = state.global_step, "checkpoint written");
+            }
+            if interrupted {
+                progress.finish();
+                return Err(TrainError::Interrupted {
+                    stage: spec.stage.to_string(),
+                    epoch,
+                    step: state.global_step,
+                    resume_command: spec.resume_command.clone(),
+                });
+            }
+        }
+        // End of the epoch: validation, records, checkpoints.
+        let started = Instant::now();
+        let val_top1 = model.validate()?;
+        state.wall_seconds += started.elapsed().as_secs_f64();
+        let train_top1 =
+            (state.epoch_seen > 0).then(|| state.epoch_correct as f64 / state.epoch_seen as f64);
+        let mean_loss = state.epoch_loss_sum / state.epoch_steps.max(1) as f64;
+        let record = MetricRecord {
+            stage: spec.stage,
+            kind: RecordKind::Epoch,
+            epoch,
+            step: state.global_step,
+            loss: mean_loss,
+            lr: schedule.lr(state.global_step.saturating_sub(1)),
+            images_per_second: state.images_seen as f64 / state.wall_seconds.max(1e-9),
+            val_top1,
+            train_top1,
+            wall_seconds: state.wall_seconds,
+        };
+        progress.finish_epoch(&record);
+        tracing::debug!(
+            stage = %spec.stage,
+            epoch = epoch + 1,
+            loss = mean_loss,
+            val_top1 = ?val_top1,
+            train_top1 = ?train_top1,
+            images_per_second = record.images_per_second,
+            "epoch finished"
+        );
+        state.epoch += 1;
+        state.step_in_epoch = 0;
+        state.epoch_loss_sum = 0.0;
+        state.epoch_steps = 0;
+        state.epoch_correct = 0;
+        state.epoch_seen = 0;
+        if let Some(val) = val_top1 {
+            if state.best_val_top1.is_none_or(|best| val > best) {
+                state.best_val_top1 = Some(val);
+                state.best_epoch = Some(epoch);
+                save(&state, model, &run.best_checkpoint(spec.stage))?;
+            }
+        }
+        save(&state, model, &last_path)?;
+        let every = spec.checkpoints.every_epochs;
+        if every > 0 && state.epoch % every == 0 {
+            save(
+                &state,
+                model,
+                &run.epoch_checkpoint(spec.stage, state.epoch),
+            )?;
+        }
+        metrics.write(&record)?;
+        if crate::pipeline::interrupted() && state.epoch < spec.epochs {
+            progress.finish();
+            return Err(TrainError::Interrupted {
+                stage: spec.stage.to_string(),
+                epoch: state.epoch,
+                step: state.global_step,
+                resume_command: spec.resume_command.clone(),
+            });
+        }
+    }
+    progress.finish();
+    Ok(state)
+}
+
+/// Mean, standard deviation, min and max of a batch's pixels, and whether any is non-finite:
+/// the diagnostic of a non-finite loss.
+pub fn batch_statistics(batch: &PreparedBatch) -> String {
+    let n = batch.pixels.len().max(1) as f64;
+    let mut sum = 0.0f64;
+    let mut sum_sq = 0.0f64;
+    let mut min = f32::INFINITY;
+    let mut max = f32::NEG_INFINITY;
+    let mut non_finite = 0usize;
+    for &p in &batch.pixels {
+        if !p.is_finite() {
+            non_finite += 1;
+            continue;
+        }
+        sum += f64::from(p);
+        sum_sq += f64::from(p) * f64::from(p);
+        min = min.min(p);
+        max = max.max(p);
+    }
+    let mean = sum / n;
+    let std = (sum_sq / n - mean * mean).max(0.0).sqrt();
+    let first = batch
+        .indices
+        .iter()
+        .take(8)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>();
+    format!(
+        "batch of {} images (first indices {}): pixel mean {mean:.4}, std {std:.4}, min {min:.4}, max {max:.4}, {non_finite} non-finite; the last good checkpoint is kept",
+        batch.indices.len(),
+        first.join(",")
+    )
+}

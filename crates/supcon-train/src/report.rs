@@ -1,0 +1,629 @@
+//! The run's report: `report.json` (machine-readable) and `report.md` (for people), both
+//! written atomically, and the summary table the CLI prints at the end of a run.
+//!
+//! A [`Report`] has one [`StageReport`] per training stage (method, epochs, wall time,
+//! images/s, validation / test / kNN top-1) and one [`MethodEvaluation`] per evaluated model
+//! (kNN, embedding geometry, per-class accuracy and confusion matrix, robustness), each part
+//! optional so that a partial run still reports what it has.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::TrainError;
+use crate::eval::{ClassificationMetrics, EmbeddingGeometry, KnnResult, RobustnessReport};
+use crate::metrics_log::Stage;
+use crate::run_dir::write_atomic;
+
+/// File name of the JSON report inside a run folder.
+pub const REPORT_JSON: &str = "report.json";
+/// File name of the Markdown report inside a run folder.
+pub const REPORT_MD: &str = "report.md";
+
+/// What one training stage did and scored. Accuracies are fractions in `[0, 1]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StageReport {
+    pub stage: Stage,
+    /// `supcon`, `simclr` or `ce`; for the linear stage, the method of the encoder it probes.
+    pub method: String,
+    /// Epochs trained.
+    pub epochs: u32,
+    /// Training time of the stage (without the final evaluation).
+    pub wall_seconds: f64,
+    /// Mean training throughput over the stage.
+    pub images_per_second: f64,
+    /// Best validation top-1 (the selected epoch), where the stage has a classifier.
+    #[serde(default)]
+    pub val_top1: Option<f64>,
+    /// Epoch (from 0) of the best validation top-1, the checkpoint that was tested.
+    #[serde(default)]
+    pub best_epoch: Option<u32>,
+    #[serde(default)]
+    pub test_top1: Option<f64>,
+    #[serde(default)]
+    pub test_top5: Option<f64>,
+    /// Weighted kNN top-1 on the stage's encoder embeddings (train bank, test queries).
+    #[serde(default)]
+    pub knn_top1: Option<f64>,
+}
+
+impl StageReport {
+    /// A stage report with the figures every stage has; the accuracies start empty.
+    pub fn new(
+        stage: Stage,
+        method: &str,
+        epochs: u32,
+        wall_seconds: f64,
+        images_per_second: f64,
+    ) -> Self {
+        Self {
+            stage,
+            method: method.to_string(),
+            epochs,
+            wall_seconds,
+            images_per_second,
+            val_top1: None,
+            best_epoch: None,
+            test_top1: None,
+            test_top5: None,
+            knn_top1: None,
+        }
+    }
+}
+
+/// Test-set evaluation of one model (`supcon` encoder + linear head, or the CE baseline).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MethodEvaluation {
+    pub method: String,
+    #[serde(default)]
+    pub knn: Option<KnnResult>,
+    #[serde(default)]
+    pub geometry: Option<EmbeddingGeometry>,
+    #[serde(default)]
+    pub classification: Option<ClassificationMetrics>,
+    #[serde(default)]
+    pub robustness: Option<RobustnessReport>,
+}
+
+impl MethodEvaluation {
+    /// An evaluation of `method` with nothing measured yet.
+    pub fn new(method: &str) -> Self {
+        Self {
+            method: method.to_string(),
+            ..Self::default()
+        }
+    }
+}
+
+/// Everything a run reports; see the module docs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub run_name: String,
+    /// Data set description, e.g. `fashion-mnist (54000 train / 6000 val / 10000 test)`.
+    #[serde(default)]
+    pub dataset: Option<String>,
+    /// Class names by index (may be empty: classes are then shown by number).
+    #[serde(default)]
+    pub class_names: Vec<String>,
+    pub stages: Vec<StageReport>,
+    #[serde(default)]
+    pub evaluations: Vec<MethodEvaluation>,
+}
+
+impl Report {
+    /// An empty report for `run_name`.
+    pub fn new(run_name: &str) -> Self {
+        Self {
+            run_name: run_name.to_string(),
+            ..Self::default()
+        }
+    }
+
+    /// Adds `stage`, replacing an earlier report of the same stage and method (a rerun).
+    pub fn upsert_stage(&mut self, stage: StageReport) {
+        match self
+            .stages
+            .iter_mut()
+            .find(|s| s.stage == stage.stage && s.method == stage.method)
+        {
+            Some(existing) => *existing = stage,
+            None => self.stages.push(stage),
+        }
+    }
+
+    /// Adds `evaluation`, replacing an earlier one of the same method.
+    pub fn upsert_evaluation(&mut self, evaluation: MethodEvaluation) {
+        match self
+            .evaluations
+            .iter_mut()
+            .find(|e| e.method == evaluation.method)
+        {
+            Some(existing) => *existing = evaluation,
+            None => self.evaluations.push(evaluation),
+        }
+    }
+
+    /// The evaluation of `method`, created empty when missing.
+    pub fn evaluation_mut(&mut self, method: &str) -> &mut MethodEvaluation {
+        let index = match self.evaluations.iter().position(|e| e.method == method) {
+            Some(index) => index,
+            None => {
+                self.evaluations.push(MethodEvaluation::new(method));
+                self.evaluations.len() - 1
+            }
+        };
+        &mut self.evaluations[index]
+    }
+
+    /// Reads a `report.json`.
+    pub fn read(path: &Path) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+        serde_json::from_str(&text).map_err(|e| TrainError::Json {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Writes `report.json` and `report.md` into `run_dir`, each atomically.
+    pub fn write(&self, run_dir: &Path) -> Result<(), TrainError> {
+        let json_path = run_dir.join(REPORT_JSON);
+        let json = serde_json::to_string_pretty(self).map_err(|e| TrainError::Json {
+            path: json_path.clone(),
+            message: e.to_string(),
+        })?;
+        write_atomic(&json_path, format!("{json}\n").as_bytes())?;
+        write_atomic(
+            &run_dir.join(REPORT_MD),
+            self.to_markdown(run_dir).as_bytes(),
+        )
+    }
+
+    /// The summary table: one row per stage with method, epochs, wall time, images/s,
+    /// validation, test and kNN top-1 (a Markdown table, aligned for a terminal too).
+    pub fn summary_table(&self) -> String {
+        let header = [
+            "method",
+            "stage",
+            "epochs",
+            "wall time",
+            "images/s",
+            "val top-1",
+            "test top-1",
+            "kNN top-1",
+        ];
+        let rows: Vec<Vec<String>> = self
+            .stages
+            .iter()
+            .map(|s| {
+                vec![
+                    s.method.clone(),
+                    s.stage.to_string(),
+                    s.epochs.to_string(),
+                    format_wall(s.wall_seconds),
+                    format!("{:.0}", s.images_per_second),
+                    percent(s.val_top1),
+                    percent(s.test_top1),
+                    percent(s.knn_top1),
+                ]
+            })
+            .collect();
+        markdown_table(&header, &rows, 2)
+    }
+
+    /// The whole report as Markdown. Plots in `run_dir/plots/` are linked when present.
+    pub fn to_markdown(&self, run_dir: &Path) -> String {
+        let mut md = String::new();
+        let _ = writeln!(md, "# Run `{}`\n", self.run_name);
+        if let Some(dataset) = &self.dataset {
+            let _ = writeln!(md, "Data: {dataset}\n");
+        }
+        let _ = write!(md, "## Summary\n\n{}", self.summary_table());
+
+        let embedding_rows: Vec<Vec<String>> = self
+            .evaluations
+            .iter()
+            .filter(|e| e.knn.is_some() || e.geometry.is_some())
+            .map(|e| {
+                let g = e.geometry.as_ref();
+                vec![
+                    e.method.clone(),
+                    percent(e.knn.as_ref().map(|k| k.top1)),
+                    percent(e.knn.as_ref().map(|k| k.top5)),
+                    g.and_then(|g| g.alignment)
+                        .map_or("–".into(), |v| format!("{v:.3}")),
+                    g.map_or("–".into(), |g| format!("{:.3}", g.uniformity)),
+                    g.map_or("–".into(), |g| {
+                        format!("{:.1} / {}", g.effective_rank, g.dim)
+                    }),
+                ]
+            })
+            .collect();
+        if !embedding_rows.is_empty() {
+            let knn = self.evaluations.iter().find_map(|e| e.knn.as_ref());
+            let _ = writeln!(
+                md,
+                "\n## Embeddings\n\nWeighted kNN (k = {}, cosine, weights exp(sim / {})) with the \
+                 training embeddings as the bank; alignment (lower is better) and uniformity \
+                 (lower is more uniform) after Wang & Isola (2020), t = 2; effective rank after \
+                 Roy & Vetterli (2007) out of the embedding dimension.\n",
+                knn.map_or(20, |k| k.k),
+                knn.map_or(0.07, |k| k.temperature),
+            );
+            md.push_str(&markdown_table(
+                &[
+                    "method",
+                    "kNN top-1",
+                    "kNN top-5",
+                    "alignment",
+                    "uniformity",
+                    "effective rank",
+                ],
+                &embedding_rows,
+                1,
+            ));
+        }
+
+        let classified: Vec<(&str, &ClassificationMetrics)> = self
+            .evaluations
+            .iter()
+            .filter_map(|e| e.classification.as_ref().map(|c| (e.method.as_str(), c)))
+            .collect();
+        if !classified.is_empty() {
+            let _ = writeln!(md, "\n## Per-class test accuracy\n");
+            let classes = classified
+                .iter()
+                .map(|(_, c)| c.per_class.len())
+                .max()
+                .unwrap_or(0);
+            let mut header = vec!["class".to_string()];
+            header.extend(classified.iter().map(|(m, _)| m.to_string()));
+            let rows: Vec<Vec<String>> =
+                (0..classes)
+                    .map(|class| {
+                        let mut row = vec![self.class_name(class)];
+                        row.extend(classified.iter().map(|(_, c)| {
+                            percent(c.per_class.get(class).and_then(|a| a.accuracy))
+                        }));
+                        row
+                    })
+                    .collect();
+            let header: Vec<&str> = header.iter().map(String::as_str).collect();
+            md.push_str(&markdown_table(&header, &rows, 1));
+            for (method, metrics) in &classified {
+                let _ = writeln!(
+                    md,
+                    "\n### Confusion matrix: {method}\n\nRows: true class, columns: predicted.\n"
+                );
+                let n = metrics.confusion.num_classes;
+                let mut header = vec!["true \\ pred".to_string()];
+                header.extend((0..n).map(|c| c.to_string()));
+                let rows: Vec<Vec<String>> = metrics
+                    .confusion
+                    .counts
+                    .iter()
+                    .enumerate()
+                    .map(|(t, counts)| {
+                        let mut row =
+                            vec![format!("{t} {}", self.class_name(t)).trim().to_string()];
+                        row.extend(counts.iter().map(u64::to_string));
+                        row
+                    })
+                    .collect();
+                let header: Vec<&str> = header.iter().map(String::as_str).collect();
+                md.push_str(&markdown_table(&header, &rows, 1));
+            }
+        }
+
+        let robust: Vec<(&str, &RobustnessReport)> = self
+            .evaluations
+            .iter()
+            .filter_map(|e| e.robustness.as_ref().map(|r| (e.method.as_str(), r)))
+            .collect();
+        if !robust.is_empty() {
+            let _ = writeln!(
+                md,
+                "\n## Robustness\n\nTest top-1 under each corruption, mean over severities 1–5 \
+                 (per severity in `report.json`).\n"
+            );
+            let mut names: Vec<&str> = Vec::new();
+            for (_, r) in &robust {
+                for name in r.corruptions() {
+                    if !names.contains(&name) {
+                        names.push(name);
+                    }
+                }
+            }
+            let mut header = vec!["corruption".to_string()];
+            header.extend(robust.iter().map(|(m, _)| m.to_string()));
+            let mut rows = vec![{
+                let mut row = vec!["clean".to_string()];
+                row.extend(robust.iter().map(|(_, r)| percent(Some(r.clean_top1))));
+                row
+            }];
+            for name in names {
+                let mut row = vec![name.to_string()];
+                row.extend(robust.iter().map(|(_, r)| percent(r.mean_for(name))));
+                rows.push(row);
+            }
+            let mut mean = vec!["mean corrupted".to_string()];
+            mean.extend(
+                robust
+                    .iter()
+                    .map(|(_, r)| percent(Some(r.mean_corrupted_top1))),
+            );
+            rows.push(mean);
+            let header: Vec<&str> = header.iter().map(String::as_str).collect();
+            md.push_str(&markdown_table(&header, &rows, 1));
+        }
+
+        let plots: Vec<&str> = crate::plots::PLOT_FILES
+            .iter()
+            .copied()
+            .filter(|name| run_dir.join(crate::plots::PLOTS_DIR).join(name).exists())
+            .collect();
+        if !plots.is_empty() {
+            let _ = writeln!(md, "\n## Plots\n");
+            for name in plots {
+                let _ = writeln!(md, "![{name}]({}/{name})\n", crate::plots::PLOTS_DIR);
+            }
+        }
+        md
+    }
+
+    fn class_name(&self, class: usize) -> String {
+        self.class_names
+            .get(class)
+            .cloned()
+            .unwrap_or_else(|| class.to_string())
+    }
+}
+
+/// What [`write_report`] needs from a finished run.
+pub struct ReportInput<'a> {
+    pub run_name: String,
+    pub dataset: Option<String>,
+    pub class_names: Vec<String>,
+    /// One per trained stage; `test_top1`, `test_top5` and `knn_top1` may be left empty:
+    /// they are filled from `evaluations` (see [`Report::fill_stage_accuracies`]).
+    pub stages: Vec<StageReport>,
+    /// Test-set metrics per method, computed with [`crate::eval`].
+    pub evaluations: Vec<MethodEvaluation>,
+    /// Test embeddings to draw the PCA plot of (the main method's), if any.
+    pub pca: Option<crate::plots::EmbeddingsForPlot<'a>>,
+    pub plot_options: crate::plots::PlotOptions,
+}
+
+/// Writes the plots (from the run's `metrics.jsonl` and `input.pca`), `report.json` and
+/// `report.md` into `run_dir`, and returns the report (print [`Report::summary_table`]).
+/// A plot that cannot be drawn is logged and skipped: the report matters more.
+pub fn write_report(run_dir: &Path, input: ReportInput<'_>) -> Result<Report, TrainError> {
+    let mut report = Report {
+        run_name: input.run_name,
+        dataset: input.dataset,
+        class_names: input.class_names,
+        stages: input.stages,
+        evaluations: input.evaluations,
+    };
+    report.fill_stage_accuracies();
+    let metrics_path = run_dir.join(crate::metrics_log::METRICS_FILE);
+    let records = if metrics_path.exists() {
+        crate::metrics_log::read_metrics(&metrics_path)?
+    } else {
+        Vec::new()
+    };
+    if let Err(e) = crate::plots::write_run_plots(run_dir, &records, input.pca, &input.plot_options)
+    {
+        tracing::warn!("plots not written: {e}");
+    }
+    report.write(run_dir)?;
+    Ok(report)
+}
+
+impl Report {
+    /// Copies each method's test figures into its stage rows where they are empty: test
+    /// top-1/top-5 into the stage that trained the classifier (`linear`, or `ce`), kNN top-1
+    /// into the stage that trained the encoder (`pretrain`, or `ce`).
+    pub fn fill_stage_accuracies(&mut self) {
+        for evaluation in &self.evaluations {
+            for stage in self
+                .stages
+                .iter_mut()
+                .filter(|s| s.method == evaluation.method)
+            {
+                let classifier_stage = matches!(stage.stage, Stage::Linear | Stage::Ce);
+                let encoder_stage = matches!(stage.stage, Stage::Pretrain | Stage::Ce);
+                if let (true, Some(c)) = (classifier_stage, &evaluation.classification) {
+                    stage.test_top1.get_or_insert(c.top1);
+                    stage.test_top5.get_or_insert(c.top5);
+                }
+                if let (true, Some(k)) = (encoder_stage, &evaluation.knn) {
+                    stage.knn_top1.get_or_insert(k.top1);
+                }
+            }
+        }
+    }
+}
+
+/// `91.23%`, or `–` when not measured.
+fn percent(value: Option<f64>) -> String {
+    value.map_or_else(|| "–".to_string(), |v| format!("{:.2}%", 100.0 * v))
+}
+
+/// `12m 34s` (or `1h 02m 05s`, `8.2s`).
+fn format_wall(seconds: f64) -> String {
+    if seconds < 60.0 {
+        return format!("{seconds:.1}s");
+    }
+    let total = seconds.round() as u64;
+    let (h, m, s) = (total / 3600, total / 60 % 60, total % 60);
+    if h > 0 {
+        format!("{h}h {m:02}m {s:02}s")
+    } else {
+        format!("{m}m {s:02}s")
+    }
+}
+
+/// A Markdown pipe table padded to aligned columns; columns from `first_numeric` on are
+/// right-aligned.
+fn markdown_table(header: &[&str], rows: &[Vec<String>], first_numeric: usize) -> String {
+    let columns = header.len();
+    let width = |text: &str| text.chars().count();
+    // At least 3 wide: the separator row needs `---` / `--:`.
+    let mut widths: Vec<usize> = header.iter().map(|h| width(h).max(3)).collect();
+    for row in rows {
+        for (c, cell) in row.iter().enumerate().take(columns) {
+            widths[c] = widths[c].max(width(cell));
+        }
+    }
+    let pad = |text: &str, c: usize| {
+        let fill = " ".repeat(widths[c] - width(text));
+        if c >= first_numeric {
+            format!("{fill}{text}")
+        } else {
+            format!("{text}{fill}")
+        }
+    };
+    let mut out = String::new();
+    let line = |cells: Vec<String>| format!("| {} |\n", cells.join(" | "));
+    out.push_str(&line(
+        header.iter().enumerate().map(|(c, h)| pad(h, c)).collect(),
+    ));
+    out.push_str(&line(
+        (0..columns)
+            .map(|c| {
+                let dashes = "-".repeat(widths[c]);
+                if c >= first_numeric {
+                    format!("{}:", &dashes[1..])
+                } else {
+                    dashes
+                }
+            })
+            .collect(),
+    ));
+    for row in rows {
+        out.push_str(&line(
+            (0..columns)
+                .map(|c| pad(row.get(c).map_or("", String::as_str), c))
+                .collect(),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::{ConfusionMatrix, RobustnessEntry};
+
+    fn sample_report() -> Report {
+        let mut report = Report::new("quick");
+        report.dataset = Some("fashion-mnist".into());
+        report.class_names = vec!["T-shirt/top".into(), "Trouser".into()];
+        let mut pretrain = StageReport::new(Stage::Pretrain, "supcon", 10, 754.2, 912.0);
+        pretrain.knn_top1 = Some(0.8912);
+        report.upsert_stage(pretrain);
+        let mut linear = StageReport::new(Stage::Linear, "supcon", 5, 41.0, 3000.0);
+        linear.val_top1 = Some(0.9);
+        linear.test_top1 = Some(0.9012);
+        report.upsert_stage(linear.clone());
+        linear.test_top1 = Some(0.9034); // a rerun replaces the row
+        report.upsert_stage(linear);
+        let confusion = ConfusionMatrix {
+            num_classes: 2,
+            counts: vec![vec![9, 1], vec![0, 10]],
+        };
+        let evaluation = report.evaluation_mut("supcon");
+        evaluation.classification = Some(ClassificationMetrics {
+            samples: 20,
+            top1: confusion.accuracy(),
+            top5: 1.0,
+            per_class: confusion.per_class(),
+            confusion,
+        });
+        evaluation.robustness = Some(RobustnessReport {
+            samples: 20,
+            clean_top1: 0.95,
+            entries: vec![
+                RobustnessEntry {
+                    corruption: "gaussian_noise".into(),
+                    severity: 1,
+                    top1: 0.9,
+                },
+                RobustnessEntry {
+                    corruption: "gaussian_noise".into(),
+                    severity: 2,
+                    top1: 0.8,
+                },
+            ],
+            mean_corrupted_top1: 0.85,
+        });
+        report
+    }
+
+    #[test]
+    fn summary_table_has_one_aligned_row_per_stage() {
+        let table = sample_report().summary_table();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(lines[0].starts_with("| method | stage"), "{table}");
+        assert!(
+            lines[2].contains("12m 34s") && lines[2].contains("89.12%"),
+            "{table}"
+        );
+        assert!(
+            lines[3].contains("90.34%") && lines[3].contains("90.00%"),
+            "{table}"
+        );
+        let widths: Vec<usize> = lines.iter().map(|l| l.chars().count()).collect();
+        assert!(widths.iter().all(|&w| w == widths[0]), "{table}");
+    }
+
+    #[test]
+    fn report_round_trips_and_is_written_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = sample_report();
+        report.write(dir.path()).unwrap();
+        let read = Report::read(&dir.path().join(REPORT_JSON)).unwrap();
+        assert_eq!(read, report);
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join(REPORT_JSON)).unwrap())
+                .unwrap();
+        assert_eq!(json["stages"][0]["method"], "supcon");
+        assert_eq!(json["stages"][0]["stage"], "pretrain");
+        assert_eq!(json["stages"][1]["test_top1"], 0.9034);
+        assert!(json["stages"][0]["wall_seconds"].is_number());
+        assert!(json["stages"][0]["images_per_second"].is_number());
+        let md = std::fs::read_to_string(dir.path().join(REPORT_MD)).unwrap();
+        assert!(md.contains("## Per-class test accuracy"), "{md}");
+        assert!(md.contains("| Trouser     |"), "{md}");
+        assert!(md.contains("| 0 T-shirt/top |"), "{md}");
+        assert!(
+            md.contains("gaussian_noise") && md.contains("85.00%"),
+            "{md}"
+        );
+        // No temporary file is left beside the report.
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[test]
+    fn a_corrupt_report_is_a_named_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(REPORT_JSON);
+        std::fs::write(&path, "{\"run_name\": 3").unwrap();
+        let err = Report::read(&path).unwrap_err();
+        assert!(err.to_string().contains("report.json"), "{err}");
+    }
+
+    #[test]
+    fn formatting_helpers() {
+        assert_eq!(format_wall(8.24), "8.2s");
+        assert_eq!(format_wall(3725.0), "1h 02m 05s");
+        assert_eq!(percent(None), "–");
+        assert_eq!(percent(Some(0.5)), "50.00%");
+    }
+}

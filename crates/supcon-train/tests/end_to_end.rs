@@ -1,0 +1,134 @@
+//! The whole recipe on a small real subset of Fashion-MNIST: pre-training, linear stage, CE
+//! baseline, test evaluation, report; then `supcon eval` and `supcon embed` on the result.
+
+mod common;
+
+use common::{run, supcon, FAST};
+use supcon_train::metrics_log::{read_metrics, RecordKind, Stage};
+
+#[test]
+fn train_with_baseline_on_a_fashion_mnist_subset_beats_chance_by_far() {
+    assert!(
+        common::have_fashion_mnist(),
+        "Fashion-MNIST is not installed (cargo xtask setup)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(
+        supcon()
+            .args([
+                "train",
+                "--quiet",
+                "--with-baseline",
+                "--name",
+                "e2e",
+                "--runs-dir",
+            ])
+            .arg(dir.path())
+            .args(FAST)
+            .args([
+                "--set",
+                "pretrain.batch_size=32",
+                "--set",
+                "linear.epochs=3",
+            ])
+            .args(["--set", "linear.batch_size=32", "--set", "ce.epochs=2"])
+            .args(["--set", "eval.robustness=true"])
+            .args(["--set", "eval.robustness_per_class=3"]),
+        true,
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("test top-1"), "{stdout}");
+    let run_dir = dir.path().join("e2e");
+    for file in [
+        "config.toml",
+        "metrics.jsonl",
+        "report.json",
+        "checkpoints/pretrain-last.safetensors",
+        "checkpoints/linear-last.safetensors",
+        "checkpoints/linear-best.safetensors",
+        "checkpoints/ce-last.safetensors",
+    ] {
+        assert!(run_dir.join(file).exists(), "{file} is missing");
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("report.json")).unwrap()).unwrap();
+    let stage = |stage: &str, method: &str| -> serde_json::Value {
+        report["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stage"] == stage && s["method"] == method)
+            .unwrap_or_else(|| panic!("no {stage}/{method} row in {report}"))
+            .clone()
+    };
+    // Ten classes: chance is 10 %. After so few steps (16 of pre-training) the kNN accuracy
+    // of the embeddings is the meaningful figure (about 60 %); the linear classifier and the
+    // CE model, trained for a few dozen steps, are asked to be far above chance.
+    for (classifier, encoder) in [
+        (stage("linear", "supcon"), stage("pretrain", "supcon")),
+        (stage("ce", "ce"), stage("ce", "ce")),
+    ] {
+        let top1 = classifier["test_top1"].as_f64().unwrap();
+        let knn = encoder["knn_top1"].as_f64().unwrap();
+        assert!(top1 > 0.25, "{}: test top-1 {top1}", classifier["method"]);
+        assert!(knn > 0.5, "{}: kNN top-1 {knn}", encoder["method"]);
+        assert!(classifier["wall_seconds"].as_f64().unwrap() > 0.0);
+        assert!(classifier["images_per_second"].as_f64().unwrap() > 0.0);
+    }
+    let evaluations = report["evaluations"].as_array().unwrap();
+    assert_eq!(evaluations.len(), 2);
+    for e in evaluations {
+        assert!(
+            e["robustness"]["entries"].as_array().unwrap().len() >= 5,
+            "{e}"
+        );
+    }
+    assert!(run_dir.join("report.md").exists());
+    let metrics = read_metrics(&run_dir.join("metrics.jsonl")).unwrap();
+    let epochs = |stage| {
+        metrics
+            .iter()
+            .filter(|r| r.stage == stage && r.kind == RecordKind::Epoch)
+            .count()
+    };
+    assert_eq!(epochs(Stage::Pretrain), 1);
+    assert_eq!(epochs(Stage::Linear), 3);
+    assert_eq!(epochs(Stage::Ce), 2);
+    assert!(metrics
+        .iter()
+        .filter(|r| r.stage == Stage::Linear && r.kind == RecordKind::Epoch)
+        .all(|r| r.val_top1.is_some() && r.train_top1.is_some()));
+
+    // `supcon eval` re-measures the same checkpoints: the same test accuracy.
+    let output = run(
+        supcon()
+            .args(["eval", "--quiet", "--json", "--run"])
+            .arg(&run_dir),
+        true,
+    );
+    let again: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(again["stages"], report["stages"]);
+
+    // `supcon embed` writes .npy files of the expected shapes.
+    let out = dir.path().join("embed");
+    run(
+        supcon()
+            .args([
+                "embed",
+                "--split",
+                "test",
+                "--set",
+                "data.test_per_class=30",
+                "--checkpoint",
+            ])
+            .arg(run_dir.join("checkpoints/pretrain-last.safetensors"))
+            .arg("--out")
+            .arg(&out),
+        true,
+    );
+    let embeddings: ndarray::Array2<f32> =
+        ndarray_npy::read_npy(out.join("embeddings.npy")).unwrap();
+    let labels: ndarray::Array1<i64> = ndarray_npy::read_npy(out.join("labels.npy")).unwrap();
+    assert_eq!(embeddings.dim(), (300, 64));
+    assert_eq!(labels.len(), 300);
+}

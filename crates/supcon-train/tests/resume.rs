@@ -1,0 +1,136 @@
+//! Killing a run in the middle of an epoch and resuming it gives the same result as a run
+//! that was never interrupted.
+//!
+//! libtorch's CPU kernels are deterministic for a fixed thread count (the tests pin 2), the
+//! augmentation is a pure function of (seed, epoch, image, view), shuffling of (seed, stage,
+//! epoch), and the checkpoint holds the model, BatchNorm statistics, momentum buffers,
+//! momentum encoder, key queue and schedule position: so the comparison is exact.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{run, supcon, FAST};
+use supcon_train::checkpoint::Checkpoint;
+use supcon_train::metrics_log::{read_metrics, MetricRecord, RecordKind};
+
+/// Pre-training on a 300-image subset: 2 epochs of 8 steps, with the key queue,
+/// checkpointing every 3 steps.
+fn args(name: &str, runs: &std::path::Path) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "pretrain".into(),
+        "--quiet".into(),
+        "--name".into(),
+        name.into(),
+    ];
+    a.push("--runs-dir".into());
+    a.push(runs.display().to_string());
+    a.extend(FAST.iter().map(|s| s.to_string()));
+    for set in [
+        "data.train_per_class=30",
+        "pretrain.epochs=2",
+        "pretrain.batch_size=32",
+        "pretrain.queue=256",
+        "checkpoint.every_steps=3",
+    ] {
+        a.push("--set".into());
+        a.push(set.into());
+    }
+    a
+}
+
+fn epoch_records(path: &std::path::Path) -> Vec<MetricRecord> {
+    read_metrics(path)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.kind == RecordKind::Epoch)
+        .collect()
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_metrics_and_weights() {
+    assert!(
+        common::have_fashion_mnist(),
+        "Fashion-MNIST is not installed (cargo xtask setup)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+
+    // The reference: never interrupted.
+    run(supcon().args(args("straight", dir.path())), true);
+
+    // The same run, killed (SIGKILL: no chance to clean up) after its first step checkpoint.
+    let mut child = supcon().args(args("killed", dir.path())).spawn().unwrap();
+    let checkpoint = dir
+        .path()
+        .join("killed/checkpoints/pretrain-last.safetensors");
+    let started = Instant::now();
+    while !checkpoint.exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended ({status}) before its first checkpoint");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "no checkpoint after 5 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the run finished before it was killed");
+    let state = Checkpoint::load(&checkpoint).unwrap().state.unwrap();
+    assert!(
+        state.global_step < 32,
+        "killed too late: step {}",
+        state.global_step
+    );
+    assert!(
+        state.step_in_epoch > 0,
+        "the checkpoint should be mid-epoch"
+    );
+
+    // Without --resume the folder is refused; with it the run continues.
+    run(supcon().args(args("killed", dir.path())), false);
+    run(
+        supcon()
+            .args(["pretrain", "--quiet", "--resume"])
+            .arg(dir.path().join("killed")),
+        true,
+    );
+
+    let straight = epoch_records(&dir.path().join("straight/metrics.jsonl"));
+    let resumed = epoch_records(&dir.path().join("killed/metrics.jsonl"));
+    assert_eq!(straight.len(), 2);
+    assert_eq!(resumed.len(), 2);
+    for (a, b) in straight.iter().zip(&resumed) {
+        assert_eq!((a.epoch, a.step), (b.epoch, b.step));
+        assert_eq!(a.loss, b.loss, "epoch {} mean loss differs", a.epoch);
+        assert_eq!(a.lr, b.lr);
+    }
+    // One step record per step: the lines logged after the checkpoint were replaced.
+    let steps: Vec<u64> = read_metrics(&dir.path().join("killed/metrics.jsonl"))
+        .unwrap()
+        .iter()
+        .filter(|r| r.kind == RecordKind::Step)
+        .map(|r| r.step)
+        .collect();
+    assert_eq!(steps, (1..=16).collect::<Vec<_>>());
+
+    let a = Checkpoint::load(
+        &dir.path()
+            .join("straight/checkpoints/pretrain-last.safetensors"),
+    )
+    .unwrap();
+    let b = Checkpoint::load(
+        &dir.path()
+            .join("killed/checkpoints/pretrain-last.safetensors"),
+    )
+    .unwrap();
+    for group in ["model", "optim", "ema", "queue"] {
+        let (ga, gb) = (a.group(group), b.group(group));
+        assert!(!ga.is_empty(), "no {group} tensors");
+        assert_eq!(ga.keys().collect::<Vec<_>>(), gb.keys().collect::<Vec<_>>());
+        for (name, t) in &ga {
+            assert!(t.equal(&gb[name]), "{group}.{name} differs after resuming");
+        }
+    }
+}

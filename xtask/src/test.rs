@@ -2,7 +2,9 @@
 
 use crate::setup::{self, Flavour, Provisioned};
 use crate::util::{cargo, run as sh};
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 
 /// Set-up, formatting, lints, then every test of the workspace with every feature on
 /// (`tch` and `cuda` included: the CUDA kernels are compiled by NVRTC even without a GPU).
@@ -22,13 +24,79 @@ pub fn run(args: &[String]) -> Result<()> {
         ]),
         &env,
     ))?;
-    sh(with_libs(
+    let counts = run_counting(with_libs(
         cargo()
             .args(["test", "--workspace", "--all-features"])
             .args(args),
         &env,
     ))?;
+    // One closing line for the whole workspace: cargo's last block is often a doc-test
+    // binary with nothing in it, which says "0 passed" about a run of hundreds of tests.
+    println!(
+        "summary: {} passed, {} failed, {} skipped",
+        counts.passed, counts.failed, counts.ignored
+    );
+    if counts.passed == 0 {
+        bail!("cargo test ran no test");
+    }
     Ok(())
+}
+
+#[derive(Default, Debug, PartialEq)]
+struct TestCounts {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl TestCounts {
+    /// Adds the counts of one `test result: ok. 3 passed; 0 failed; 1 ignored; ...` line.
+    fn add_result_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(['.', ';']) {
+            let mut words = part.split_whitespace();
+            let (Some(number), Some(what)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(number) = number.parse::<u64>() else {
+                continue;
+            };
+            match what {
+                "passed" => self.passed += number,
+                "failed" => self.failed += number,
+                "ignored" => self.ignored += number,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs `cmd` (a `cargo test`), passing its output through while adding up the result lines.
+fn run_counting(cmd: &mut Command) -> Result<TestCounts> {
+    eprintln!("$ {cmd:?}");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("could not start cargo test")?;
+    let mut counts = TestCounts::default();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let line = line.context("reading cargo test's output")?;
+            println!("{line}");
+            counts.add_result_line(&line);
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    if !status.success() {
+        println!(
+            "summary: {} passed, {} failed, {} skipped",
+            counts.passed, counts.failed, counts.ignored
+        );
+        bail!("cargo test failed ({status})");
+    }
+    Ok(counts)
 }
 
 /// The tests marked `#[ignore = "needs a CUDA GPU ..."]` (names containing `gpu`), run where
@@ -55,10 +123,7 @@ fn gpu_present() -> bool {
     std::path::Path::new("/dev/nvidiactl").exists()
 }
 
-fn with_libs<'a>(
-    cmd: &'a mut std::process::Command,
-    env: &Provisioned,
-) -> &'a mut std::process::Command {
+fn with_libs<'a>(cmd: &'a mut Command, env: &Provisioned) -> &'a mut Command {
     cmd.env("LD_LIBRARY_PATH", env.ld_library_path())
 }
 
@@ -68,5 +133,28 @@ fn linked_flavour() -> Flavour {
     match std::fs::read_link(link) {
         Ok(dest) if dest.to_string_lossy().contains("-cu130") => Flavour::Cuda,
         _ => Flavour::Cpu,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TestCounts;
+
+    #[test]
+    fn result_lines_are_added_up() {
+        let mut counts = TestCounts::default();
+        counts.add_result_line(
+            "test result: ok. 18 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.00s",
+        );
+        counts.add_result_line("test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured");
+        counts.add_result_line("running 4 tests");
+        assert_eq!(
+            counts,
+            TestCounts {
+                passed: 21,
+                failed: 1,
+                ignored: 2
+            }
+        );
     }
 }

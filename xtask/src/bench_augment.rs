@@ -9,7 +9,7 @@
 //! installation happen once. Where Python has no `venv` module, `pip install --target` into
 //! the same folder and `PYTHONPATH` take its place.
 
-use crate::util::{cargo, project_root, run as sh};
+use crate::util::{cargo, field, machine, project_root, run as sh};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -167,13 +167,6 @@ pub(crate) fn json_line(output: &std::process::Output, what: &str) -> Result<Str
         .with_context(|| format!("{what} printed no JSON line:\n{stdout}"))
 }
 
-pub(crate) fn field(json: &str, key: &str) -> Option<f64> {
-    let start = json.find(&format!("\"{key}\":"))? + key.len() + 3;
-    let rest = &json[start..];
-    let end = rest.find([',', '}']).unwrap_or(rest.len());
-    rest[..end].trim().parse().ok()
-}
-
 /// Images per wall-clock second, and per CPU second of all the processes involved.
 #[derive(Clone, Copy)]
 struct Rate {
@@ -211,20 +204,6 @@ fn torchvision(python: &BenchPython, recipe: &str, o: &Options) -> Result<Rate> 
         .output()
         .with_context(|| format!("running {}", script.display()))?;
     rate(&json_line(&output, "augment_torchvision.py")?)
-}
-
-pub(crate) fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{cpu}, {cores} cores")
 }
 
 fn num(v: Option<f64>) -> String {

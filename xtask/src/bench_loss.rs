@@ -6,7 +6,7 @@
 //! release build) so that its peak resident memory is its own. Results go to
 //! `target/bench-results/loss.json`.
 
-use crate::util::{cargo, project_root, run as sh};
+use crate::util::{cargo, field, machine, project_root, run as sh};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use std::process::Command;
@@ -68,13 +68,6 @@ struct Measurement {
     extra_rss_mib: Option<f64>,
 }
 
-fn field(json: &str, key: &str) -> Option<f64> {
-    let start = json.find(&format!("\"{key}\":"))? + key.len() + 3;
-    let rest = &json[start..];
-    let end = rest.find([',', '}']).unwrap_or(rest.len());
-    rest[..end].trim().parse().ok()
-}
-
 fn measure(exe: &PathBuf, backend: &str, rows: usize, o: &Options) -> Result<Measurement> {
     // Fewer repetitions where one call takes seconds.
     let reps = o.reps.unwrap_or(match rows {
@@ -120,30 +113,6 @@ fn measure(exe: &PathBuf, backend: &str, rows: usize, o: &Options) -> Result<Mea
         peak_rss_mib: field(line, "peak_rss_mib"),
         extra_rss_mib: field(line, "extra_rss_mib"),
     })
-}
-
-/// "AMD EPYC, 2 cores, 23 GiB" from /proc (Linux); "unknown" elsewhere.
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem_gib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|k| k.parse::<f64>().ok())
-        })
-        .map_or("?".into(), |k| format!("{:.0}", k / 1024.0 / 1024.0));
-    format!("{cpu}, {cores} cores, {mem_gib} GiB")
 }
 
 fn opt(v: Option<f64>) -> String {

@@ -15,9 +15,10 @@
 //! timed ones for each DataLoader worker count in `--workers`; the best is compared (the
 //! stronger baseline). Writes `target/bench-results/train.json`; the goal is a ratio ≥ 1.
 
-use crate::bench_augment::{bench_python, field, json_line, machine};
+use crate::bench_augment::{bench_python, json_line};
 use crate::setup::{self, Flavour};
 use crate::util::{cargo, project_root, run as sh};
+use crate::util::{field, machine};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;

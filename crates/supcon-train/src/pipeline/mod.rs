@@ -357,12 +357,7 @@ pub fn linear(
         )?;
         run_stage_of(session, Stage::Linear, "linear".into(), &mut model)?
     };
-    let best = session.run.best_checkpoint(Stage::Linear);
-    let classifier_checkpoint = if state.best_epoch.is_some() && best.exists() {
-        best
-    } else {
-        session.run.last_checkpoint(Stage::Linear)
-    };
+    let classifier_checkpoint = chosen_checkpoint(session, Stage::Linear, &state);
     Ok(LinearOutcome {
         summary: StageSummary::from_state(&state),
         encoder,
@@ -388,13 +383,19 @@ pub fn ce(session: &mut Session) -> Result<(StageSummary, PathBuf), TrainError> 
         )?;
         run_stage_of(session, Stage::Ce, "ce".into(), &mut model)?
     };
-    let best = session.run.best_checkpoint(Stage::Ce);
-    let chosen = if state.best_epoch.is_some() && best.exists() {
+    let chosen = chosen_checkpoint(session, Stage::Ce, &state);
+    Ok((StageSummary::from_state(&state), chosen))
+}
+
+/// The checkpoint a classifier stage is tested with: the best-validation one when the stage
+/// selected an epoch and wrote it, otherwise the last one.
+fn chosen_checkpoint(session: &Session, stage: Stage, state: &TrainState) -> PathBuf {
+    let best = session.run.best_checkpoint(stage);
+    if state.best_epoch.is_some() && best.exists() {
         best
     } else {
-        session.run.last_checkpoint(Stage::Ce)
-    };
-    Ok((StageSummary::from_state(&state), chosen))
+        session.run.last_checkpoint(stage)
+    }
 }
 
 /// The whole recipe: pre-training, linear stage, optional CE baseline, then the final

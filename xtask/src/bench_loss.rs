@@ -153,13 +153,22 @@ pub fn run(args: &[String]) -> Result<()> {
         o.dim, o.classes, o.threads
     );
     eprintln!(
-        "{:>6} {:>12} {:>14} {:>8} {:>14} {:>16}",
-        "N", "ours (ms)", "libtorch (ms)", "ratio", "ours +MiB", "libtorch +MiB"
+        "{:>6} {:>12} {:>14} {:>8} {:>14} {:>16} {:>16} {:>16}",
+        "N",
+        "ours (ms)",
+        "libtorch (ms)",
+        "ratio",
+        "ours +MiB",
+        "libtorch +MiB",
+        "streaming (ms)",
+        "streaming +MiB"
     );
     let mut rows = Vec::new();
     for &n in &o.rows {
         let ours = measure(&exe, "cpu", n, &o)?;
         let theirs = measure(&exe, "tch", n, &o)?;
+        // Ours without the similarity cache: the O(N·D)-memory path large N takes.
+        let streaming = measure(&exe, "cpu-streaming", n, &o)?;
         let rel = (ours.loss - theirs.loss).abs() / ours.loss.abs().max(1e-12);
         if rel > 1e-3 {
             bail!(
@@ -170,11 +179,13 @@ pub fn run(args: &[String]) -> Result<()> {
         }
         let ratio = theirs.median_ms / ours.median_ms;
         eprintln!(
-            "{n:>6} {:>12.2} {:>14.2} {ratio:>7.2}x {:>14} {:>16}",
+            "{n:>6} {:>12.2} {:>14.2} {ratio:>7.2}x {:>14} {:>16} {:>16.2} {:>16}",
             ours.median_ms,
             theirs.median_ms,
             opt(ours.extra_rss_mib),
-            opt(theirs.extra_rss_mib)
+            opt(theirs.extra_rss_mib),
+            streaming.median_ms,
+            opt(streaming.extra_rss_mib)
         );
         rows.push(format!(
             "  {{\"n\": {n}, \"dim\": {}, \"classes\": {}, \"threads\": {}, \
@@ -182,6 +193,7 @@ pub fn run(args: &[String]) -> Result<()> {
              \"ours_min_ms\": {:.3}, \"libtorch_min_ms\": {:.3}, \
              \"ours_peak_rss_mib\": {}, \"libtorch_peak_rss_mib\": {}, \
              \"ours_extra_rss_mib\": {}, \"libtorch_extra_rss_mib\": {}, \
+             \"streaming_ms\": {:.3}, \"streaming_extra_rss_mib\": {}, \
              \"loss\": {}, \"machine\": \"{}\"}}",
             o.dim,
             o.classes,
@@ -194,6 +206,8 @@ pub fn run(args: &[String]) -> Result<()> {
             opt(theirs.peak_rss_mib),
             opt(ours.extra_rss_mib),
             opt(theirs.extra_rss_mib),
+            streaming.median_ms,
+            opt(streaming.extra_rss_mib),
             ours.loss,
             machine.replace('"', "'"),
         ));

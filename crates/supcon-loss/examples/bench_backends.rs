@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p supcon-loss --features tch --example bench_backends -- \
-//!     --backend cpu|tch --rows 2048 [--dim 128] [--classes 10] [--threads 2] [--reps 5]
+//!     --backend cpu|cpu-streaming|tch --rows 2048 [--dim 128] [--classes 10] [--threads 2] [--reps 5]
 //! ```
 //!
 //! Times forward + backward (one `LossBackend::compute` call: loss and ∂L/∂features) on
@@ -72,11 +72,17 @@ fn main() -> Result<()> {
     let args = parse()?;
     let backend: Box<dyn LossBackend> = match args.backend.as_str() {
         "cpu" => Box::new(CpuBackend::default().with_threads(args.threads)),
+        // The memory-bounded path: similarities recomputed in the backward pass, never kept.
+        "cpu-streaming" => Box::new(
+            CpuBackend::default()
+                .with_threads(args.threads)
+                .with_cache_bytes(0),
+        ),
         "tch" => {
             tch::set_num_threads(args.threads as i32);
             Box::new(TchBackend::default())
         }
-        other => bail!("unknown backend {other} (cpu | tch)"),
+        other => bail!("unknown backend {other} (cpu | cpu-streaming | tch)"),
     };
     let batch = args.rows / 2;
     let mut rng = ChaCha8Rng::seed_from_u64(42);

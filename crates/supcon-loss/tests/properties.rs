@@ -119,8 +119,10 @@ proptest! {
     #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::with_cases(64) })]
 
     #[test]
-    fn tiled_matches_dense(problem: Problem, tile in 1usize..9) {
-        let got = problem.run_with(&CpuBackend::new().with_tile(tile));
+    fn tiled_matches_dense(problem: Problem, tile in 1usize..9, cache: bool) {
+        // With the similarity cache (the default at these sizes) and without it.
+        let cache_bytes = if cache { usize::MAX } else { 0 };
+        let got = problem.run_with(&CpuBackend::new().with_tile(tile).with_cache_bytes(cache_bytes));
         assert_close("tiled vs dense", &got, &problem.reference(), 1e-9);
     }
 
@@ -194,9 +196,14 @@ proptest! {
         for tile in [1, 7, 64] {
             let one = problem.run_with(&CpuBackend::new().with_tile(tile).with_threads(1));
             let two = problem.run_with(&CpuBackend::new().with_tile(tile).with_threads(2));
-            // Same tile: bit-identical whatever the thread count.
+            let uncached = problem.run_with(
+                &CpuBackend::new().with_tile(tile).with_threads(2).with_cache_bytes(0),
+            );
+            // Same tile: bit-identical whatever the thread count, with or without the cache.
             prop_assert_eq!(one.loss.to_bits(), two.loss.to_bits());
             prop_assert_eq!(&one.grad, &two.grad);
+            prop_assert_eq!(one.loss.to_bits(), uncached.loss.to_bits());
+            prop_assert_eq!(&one.grad, &uncached.grad);
             outputs.push(one);
         }
         // Other tile sizes sum in another order: equal up to rounding (cancellation in the

@@ -1,5 +1,5 @@
-//! A branch-free `exp` for slices of `f64`, so that LLVM vectorizes the 3·n·M exponentials of
-//! the loss (libm's `exp` is a scalar call per element).
+//! A branch-free `exp` for `f64`, so that LLVM vectorizes the 3·n·M exponentials of the loss
+//! (libm's `exp` is a scalar call per element).
 //!
 //! Range reduction `x = n·ln2 + r` with `|r| ≤ ln2/2` (ln 2 split in two parts), a degree-13
 //! Taylor polynomial for `e^r` (truncation below 10⁻¹⁷ relative), and `2ⁿ` built from the
@@ -43,13 +43,6 @@ pub(crate) fn exp(x: f64) -> f64 {
         0.0
     } else {
         y
-    }
-}
-
-/// `values[k] ← e^{values[k]}`.
-pub(crate) fn exp_in_place(values: &mut [f64]) {
-    for v in values.iter_mut() {
-        *v = exp(*v);
     }
 }
 

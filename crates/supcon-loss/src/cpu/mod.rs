@@ -1,6 +1,7 @@
 //! The CPU backend: tiled, streaming, parallel (rayon), generic over `f32` / `f64`.
 
 mod fast_exp;
+mod kernels;
 mod tiled;
 
 use std::sync::{Arc, OnceLock};
@@ -9,16 +10,22 @@ use ndarray::ArrayView3;
 
 use crate::{validate, Element, LossBackend, LossError, LossOutput, SupConInput, SupConOptions};
 
-/// Default tile edge: a 128 × 128 block of similarities, 128-row slabs of features.
+/// Default tile edge: blocks of 128 rows × 512 columns of similarities.
 pub const DEFAULT_TILE: usize = 128;
 
-/// The CPU backend. Extra memory O((n + M)·D + tile²) per thread; never an n × M matrix.
+/// Default similarity cache: the n × M matrix is kept between the passes up to 64 MiB
+/// (n = M = 4096 in f32), saving a third of the matrix products.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
+/// The CPU backend. Extra memory O((n + M)·D + tile²) per thread, plus the n × M similarity
+/// matrix only when it fits the cache budget ([`DEFAULT_CACHE_BYTES`]).
 ///
-/// Results do not depend on the thread count; the tile size changes only the rounding
-/// (summation order inside a tile).
+/// Results do not depend on the thread count or on the cache; the tile size changes only the
+/// rounding (summation order across blocks).
 #[derive(Clone, Debug)]
 pub struct CpuBackend {
     tile: usize,
+    cache_bytes: usize,
     threads: Option<usize>,
     /// A private pool when `threads` is set, built on first use.
     pool: OnceLock<Arc<rayon::ThreadPool>>,
@@ -35,6 +42,7 @@ impl CpuBackend {
     pub fn new() -> Self {
         Self {
             tile: DEFAULT_TILE,
+            cache_bytes: DEFAULT_CACHE_BYTES,
             threads: None,
             pool: OnceLock::new(),
         }
@@ -44,6 +52,15 @@ impl CpuBackend {
     pub fn with_tile(self, tile: usize) -> Self {
         Self {
             tile: tile.max(1),
+            ..self
+        }
+    }
+
+    /// Keeps the n × M similarities between the passes when they take at most `bytes`
+    /// (0: always recompute them, memory O((n + M)·D) whatever n).
+    pub fn with_cache_bytes(self, bytes: usize) -> Self {
+        Self {
+            cache_bytes: bytes,
             ..self
         }
     }
@@ -83,7 +100,7 @@ impl CpuBackend {
         )
         .entered();
         match self.threads {
-            None => tiled::compute(input, options, self.tile),
+            None => tiled::compute(input, options, self.tile, self.cache_bytes),
             Some(threads) => {
                 let pool = match self.pool.get() {
                     Some(pool) => pool.clone(),
@@ -97,7 +114,7 @@ impl CpuBackend {
                         self.pool.get_or_init(|| Arc::new(pool)).clone()
                     }
                 };
-                pool.install(|| tiled::compute(input, options, self.tile))
+                pool.install(|| tiled::compute(input, options, self.tile, self.cache_bytes))
             }
         }
     }

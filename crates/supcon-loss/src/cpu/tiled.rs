@@ -1,22 +1,27 @@
 //! The tiled, streaming SupCon algorithm (see the crate docs for the math and `loss-math.md` in
 //! the book for the algorithm).
 //!
-//! Three passes over the n × M similarity matrix, each recomputing it tile by tile with a
-//! matrix product and never storing more than one `tile × tile` block per task:
+//! Two passes over the n × M similarity matrix, in blocks of `tile` rows and `4·tile` columns,
+//! each block a matrix product:
 //!
-//! 1. forward, parallel over anchor blocks: online log-sum-exp `LSE_i` (and `LSEP_i` for `L_in`);
-//! 2. ∂L/∂a, parallel over anchor blocks: `Σ_j G_ij c_j`;
-//! 3. ∂L/∂c, parallel over contrast blocks (feature rows only; queue keys get no gradient):
-//!    `Σ_i G_ij a_i`, plus the row's ∂L/∂a from pass 2 and the normalization's backward.
+//! 1. forward, parallel over anchor blocks: online log-sum-exp `LSE_i` (and `LSEP_i` for `L_in`).
+//!    When the whole n × M matrix fits the similarity cache budget, the blocks are kept;
+//! 2. backward, parallel over blocks of feature rows j: the similarity block (kept or
+//!    recomputed), the coefficients `G_jk + G_kj` of both roles of a row at once (an anchor's
+//!    `∂ℓ_j/∂s_jk` and a contrast row's `∂ℓ_k/∂s_kj`; `s` is symmetric), then one product with the
+//!    contrast rows, plus the normalization's backward.
 //!
-//! Every task owns its output rows and walks the other side's tiles in a fixed order, so the
-//! result does not depend on the number of threads. Reductions across tiles are in `f64`.
+//! That is 2 (cached) or 3 matrix products of n·M·D multiply-adds, against 5 for separate
+//! anchor and contrast passes. Every task owns its output rows and walks the columns in a fixed
+//! order, so the result does not depend on the number of threads. Reductions across tiles are
+//! in `f64`.
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{s, Array2, Array3, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
+use ndarray::{s, Array2, Array3, ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
-use super::fast_exp::exp_in_place;
+use super::fast_exp::exp;
+use super::kernels;
 
 use crate::{ContrastMode, Element, LossError, LossOutput, SupConInput, SupConOptions, Variant};
 
@@ -43,6 +48,7 @@ pub(crate) fn compute<T: Element>(
     input: &SupConInput<'_, T>,
     options: &SupConOptions,
     tile: usize,
+    cache_bytes: usize,
 ) -> Result<LossOutput<T>, LossError> {
     let tile = tile.max(1);
     let (batch, views, dim) = input.features.dim();
@@ -56,7 +62,7 @@ pub(crate) fn compute<T: Element>(
     let scale = options.loss_scale() / used as f64;
     let grad_scale = scale * inv_tau;
 
-    let (lse, lsep) = forward(&prep, options.variant, inv_tau, tile);
+    let Forward { lse, lsep, cache } = forward(&prep, options.variant, inv_tau, tile, cache_bytes);
     let class_sums = match options.variant {
         Variant::Out => Some(prep.class_sums()),
         Variant::In => None,
@@ -90,28 +96,21 @@ pub(crate) fn compute<T: Element>(
         return Err(LossError::Overflow { value: loss });
     }
 
-    let grad_anchor = backward_anchors(
-        &prep,
-        options.variant,
-        class_sums.as_ref(),
-        &lse,
-        &lsep,
-        inv_tau,
-        grad_scale,
-        tile,
-    );
     let anchor_weighted_sums = class_sums
         .as_ref()
         .map(|_| prep.anchor_weighted_class_sums());
-    let grad_rows = backward_contrast(
+    let grad_rows = backward(
         &prep,
         input,
-        options.variant,
+        Coefficients {
+            variant: options.variant,
+            lse: &lse,
+            lsep: &lsep,
+            inv_tau,
+        },
+        class_sums.as_ref(),
         anchor_weighted_sums.as_ref(),
-        &grad_anchor,
-        &lse,
-        &lsep,
-        inv_tau,
+        cache.as_deref(),
         grad_scale,
         tile,
     );
@@ -268,6 +267,10 @@ fn dense_classes<T>(
     }
 }
 
+/// Columns per block: wider than tall, so the backward product `coefficients · contrast rows`
+/// has a long inner dimension and few `f64` accumulations.
+const COLUMN_TILES: usize = 4;
+
 /// Streaming log-sum-exp: `max + ln(sum)` with `sum = Σ exp(x − max)`.
 #[derive(Clone, Copy, Debug)]
 struct OnlineLse {
@@ -281,22 +284,28 @@ impl OnlineLse {
         sum: 0.0,
     };
 
-    /// Folds one tile's values in (consuming the buffer): one rescale per tile, one `exp` per
-    /// value, vectorized.
-    fn add(&mut self, values: &mut [f64]) {
-        let Some(tile_max) = values.iter().copied().reduce(f64::max) else {
-            return;
-        };
-        if tile_max > self.max {
-            self.sum *= (self.max - tile_max).exp();
-            self.max = tile_max;
+    /// Folds in `x_c = dots[c]·inv_tau`: one rescale per call, one vectorized `exp` per value.
+    fn add_dots<T: Element>(&mut self, dots: &[T], inv_tau: f64) {
+        let top = kernels::max_dot(dots) * inv_tau;
+        if top == f64::NEG_INFINITY {
+            return; // empty
         }
-        let max = self.max;
-        for x in values.iter_mut() {
-            *x -= max;
+        self.raise_max(top);
+        self.sum += kernels::exp_sum(dots, inv_tau, self.max);
+    }
+
+    /// Folds in already scaled values (the few positives of a row, for `L_in`), through the
+    /// same kernels as [`Self::add_dots`] (`x·1 = x` exactly): equal inputs in equal positions
+    /// give a bit-identical sum.
+    fn add_values(&mut self, values: &[f64]) {
+        self.add_dots(values, 1.0);
+    }
+
+    fn raise_max(&mut self, top: f64) {
+        if top > self.max {
+            self.sum *= exp(self.max - top);
+            self.max = top;
         }
-        exp_in_place(values);
-        self.sum += values.iter().sum::<f64>();
     }
 
     fn value(self) -> f64 {
@@ -304,7 +313,7 @@ impl OnlineLse {
     }
 }
 
-/// `out = left · rightᵀ` in `T` (a tile of dot products).
+/// `out = left · rightᵀ` in `T` (a block of dot products).
 fn dots<T: Element>(
     left: ArrayView2<'_, T>,
     right: ArrayView2<'_, T>,
@@ -313,330 +322,360 @@ fn dots<T: Element>(
     general_mat_mul(T::one(), &left, &right.t(), T::zero(), out);
 }
 
+/// Row `r` of a block whose rows are contiguous (every block here is a column range of a
+/// row-major array).
+fn row<'a, T>(block: &'a ArrayView2<'_, T>, r: usize) -> &'a [T] {
+    block
+        .row(r)
+        .to_slice()
+        .expect("a row of a row-major block is contiguous")
+}
+
+/// The columns `0..width` without `diagonal` (when it lies inside), as two ranges.
+fn around_diagonal(width: usize, diagonal: Option<usize>) -> [std::ops::Range<usize>; 2] {
+    match diagonal {
+        Some(d) if d < width => [0..d, d + 1..width],
+        _ => [0..width, width..width],
+    }
+}
+
+/// The n·M similarities of pass 1, kept for pass 2 when they fit the budget: block `b` holds
+/// rows `b·tile..` and every column.
+type SimilarityCache<T> = Vec<Array2<T>>;
+
+/// What pass 1 leaves for the loss and pass 2.
+struct Forward<T> {
+    /// `LSE_i` per anchor; `+inf` for anchors without positives.
+    lse: Vec<f64>,
+    /// `LSEP_i` per anchor for `L_in` (empty for `L_out`).
+    lsep: Vec<f64>,
+    cache: Option<SimilarityCache<T>>,
+}
+
+/// One anchor block's share of [`Forward`].
+struct ForwardBlock<T> {
+    lse: Vec<f64>,
+    lsep: Vec<f64>,
+    kept: Option<Array2<T>>,
+}
+
 /// Pass 1: `LSE_i` over A(i) and, for `L_in`, `LSEP_i` over P(i). `+inf` for anchors without
-/// positives, which makes their coefficients `exp(x − LSE_i)` exactly 0 in pass 3.
+/// positives, which makes their coefficients `exp(x − LSE_i)` exactly 0 in pass 2.
 fn forward<T: Element>(
     prep: &Prepared<T>,
     variant: Variant,
     inv_tau: f64,
     tile: usize,
-) -> (Vec<f64>, Vec<f64>) {
+    cache_bytes: usize,
+) -> Forward<T> {
     let n = prep.anchors;
     let m = prep.rows.nrows();
+    let width = tile * COLUMN_TILES;
     let with_positives = variant == Variant::In;
-    let mut lse = vec![f64::INFINITY; n];
-    let mut lsep = vec![f64::INFINITY; if with_positives { n } else { 0 }];
-    let work = |block: usize, lse_block: &mut [f64], mut lsep_block: Option<&mut [f64]>| {
-        let i0 = block * tile;
-        let height = lse_block.len();
-        let anchors = prep.rows.slice(s![i0..i0 + height, ..]);
-        let mut sims = Array2::<T>::zeros((height, tile));
-        let mut all = vec![OnlineLse::EMPTY; height];
-        let mut pos = vec![OnlineLse::EMPTY; height];
-        let mut values = Vec::with_capacity(tile);
-        let mut pos_values = Vec::with_capacity(tile);
-        for j0 in (0..m).step_by(tile) {
-            let width = tile.min(m - j0);
-            let mut tile_sims = sims.slice_mut(s![.., ..width]);
-            dots(
-                anchors,
-                prep.rows.slice(s![j0..j0 + width, ..]),
-                &mut tile_sims,
-            );
-            for r in 0..height {
-                let i = i0 + r;
-                if prep.positives[i] == 0 {
-                    continue;
-                }
-                let yi = prep.class[i];
-                values.clear();
-                pos_values.clear();
-                for (c, &dot) in tile_sims.row(r).iter().enumerate() {
-                    let j = j0 + c;
-                    if j == i {
+    // Pass 2's row blocks are the anchor blocks only when every feature row is an anchor.
+    let keep = n == prep.trainable
+        && n.saturating_mul(m).saturating_mul(std::mem::size_of::<T>()) <= cache_bytes;
+    let blocks: Vec<ForwardBlock<T>> = (0..n.div_ceil(tile))
+        .into_par_iter()
+        .map(|block| {
+            let i0 = block * tile;
+            let height = tile.min(n - i0);
+            let anchors = prep.rows.slice(s![i0..i0 + height, ..]);
+            let mut kept = keep.then(|| Array2::<T>::zeros((height, m)));
+            let mut scratch = Array2::<T>::zeros(if keep { (0, 0) } else { (height, width) });
+            let mut all = vec![OnlineLse::EMPTY; height];
+            let mut pos = vec![OnlineLse::EMPTY; height];
+            let mut pos_values = Vec::new();
+            for j0 in (0..m).step_by(width) {
+                let w = width.min(m - j0);
+                let mut sims = match kept.as_mut() {
+                    Some(kept) => kept.slice_mut(s![.., j0..j0 + w]),
+                    None => scratch.slice_mut(s![.., ..w]),
+                };
+                dots(anchors, prep.rows.slice(s![j0..j0 + w, ..]), &mut sims);
+                let sims = sims.view();
+                for r in 0..height {
+                    let i = i0 + r;
+                    if prep.positives[i] == 0 {
                         continue;
                     }
-                    let x = dot.to_f64() * inv_tau;
-                    values.push(x);
-                    if with_positives && prep.class[j] == yi {
-                        pos_values.push(x);
+                    let values = row(&sims, r);
+                    // j = i is not in A(i): fold the columns before and after it separately.
+                    // L_in's positives are folded in the same groups, so that LSEP_i equals
+                    // LSE_i bit for bit when every other row is a positive (then π − w = 0).
+                    for part in around_diagonal(w, i.checked_sub(j0)) {
+                        all[r].add_dots(&values[part.clone()], inv_tau);
+                        if with_positives {
+                            let yi = prep.class[i];
+                            pos_values.clear();
+                            pos_values.extend(
+                                values[part.clone()]
+                                    .iter()
+                                    .zip(&prep.class[j0 + part.start..j0 + part.end])
+                                    .filter(|&(_, &yj)| yj == yi)
+                                    .map(|(&dot, _)| dot.to_f64() * inv_tau),
+                            );
+                            pos[r].add_values(&pos_values);
+                        }
                     }
                 }
-                all[r].add(&mut values);
-                if with_positives {
-                    pos[r].add(&mut pos_values);
-                }
             }
-        }
-        for r in 0..height {
-            if prep.positives[i0 + r] > 0 {
-                lse_block[r] = all[r].value();
-                if let Some(lsep_block) = lsep_block.as_deref_mut() {
-                    lsep_block[r] = pos[r].value();
-                }
+            let finished = |stats: &[OnlineLse]| -> Vec<f64> {
+                stats
+                    .iter()
+                    .enumerate()
+                    .map(|(r, s)| {
+                        if prep.positives[i0 + r] > 0 {
+                            s.value()
+                        } else {
+                            f64::INFINITY
+                        }
+                    })
+                    .collect()
+            };
+            let lsep = if with_positives {
+                finished(&pos)
+            } else {
+                Vec::new()
+            };
+            ForwardBlock {
+                lse: finished(&all),
+                lsep,
+                kept,
             }
-        }
+        })
+        .collect();
+    let mut forward = Forward {
+        lse: Vec::with_capacity(n),
+        lsep: Vec::with_capacity(if with_positives { n } else { 0 }),
+        cache: keep.then(Vec::new),
     };
-    if with_positives {
-        lse.par_chunks_mut(tile)
-            .zip(lsep.par_chunks_mut(tile))
-            .enumerate()
-            .for_each(|(block, (l, p))| work(block, l, Some(p)));
-    } else {
-        lse.par_chunks_mut(tile)
-            .enumerate()
-            .for_each(|(block, l)| work(block, l, None));
-    }
-    (lse, lsep)
-}
-
-/// Writes one row of coefficients `π_ij − w_ij` (without the common factor G's scale) for a
-/// row of dot products. `lse`/`lsep`/`class` are either one anchor's (broadcast) or one value per
-/// column; anchors outside I carry `LSE = +inf`, so their coefficients vanish without a branch.
-#[inline(always)]
-fn coefficient_row<T: Element>(
-    mut out: ArrayViewMut1<'_, T>,
-    dots: ArrayView1<'_, T>,
-    inv_tau: f64,
-    lse: impl Fn(usize) -> f64,
-    positive: Option<impl Fn(usize) -> Option<f64>>,
-    scratch: &mut Scratch,
-) {
-    // Arguments first, then one vectorized exp over the row.
-    let pi = &mut scratch.pi;
-    pi.clear();
-    pi.extend(
-        dots.iter()
-            .enumerate()
-            .map(|(c, &dot)| dot.to_f64() * inv_tau - lse(c)),
-    );
-    exp_in_place(pi);
-    if let Some(positive) = positive {
-        // L_in's w_ij: only positives (few per row), so a plain scalar exp.
-        for (c, (p, &dot)) in pi.iter_mut().zip(dots.iter()).enumerate() {
-            if let Some(lsep) = positive(c) {
-                *p -= (dot.to_f64() * inv_tau - lsep).exp();
-            }
+    for ForwardBlock { lse, lsep, kept } in blocks {
+        forward.lse.extend(lse);
+        forward.lsep.extend(lsep);
+        if let (Some(cache), Some(kept)) = (forward.cache.as_mut(), kept) {
+            cache.push(kept);
         }
     }
-    for (g, &value) in out.iter_mut().zip(pi.iter()) {
-        *g = T::from_f64(value);
+    forward
+}
+
+/// What the coefficients `G_jk = ∂ℓ_j/∂s_jk · τ/grad_scale` depend on besides the similarity.
+struct Coefficients<'a> {
+    variant: Variant,
+    lse: &'a [f64],
+    lsep: &'a [f64],
+    inv_tau: f64,
+}
+
+/// `e^{x−LSE_j} + e^{x−LSE_k} = e^{x−μ}·(e^{μ−LSE_j} + e^{μ−LSE_k})` for a block of rows j and
+/// columns k, with μ the smallest finite `LSE` of the block: one exponential per similarity
+/// instead of two. The factors lie in (0, 1] and `x − μ ≤ LSE_j − μ`, so nothing overflows or
+/// underflows while the block's finite `LSE`s span at most [`Self::MAX_SPREAD`] (always, for
+/// normalized rows: the span is at most 2/τ + ln M); wider blocks take the two-exponential
+/// path.
+struct Factored {
+    shift: f64,
+    row_factors: Vec<f64>,
+    column_factors: Vec<f64>,
+}
+
+impl Factored {
+    /// Far below `ln(f64::MAX) ≈ 709`, leaving room for the products.
+    const MAX_SPREAD: f64 = 600.0;
+
+    fn new(row_lse: &[f64], column_lse: &[f64]) -> Option<Self> {
+        let (low, high) = row_lse
+            .iter()
+            .chain(column_lse)
+            .filter(|l| l.is_finite())
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &l| {
+                (lo.min(l), hi.max(l))
+            });
+        if low > high || high - low > Self::MAX_SPREAD {
+            return None; // no finite LSE (all coefficients 0) or too wide a span
+        }
+        let factors = |lse: &[f64]| lse.iter().map(|&l| exp(low - l)).collect();
+        Some(Self {
+            shift: low,
+            row_factors: factors(row_lse),
+            column_factors: factors(column_lse),
+        })
     }
 }
 
-/// Per-task buffer of one coefficient row.
-#[derive(Default)]
-struct Scratch {
-    pi: Vec<f64>,
-}
-
-/// Adds a `T` tile product into the `f64` accumulator.
+/// Adds a `T` block product into the `f64` accumulator.
 fn accumulate<T: Element>(acc: &mut [f64], product: &Array2<T>) {
     for (a, &p) in acc.iter_mut().zip(product.iter()) {
         *a += p.to_f64();
     }
 }
 
-/// Pass 2: ∂L/∂a_i = grad_scale · (Σ_j π_ij c_j − Σ_j w_ij c_j), `n × D` row-major in f64.
+/// Pass 2: the final gradient rows of the features in view-major order, rounded to `T`.
+///
+/// Row j receives `Σ_k (G_jk + G_kj) c_k` (its anchor role and its contrast role; `G` is 0 for
+/// rows that are not anchors with positives and on the diagonal), minus the `L_out` positive
+/// terms from class sums, times `grad_scale`, through the normalization.
 #[allow(clippy::too_many_arguments)]
-fn backward_anchors<T: Element>(
-    prep: &Prepared<T>,
-    variant: Variant,
-    class_sums: Option<&Array2<f64>>,
-    lse: &[f64],
-    lsep: &[f64],
-    inv_tau: f64,
-    grad_scale: f64,
-    tile: usize,
-) -> Vec<f64> {
-    let n = prep.anchors;
-    let m = prep.rows.nrows();
-    let dim = prep.rows.ncols();
-    let in_variant = variant == Variant::In;
-    let mut grad = vec![0.0f64; n * dim];
-    grad.par_chunks_mut(tile * dim)
-        .enumerate()
-        .for_each(|(block, acc)| {
-            let i0 = block * tile;
-            let height = acc.len() / dim;
-            let anchors = prep.rows.slice(s![i0..i0 + height, ..]);
-            if prep.positives[i0..i0 + height].iter().all(|&p| p == 0) {
-                return;
-            }
-            let mut sims = Array2::<T>::zeros((height, tile));
-            let mut coefficients = Array2::<T>::zeros((height, tile));
-            let mut product = Array2::<T>::zeros((height, dim));
-            let mut scratch = Scratch::default();
-            for j0 in (0..m).step_by(tile) {
-                let width = tile.min(m - j0);
-                let contrast = prep.rows.slice(s![j0..j0 + width, ..]);
-                let mut tile_sims = sims.slice_mut(s![.., ..width]);
-                dots(anchors, contrast, &mut tile_sims);
-                let mut tile_coefficients = coefficients.slice_mut(s![.., ..width]);
-                let classes = &prep.class[j0..j0 + width];
-                for r in 0..height {
-                    let i = i0 + r;
-                    let (lse_i, yi) = (lse[i], prep.class[i]);
-                    let lsep_i = if in_variant { lsep[i] } else { f64::NAN };
-                    let mut out = tile_coefficients.row_mut(r);
-                    if prep.positives[i] == 0 {
-                        out.fill(T::zero());
-                        continue;
-                    }
-                    coefficient_row(
-                        out.view_mut(),
-                        tile_sims.row(r),
-                        inv_tau,
-                        |_| lse_i,
-                        in_variant.then_some(|c: usize| (classes[c] == yi).then_some(lsep_i)),
-                        &mut scratch,
-                    );
-                    if (j0..j0 + width).contains(&i) {
-                        out[i - j0] = T::zero(); // j = i is not in A(i)
-                    }
-                }
-                general_mat_mul(
-                    T::one(),
-                    &tile_coefficients,
-                    &contrast,
-                    T::zero(),
-                    &mut product,
-                );
-                accumulate(acc, &product);
-            }
-            for r in 0..height {
-                let i = i0 + r;
-                let row = &mut acc[r * dim..(r + 1) * dim];
-                let p = prep.positives[i];
-                if p == 0 {
-                    row.fill(0.0);
-                    continue;
-                }
-                if let Some(sums) = class_sums {
-                    // L_out: Σ_j w_ij c_j = (S_{y_i} − c_i) / |P(i)|
-                    let inv_p = 1.0 / p as f64;
-                    let sum = sums.row(prep.class[i] as usize);
-                    for ((g, &s), &c) in row.iter_mut().zip(sum.iter()).zip(anchors.row(r).iter()) {
-                        *g -= (s - c.to_f64()) * inv_p;
-                    }
-                }
-                for g in row.iter_mut() {
-                    *g *= grad_scale;
-                }
-            }
-        });
-    grad
-}
-
-/// Pass 3: ∂L/∂c_j for the feature rows, plus ∂L/∂a_j, through the normalization: the final
-/// gradient rows in view-major order, rounded to `T`.
-#[allow(clippy::too_many_arguments)]
-fn backward_contrast<T: Element>(
+fn backward<T: Element>(
     prep: &Prepared<T>,
     input: &SupConInput<'_, T>,
-    variant: Variant,
+    coefficients: Coefficients<'_>,
+    class_sums: Option<&Array2<f64>>,
     anchor_weighted_sums: Option<&Array2<f64>>,
-    grad_anchor: &[f64],
-    lse: &[f64],
-    lsep: &[f64],
-    inv_tau: f64,
+    cache: Option<&[Array2<T>]>,
     grad_scale: f64,
     tile: usize,
 ) -> Vec<T> {
+    let Coefficients {
+        variant,
+        lse,
+        lsep,
+        inv_tau,
+    } = coefficients;
     let n = prep.anchors;
+    let m = prep.rows.nrows();
     let dim = prep.rows.ncols();
     let batch = input.features.dim().0;
+    let width = tile * COLUMN_TILES;
     let in_variant = variant == Variant::In;
+    // Per row of the contrast matrix: +inf past the anchors (feature rows of contrast mode One,
+    // queue keys), so their terms vanish without a branch.
+    let per_row = |anchor_values: &[f64]| -> Vec<f64> {
+        (0..m)
+            .map(|k| anchor_values.get(k).copied().unwrap_or(f64::INFINITY))
+            .collect()
+    };
+    let lse_rows = per_row(lse);
+    let lsep_rows = if in_variant {
+        per_row(lsep)
+    } else {
+        Vec::new()
+    };
     let mut out = vec![T::zero(); prep.trainable * dim];
     out.par_chunks_mut(tile * dim)
         .enumerate()
         .for_each(|(block, out_block)| {
             let j0 = block * tile;
             let height = out_block.len() / dim;
-            let contrast = prep.rows.slice(s![j0..j0 + height, ..]);
-            let mut acc = vec![0.0f64; height * dim];
-            let mut sims = Array2::<T>::zeros((height, tile));
-            let mut coefficients = Array2::<T>::zeros((height, tile));
+            let own_rows = prep.rows.slice(s![j0..j0 + height, ..]);
+            // Rows that are not anchors only meet anchors (columns < n) with a non-zero G_kj.
+            let any_anchor = (j0..j0 + height).any(|j| lse_rows[j].is_finite());
+            let columns = if any_anchor { m } else { n };
+            let kept = cache.map(|cache| cache[block].view());
+            let mut scratch = Array2::<T>::zeros(if kept.is_some() {
+                (0, 0)
+            } else {
+                (height, width)
+            });
+            let mut coefficient_block = Array2::<T>::zeros((height, width));
             let mut product = Array2::<T>::zeros((height, dim));
-            let mut scratch = Scratch::default();
-            for i0 in (0..n).step_by(tile) {
-                let width = tile.min(n - i0);
-                if prep.positives[i0..i0 + width].iter().all(|&p| p == 0) {
-                    continue;
-                }
-                let anchors = prep.rows.slice(s![i0..i0 + width, ..]);
-                let mut tile_sims = sims.slice_mut(s![.., ..width]);
-                dots(contrast, anchors, &mut tile_sims);
-                let mut tile_coefficients = coefficients.slice_mut(s![.., ..width]);
-                let lse_tile = &lse[i0..i0 + width];
-                let lsep_tile = if in_variant {
-                    &lsep[i0..i0 + width]
-                } else {
-                    &[][..]
+            let mut acc = vec![0.0f64; height * dim];
+            for k0 in (0..columns).step_by(width) {
+                let w = width.min(columns - k0);
+                let contrast = prep.rows.slice(s![k0..k0 + w, ..]);
+                let sims = match kept {
+                    Some(kept) => kept.slice_move(s![.., k0..k0 + w]),
+                    None => {
+                        dots(own_rows, contrast, &mut scratch.slice_mut(s![.., ..w]));
+                        scratch.slice(s![.., ..w])
+                    }
                 };
-                let classes = &prep.class[i0..i0 + width];
+                let mut g = coefficient_block.slice_mut(s![.., ..w]);
+                let column_lse = &lse_rows[k0..k0 + w];
+                let factored = Factored::new(&lse_rows[j0..j0 + height], column_lse);
                 for r in 0..height {
                     let j = j0 + r;
-                    let yj = prep.class[j];
-                    let mut out = tile_coefficients.row_mut(r);
-                    coefficient_row(
-                        out.view_mut(),
-                        tile_sims.row(r),
-                        inv_tau,
-                        |c| lse_tile[c],
-                        in_variant.then_some(|c: usize| (classes[c] == yj).then(|| lsep_tile[c])),
-                        &mut scratch,
-                    );
-                    if (i0..i0 + width).contains(&j) {
-                        out[j - i0] = T::zero(); // i = j is not in A(i)
+                    let values = row(&sims, r);
+                    let mut g_row = g.row_mut(r);
+                    let g_row = g_row
+                        .as_slice_mut()
+                        .expect("a row of a row-major block is contiguous");
+                    match &factored {
+                        Some(f) => kernels::factored_pair_softmax(
+                            values,
+                            inv_tau,
+                            f.shift,
+                            f.row_factors[r],
+                            &f.column_factors,
+                            g_row,
+                        ),
+                        None => {
+                            kernels::pair_softmax(values, inv_tau, lse_rows[j], column_lse, g_row)
+                        }
+                    }
+                    if in_variant {
+                        // L_in's w_jk + w_kj, only on same-class columns (a few per row); the
+                        // whole coefficient is recomputed in f64 so π − w cancels exactly there.
+                        let yj = prep.class[j];
+                        for (c, (&dot, &yk)) in
+                            values.iter().zip(&prep.class[k0..k0 + w]).enumerate()
+                        {
+                            if yk != yj {
+                                continue;
+                            }
+                            let k = k0 + c;
+                            let x = dot.to_f64() * inv_tau;
+                            // (π_jk − w_jk) + (π_kj − w_kj): each difference is exactly 0
+                            // where A = P, as in the reference.
+                            g_row[c] = T::from_f64(
+                                (exp(x - lse_rows[j]) - exp(x - lsep_rows[j]))
+                                    + (exp(x - lse_rows[k]) - exp(x - lsep_rows[k])),
+                            );
+                        }
+                    }
+                    if (k0..k0 + w).contains(&j) {
+                        g_row[j - k0] = T::zero(); // k = j is not in A(j)
                     }
                 }
-                general_mat_mul(
-                    T::one(),
-                    &tile_coefficients,
-                    &anchors,
-                    T::zero(),
-                    &mut product,
-                );
+                general_mat_mul(T::one(), &g, &contrast, T::zero(), &mut product);
                 accumulate(&mut acc, &product);
             }
             for r in 0..height {
                 let j = j0 + r;
-                let row = &mut acc[r * dim..(r + 1) * dim];
-                if let Some(sums) = anchor_weighted_sums {
-                    // L_out: Σ_i w_ij a_i = T_{y_j} − [j ∈ I] a_j / |P(j)|
-                    let sum = sums.row(prep.class[j] as usize);
-                    let self_weight = if j < n && prep.positives[j] > 0 {
+                let grad = &mut acc[r * dim..(r + 1) * dim];
+                let c_j = own_rows.row(r);
+                if let (Some(sums), Some(weighted)) = (class_sums, anchor_weighted_sums) {
+                    // L_out's w terms from class sums: Σ_k w_jk c_k = (S_{y_j} − c_j)/|P(j)| for
+                    // an anchor j, and Σ_i w_ij a_i = T_{y_j} − [j ∈ I] c_j/|P(j)|.
+                    let y = prep.class[j] as usize;
+                    let used = j < n && prep.positives[j] > 0;
+                    let inv_p = if used {
                         1.0 / prep.positives[j] as f64
                     } else {
                         0.0
                     };
-                    for ((g, &s), &c) in row.iter_mut().zip(sum.iter()).zip(contrast.row(r).iter())
+                    let anchor_sum = sums.row(y);
+                    let contrast_sum = weighted.row(y);
+                    for (((g, &s), &t), &c) in grad
+                        .iter_mut()
+                        .zip(anchor_sum.iter())
+                        .zip(contrast_sum.iter())
+                        .zip(c_j.iter())
                     {
-                        *g -= s - c.to_f64() * self_weight;
+                        let c = c.to_f64();
+                        *g -= (s - c) * inv_p + t - c * inv_p;
                     }
                 }
-                for g in row.iter_mut() {
+                for g in grad.iter_mut() {
                     *g *= grad_scale;
-                }
-                if j < n {
-                    for (g, &ga) in row.iter_mut().zip(&grad_anchor[j * dim..(j + 1) * dim]) {
-                        *g += ga;
-                    }
                 }
                 if let Some(&inv_norm) = prep.inv_norms.get(j) {
                     // z = x/‖x‖:  ∂L/∂x = (g − z (z·g)) / ‖x‖, with z recomputed in f64.
                     let x = input.features.slice(s![j % batch, j / batch, ..]);
                     let z_dot_g: f64 = x
                         .iter()
-                        .zip(row.iter())
+                        .zip(grad.iter())
                         .map(|(&x, &g)| x.to_f64() * inv_norm * g)
                         .sum();
-                    for (g, &x) in row.iter_mut().zip(x.iter()) {
+                    for (g, &x) in grad.iter_mut().zip(x.iter()) {
                         *g = (*g - x.to_f64() * inv_norm * z_dot_g) * inv_norm;
                     }
                 }
-                for (o, &g) in out_block[r * dim..(r + 1) * dim].iter_mut().zip(row.iter()) {
+                for (o, &g) in out_block[r * dim..(r + 1) * dim]
+                    .iter_mut()
+                    .zip(grad.iter())
+                {
                     *o = T::from_f64(g);
                 }
             }

@@ -66,11 +66,14 @@
 //!
 //! # Computation and accuracy
 //!
-//! The CPU backend never materializes an n × M matrix: three passes (forward, ∂L/∂a, ∂L/∂c)
-//! recompute `tile × tile` blocks of similarities with a matrix product, keep an online
-//! log-sum-exp per anchor, and store only `LSE_i` (and `LSEP_i`). Extra memory is
-//! O((n + M)·D + threads·tile²). Blocks run in parallel on rayon; every block owns its output
-//! rows and reads the other side in a fixed order, so results do not depend on the thread count.
+//! The CPU backend needs no n × M matrix: a forward pass computes blocks of similarities with a
+//! matrix product and keeps an online log-sum-exp per anchor (`LSE_i`, and `LSEP_i`); a backward
+//! pass recomputes the blocks and gives each feature row both its anchor and its contrast
+//! gradient from the same (symmetric) similarities. Extra memory is O((n + M)·D + threads·tile²),
+//! plus the n × M similarities only when they fit a fixed budget (64 MiB by default,
+//! [`CpuBackend::with_cache_bytes`]), which saves one of the three matrix products. Blocks run in
+//! parallel on rayon; every block owns its output rows and reads the columns in a fixed order, so
+//! results do not depend on the thread count or on the cache.
 //!
 //! Tiles of dot products and gradient products are computed in the element type `T`; every
 //! reduction across tiles (log-sum-exp, gradient rows, class sums, the loss) is accumulated in
@@ -100,7 +103,7 @@ pub mod cuda;
 pub mod tch_backend;
 
 pub use backend::LossBackend;
-pub use cpu::{CpuBackend, DEFAULT_TILE};
+pub use cpu::{CpuBackend, DEFAULT_CACHE_BYTES, DEFAULT_TILE};
 pub use element::Element;
 pub use error::LossError;
 pub use input::{validate, LossOutput, Queue, SupConInput};

@@ -355,6 +355,10 @@ pub fn linear(
             &std,
             session.device,
         )?;
+        if config.linear.augment == "none" {
+            tracing::info!("linear: no augmentation, so the training features are computed once");
+            model.cache_train_features(&session.data.train)?;
+        }
         run_stage_of(session, Stage::Linear, "linear".into(), &mut model)?
     };
     let classifier_checkpoint = chosen_checkpoint(session, Stage::Linear, &state);

@@ -1,6 +1,7 @@
 //! `supcon`: supervised contrastive learning from the command line (see `supcon --help`).
 
 use clap::Parser;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use supcon_train::cli::{execute, Cli};
 use supcon_train::TrainError;
@@ -12,6 +13,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: logs piped to a file stay plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
     // First Ctrl-C: finish the current step, write a checkpoint, print how to resume.

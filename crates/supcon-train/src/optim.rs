@@ -298,4 +298,65 @@ mod tests {
         let bad = other.load_state(vec![("v".into(), Tensor::zeros([2], tch::kind::FLOAT_CPU))]);
         assert!(bad.unwrap_err().to_string().contains("`v`"));
     }
+
+    /// One LARS run over a matrix `w` (loss `scale·‖w‖²/2`) and a bias `b` (loss `b·[1, 2]`).
+    fn lars_run(
+        momentum: f64,
+        weight_decay: f64,
+        scale: f64,
+        steps: usize,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let mut c = optim(ScheduleKind::Constant);
+        c.optimizer = OptimizerKind::Lars;
+        c.lars_eta = 0.02;
+        c.momentum = momentum;
+        c.weight_decay = weight_decay;
+        let w = Tensor::from_slice(&[3.0f32, 4.0])
+            .reshape([1, 2])
+            .set_requires_grad(true);
+        let b = Tensor::from_slice(&[1.0f32, -1.0]).set_requires_grad(true);
+        let mut opt = Optimizer::new(
+            &c,
+            vec![
+                ("w".into(), w.shallow_clone()),
+                ("b".into(), b.shallow_clone()),
+            ],
+        );
+        let direction = Tensor::from_slice(&[1.0f32, 2.0]);
+        for _ in 0..steps {
+            opt.zero_grad();
+            let loss = (&w * &w).sum(tch::Kind::Float) * (scale / 2.0)
+                + (&b * &direction).sum(tch::Kind::Float);
+            loss.backward();
+            opt.step(0.5);
+        }
+        let values = |t: &Tensor| Vec::<f32>::try_from(&t.detach().flatten(0, -1)).unwrap();
+        (values(&w), values(&b))
+    }
+
+    #[test]
+    fn lars_scales_matrix_updates_by_the_trust_ratio_and_leaves_vectors_plain() {
+        // ∇w = w, d = (1 + wd)·w, trust ratio η‖w‖/(‖w‖ + wd‖w‖) = η/(1 + wd): every step
+        // multiplies w by (1 − lr·η), whatever the weight decay.
+        let (w, b) = lars_run(0.0, 0.1, 1.0, 3);
+        let shrink = (1.0f64 - 0.5 * 0.02).powi(3);
+        for (got, start) in w.iter().zip([3.0f64, 4.0]) {
+            assert!((f64::from(*got) - start * shrink).abs() < 1e-5, "{w:?}");
+        }
+        // Vectors (biases, BatchNorm): no decay and no trust ratio: plain SGD, 3 × lr × ∇b.
+        for (got, want) in b.iter().zip([1.0 - 1.5, -1.0 - 3.0]) {
+            assert!((f64::from(*got) - want).abs() < 1e-5, "{b:?}");
+        }
+    }
+
+    #[test]
+    fn lars_matrix_updates_do_not_depend_on_the_gradient_scale() {
+        let (w1, b1) = lars_run(0.9, 0.0, 1.0, 3);
+        let (w10, b10) = lars_run(0.9, 0.0, 10.0, 3);
+        for (a, b) in w1.iter().zip(&w10) {
+            assert!((a - b).abs() < 1e-5, "{w1:?} vs {w10:?}");
+        }
+        assert!(w1[0] < 3.0, "w moved");
+        assert_eq!(b1, b10, "the bias' loss does not depend on the scale");
+    }
 }

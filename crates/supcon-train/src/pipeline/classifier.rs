@@ -88,6 +88,55 @@ fn cross_entropy_step(logits: &Tensor, labels: &Tensor) -> Result<StepResult, Tr
     })
 }
 
+/// What the linear and CE stages share: the trained variables, their optimizer and the
+/// validation split, and so the same update, validation and checkpoint code.
+struct ClassifierTraining<'a> {
+    vs: VarStore,
+    optimizer: Optimizer,
+    validation: &'a Dataset,
+}
+
+impl<'a> ClassifierTraining<'a> {
+    fn new(vs: VarStore, optim: &crate::config::OptimConfig, validation: &'a Dataset) -> Self {
+        let optimizer = Optimizer::new(optim, varstore_tensors(&vs));
+        Self {
+            vs,
+            optimizer,
+            validation,
+        }
+    }
+
+    fn update(&mut self, lr: f64) -> Result<(), TrainError> {
+        self.optimizer.step(lr);
+        Ok(())
+    }
+
+    /// Validation top-1 from `logits` of a data set (`None` without a validation split).
+    fn validate(
+        &self,
+        logits: impl Fn(&Dataset) -> Result<Array2<f32>, TrainError>,
+    ) -> Result<Option<f64>, TrainError> {
+        if self.validation.is_empty() {
+            return Ok(None);
+        }
+        let logits = logits(self.validation)?;
+        Ok(Some(top1(&logits, self.validation.labels())))
+    }
+
+    fn checkpoint_groups(&self) -> Vec<(&'static str, Vec<(String, Tensor)>)> {
+        vec![
+            ("model", varstore_tensors(&self.vs)),
+            ("optim", self.optimizer.state()),
+        ]
+    }
+
+    fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError> {
+        checkpoint.load_into("model", &mut self.vs)?;
+        self.optimizer
+            .load_state(checkpoint.group("optim").into_iter().collect())
+    }
+}
+
 /// The frozen encoder of a pre-trained [`SupConModel`].
 pub struct FrozenEncoder {
     pub vs: VarStore,
@@ -118,15 +167,13 @@ impl FrozenEncoder {
 /// The linear stage: a linear layer trained on frozen encoder features.
 pub struct LinearModel<'a> {
     pub encoder: &'a FrozenEncoder,
-    pub vs: VarStore,
+    training: ClassifierTraining<'a>,
     pub classifier: LinearClassifier,
     /// Features `[train, feature_dim]` of every training image, when the stage does not augment
     /// (see [`LinearModel::cache_train_features`]).
     train_features: Option<Tensor>,
-    optimizer: Optimizer,
     augmenter: Augmenter,
     eval_augmenter: Augmenter,
-    validation: &'a Dataset,
     eval_batch: usize,
     device: Device,
 }
@@ -150,17 +197,14 @@ impl<'a> LinearModel<'a> {
         let classifier =
             LinearClassifier::new(&vs.root(), encoder.model.feature_dim(), num_classes as i64)
                 .map_err(|e| TrainError::Model(e.to_string()))?;
-        let optimizer = Optimizer::new(&config.linear.optim, varstore_tensors(&vs));
         let pipeline = augment_pipeline(&config.linear.augment, image_size, mean, std)?;
         Ok(Self {
             encoder,
-            vs,
+            training: ClassifierTraining::new(vs, &config.linear.optim, validation),
             classifier,
             train_features: None,
-            optimizer,
             augmenter: Augmenter::new(pipeline, config.seed ^ 0x5eed_0002),
             eval_augmenter: Augmenter::new(augment_pipeline("none", image_size, mean, std)?, 0),
-            validation,
             eval_batch: config.eval.batch_size,
             device,
         })
@@ -215,7 +259,7 @@ impl StageModel for LinearModel<'_> {
     }
 
     fn forward_backward(&mut self, batch: &PreparedBatch) -> Result<StepResult, TrainError> {
-        self.optimizer.zero_grad();
+        self.training.optimizer.zero_grad();
         let features = match &self.train_features {
             Some(all) => {
                 let rows: Vec<i64> = batch.indices.iter().map(|&i| i as i64).collect();
@@ -228,40 +272,28 @@ impl StageModel for LinearModel<'_> {
     }
 
     fn update(&mut self, lr: f64) -> Result<(), TrainError> {
-        self.optimizer.step(lr);
-        Ok(())
+        self.training.update(lr)
     }
 
     fn validate(&mut self) -> Result<Option<f64>, TrainError> {
-        if self.validation.is_empty() {
-            return Ok(None);
-        }
-        let logits = self.logits(self.validation)?;
-        Ok(Some(top1(&logits, self.validation.labels())))
+        self.training.validate(|data| self.logits(data))
     }
 
     fn checkpoint_groups(&self) -> Vec<(&'static str, Vec<(String, Tensor)>)> {
-        vec![
-            ("model", varstore_tensors(&self.vs)),
-            ("optim", self.optimizer.state()),
-        ]
+        self.training.checkpoint_groups()
     }
 
     fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError> {
-        checkpoint.load_into("model", &mut self.vs)?;
-        self.optimizer
-            .load_state(checkpoint.group("optim").into_iter().collect())
+        self.training.restore(checkpoint)
     }
 }
 
 /// The cross-entropy baseline: encoder + linear layer trained end to end.
 pub struct CeModel<'a> {
-    pub vs: VarStore,
+    training: ClassifierTraining<'a>,
     pub model: CrossEntropyModel,
-    optimizer: Optimizer,
     augmenter: Augmenter,
     eval_augmenter: Augmenter,
-    validation: &'a Dataset,
     eval_batch: usize,
     device: Device,
 }
@@ -280,15 +312,12 @@ impl<'a> CeModel<'a> {
         let vs = VarStore::new(device);
         let model = CrossEntropyModel::new(&vs.root(), &config.model, num_classes as i64)
             .map_err(|e| TrainError::Model(e.to_string()))?;
-        let optimizer = Optimizer::new(&config.ce.optim, varstore_tensors(&vs));
         let pipeline = augment_pipeline(&config.ce.augment, image_size, mean, std)?;
         Ok(Self {
-            vs,
+            training: ClassifierTraining::new(vs, &config.ce.optim, validation),
             model,
-            optimizer,
             augmenter: Augmenter::new(pipeline, config.seed ^ 0x5eed_0003),
             eval_augmenter: Augmenter::new(augment_pipeline("none", image_size, mean, std)?, 0),
-            validation,
             eval_batch: config.eval.batch_size,
             device,
         })
@@ -328,34 +357,24 @@ impl StageModel for CeModel<'_> {
     }
 
     fn forward_backward(&mut self, batch: &PreparedBatch) -> Result<StepResult, TrainError> {
-        self.optimizer.zero_grad();
+        self.training.optimizer.zero_grad();
         let logits = self.model.forward_t(&batch.tensor(self.device), true);
         cross_entropy_step(&logits, &batch.label_tensor(self.device))
     }
 
     fn update(&mut self, lr: f64) -> Result<(), TrainError> {
-        self.optimizer.step(lr);
-        Ok(())
+        self.training.update(lr)
     }
 
     fn validate(&mut self) -> Result<Option<f64>, TrainError> {
-        if self.validation.is_empty() {
-            return Ok(None);
-        }
-        let logits = self.logits(self.validation)?;
-        Ok(Some(top1(&logits, self.validation.labels())))
+        self.training.validate(|data| self.logits(data))
     }
 
     fn checkpoint_groups(&self) -> Vec<(&'static str, Vec<(String, Tensor)>)> {
-        vec![
-            ("model", varstore_tensors(&self.vs)),
-            ("optim", self.optimizer.state()),
-        ]
+        self.training.checkpoint_groups()
     }
 
     fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError> {
-        checkpoint.load_into("model", &mut self.vs)?;
-        self.optimizer
-            .load_state(checkpoint.group("optim").into_iter().collect())
+        self.training.restore(checkpoint)
     }
 }

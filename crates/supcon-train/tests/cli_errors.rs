@@ -117,10 +117,7 @@ fn missing_or_corrupt_data_is_a_clear_error() {
 
 #[test]
 fn an_existing_run_folder_is_not_overwritten_and_a_foreign_checkpoint_is_refused() {
-    assert!(
-        common::have_fashion_mnist(),
-        "Fashion-MNIST is not installed (cargo xtask setup)"
-    );
+    common::require_fashion_mnist();
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("taken");
     std::fs::create_dir(&run_dir).unwrap();

@@ -8,10 +8,7 @@ use supcon_train::metrics_log::{read_metrics, RecordKind, Stage};
 
 #[test]
 fn train_with_baseline_on_a_fashion_mnist_subset_beats_chance_by_far() {
-    assert!(
-        common::have_fashion_mnist(),
-        "Fashion-MNIST is not installed (cargo xtask setup)"
-    );
+    common::require_fashion_mnist();
     let dir = tempfile::tempdir().unwrap();
     let output = run(
         supcon()

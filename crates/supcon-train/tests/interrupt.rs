@@ -7,37 +7,28 @@ mod common;
 
 use std::io::Read;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use common::{run, supcon, FAST};
+use common::{run, supcon};
 use supcon_train::checkpoint::Checkpoint;
 use supcon_train::metrics_log::{read_metrics, RecordKind};
 
 /// Pre-training on a 300-image subset: 3 epochs of 9 steps, no periodic checkpoint, so the
 /// only mid-run checkpoint is the interrupt's.
 fn args(name: &str, runs: &std::path::Path) -> Vec<String> {
-    let mut a: Vec<String> = vec!["pretrain".into(), "--quiet".into(), "--name".into()];
-    a.push(name.into());
-    a.push("--runs-dir".into());
-    a.push(runs.display().to_string());
-    a.extend(FAST.iter().map(|s| s.to_string()));
-    for set in [
-        "data.train_per_class=30",
-        "pretrain.epochs=3",
-        "pretrain.batch_size=32",
-    ] {
-        a.push("--set".into());
-        a.push(set.into());
-    }
-    a
+    common::pretrain_args(
+        name,
+        runs,
+        &[
+            "data.train_per_class=30",
+            "pretrain.epochs=3",
+            "pretrain.batch_size=32",
+        ],
+    )
 }
 
 #[test]
 fn ctrl_c_writes_a_checkpoint_prints_the_resume_command_and_resumes_exactly() {
-    assert!(
-        common::have_fashion_mnist(),
-        "Fashion-MNIST is not installed (cargo xtask setup)"
-    );
+    common::require_fashion_mnist();
     let dir = tempfile::tempdir().unwrap();
     run(supcon().args(args("straight", dir.path())), true);
 
@@ -48,17 +39,9 @@ fn ctrl_c_writes_a_checkpoint_prints_the_resume_command_and_resumes_exactly() {
         .unwrap();
     // Interrupt once the first step is logged (one metrics line per step).
     let metrics = dir.path().join("interrupted/metrics.jsonl");
-    let started = Instant::now();
-    while !std::fs::read_to_string(&metrics).is_ok_and(|m| m.lines().next().is_some()) {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the run ended ({status}) before its first step");
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "no step after 5 minutes"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    common::wait_until(&mut child, "its first step", || {
+        std::fs::read_to_string(&metrics).is_ok_and(|m| m.lines().next().is_some())
+    });
     let sent = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

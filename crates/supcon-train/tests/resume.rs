@@ -8,35 +8,24 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::{run, supcon, FAST};
+use common::{run, supcon};
 use supcon_train::checkpoint::Checkpoint;
 use supcon_train::metrics_log::{read_metrics, MetricRecord, RecordKind};
 
 /// Pre-training on a 300-image subset: 2 epochs of 8 steps, with the key queue,
 /// checkpointing every 3 steps.
 fn args(name: &str, runs: &std::path::Path) -> Vec<String> {
-    let mut a: Vec<String> = vec![
-        "pretrain".into(),
-        "--quiet".into(),
-        "--name".into(),
-        name.into(),
-    ];
-    a.push("--runs-dir".into());
-    a.push(runs.display().to_string());
-    a.extend(FAST.iter().map(|s| s.to_string()));
-    for set in [
-        "data.train_per_class=30",
-        "pretrain.epochs=2",
-        "pretrain.batch_size=32",
-        "pretrain.queue=256",
-        "checkpoint.every_steps=3",
-    ] {
-        a.push("--set".into());
-        a.push(set.into());
-    }
-    a
+    common::pretrain_args(
+        name,
+        runs,
+        &[
+            "data.train_per_class=30",
+            "pretrain.epochs=2",
+            "pretrain.batch_size=32",
+            "pretrain.queue=256",
+            "checkpoint.every_steps=3",
+        ],
+    )
 }
 
 fn epoch_records(path: &std::path::Path) -> Vec<MetricRecord> {
@@ -49,10 +38,7 @@ fn epoch_records(path: &std::path::Path) -> Vec<MetricRecord> {
 
 #[test]
 fn a_killed_run_resumes_to_the_same_metrics_and_weights() {
-    assert!(
-        common::have_fashion_mnist(),
-        "Fashion-MNIST is not installed (cargo xtask setup)"
-    );
+    common::require_fashion_mnist();
     let dir = tempfile::tempdir().unwrap();
 
     // The reference: never interrupted.
@@ -63,17 +49,7 @@ fn a_killed_run_resumes_to_the_same_metrics_and_weights() {
     let checkpoint = dir
         .path()
         .join("killed/checkpoints/pretrain-last.safetensors");
-    let started = Instant::now();
-    while !checkpoint.exists() {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the run ended ({status}) before its first checkpoint");
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "no checkpoint after 5 minutes"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    common::wait_until(&mut child, "its first checkpoint", || checkpoint.exists());
     child.kill().unwrap();
     let status = child.wait().unwrap();
     assert!(!status.success(), "the run finished before it was killed");

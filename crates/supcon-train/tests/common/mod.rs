@@ -3,7 +3,8 @@
 #![allow(dead_code)]
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
 
 /// The `supcon` binary built for these tests.
 pub fn supcon() -> Command {
@@ -58,6 +59,43 @@ pub fn run(cmd: &mut Command, expect_success: bool) -> Output {
 pub fn have_fashion_mnist() -> bool {
     std::env::var_os("SUPCON_DATA").is_some()
         || Path::new("/usr/share/datasets/fashion-mnist").exists()
+}
+
+/// Fails the test with the set-up hint when Fashion-MNIST is missing.
+pub fn require_fashion_mnist() {
+    assert!(
+        have_fashion_mnist(),
+        "Fashion-MNIST is not installed (cargo xtask setup)"
+    );
+}
+
+/// `supcon pretrain --quiet` into `runs/name` with [`FAST`], then the `sets` overrides.
+pub fn pretrain_args(name: &str, runs: &Path, sets: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec!["pretrain".into(), "--quiet".into(), "--name".into()];
+    args.push(name.into());
+    args.push("--runs-dir".into());
+    args.push(runs.display().to_string());
+    args.extend(FAST.iter().map(|s| s.to_string()));
+    for set in sets {
+        args.push("--set".into());
+        args.push(set.to_string());
+    }
+    args
+}
+
+/// Polls every 5 ms until `ready()`; panics if `child` ends first or after 5 minutes.
+pub fn wait_until(child: &mut Child, what: &str, ready: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !ready() {
+        if let Some(status) = child.try_wait().expect("the child's status") {
+            panic!("the run ended ({status}) before {what}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "no {what} after 5 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// stderr as text.

@@ -255,6 +255,10 @@ impl StageModel for LinearModel<'_> {
         indices: &[usize],
         epoch: u32,
     ) -> Result<PreparedBatch, TrainError> {
+        if self.train_features.is_some() {
+            // The features are stored: the step needs the labels and indices only.
+            return Ok(PreparedBatch::without_pixels(dataset, indices));
+        }
         prepare_batch(&self.augmenter, dataset, indices, epoch, 1)
     }
 

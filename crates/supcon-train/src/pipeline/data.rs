@@ -135,6 +135,16 @@ pub struct PreparedBatch {
 }
 
 impl PreparedBatch {
+    /// Labels and indices only, no pixels: for a stage that reads stored features.
+    pub fn without_pixels(dataset: &Dataset, indices: &[usize]) -> Self {
+        Self {
+            pixels: Vec::new(),
+            shape: [indices.len(), 0, 0, 0],
+            labels: indices.iter().map(|&i| dataset.label(i)).collect(),
+            indices: indices.to_vec(),
+        }
+    }
+
     /// The pixels as a tensor on `device`.
     pub fn tensor(&self, device: Device) -> Tensor {
         let [n, c, h, w] = self.shape;
@@ -180,8 +190,7 @@ pub fn prepare_batch(
     Ok(PreparedBatch {
         pixels,
         shape: [indices.len() * views, c, h, w],
-        labels: indices.iter().map(|&i| dataset.label(i)).collect(),
-        indices: indices.to_vec(),
+        ..PreparedBatch::without_pixels(dataset, indices)
     })
 }
 

@@ -313,7 +313,21 @@ pub fn run_stage(
 /// Mean, standard deviation, min and max of a batch's pixels, and whether any is non-finite:
 /// the diagnostic of a non-finite loss.
 pub fn batch_statistics(batch: &PreparedBatch) -> String {
-    let n = batch.pixels.len().max(1) as f64;
+    let first = batch
+        .indices
+        .iter()
+        .take(8)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>();
+    if batch.pixels.is_empty() {
+        // A stage on stored features: the images were not prepared.
+        return format!(
+            "batch of {} images (first indices {}) read from stored features; the last good checkpoint is kept",
+            batch.indices.len(),
+            first.join(",")
+        );
+    }
+    let n = batch.pixels.len() as f64;
     let mut sum = 0.0f64;
     let mut sum_sq = 0.0f64;
     let mut min = f32::INFINITY;
@@ -331,12 +345,6 @@ pub fn batch_statistics(batch: &PreparedBatch) -> String {
     }
     let mean = sum / n;
     let std = (sum_sq / n - mean * mean).max(0.0).sqrt();
-    let first = batch
-        .indices
-        .iter()
-        .take(8)
-        .map(|i| i.to_string())
-        .collect::<Vec<_>>();
     format!(
         "batch of {} images (first indices {}): pixel mean {mean:.4}, std {std:.4}, min {min:.4}, max {max:.4}, {non_finite} non-finite; the last good checkpoint is kept",
         batch.indices.len(),

@@ -11,19 +11,18 @@
 //!
 //! Needs a C++17 compiler (`$CXX`, else `c++`), as the libtorch build does.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use ndarray::{Array2, Array3};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use common::f32_case::{run_case, Case, Data};
+use ndarray::Array3;
 use supcon_loss::cuda::plan::{
     schedule, Buffers, ClassIndex, KernelArg, Precision, Problem, Scalars,
 };
-use supcon_loss::{
-    ContrastMode, CpuBackend, LossBackend, LossOutput, Queue, SupConInput, SupConOptions, Variant,
-};
+use supcon_loss::{ContrastMode, CpuBackend, LossOutput, SupConOptions, Variant};
 
 const KERNELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/cuda/kernels");
 
@@ -51,70 +50,6 @@ fn emulator() -> &'static Path {
         );
         out
     })
-}
-
-struct Case {
-    batch: usize,
-    views: usize,
-    dim: usize,
-    queue: usize,
-    classes: Option<i64>,
-    options: SupConOptions,
-    seed: u64,
-}
-
-struct Data {
-    features: Array3<f32>,
-    labels: Option<Vec<i64>>,
-    keys: Array2<f32>,
-    key_labels: Vec<i64>,
-}
-
-fn rows(rng: &mut ChaCha8Rng, n: usize, dim: usize) -> Vec<f32> {
-    let scale = (3.0 / dim as f32).sqrt();
-    (0..n * dim)
-        .map(|_| rng.random_range(-1.0f32..1.0) * scale)
-        .collect()
-}
-
-impl Case {
-    fn data(&self) -> Data {
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-        let features = Array3::from_shape_vec(
-            (self.batch, self.views, self.dim),
-            rows(&mut rng, self.batch * self.views, self.dim),
-        )
-        .unwrap();
-        let classes = self.classes.unwrap_or(3);
-        let labels = self
-            .classes
-            .map(|c| (0..self.batch).map(|_| rng.random_range(0..c)).collect());
-        let keys =
-            Array2::from_shape_vec((self.queue, self.dim), rows(&mut rng, self.queue, self.dim))
-                .unwrap();
-        let key_labels = (0..self.queue)
-            .map(|_| rng.random_range(0..classes))
-            .collect();
-        Data {
-            features,
-            labels,
-            keys,
-            key_labels,
-        }
-    }
-}
-
-fn cpu_reference(case: &Case, data: &Data) -> LossOutput {
-    let mut input = SupConInput::new(data.features.view(), data.labels.as_deref());
-    if case.queue > 0 {
-        input = input.with_queue(Queue {
-            keys: data.keys.view(),
-            labels: &data.key_labels,
-        });
-    }
-    CpuBackend::default()
-        .compute(&input, &case.options)
-        .expect("CPU reference")
 }
 
 fn bytes_f32(v: &[f32]) -> Vec<u8> {
@@ -276,7 +211,7 @@ fn assert_close(what: &str, got: &LossOutput, want: &LossOutput, loss_tol: f64, 
 
 fn check(tag: &str, case: Case, precision: Precision) {
     let data = case.data();
-    let want = cpu_reference(&case, &data);
+    let want = run_case(&CpuBackend::default(), &case, &data);
     let got = emulate(&case, &data, precision, tag);
     let (loss_tol, grad_tol) = match precision {
         Precision::F32 => (1e-4, 1e-3),

@@ -7,15 +7,16 @@
 //! - TF32 score tiles: 5e-3 and 2e-2 in the same forms.
 #![cfg(feature = "cuda")]
 
+mod common;
+
 use std::sync::OnceLock;
 
-use ndarray::{Array2, Array3};
+use common::f32_case::{run_case, Case};
+use ndarray::Array3;
 use proptest::prelude::*;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use supcon_loss::cuda::{CudaBackend, Precision};
 use supcon_loss::{
-    ContrastMode, CpuBackend, LossBackend, LossOutput, Queue, SupConInput, SupConOptions, Variant,
+    ContrastMode, CpuBackend, LossBackend, LossOutput, SupConInput, SupConOptions, Variant,
 };
 
 /// One backend per precision for the whole test binary (NVRTC compiles once).
@@ -31,76 +32,6 @@ fn backend(precision: Precision) -> &'static CudaBackend {
             .unwrap_or_else(|e| panic!("these tests need a CUDA GPU: {e}"))
             .with_precision(precision)
     })
-}
-
-/// Rows with E‖x‖² = 1, so similarities stay O(1/τ) whether or not the loss normalizes.
-fn random_rows(rng: &mut ChaCha8Rng, rows: usize, dim: usize) -> Vec<f32> {
-    let scale = (3.0 / dim as f32).sqrt();
-    (0..rows * dim)
-        .map(|_| rng.random_range(-1.0f32..1.0) * scale)
-        .collect()
-}
-
-#[derive(Clone, Debug)]
-struct Case {
-    batch: usize,
-    views: usize,
-    dim: usize,
-    queue: usize,
-    classes: Option<i64>,
-    options: SupConOptions,
-    seed: u64,
-}
-
-struct Data {
-    features: Array3<f32>,
-    labels: Option<Vec<i64>>,
-    keys: Array2<f32>,
-    key_labels: Vec<i64>,
-}
-
-impl Case {
-    fn data(&self) -> Data {
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-        let features = Array3::from_shape_vec(
-            (self.batch, self.views, self.dim),
-            random_rows(&mut rng, self.batch * self.views, self.dim),
-        )
-        .unwrap();
-        let classes = self.classes.unwrap_or(1);
-        let labels = self.classes.map(|_| {
-            (0..self.batch)
-                .map(|_| rng.random_range(0..classes))
-                .collect()
-        });
-        let keys = Array2::from_shape_vec(
-            (self.queue, self.dim),
-            random_rows(&mut rng, self.queue, self.dim),
-        )
-        .unwrap();
-        let key_labels = (0..self.queue)
-            .map(|_| rng.random_range(0..classes))
-            .collect();
-        Data {
-            features,
-            labels,
-            keys,
-            key_labels,
-        }
-    }
-}
-
-fn run(backend: &dyn LossBackend, case: &Case, data: &Data) -> LossOutput {
-    let mut input = SupConInput::new(data.features.view(), data.labels.as_deref());
-    if case.queue > 0 {
-        input = input.with_queue(Queue {
-            keys: data.keys.view(),
-            labels: &data.key_labels,
-        });
-    }
-    backend
-        .compute(&input, &case.options)
-        .unwrap_or_else(|e| panic!("{} on {case:?}: {e}", backend.name()))
 }
 
 fn assert_close(case: &Case, gpu: &LossOutput, cpu: &LossOutput, loss_tol: f64, grad_tol: f32) {
@@ -129,8 +60,8 @@ fn assert_close(case: &Case, gpu: &LossOutput, cpu: &LossOutput, loss_tol: f64, 
 
 fn check(case: &Case, precision: Precision) {
     let data = case.data();
-    let cpu = run(&CpuBackend::default(), case, &data);
-    let gpu = run(backend(precision), case, &data);
+    let cpu = run_case(&CpuBackend::default(), case, &data);
+    let gpu = run_case(backend(precision), case, &data);
     let (loss_tol, grad_tol) = match precision {
         Precision::F32 => (1e-4, 1e-3),
         Precision::Tf32 => (5e-3, 2e-2),
@@ -255,7 +186,7 @@ fn gpu_without_positives_gives_zero_loss_and_gradient() {
         seed: 1,
     };
     let data = case.data();
-    let out = run(backend(Precision::F32), &case, &data);
+    let out = run_case(backend(Precision::F32), &case, &data);
     assert_eq!(out.loss, 0.0);
     assert_eq!(out.anchors, 0);
     assert!(out.grad.iter().all(|&g| g == 0.0));
@@ -275,8 +206,8 @@ fn gpu_results_are_deterministic() {
     };
     let data = case.data();
     let backend = backend(Precision::F32);
-    let a = run(backend, &case, &data);
-    let b = run(backend, &case, &data);
+    let a = run_case(backend, &case, &data);
+    let b = run_case(backend, &case, &data);
     assert_eq!(a.loss.to_bits(), b.loss.to_bits());
     assert_eq!(a.grad, b.grad);
 }
@@ -307,7 +238,7 @@ fn gpu_zero_copy_tch_path_matches_the_host_path() {
     };
     let data = case.data();
     let backend = backend(Precision::F32);
-    let host = run(backend, &case, &data);
+    let host = run_case(backend, &case, &data);
     let device = Device::Cuda(0);
     let features = Tensor::from_slice(data.features.as_slice().unwrap())
         .reshape([case.batch as i64, case.views as i64, case.dim as i64])

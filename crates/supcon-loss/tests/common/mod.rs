@@ -1,6 +1,8 @@
 //! Shared test helpers: a straightforward dense n × M reference (f64) and random problems.
 #![allow(dead_code)]
 
+pub mod f32_case;
+
 use ndarray::{Array2, Array3};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -29,18 +29,36 @@ pub fn infer(
     let indices: Vec<usize> = (0..dataset.len()).collect();
     for chunk in indices.chunks(batch_size.max(1)) {
         let batch = prepare_batch(eval_augmenter, dataset, chunk, 0, 1)?;
-        let out = tch::no_grad(|| forward(&batch.tensor(device)))
-            .to_device(Device::Cpu)
-            .to_kind(Kind::Float)
-            .contiguous();
-        let size = out.size();
-        dim = size.get(1).copied().unwrap_or(0) as usize;
-        let mut buffer = vec![0f32; chunk.len() * dim];
-        out.f_copy_data(&mut buffer, chunk.len() * dim)?;
-        rows.extend_from_slice(&buffer);
+        let out = to_host_rows(&tch::no_grad(|| forward(&batch.tensor(device))))?;
+        dim = out.ncols();
+        rows.extend(out.iter());
     }
     Array2::from_shape_vec((dataset.len(), dim), rows)
         .map_err(|e| TrainError::Model(format!("stacking inference outputs: {e}")))
+}
+
+/// A `[rows, dim]` tensor as an f32 array on the host.
+fn to_host_rows(tensor: &Tensor) -> Result<Array2<f32>, TrainError> {
+    let tensor = tensor
+        .f_to_device(Device::Cpu)?
+        .f_to_kind(Kind::Float)?
+        .contiguous();
+    let size = tensor.size();
+    let rows = size.first().copied().unwrap_or(0) as usize;
+    let dim = size.get(1).copied().unwrap_or(0) as usize;
+    let mut buffer = vec![0f32; rows * dim];
+    tensor.f_copy_data(&mut buffer, rows * dim)?;
+    Array2::from_shape_vec((rows, dim), buffer)
+        .map_err(|e| TrainError::Model(format!("a [{rows}, {dim}] output: {e}")))
+}
+
+/// `rows` as a `[rows, dim]` f32 tensor on `device`.
+fn to_device_rows(rows: &Array2<f32>, device: Device) -> Result<Tensor, TrainError> {
+    let (count, dim) = rows.dim();
+    let values: Vec<f32> = rows.iter().copied().collect();
+    Ok(Tensor::f_from_slice(&values)?
+        .f_reshape([count as i64, dim as i64])?
+        .f_to_device(device)?)
 }
 
 /// Top-1 accuracy of logits `[n, classes]` against `labels`.
@@ -169,9 +187,9 @@ pub struct LinearModel<'a> {
     pub encoder: &'a FrozenEncoder,
     training: ClassifierTraining<'a>,
     pub classifier: LinearClassifier,
-    /// Features `[train, feature_dim]` of every training image, when the stage does not augment
-    /// (see [`LinearModel::cache_train_features`]).
-    train_features: Option<Tensor>,
+    /// Encoder features of the training and validation images, when the stage does not
+    /// augment (see [`LinearModel::store_features`]).
+    stored: Option<StoredFeatures>,
     augmenter: Augmenter,
     eval_augmenter: Augmenter,
     eval_batch: usize,
@@ -202,7 +220,7 @@ impl<'a> LinearModel<'a> {
             encoder,
             training: ClassifierTraining::new(vs, &config.linear.optim, validation),
             classifier,
-            train_features: None,
+            stored: None,
             augmenter: Augmenter::new(pipeline, config.seed ^ 0x5eed_0002),
             eval_augmenter: Augmenter::new(augment_pipeline("none", image_size, mean, std)?, 0),
             eval_batch: config.eval.batch_size,
@@ -221,31 +239,37 @@ impl<'a> LinearModel<'a> {
         )
     }
 
-    /// Encodes every image of `train` once, unaugmented, so that every epoch trains the linear
-    /// layer on these features instead of running the frozen encoder again. Only valid when
-    /// the stage's augmentation is `none`: the features are then a pure function of the image
-    /// (eval mode), so the result is the same, at the cost of one forward pass instead of one
-    /// per epoch. Computed in a fixed order, so a resumed run gets the same features.
-    pub fn cache_train_features(&mut self, train: &Dataset) -> Result<(), TrainError> {
-        let features = infer(
-            train,
-            &self.eval_augmenter,
-            self.eval_batch,
-            self.device,
-            &|x| self.encoder.encode(x),
-        )?;
-        let (rows, dim) = features.dim();
-        let flat = features.as_standard_layout();
-        let values = flat
-            .as_slice()
-            .ok_or_else(|| TrainError::Model("encoder features are not contiguous".into()))?;
-        self.train_features = Some(
-            Tensor::f_from_slice(values)?
-                .f_reshape([rows as i64, dim as i64])?
-                .f_to_device(self.device)?,
-        );
+    /// Encodes every image of `train` and of the validation split once, unaugmented, so that
+    /// every epoch trains and validates the linear layer on these features instead of running
+    /// the frozen encoder again. Only valid when the stage's augmentation is `none`: the
+    /// features are then a pure function of the image (eval mode), so the result is the same,
+    /// at the cost of one forward pass instead of one per epoch. Computed in a fixed order, so
+    /// a resumed run gets the same features.
+    pub fn store_features(&mut self, train: &Dataset) -> Result<(), TrainError> {
+        let encode = |data: &Dataset| -> Result<Tensor, TrainError> {
+            let features = infer(
+                data,
+                &self.eval_augmenter,
+                self.eval_batch,
+                self.device,
+                &|x| self.encoder.encode(x),
+            )?;
+            to_device_rows(&features, self.device)
+        };
+        self.stored = Some(StoredFeatures {
+            train: encode(train)?,
+            validation: encode(self.training.validation)?,
+        });
         Ok(())
     }
+}
+
+/// See [`LinearModel::store_features`].
+struct StoredFeatures {
+    /// `[train, feature_dim]`, indexed like the training set.
+    train: Tensor,
+    /// `[validation, feature_dim]`, in the validation split's order.
+    validation: Tensor,
 }
 
 impl StageModel for LinearModel<'_> {
@@ -255,7 +279,7 @@ impl StageModel for LinearModel<'_> {
         indices: &[usize],
         epoch: u32,
     ) -> Result<PreparedBatch, TrainError> {
-        if self.train_features.is_some() {
+        if self.stored.is_some() {
             // The features are stored: the step needs the labels and indices only.
             return Ok(PreparedBatch::without_pixels(dataset, indices));
         }
@@ -264,10 +288,11 @@ impl StageModel for LinearModel<'_> {
 
     fn forward_backward(&mut self, batch: &PreparedBatch) -> Result<StepResult, TrainError> {
         self.training.optimizer.zero_grad();
-        let features = match &self.train_features {
-            Some(all) => {
+        let features = match &self.stored {
+            Some(stored) => {
                 let rows: Vec<i64> = batch.indices.iter().map(|&i| i as i64).collect();
-                all.f_index_select(0, &Tensor::f_from_slice(&rows)?.f_to_device(self.device)?)?
+                let rows = Tensor::f_from_slice(&rows)?.f_to_device(self.device)?;
+                stored.train.f_index_select(0, &rows)?
             }
             None => tch::no_grad(|| self.encoder.encode(&batch.tensor(self.device))),
         };
@@ -280,7 +305,13 @@ impl StageModel for LinearModel<'_> {
     }
 
     fn validate(&mut self) -> Result<Option<f64>, TrainError> {
-        self.training.validate(|data| self.logits(data))
+        self.training.validate(|data| match &self.stored {
+            // `data` is the validation split the stored features were computed from.
+            Some(stored) => to_host_rows(&tch::no_grad(|| {
+                self.classifier.forward(&stored.validation)
+            })),
+            None => self.logits(data),
+        })
     }
 
     fn checkpoint_groups(&self) -> Vec<(&'static str, Vec<(String, Tensor)>)> {

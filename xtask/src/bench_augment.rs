@@ -9,7 +9,9 @@
 //! installation happen once. Where Python has no `venv` module, `pip install --target` into
 //! the same folder and `PYTHONPATH` take its place.
 
-use crate::util::{cargo, field, machine, project_root, run as sh};
+use crate::util::{
+    cargo, field, machine, project_root, release_binary, run as sh, write_bench_result,
+};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -229,13 +231,7 @@ pub fn run(args: &[String]) -> Result<()> {
         "--example",
         "augment_throughput",
     ]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| project_root().join("target"));
-    let exe = target
-        .join("release")
-        .join("examples")
-        .join("augment_throughput");
+    let exe = release_binary("examples/augment_throughput");
 
     let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
     let mut fields = Vec::new();
@@ -284,10 +280,7 @@ pub fn run(args: &[String]) -> Result<()> {
         o.threads,
         machine().replace('"', "'"),
     );
-    let dir = project_root().join("target").join("bench-results");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join("augment.json");
-    std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
+    let path = write_bench_result("augment", &json)?;
     println!("wrote {}", path.display());
     Ok(())
 }

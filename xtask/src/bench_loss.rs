@@ -6,7 +6,9 @@
 //! release build) so that its peak resident memory is its own. Results go to
 //! `target/bench-results/loss.json`.
 
-use crate::util::{cargo, field, machine, project_root, run as sh};
+use crate::util::{
+    cargo, field, machine, project_root, release_binary, run as sh, write_bench_result,
+};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use std::process::Command;
@@ -135,18 +137,7 @@ pub fn run(args: &[String]) -> Result<()> {
         "--example",
         "bench_backends",
     ]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| project_root().join("target"));
-    let target = if target.is_relative() {
-        project_root().join(target)
-    } else {
-        target
-    };
-    let exe = target
-        .join("release")
-        .join("examples")
-        .join("bench_backends");
+    let exe = release_binary("examples/bench_backends");
     let machine = machine();
     eprintln!(
         "SupCon loss, forward + backward, dim {}, {} classes, {} threads: {machine}",
@@ -212,13 +203,7 @@ pub fn run(args: &[String]) -> Result<()> {
             machine.replace('"', "'"),
         ));
     }
-    let dir = target.join("bench-results");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join("loss.json");
-    let tmp = dir.join(".loss.json.tmp");
-    std::fs::write(&tmp, format!("[\n{}\n]\n", rows.join(",\n")))
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    let path = write_bench_result("loss", &format!("[\n{}\n]\n", rows.join(",\n")))?;
     eprintln!(
         "ratio = libtorch time / ours; written to {}",
         path.display()

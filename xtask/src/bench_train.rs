@@ -17,10 +17,10 @@
 
 use crate::bench_augment::{bench_python, json_line};
 use crate::setup::{self, Flavour};
-use crate::util::{cargo, project_root, run as sh};
+use crate::util::{cargo, project_root, release_binary, run as sh, write_bench_result};
 use crate::util::{field, machine};
 use anyhow::{bail, Context, Result};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 struct Options {
@@ -157,10 +157,7 @@ pub fn run(args: &[String]) -> Result<()> {
         "--bin",
         "supcon",
     ]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| project_root().join("target"));
-    let binary = target.join("release").join("supcon");
+    let binary = release_binary("supcon");
 
     let (ours, windows) = run_supcon(&binary, &o, &env.ld_library_path())?;
     println!(
@@ -201,10 +198,7 @@ pub fn run(args: &[String]) -> Result<()> {
         o.steps,
         machine().replace('"', "'"),
     );
-    let dir = project_root().join("target").join("bench-results");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join("train.json");
-    std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
+    let path = write_bench_result("train", &json)?;
     println!("wrote {}", path.display());
     Ok(())
 }

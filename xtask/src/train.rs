@@ -5,7 +5,7 @@
 //! extra arguments, then says where the run folder and its report are.
 
 use crate::setup::{self, Flavour};
-use crate::util::{cargo, project_root, run as sh};
+use crate::util::{cargo, project_root, release_binary, run as sh};
 use anyhow::{bail, Context, Result};
 use std::process::Command;
 
@@ -29,10 +29,7 @@ pub fn run(args: &[String]) -> Result<()> {
         "--bin",
         "supcon",
     ]))?;
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| project_root().join("target"));
-    let binary = target_dir.join("release").join("supcon");
+    let binary = release_binary("supcon");
     if !binary.exists() {
         bail!("built `supcon` but found no binary at {}", binary.display());
     }

@@ -34,6 +34,28 @@ pub fn have(program: &str) -> bool {
 }
 
 /// A `cargo` command that uses the same cargo as the one running xtask.
+/// Where `cargo build --release` puts `relative` (e.g. `supcon`, `examples/bench_backends`):
+/// `$CARGO_TARGET_DIR` (relative to the workspace root when relative) or `target/`, then
+/// `release/`.
+pub fn release_binary(relative: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"));
+    project_root().join(target).join("release").join(relative)
+}
+
+/// Writes `json` to `target/bench-results/<name>.json` (temp file + rename, so a killed run
+/// never leaves a torn file) and returns the path.
+pub fn write_bench_result(name: &str, json: &str) -> Result<PathBuf> {
+    let dir = project_root().join("target").join("bench-results");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("{name}.json"));
+    let tmp = dir.join(format!(".{name}.json.tmp"));
+    std::fs::write(&tmp, json).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
 pub fn cargo() -> Command {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut cmd = Command::new(cargo);

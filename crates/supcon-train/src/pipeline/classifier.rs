@@ -112,16 +112,45 @@ struct ClassifierTraining<'a> {
     vs: VarStore,
     optimizer: Optimizer,
     validation: &'a Dataset,
+    /// Normalisation only: validation, testing and stored features see unaugmented images.
+    eval_augmenter: Augmenter,
+    eval_batch: usize,
+    device: Device,
 }
 
 impl<'a> ClassifierTraining<'a> {
-    fn new(vs: VarStore, optim: &crate::config::OptimConfig, validation: &'a Dataset) -> Self {
+    fn new(
+        vs: VarStore,
+        optim: &crate::config::OptimConfig,
+        validation: &'a Dataset,
+        eval_augmenter: Augmenter,
+        eval_batch: usize,
+        device: Device,
+    ) -> Self {
         let optimizer = Optimizer::new(optim, varstore_tensors(&vs));
         Self {
             vs,
             optimizer,
             validation,
+            eval_augmenter,
+            eval_batch,
+            device,
         }
+    }
+
+    /// [`infer`] with this stage's evaluation settings.
+    fn infer(
+        &self,
+        dataset: &Dataset,
+        forward: &dyn Fn(&Tensor) -> Tensor,
+    ) -> Result<Array2<f32>, TrainError> {
+        infer(
+            dataset,
+            &self.eval_augmenter,
+            self.eval_batch,
+            self.device,
+            forward,
+        )
     }
 
     fn update(&mut self, lr: f64) -> Result<(), TrainError> {
@@ -191,9 +220,6 @@ pub struct LinearModel<'a> {
     /// augment (see [`LinearModel::store_features`]).
     stored: Option<StoredFeatures>,
     augmenter: Augmenter,
-    eval_augmenter: Augmenter,
-    eval_batch: usize,
-    device: Device,
 }
 
 impl<'a> LinearModel<'a> {
@@ -218,25 +244,25 @@ impl<'a> LinearModel<'a> {
         let pipeline = augment_pipeline(&config.linear.augment, image_size, mean, std)?;
         Ok(Self {
             encoder,
-            training: ClassifierTraining::new(vs, &config.linear.optim, validation),
+            training: ClassifierTraining::new(
+                vs,
+                &config.linear.optim,
+                validation,
+                Augmenter::new(augment_pipeline("none", image_size, mean, std)?, 0),
+                config.eval.batch_size,
+                device,
+            ),
             classifier,
             stored: None,
             augmenter: Augmenter::new(pipeline, config.seed ^ 0x5eed_0002),
-            eval_augmenter: Augmenter::new(augment_pipeline("none", image_size, mean, std)?, 0),
-            eval_batch: config.eval.batch_size,
-            device,
         })
     }
 
     /// Logits of every image of `dataset`.
     pub fn logits(&self, dataset: &Dataset) -> Result<Array2<f32>, TrainError> {
-        infer(
-            dataset,
-            &self.eval_augmenter,
-            self.eval_batch,
-            self.device,
-            &|x| self.classifier.forward(&self.encoder.encode(x)),
-        )
+        self.training.infer(dataset, &|x| {
+            self.classifier.forward(&self.encoder.encode(x))
+        })
     }
 
     /// Encodes every image of `train` and of the validation split once, unaugmented, so that
@@ -247,14 +273,8 @@ impl<'a> LinearModel<'a> {
     /// a resumed run gets the same features.
     pub fn store_features(&mut self, train: &Dataset) -> Result<(), TrainError> {
         let encode = |data: &Dataset| -> Result<Tensor, TrainError> {
-            let features = infer(
-                data,
-                &self.eval_augmenter,
-                self.eval_batch,
-                self.device,
-                &|x| self.encoder.encode(x),
-            )?;
-            to_device_rows(&features, self.device)
+            let features = self.training.infer(data, &|x| self.encoder.encode(x))?;
+            to_device_rows(&features, self.training.device)
         };
         self.stored = Some(StoredFeatures {
             train: encode(train)?,
@@ -291,13 +311,13 @@ impl StageModel for LinearModel<'_> {
         let features = match &self.stored {
             Some(stored) => {
                 let rows: Vec<i64> = batch.indices.iter().map(|&i| i as i64).collect();
-                let rows = Tensor::f_from_slice(&rows)?.f_to_device(self.device)?;
+                let rows = Tensor::f_from_slice(&rows)?.f_to_device(self.training.device)?;
                 stored.train.f_index_select(0, &rows)?
             }
-            None => tch::no_grad(|| self.encoder.encode(&batch.tensor(self.device))),
+            None => tch::no_grad(|| self.encoder.encode(&batch.tensor(self.training.device))),
         };
         let logits = self.classifier.forward(&features);
-        cross_entropy_step(&logits, &batch.label_tensor(self.device))
+        cross_entropy_step(&logits, &batch.label_tensor(self.training.device))
     }
 
     fn update(&mut self, lr: f64) -> Result<(), TrainError> {
@@ -328,9 +348,6 @@ pub struct CeModel<'a> {
     training: ClassifierTraining<'a>,
     pub model: CrossEntropyModel,
     augmenter: Augmenter,
-    eval_augmenter: Augmenter,
-    eval_batch: usize,
-    device: Device,
 }
 
 impl<'a> CeModel<'a> {
@@ -349,35 +366,29 @@ impl<'a> CeModel<'a> {
             .map_err(|e| TrainError::Model(e.to_string()))?;
         let pipeline = augment_pipeline(&config.ce.augment, image_size, mean, std)?;
         Ok(Self {
-            training: ClassifierTraining::new(vs, &config.ce.optim, validation),
+            training: ClassifierTraining::new(
+                vs,
+                &config.ce.optim,
+                validation,
+                Augmenter::new(augment_pipeline("none", image_size, mean, std)?, 0),
+                config.eval.batch_size,
+                device,
+            ),
             model,
             augmenter: Augmenter::new(pipeline, config.seed ^ 0x5eed_0003),
-            eval_augmenter: Augmenter::new(augment_pipeline("none", image_size, mean, std)?, 0),
-            eval_batch: config.eval.batch_size,
-            device,
         })
     }
 
     /// Logits of every image of `dataset` (eval mode).
     pub fn logits(&self, dataset: &Dataset) -> Result<Array2<f32>, TrainError> {
-        infer(
-            dataset,
-            &self.eval_augmenter,
-            self.eval_batch,
-            self.device,
-            &|x| self.model.forward_t(x, false),
-        )
+        self.training
+            .infer(dataset, &|x| self.model.forward_t(x, false))
     }
 
     /// Encoder features of every image of `dataset` (eval mode).
     pub fn embeddings(&self, dataset: &Dataset) -> Result<Array2<f32>, TrainError> {
-        infer(
-            dataset,
-            &self.eval_augmenter,
-            self.eval_batch,
-            self.device,
-            &|x| self.model.encoder.forward_t(x, false),
-        )
+        self.training
+            .infer(dataset, &|x| self.model.encoder.forward_t(x, false))
     }
 }
 
@@ -393,8 +404,10 @@ impl StageModel for CeModel<'_> {
 
     fn forward_backward(&mut self, batch: &PreparedBatch) -> Result<StepResult, TrainError> {
         self.training.optimizer.zero_grad();
-        let logits = self.model.forward_t(&batch.tensor(self.device), true);
-        cross_entropy_step(&logits, &batch.label_tensor(self.device))
+        let logits = self
+            .model
+            .forward_t(&batch.tensor(self.training.device), true);
+        cross_entropy_step(&logits, &batch.label_tensor(self.training.device))
     }
 
     fn update(&mut self, lr: f64) -> Result<(), TrainError> {

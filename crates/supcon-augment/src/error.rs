@@ -73,6 +73,9 @@ pub enum AugmentError {
         name: &'static str,
         reason: String,
     },
+    /// An augmentation name that is neither a preset nor a valid recipe.
+    #[error("augmentation `{text}`: {reason}")]
+    UnknownRecipe { text: String, reason: String },
     /// A corruption severity outside 1..=5.
     #[error("corruption severity {0} is out of 1..=5")]
     Severity(u8),

@@ -106,6 +106,15 @@ pub enum Op {
         scale: (f32, f32),
         ratio: (f32, f32),
     },
+    /// torchvision's `RandomCrop(size, padding)`: zero padding of `padding` pixels on every
+    /// side (black, before normalisation), then a `height × width` crop at a uniform offset.
+    /// On 28×28 gray images this is the classic "pad and crop" translation by up to
+    /// `padding` pixels.
+    RandomCrop {
+        height: usize,
+        width: usize,
+        padding: usize,
+    },
     /// Bilinear resize of the whole image.
     Resize { height: usize, width: usize },
     /// torchvision's `CenterCrop` (zero padding when the image is smaller).
@@ -217,6 +226,28 @@ impl Op {
                 check_size("RandomResizedCrop", *height, *width)?;
                 check_range("RandomResizedCrop", "scale", *scale, true)?;
                 check_range("RandomResizedCrop", "ratio", *ratio, true)
+            }
+            Op::RandomCrop {
+                height,
+                width,
+                padding,
+            } => {
+                if nested {
+                    return Err(invalid(
+                        "RandomApply",
+                        "ops",
+                        "a crop inside RandomApply would give views of different sizes",
+                    ));
+                }
+                check_size("RandomCrop", *height, *width)?;
+                if *padding > 1024 {
+                    return Err(invalid(
+                        "RandomCrop",
+                        "padding",
+                        format!("{padding} pixels is more than 1024"),
+                    ));
+                }
+                Ok(())
             }
             Op::Resize { height, width } | Op::CenterCrop { height, width } => {
                 if nested {
@@ -339,6 +370,7 @@ impl Op {
     pub fn output_size(&self, h: usize, w: usize) -> (usize, usize) {
         match self {
             Op::RandomResizedCrop { height, width, .. }
+            | Op::RandomCrop { height, width, .. }
             | Op::Resize { height, width }
             | Op::CenterCrop { height, width } => (*height, *width),
             _ => (h, w),
@@ -462,6 +494,23 @@ impl Op {
                     std::mem::swap(&mut scratch.image, &mut scratch.spare);
                 }
             }
+            Op::RandomCrop {
+                height,
+                width,
+                padding,
+            } => {
+                let img = &scratch.image;
+                // torchvision's RandomCrop.get_params on the padded image: top, then left.
+                let top = rng.below((img.height + 2 * padding).saturating_sub(*height) + 1);
+                let left = rng.below((img.width + 2 * padding).saturating_sub(*width) + 1);
+                crop_with_zeros(
+                    scratch,
+                    top as isize - *padding as isize,
+                    left as isize - *padding as isize,
+                    *height,
+                    *width,
+                );
+            }
             Op::CenterCrop { height, width } => center_crop(scratch, *height, *width),
             Op::HorizontalFlip { p } => {
                 if rng.bernoulli(f64::from(*p)) {
@@ -579,18 +628,28 @@ impl Op {
 /// torchvision's `center_crop`: offsets `round((h - ch) / 2)`, zero padding when the crop is
 /// larger than the image (padding `(ch - h) // 2` on top).
 fn center_crop(scratch: &mut Scratch, ch_out: usize, cw_out: usize) {
+    let (h, w) = (scratch.image.height, scratch.image.width);
+    let offset = |side: usize, out: usize| -> isize {
+        if out <= side {
+            (((side - out) as f64) / 2.0).round_ties_even() as isize
+        } else {
+            -(((out - side) / 2) as isize)
+        }
+    };
+    crop_with_zeros(
+        scratch,
+        offset(h, ch_out),
+        offset(w, cw_out),
+        ch_out,
+        cw_out,
+    );
+}
+
+/// The `ch_out × cw_out` window whose top-left corner is at `(top, left)` of the image (either
+/// may be negative); pixels outside the image read 0.
+fn crop_with_zeros(scratch: &mut Scratch, top: isize, left: isize, ch_out: usize, cw_out: usize) {
     let img = &scratch.image;
     let (c, h, w) = (img.channels, img.height, img.width);
-    let top: isize = if ch_out <= h {
-        (((h - ch_out) as f64) / 2.0).round_ties_even() as isize
-    } else {
-        -(((ch_out - h) / 2) as isize)
-    };
-    let left: isize = if cw_out <= w {
-        (((w - cw_out) as f64) / 2.0).round_ties_even() as isize
-    } else {
-        -(((cw_out - w) / 2) as isize)
-    };
     let out = &mut scratch.spare;
     out.reshape(c, ch_out, cw_out);
     for ch in 0..c {

@@ -7,11 +7,12 @@
 //! | [`fashion_mnist`] | ours, for 28×28 gray: `RandomResizedCrop(28, scale=(0.35, 1))`, flip, `RandomApply([ColorJitter(brightness=0.4, contrast=0.4)], p=0.8)`, `Normalize(0.2860, 0.3530)` |
 //! | [`crop_flip`] | SupContrast `main_ce.py` / `main_linear.py` (which reuses `main_ce.set_loader`): `RandomResizedCrop(size, scale=(0.2, 1))`, `RandomHorizontalFlip()`, `ToTensor()`, `Normalize` |
 //! | [`eval`] | `ToTensor()`, `Normalize` |
+//! | [`pad_crop_flip`] | the classic small-image recipe: `RandomCrop(size, padding)`, `RandomHorizontalFlip()`, `Normalize` |
 //! | [`swav_multicrop`] | SwAV (Caron et al. 2020): 2 global crops, scale (0.14, 1), and k local crops, scale (0.05, 0.14); flip, colour distortion of strength 1 (`ColorJitter(0.8, 0.8, 0.8, 0.2)`, p 0.8), grayscale p 0.2, blur p 0.5 |
 
 use crate::batch::CropGroup;
 use crate::error::AugmentError;
-use crate::ops::{ColorJitter, Op};
+use crate::ops::{ColorJitter, EraseValue, Op};
 use crate::pipeline::Pipeline;
 
 /// CIFAR-10 mean and std as SupContrast normalises them.
@@ -122,6 +123,172 @@ pub fn crop_flip(size: usize, mean: &[f32], std: &[f32]) -> Result<Pipeline, Aug
             normalize(mean, std),
         ],
     )
+}
+
+/// Translation by up to `padding` pixels (zero padding, then a random `size × size` crop) and a
+/// horizontal flip: the usual recipe of small-image classifiers (CIFAR's padding is 4 of 32).
+pub fn pad_crop_flip(
+    size: usize,
+    padding: usize,
+    mean: &[f32],
+    std: &[f32],
+) -> Result<Pipeline, AugmentError> {
+    Pipeline::new(
+        mean.len(),
+        vec![
+            pad_crop(size, padding),
+            Op::HorizontalFlip { p: 0.5 },
+            normalize(mean, std),
+        ],
+    )
+}
+
+fn pad_crop(size: usize, padding: usize) -> Op {
+    Op::RandomCrop {
+        height: size,
+        width: size,
+        padding,
+    }
+}
+
+/// The named presets [`by_name`] knows, for error messages and `--help`.
+pub const NAMES: &str = "supcon, simclr, fashion-mnist, crop-flip, pad-crop-flip, none";
+
+/// The recipe steps [`by_name`] composes, for error messages and `--help`.
+pub const RECIPE_STEPS: &str =
+    "flip[:p], pad-crop[:pixels], resized-crop[:min_scale or min..max], \
+jitter[:strength], grayscale[:p], blur[:p], erase[:p], rotate[:degrees]";
+
+/// The pipeline called `name` for images of side `size` with `mean.len()` channels.
+///
+/// `name` is either a preset — `supcon` (SupContrast's recipe; on one-channel images
+/// [`fashion_mnist`], whose crops are milder and which has no colour), `simclr` (adds blur;
+/// on one channel also [`fashion_mnist`]), `fashion-mnist`, `crop-flip`, `pad-crop-flip`
+/// (padding of 1/14 of the side: 2 pixels at 28), `none` (normalisation only) — or a
+/// *recipe*: steps joined by `+`, each `step` or `step:value`, applied in order and followed
+/// by the normalisation:
+///
+/// | step | operation | default |
+/// |---|---|---|
+/// | `flip:p` | horizontal flip with probability p | 0.5 |
+/// | `pad-crop:n` | zero padding of n pixels, random crop back to `size` | 2 |
+/// | `resized-crop:s` or `resized-crop:a..b` | `RandomResizedCrop(size, scale=(s, 1))` or `scale=(a, b)` | 0.35 |
+/// | `jitter:x` | with p 0.8, brightness and contrast ×[1−x, 1+x] (colour: also saturation x, hue x/4) | 0.4 |
+/// | `grayscale:p` | grayscale with probability p | 0.2 |
+/// | `blur:p` | SimCLR's Gaussian blur with probability p | 0.5 |
+/// | `erase:p` | `RandomErasing(p)` with torchvision's scale and ratio, value 0 | 0.25 |
+/// | `rotate:d` | rotation by an angle uniform in ±d degrees, fill 0 | 10 |
+///
+/// For example `pad-crop:2+flip+jitter:0.2`. At most one size-changing step (`pad-crop` or
+/// `resized-crop`) may appear, and it comes first.
+pub fn by_name(
+    name: &str,
+    size: usize,
+    mean: &[f32],
+    std: &[f32],
+) -> Result<Pipeline, AugmentError> {
+    let gray = mean.len() == 1;
+    match name {
+        "supcon" | "simclr" | "fashion-mnist" if gray => fashion_mnist(size),
+        "supcon" => supcon_cifar(size, mean, std),
+        "simclr" => simclr(size, mean, std),
+        "crop-flip" => crop_flip(size, mean, std),
+        "pad-crop-flip" => pad_crop_flip(size, (size / 14).max(1), mean, std),
+        "none" => eval(mean, std),
+        recipe => parse_recipe(recipe, size, mean, std),
+    }
+}
+
+fn parse_recipe(
+    text: &str,
+    size: usize,
+    mean: &[f32],
+    std: &[f32],
+) -> Result<Pipeline, AugmentError> {
+    let fail = |reason: String| AugmentError::UnknownRecipe {
+        text: text.to_string(),
+        reason,
+    };
+    let mut ops = Vec::new();
+    for (position, step) in text.split('+').map(str::trim).enumerate() {
+        let (name, text) = match step.split_once(':') {
+            Some((name, value)) => (name.trim(), Some(value.trim())),
+            None => (step, None),
+        };
+        let number = |text: &str| -> Result<f32, AugmentError> {
+            text.trim()
+                .parse()
+                .map_err(|_| fail(format!("step `{step}`: `{text}` is not a number")))
+        };
+        // `resized-crop` takes a scale range `min..max`; every other step one number.
+        let range = match (name, text.and_then(|t| t.split_once(".."))) {
+            ("resized-crop", Some((low, high))) => Some((number(low)?, number(high)?)),
+            _ => None,
+        };
+        let value = match (text, range) {
+            (Some(text), None) => Some(number(text)?),
+            _ => None,
+        };
+        let value = |default: f32| value.unwrap_or(default);
+        let resizes = matches!(name, "pad-crop" | "resized-crop");
+        if resizes && position > 0 {
+            return Err(fail(format!(
+                "`{name}` changes the view's size and must be the first step"
+            )));
+        }
+        let op = match name {
+            "flip" => Op::HorizontalFlip { p: value(0.5) },
+            "pad-crop" => {
+                let pixels = value(2.0);
+                if !(pixels >= 0.0 && pixels.fract() == 0.0) {
+                    return Err(fail(format!(
+                        "pad-crop: {pixels} is not a whole number of pixels"
+                    )));
+                }
+                pad_crop(size, pixels as usize)
+            }
+            "resized-crop" => crop(size, range.unwrap_or((value(0.35), 1.0))),
+            "jitter" => {
+                let x = value(0.4);
+                let jitter = if mean.len() == 1 {
+                    ColorJitter::new(x, x, 0.0, 0.0)?
+                } else {
+                    ColorJitter::new(x, x, x, (x / 4.0).min(0.5))?
+                };
+                Op::RandomApply {
+                    p: 0.8,
+                    ops: vec![Op::ColorJitter(jitter)],
+                }
+            }
+            "grayscale" => Op::Grayscale { p: value(0.2) },
+            "blur" => Op::RandomApply {
+                p: value(0.5),
+                ops: vec![Op::GaussianBlur {
+                    kernel_size: blur_kernel_size(size),
+                    sigma: (0.1, 2.0),
+                }],
+            },
+            "erase" => Op::RandomErasing {
+                p: value(0.25),
+                scale: (0.02, 0.33),
+                ratio: (0.3, 3.3),
+                value: EraseValue::Constant(0.0),
+            },
+            "rotate" => Op::Rotation {
+                degrees: value(10.0),
+                bilinear: false,
+                fill: 0.0,
+            },
+            _ => {
+                return Err(fail(format!(
+                    "`{name}` is neither a preset ({NAMES}) nor a recipe step ({RECIPE_STEPS})"
+                )))
+            }
+        };
+        ops.push(op);
+    }
+    ops.push(normalize(mean, std));
+    Pipeline::new(mean.len(), ops)
 }
 
 /// Evaluation: normalisation only (images must already have the model's size).

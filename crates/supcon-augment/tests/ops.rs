@@ -364,3 +364,96 @@ fn noise_sobel_and_normalize() {
     let x = f32::from(data[0]) / 255.0;
     assert!((fused[0] - (x - 0.1) / 0.5).abs() < 1e-6);
 }
+
+#[test]
+fn pad_and_crop_translates_by_at_most_the_padding_and_fills_with_zeros() {
+    // One bright pixel in the middle of a 5×5 image: after padding 1 and cropping back to
+    // 5×5 it lands at most one pixel away, and everything else is black.
+    let mut data = vec![0u8; 25];
+    data[12] = 255;
+    let pad_crop = || Op::RandomCrop {
+        height: 5,
+        width: 5,
+        padding: 1,
+    };
+    let mut offsets = std::collections::BTreeSet::new();
+    for key in 0..200 {
+        let out = run(vec![pad_crop()], 1, 5, 5, &data, key);
+        assert_eq!(out.len(), 25);
+        let lit: Vec<usize> = (0..25).filter(|&i| out[i] == 1.0).collect();
+        assert_eq!(lit.len(), 1, "key {key}: {out:?}");
+        let (y, x) = (lit[0] / 5, lit[0] % 5);
+        assert!((1..=3).contains(&y) && (1..=3).contains(&x), "key {key}");
+        assert_eq!(out.iter().filter(|&&v| v == 0.0).count(), 24);
+        offsets.insert((y, x));
+    }
+    // All nine translations occur.
+    assert_eq!(offsets.len(), 9);
+    // Padding 0 at the image's size is the identity.
+    let data = ramp(3 * 6 * 6);
+    let identity = Op::RandomCrop {
+        height: 6,
+        width: 6,
+        padding: 0,
+    };
+    assert_eq!(
+        run(vec![identity], 3, 6, 6, &data, 3),
+        run(vec![], 3, 6, 6, &data, 3)
+    );
+    // A crop may not sit inside RandomApply.
+    let nested = Op::RandomApply {
+        p: 0.5,
+        ops: vec![pad_crop()],
+    };
+    assert!(Pipeline::new(1, vec![nested]).is_err());
+}
+
+#[test]
+fn recipes_compose_steps_and_name_what_is_wrong() {
+    use supcon_augment::presets::by_name;
+    let (mean, std) = ([0.5f32], [0.25f32]);
+    let recipe = by_name("pad-crop:3+flip:0.5+jitter:0.2+erase", 28, &mean, &std).unwrap();
+    let ops = recipe.ops();
+    assert_eq!(
+        ops[0],
+        Op::RandomCrop {
+            height: 28,
+            width: 28,
+            padding: 3
+        }
+    );
+    assert_eq!(ops[1], Op::HorizontalFlip { p: 0.5 });
+    assert!(matches!(ops[2], Op::RandomApply { p, .. } if p == 0.8));
+    assert!(matches!(ops[3], Op::RandomErasing { p, .. } if p == 0.25));
+    assert!(matches!(ops.last(), Some(Op::Normalize { .. })));
+    assert_eq!(recipe.output_size(28, 28), (28, 28));
+    // A scale range for resized crops (multi-crop's local crops).
+    let local = by_name("resized-crop:0.05..0.14+flip", 16, &mean, &std).unwrap();
+    assert!(
+        matches!(&local.ops()[0], Op::RandomResizedCrop { height: 16, scale, .. } if *scale == (0.05, 0.14)),
+        "{:?}",
+        local.ops()[0]
+    );
+    // Presets keep their names; `none` only normalises.
+    assert_eq!(by_name("none", 28, &mean, &std).unwrap().ops().len(), 1);
+    assert_eq!(
+        by_name("pad-crop-flip", 28, &mean, &std).unwrap().ops()[0],
+        Op::RandomCrop {
+            height: 28,
+            width: 28,
+            padding: 2
+        }
+    );
+    for (bad, needle) in [
+        ("flop", "`flop` is neither a preset"),
+        ("flip:x", "`x` is not a number"),
+        ("flip+pad-crop:2", "must be the first step"),
+        ("pad-crop:1.5", "whole number"),
+        ("flip:2", "probability"),
+        ("resized-crop:0.5..x", "`x` is not a number"),
+        ("flip:0.1..0.2", "is not a number"),
+    ] {
+        let err = by_name(bad, 28, &mean, &std).unwrap_err().to_string();
+        assert!(err.contains(needle), "{bad}: {err}");
+    }
+}

@@ -27,20 +27,36 @@ pub enum LossError {
     /// A NaN or infinity in an input; `index` is the first bad element in row-major order.
     #[error("{what}{index:?} is {value}: inputs must be finite")]
     NonFinite {
-        /// `"features"` or `"queue keys"`.
+        /// `"features"` or `"queue keys"` (SwAV: also `"prototypes"`, `"queue"`, `"codes"`;
+        /// InfoNCE / NCE: `"queries"`, `"positives"`, `"negatives"`).
         what: &'static str,
-        /// `[batch, view, dim]` for features, `[key, dim]` for queue keys.
+        /// `[batch, view, dim]` for features, `[key, dim]` for queue keys (SwAV: `[k, dim]` for
+        /// prototypes, `[crop, row, dim]` for its queue, `[crop, batch, k]` for codes;
+        /// InfoNCE / NCE: `[b, d]` for queries and positives, `[j, d]` or `[b, j, d]` for
+        /// negatives).
         index: Vec<usize>,
         /// The bad value (NaN or ±inf).
         value: f64,
     },
-    /// τ or τ_base is zero, negative, NaN or infinite.
+    /// τ or τ_base (or SwAV's Sinkhorn ε) is zero, negative, NaN or infinite.
     #[error("{name} must be positive and finite, got {value}")]
     InvalidTemperature {
-        /// `"temperature"` or `"base_temperature"`.
+        /// `"temperature"` or `"base_temperature"` (SwAV: also `"epsilon"`).
         name: &'static str,
         /// The rejected value.
         value: f64,
+    },
+    /// An option outside its valid range (other than a temperature), e.g. SwAV's
+    /// `sinkhorn_iterations = 0`, NCE's `dataset_size = 0` or a given `partition` (Z) that is
+    /// not positive and finite.
+    #[error("{name} = {value} is invalid: {reason}")]
+    InvalidParameter {
+        /// The option's name, e.g. `"sinkhorn_iterations"`.
+        name: &'static str,
+        /// The rejected value (integers widened to `f64`).
+        value: f64,
+        /// Why, and what is valid.
+        reason: &'static str,
     },
     /// Fewer than two contrast rows (batch · views + queue keys): no pair to contrast.
     #[error("need at least two contrast rows (batch · views + queue keys), got {rows}")]
@@ -51,9 +67,12 @@ pub enum LossError {
     /// A row with zero L2 norm while `normalize` is on: its direction is undefined.
     #[error("{what} row {index:?} has zero L2 norm and cannot be normalized")]
     ZeroNorm {
-        /// `"features"` or `"queue keys"`.
+        /// `"features"` or `"queue keys"` (SwAV: also `"queue"`; InfoNCE / NCE: `"queries"`,
+        /// `"positives"`, `"negatives"`).
         what: &'static str,
-        /// `[batch, view]` for features, `[key]` for queue keys.
+        /// `[batch, view]` for features, `[key]` for queue keys (SwAV: `[crop, row]` for its
+        /// queue; InfoNCE / NCE: `[b]` for queries and positives, `[j]` or `[b, j]` for
+        /// negatives).
         index: Vec<usize>,
     },
     /// A non-empty queue came with no labels at all (queue keys need labels to be positives).
@@ -65,7 +84,8 @@ pub enum LossError {
     /// The similarities overflowed (features far from unit norm with a small τ).
     #[error("the loss is not finite ({value}): similarities overflow; normalize the features or raise the temperature")]
     Overflow {
-        /// The non-finite loss.
+        /// The non-finite loss (InfoNCE / NCE: or the first non-finite gradient entry, or NCE's
+        /// estimated Z).
         value: f64,
     },
     /// A failure inside a backend (libtorch error, CUDA launch failure, thread pool, ...).

@@ -5,6 +5,17 @@
 //! rayon, this crate), `tch_backend::TchBackend` (feature `tch`), `cuda::CudaBackend`
 //! (feature `cuda`), all behind the [`LossBackend`] trait and the shared [`validate`].
 //!
+//! The crate also computes the SwAV loss (module [`mod@swav`], entry points [`swav()`] and
+//! [`swav_generic`]): Sinkhorn–Knopp codes over K prototypes and swapped prediction between
+//! crops, with gradients for the features and the prototypes (`tch_backend::swav_loss_tensor`
+//! is its libtorch counterpart).
+//!
+//! Two losses with an explicit positive per query, gradients with respect to the queries:
+//! InfoNCE with shared or per-query negatives, MoCo's loss (module [`mod@infonce`], entry point
+//! [`infonce_loss`]; streaming over large queues), and InstDisc's NCE over a memory bank
+//! (module [`mod@nce`], entry point [`nce_loss`]). Their libtorch counterparts are
+//! `tch_backend::infonce_loss_tensor` and `tch_backend::nce_loss_tensor`.
+//!
 //! ```
 //! use ndarray::Array3;
 //! use supcon_loss::{supcon, SupConOptions};
@@ -95,10 +106,14 @@ mod backend;
 mod cpu;
 mod element;
 mod error;
+mod explicit;
 mod input;
 mod options;
 
 pub mod cuda;
+pub mod infonce;
+pub mod nce;
+pub mod swav;
 #[cfg(feature = "tch")]
 pub mod tch_backend;
 
@@ -106,8 +121,17 @@ pub use backend::LossBackend;
 pub use cpu::{CpuBackend, DEFAULT_CACHE_BYTES, DEFAULT_TILE};
 pub use element::Element;
 pub use error::LossError;
+pub use infonce::{
+    infonce_loss, validate_infonce, InfoNceInput, InfoNceOptions, InfoNceOutput, Negatives,
+    INFONCE_COLUMN_BLOCK, INFONCE_ROW_BLOCK,
+};
 pub use input::{validate, LossOutput, Queue, SupConInput};
+pub use nce::{nce_loss, validate_nce, NceInput, NceOptions, NceOutput, NCE_ROW_BLOCK};
 pub use options::{ContrastMode, SupConOptions, Variant};
+pub use swav::{
+    swav, swav_codes, swav_generic, swav_with_codes, validate_swav, SwavInput, SwavOptions,
+    SwavOutput,
+};
 
 use ndarray::ArrayView3;
 

@@ -9,6 +9,15 @@
 //! It is a third, independent implementation (tests compare it with [`crate::CpuBackend`]),
 //! the baseline the benchmarks compare against (memory O(n·M), unlike the CPU backend), and
 //! the function a tch training loop can call on its projections directly.
+//!
+//! [`infonce_loss_tensor`] is MoCo's InfoNCE as MoCo's `forward` writes it (dense logits with
+//! the positive at index 0, `cross_entropy` against label 0) and [`nce_loss_tensor`] is
+//! InstDisc's NCE written from its formula; both are the references the tests compare
+//! [`crate::infonce_loss`] and [`crate::nce_loss`] with.
+//!
+//! [`swav_loss_tensor`] is SwAV's loss as SwAV's `main_swav.py` computes it (Sinkhorn under
+//! `no_grad`, `log_softmax` against the codes, autograd for the features and the prototypes);
+//! [`swav_tch`] runs it on host inputs, the reference the tests compare [`crate::swav`] with.
 
 use crate::{
     validate, ContrastMode, LossBackend, LossError, LossOutput, SupConInput, SupConOptions, Variant,
@@ -324,4 +333,407 @@ impl LossBackend for TchBackend {
             anchors,
         })
     }
+}
+
+// InfoNCE (MoCo) and NCE (InstDisc) on tensors.
+
+use crate::{InfoNceOptions, NceOptions};
+
+/// The shape of `t` as `usize`s, for error messages.
+fn shape_of(t: &Tensor) -> Vec<usize> {
+    t.size().iter().map(|&s| s as usize).collect()
+}
+
+/// Checks queries `[B, D]` (B, D > 0) and positives `[B, D]`; returns (B, D).
+fn check_query_shapes(queries: &Tensor, positives: &Tensor) -> Result<(i64, i64), LossError> {
+    let (batch, dim) = queries.size2().map_err(|_| LossError::ShapeMismatch {
+        what: "queries rank",
+        expected: "2 ([B, D])".into(),
+        actual: format!("{} (shape {:?})", queries.dim(), queries.size()),
+    })?;
+    for (axis, len) in [("batch", batch), ("dim", dim)] {
+        if len == 0 {
+            return Err(LossError::EmptyAxis {
+                what: "queries",
+                axis,
+                shape: shape_of(queries),
+            });
+        }
+    }
+    if positives.size() != [batch, dim] {
+        return Err(LossError::ShapeMismatch {
+            what: "positives shape",
+            expected: format!("[{batch}, {dim}] (the shape of queries)"),
+            actual: format!("{:?}", positives.size()),
+        });
+    }
+    Ok((batch, dim))
+}
+
+/// Checks per-query negatives `[B, m, D]` (m > 0); returns m.
+fn check_per_query_negatives(negatives: &Tensor, batch: i64, dim: i64) -> Result<i64, LossError> {
+    let (b, m, d) = negatives.size3().map_err(|_| LossError::ShapeMismatch {
+        what: "negatives rank",
+        expected: "2 ([K, D], shared) or 3 ([B, m, D], per query)".into(),
+        actual: format!("{} (shape {:?})", negatives.dim(), negatives.size()),
+    })?;
+    if b != batch || d != dim {
+        return Err(LossError::ShapeMismatch {
+            what: "negatives shape",
+            expected: format!("[{batch}, m, {dim}] (the batch size and dim of queries)"),
+            actual: format!("{:?}", negatives.size()),
+        });
+    }
+    if m == 0 {
+        return Err(LossError::EmptyAxis {
+            what: "negatives",
+            axis: "m",
+            shape: shape_of(negatives),
+        });
+    }
+    Ok(m)
+}
+
+/// `x / ‖x‖` along the last axis of queries, positives or negatives (`[B, D]`, `[K, D]` or
+/// `[B, m, D]`) when `normalize`; a zero row is an error naming its index.
+fn maybe_normalize(x: &Tensor, what: &'static str, normalize: bool) -> Result<Tensor, LossError> {
+    if !normalize {
+        return Ok(x.shallow_clone());
+    }
+    let per_outer = if x.dim() == 3 { x.size()[1] } else { 1 };
+    normalize_rows(x, what, per_outer)
+}
+
+fn check_temperature(value: f64) -> Result<(), LossError> {
+    if value.is_finite() && value > 0.0 {
+        Ok(())
+    } else {
+        Err(LossError::InvalidTemperature {
+            name: "temperature",
+            value,
+        })
+    }
+}
+
+/// MoCo's InfoNCE on libtorch tensors, with its autograd graph, as MoCo's `MoCo.forward` writes
+/// it: `l_pos = einsum('nc,nc->n', q, k)`, `l_neg` = the queries against the negatives,
+/// `logits = cat([l_pos, l_neg], 1) / τ`, `cross_entropy(logits, zeros)`.
+///
+/// - `queries`: `[B, D]`, floating point (`requires_grad`).
+/// - `positives`: `[B, D]`, detached inside (no gradient).
+/// - `negatives`: `[K, D]` (shared, MoCo's queue) or `[B, m, D]` (per query), detached inside.
+///
+/// With `normalize`, every row is L2-normalized first. Returns the scalar loss (the mean over
+/// the B queries); `loss.backward()` fills `queries.grad()`. Shapes, τ and (with `normalize`)
+/// zero rows are checked; finiteness is not (it would need a device-to-host sync).
+pub fn infonce_loss_tensor(
+    queries: &Tensor,
+    positives: &Tensor,
+    negatives: &Tensor,
+    options: &InfoNceOptions,
+) -> Result<Tensor, LossError> {
+    check_temperature(options.temperature)?;
+    let (batch, dim) = check_query_shapes(queries, positives)?;
+    let shared = negatives.dim() == 2;
+    if shared {
+        let (k, d) = negatives.size2().map_err(backend_error)?;
+        if k == 0 {
+            return Err(LossError::EmptyAxis {
+                what: "negatives",
+                axis: "K",
+                shape: shape_of(negatives),
+            });
+        }
+        if d != dim {
+            return Err(LossError::ShapeMismatch {
+                what: "negatives dim",
+                expected: format!("{dim} (the dim of queries)"),
+                actual: format!("{d} (shape {:?})", negatives.size()),
+            });
+        }
+    } else {
+        check_per_query_negatives(negatives, batch, dim)?;
+    }
+    let q = maybe_normalize(queries, "queries", options.normalize)?;
+    let k = maybe_normalize(&positives.detach(), "positives", options.normalize)?;
+    let negatives = maybe_normalize(&negatives.detach(), "negatives", options.normalize)?;
+    // positive logits: Nx1
+    let l_pos = Tensor::f_einsum("nc,nc->n", &[&q, &k], None::<&[i64]>)
+        .and_then(|t| t.f_unsqueeze(-1))
+        .map_err(backend_error)?;
+    // negative logits: NxK
+    let equation = if shared { "nc,kc->nk" } else { "nc,nkc->nk" };
+    let l_neg =
+        Tensor::f_einsum(equation, &[&q, &negatives], None::<&[i64]>).map_err(backend_error)?;
+    // logits: Nx(1+K), the positive at index 0
+    let logits = Tensor::f_cat(&[&l_pos, &l_neg], 1).map_err(backend_error)? / options.temperature;
+    let labels = Tensor::f_zeros([batch], (Kind::Int64, logits.device())).map_err(backend_error)?;
+    logits
+        .f_cross_entropy_loss::<Tensor>(&labels, None, tch::Reduction::Mean, -100, 0.0)
+        .map_err(backend_error)
+}
+
+/// InstDisc's NCE on libtorch tensors, with its autograd graph, written from the formula:
+/// `P = exp(s/τ) / Z` for the positive and the m negatives of each query,
+/// `h = P / (P + m/N)`, `loss = −mean_b (log h_b0 + Σ_j log(1 − h_bj))`.
+///
+/// - `queries`: `[B, D]`, floating point (`requires_grad`).
+/// - `positives`: `[B, D]` and `negatives`: `[B, m, D]` (memory-bank entries), detached inside.
+///
+/// With `options.partition = None`, Z is estimated as `N · mean(exp(s_neg/τ))` over all
+/// query–negative pairs and detached (no gradient through Z). Returns the loss and the Z used.
+/// Unlike [`crate::nce_loss`] this is the direct formula (what InstDisc's code computes, without
+/// its 1e-7): it can underflow for extreme similarities. Shapes, τ, N, Z and (with
+/// `normalize`) zero rows are checked; finiteness is not.
+pub fn nce_loss_tensor(
+    queries: &Tensor,
+    positives: &Tensor,
+    negatives: &Tensor,
+    options: &NceOptions,
+) -> Result<(Tensor, f64), LossError> {
+    check_temperature(options.temperature)?;
+    if options.dataset_size == 0 {
+        return Err(LossError::InvalidParameter {
+            name: "dataset_size",
+            value: 0.0,
+            reason: "the data-set size N (P_n = 1/N) must be at least 1",
+        });
+    }
+    if let Some(z) = options.partition {
+        if !(z.is_finite() && z > 0.0) {
+            return Err(LossError::InvalidParameter {
+                name: "partition",
+                value: z,
+                reason: "the normalization constant Z must be positive and finite",
+            });
+        }
+    }
+    let (batch, dim) = check_query_shapes(queries, positives)?;
+    let m = check_per_query_negatives(negatives, batch, dim)?;
+    let q = maybe_normalize(queries, "queries", options.normalize)?;
+    let k = maybe_normalize(&positives.detach(), "positives", options.normalize)?;
+    let negatives = maybe_normalize(&negatives.detach(), "negatives", options.normalize)?;
+    let kind = q.kind();
+    // [B, m+1, D] bank entries (the positive first) times the queries: [B, m+1] similarities.
+    let weight = Tensor::f_cat(&[&k.unsqueeze(1), &negatives], 1).map_err(backend_error)?;
+    let out = weight
+        .f_bmm(&q.unsqueeze(2))
+        .and_then(|t| t.f_squeeze_dim(2))
+        .map_err(backend_error)?;
+    let out = (out / options.temperature).exp();
+    let n = options.dataset_size as f64;
+    let z = match options.partition {
+        Some(z) => z,
+        None => {
+            let mean = out
+                .f_narrow(1, 1, m)
+                .and_then(|t| t.f_mean(kind))
+                .and_then(|t| t.f_double_value(&[]))
+                .map_err(backend_error)?;
+            mean * n
+        }
+    };
+    let p = out / z;
+    let noise = m as f64 / n; // m·P_n
+    let p_pos = p.f_narrow(1, 0, 1).map_err(backend_error)?;
+    let p_neg = p.f_narrow(1, 1, m).map_err(backend_error)?;
+    let log_h_pos = (&p_pos / (&p_pos + noise)).log();
+    let log_one_minus_h_neg = (noise / (&p_neg + noise)).log();
+    let total = log_h_pos.sum(kind) + log_one_minus_h_neg.sum(kind);
+    Ok((total * (-1.0 / batch as f64), z))
+}
+
+// SwAV on tensors.
+
+use crate::{SwavInput, SwavOptions, SwavOutput};
+
+/// SwAV's loss on libtorch tensors, with its autograd graph, the way SwAV's `main_swav.py`
+/// computes it: `output` = the crops' scores against the prototypes (crop-major, `[S·B, K]`);
+/// for each assignment crop, under `torch.no_grad()`, the queue's scores are concatenated before
+/// the crop's and `distributed_sinkhorn` (world size 1: `exp(out/ε)`, normalize, alternate row
+/// and column normalizations, times N) gives the codes of the batch rows; every other crop adds
+/// `−mean(sum(q · log_softmax(x/τ, 1), 1))`, divided by S − 1; the sum over assignment crops is
+/// divided by A.
+///
+/// - `features`: `[B, S, D]` (`requires_grad`), normalized inside with `options.normalize`.
+/// - `prototypes`: `[K, D]` (`requires_grad` for their gradient); used as given.
+/// - `queue`: `[A, Q, D]` stored features, detached (no gradient); normalized with `normalize`.
+///
+/// Sinkhorn runs in the features' kind without log-space stabilization, as SwAV's does, so it
+/// needs scores below about 88·ε in `f32` (unit rows with ε = 0.05 are far from it). Options and
+/// shapes are checked like [`crate::validate_swav`] (the same errors); finiteness is not (it would
+/// need a device-to-host sync; [`swav_tch`] checks it on the host).
+pub fn swav_loss_tensor(
+    features: &Tensor,
+    prototypes: &Tensor,
+    queue: Option<&Tensor>,
+    options: &SwavOptions,
+) -> Result<Tensor, LossError> {
+    swav_loss_tensor_with_codes(features, prototypes, queue, options).map(|(loss, _)| loss)
+}
+
+/// [`swav_loss_tensor`] and the codes it used, `[A, B, K]` (no gradient).
+pub fn swav_loss_tensor_with_codes(
+    features: &Tensor,
+    prototypes: &Tensor,
+    queue: Option<&Tensor>,
+    options: &SwavOptions,
+) -> Result<(Tensor, Tensor), LossError> {
+    crate::swav::check_options(options)?;
+    let (batch, crops, dim) = features.size3().map_err(|_| LossError::ShapeMismatch {
+        what: "features rank",
+        expected: "3 ([batch, crops, dim])".into(),
+        actual: format!("{} (shape {:?})", features.dim(), features.size()),
+    })?;
+    let (k, prototype_dim) = prototypes.size2().map_err(|_| LossError::ShapeMismatch {
+        what: "prototypes rank",
+        expected: "2 ([K, dim])".into(),
+        actual: format!("{} (shape {:?})", prototypes.dim(), prototypes.size()),
+    })?;
+    let queue_shape = match queue {
+        Some(q) => Some(q.size3().map_err(|_| LossError::ShapeMismatch {
+            what: "queue rank",
+            expected: "3 ([assignment crops, Q, dim])".into(),
+            actual: format!("{} (shape {:?})", q.dim(), q.size()),
+        })?),
+        None => None,
+    };
+    let as_usize = |x: i64| x as usize;
+    crate::swav::check_shapes(
+        [as_usize(batch), as_usize(crops), as_usize(dim)],
+        [as_usize(k), as_usize(prototype_dim)],
+        queue_shape.map(|(a, q, d)| [as_usize(a), as_usize(q), as_usize(d)]),
+        options,
+    )?;
+    let kind = features.kind();
+    let device = features.device();
+    let z = if options.normalize {
+        normalize_rows(features, "features", crops)?
+    } else {
+        features.shallow_clone()
+    };
+    // SwAV's `output`: row v·B + b is crop v of image b.
+    let output = z
+        .f_transpose(0, 1)
+        .and_then(|t| t.f_reshape([crops * batch, dim]))
+        .and_then(|t| t.f_matmul(&prototypes.tr()))
+        .map_err(backend_error)?;
+    let queue = match (queue, queue_shape) {
+        (Some(q), Some((_, rows, _))) if rows > 0 => {
+            let q = q
+                .f_to_device(device)
+                .and_then(|t| t.f_to_kind(kind))
+                .map_err(backend_error)?
+                .detach();
+            Some(if options.normalize {
+                normalize_rows(&q, "queue", rows)?
+            } else {
+                q
+            })
+        }
+        _ => None,
+    };
+    let assign = options.assignment_crops as i64;
+    let mut loss = Tensor::f_zeros([], (kind, device)).map_err(backend_error)?;
+    let mut codes = Vec::new();
+    for i in 0..assign {
+        let q = tch::no_grad(|| -> Result<Tensor, LossError> {
+            let mut out = output
+                .f_narrow(0, batch * i, batch)
+                .map_err(backend_error)?
+                .detach();
+            if let Some(queue) = &queue {
+                let stored = queue
+                    .f_get(i)
+                    .and_then(|u| u.f_matmul(&prototypes.detach().tr()))
+                    .map_err(backend_error)?;
+                out = Tensor::f_cat(&[&stored, &out], 0).map_err(backend_error)?;
+            }
+            let q = swav_sinkhorn(&out, options.epsilon, options.sinkhorn_iterations);
+            let n = q.size()[0];
+            q.f_narrow(0, n - batch, batch).map_err(backend_error)
+        })?;
+        let mut subloss = Tensor::f_zeros([], (kind, device)).map_err(backend_error)?;
+        for v in (0..crops).filter(|&v| v != i) {
+            let x = output
+                .f_narrow(0, batch * v, batch)
+                .map_err(backend_error)?
+                / options.temperature;
+            let term = (&q * x.log_softmax(1, kind))
+                .sum_dim_intlist([1i64].as_slice(), false, kind)
+                .mean(kind);
+            subloss -= term;
+        }
+        loss += subloss / (crops - 1) as f64;
+        codes.push(q);
+    }
+    let codes = Tensor::f_stack(&codes, 0).map_err(backend_error)?;
+    Ok((loss / assign as f64, codes))
+}
+
+/// SwAV's `distributed_sinkhorn` with world size 1, on scores `out` `[N, K]`: `[N, K]` codes.
+fn swav_sinkhorn(out: &Tensor, epsilon: f64, iterations: usize) -> Tensor {
+    let kind = out.kind();
+    // Q is K-by-N.
+    let mut q = (out / epsilon).exp().tr();
+    let (k, n) = (q.size()[0] as f64, q.size()[1] as f64);
+    // Make the matrix sum to 1 (in place, as SwAV's `Q /= sum_Q`).
+    let total = q.sum(kind);
+    q /= total;
+    for _ in 0..iterations {
+        // Each prototype's total mass 1/K.
+        let rows = q.sum_dim_intlist([1i64].as_slice(), true, kind);
+        q /= rows;
+        q /= k;
+        // Each sample's total mass 1/N.
+        let columns = q.sum_dim_intlist([0i64].as_slice(), true, kind);
+        q /= columns;
+        q /= n;
+    }
+    q *= n;
+    q.tr()
+}
+
+/// The SwAV loss of host `f32` inputs through libtorch on `device`: validates with
+/// [`crate::validate_swav`] (finiteness included), runs [`swav_loss_tensor_with_codes`] and
+/// autograd, and copies the loss, both gradients and the codes back. The counterpart of
+/// [`crate::swav`] that the tests compare it with.
+pub fn swav_tch(
+    input: &SwavInput<'_>,
+    options: &SwavOptions,
+    device: Device,
+) -> Result<SwavOutput, LossError> {
+    crate::validate_swav(input, options)?;
+    let (batch, crops, dim) = input.features.dim();
+    let k = input.prototypes.nrows();
+    let features = to_tensor(input.features.into_dyn(), device)?.set_requires_grad(true);
+    let prototypes = to_tensor(input.prototypes.into_dyn(), device)?.set_requires_grad(true);
+    let queue = input
+        .queue
+        .map(|q| to_tensor(q.into_dyn(), device))
+        .transpose()?;
+    let (loss, codes) =
+        swav_loss_tensor_with_codes(&features, &prototypes, queue.as_ref(), options)?;
+    loss.f_backward().map_err(backend_error)?;
+    let loss_value = loss.f_double_value(&[]).map_err(backend_error)?;
+    if !loss_value.is_finite() {
+        return Err(LossError::Overflow { value: loss_value });
+    }
+    let to_host = |t: &Tensor| -> Result<Vec<f32>, LossError> {
+        t.f_to_device(Device::Cpu)
+            .and_then(|t| t.contiguous().f_view([-1]))
+            .and_then(|t| Vec::<f32>::try_from(&t))
+            .map_err(backend_error)
+    };
+    let shape_error = |e: ndarray::ShapeError| LossError::Backend(format!("unexpected size: {e}"));
+    Ok(SwavOutput {
+        loss: loss_value,
+        grad_features: Array3::from_shape_vec((batch, crops, dim), to_host(&features.grad())?)
+            .map_err(shape_error)?,
+        grad_prototypes: ndarray::Array2::from_shape_vec((k, dim), to_host(&prototypes.grad())?)
+            .map_err(shape_error)?,
+        codes: Array3::from_shape_vec((options.assignment_crops, batch, k), to_host(&codes)?)
+            .map_err(shape_error)?,
+        anchors: batch * options.assignment_crops,
+    })
 }

@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod f32_case;
+pub mod infonce_nce;
+pub mod swav;
 
 use ndarray::{Array2, Array3};
 use rand::{Rng, SeedableRng};

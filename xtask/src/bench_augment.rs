@@ -9,9 +9,7 @@
 //! installation happen once. Where Python has no `venv` module, `pip install --target` into
 //! the same folder and `PYTHONPATH` take its place.
 
-use crate::util::{
-    cargo, field, machine, project_root, release_binary, run as sh, write_bench_result,
-};
+use crate::util::{build_release, field, machine, project_root, run as sh, write_bench_result};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -223,15 +221,10 @@ pub fn run(args: &[String]) -> Result<()> {
     } else {
         Some(bench_python()?)
     };
-    sh(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "supcon-augment",
-        "--example",
-        "augment_throughput",
-    ]))?;
-    let exe = release_binary("examples/augment_throughput");
+    let exe = build_release(
+        &["-p", "supcon-augment", "--example", "augment_throughput"],
+        "examples/augment_throughput",
+    )?;
 
     let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
     let mut fields = Vec::new();

@@ -6,9 +6,7 @@
 //! release build) so that its peak resident memory is its own. Results go to
 //! `target/bench-results/loss.json`.
 
-use crate::util::{
-    cargo, field, machine, project_root, release_binary, run as sh, write_bench_result,
-};
+use crate::util::{build_release, field, machine, project_root, write_bench_result};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use std::process::Command;
@@ -127,17 +125,17 @@ pub fn run(args: &[String]) -> Result<()> {
     if !project_root().join(".libtorch").exists() {
         crate::setup::ensure(crate::setup::Flavour::Cpu)?;
     }
-    sh(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "supcon-loss",
-        "--features",
-        "tch",
-        "--example",
-        "bench_backends",
-    ]))?;
-    let exe = release_binary("examples/bench_backends");
+    let exe = build_release(
+        &[
+            "-p",
+            "supcon-loss",
+            "--features",
+            "tch",
+            "--example",
+            "bench_backends",
+        ],
+        "examples/bench_backends",
+    )?;
     let machine = machine();
     eprintln!(
         "SupCon loss, forward + backward, dim {}, {} classes, {} threads: {machine}",

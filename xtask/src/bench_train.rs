@@ -17,8 +17,8 @@
 
 use crate::bench_augment::{bench_python, json_line};
 use crate::setup::{self, Flavour};
-use crate::util::{cargo, project_root, release_binary, run as sh, write_bench_result};
 use crate::util::{field, machine};
+use crate::util::{project_root, run as sh, write_bench_result};
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 use std::process::Command;
@@ -149,15 +149,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Some(bench_python()?)
     };
     let env = setup::ensure(Flavour::Cpu)?;
-    sh(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "supcon-train",
-        "--bin",
-        "supcon",
-    ]))?;
-    let binary = release_binary("supcon");
+    let binary = crate::train::build_supcon()?;
 
     let (ours, windows) = run_supcon(&binary, &o, &env.ld_library_path())?;
     println!(

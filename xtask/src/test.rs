@@ -6,8 +6,13 @@ use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
+/// The crates that build with a bare Rust toolchain (no libtorch, no CUDA): CI also lints and
+/// tests them without features, so the CUDA stub and the "bare toolchain" invariant are built.
+const LIBTORCH_FREE: [&str; 3] = ["supcon-loss", "supcon-data", "supcon-augment"];
+
 /// Set-up, formatting, lints, then every test of the workspace with every feature on
-/// (`tch` and `cuda` included: the CUDA kernels are compiled by NVRTC even without a GPU).
+/// (`tch` and `cuda` included: the CUDA kernels are compiled by NVRTC even without a GPU), and
+/// the libtorch-free crates once more without features.
 /// Extra arguments go to `cargo test` (e.g. `cargo xtask test -- loss::`).
 pub fn run(args: &[String]) -> Result<()> {
     let env = setup::ensure(linked_flavour())?;
@@ -24,12 +29,21 @@ pub fn run(args: &[String]) -> Result<()> {
         ]),
         &env,
     ))?;
-    let counts = run_counting(with_libs(
+    let packages: Vec<&str> = LIBTORCH_FREE.iter().flat_map(|p| ["-p", p]).collect();
+    sh(cargo()
+        .arg("clippy")
+        .args(&packages)
+        .args(["--all-targets", "--", "-D", "warnings"]))?;
+    let mut counts = run_counting(with_libs(
         cargo()
             .args(["test", "--workspace", "--all-features"])
             .args(args),
         &env,
     ))?;
+    let bare = run_counting(cargo().arg("test").args(&packages).args(args))?;
+    counts.passed += bare.passed;
+    counts.failed += bare.failed;
+    counts.ignored += bare.ignored;
     // One closing line for the whole workspace: cargo's last block is often a doc-test
     // binary with nothing in it, which says "0 passed" about a run of hundreds of tests.
     println!(

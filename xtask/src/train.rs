@@ -3,43 +3,48 @@
 //! Installs what is missing (Fashion-MNIST from Debian, libtorch), builds the `supcon` binary in
 //! release mode and runs `supcon train` with the default preset (quick-cpu) and the user's
 //! extra arguments, then says where the run folder and its report are.
+//!
+//! `cargo xtask train --curve` runs each method's recipe at several budgets instead (each run
+//! is a final recipe: it reads the test set once) and draws accuracy against training time.
 
-use crate::setup::{self, Flavour};
-use crate::util::{cargo, project_root, release_binary, run as sh};
+use crate::setup::{self, Flavour, Provisioned};
+use crate::util::{build_release, project_root, run as sh};
 use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// Budgets (epochs of the encoder's stage) of `--curve` unless `--budgets` says otherwise.
+const CURVE_BUDGETS: &str = "1,2,4,8,16";
+/// Methods of `--curve`: (name, `supcon` subcommand, preset).
+const CURVE_METHODS: [(&str, &str, &str); 3] = [
+    ("supcon", "train", "quick-cpu"),
+    ("simclr", "train", "quick-cpu-simclr"),
+    ("ce", "ce", "quick-cpu"),
+];
 
 pub fn run(args: &[String]) -> Result<()> {
     if args.iter().any(|a| a == "--help" || a == "-h") {
         eprintln!(
             "cargo xtask train [ARGS...]: build `supcon` (release) and run `supcon train ARGS...`\n\
-             (default preset quick-cpu: Fashion-MNIST, ≤ 30 min on 2 CPU cores).\n\
+             (default preset quick-cpu: Fashion-MNIST, ≤ 20 min on 2 CPU cores).\n\
              Examples: cargo xtask train --with-baseline\n          \
              cargo xtask train --name my-run --set pretrain.epochs=2\n\
-             `supcon train --help` lists every option."
+             `supcon train --help` lists every option.\n\n\
+             cargo xtask train --curve [--budgets {CURVE_BUDGETS}] [--methods supcon,simclr,ce] [ARGS...]:\n\
+             every method at every budget (epochs) in runs/curve/<method>-<E>ep (finished runs are\n\
+             kept, so an interrupted curve continues), then `supcon curve --runs runs/curve`:\n\
+             runs/curve/accuracy-vs-time.png and .md. ARGS go to every run."
         );
         return Ok(());
     }
     let env = setup::ensure(Flavour::Cpu)?;
-    sh(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "supcon-train",
-        "--bin",
-        "supcon",
-    ]))?;
-    let binary = release_binary("supcon");
-    if !binary.exists() {
-        bail!("built `supcon` but found no binary at {}", binary.display());
+    let binary = build_supcon()?;
+    if args.iter().any(|a| a == "--curve") {
+        return curve(&binary, &env, args);
     }
     let started = std::time::Instant::now();
-    let mut cmd = Command::new(&binary);
-    cmd.current_dir(project_root())
-        .arg("train")
-        .args(args)
-        // libtorch has an rpath; the library path is for NVRTC and friends.
-        .env("LD_LIBRARY_PATH", env.ld_library_path());
+    let mut cmd = supcon(&binary, &env);
+    cmd.arg("train").args(args);
     eprintln!("$ {} train {}", binary.display(), args.join(" "));
     let status = cmd
         .status()
@@ -53,4 +58,79 @@ pub fn run(args: &[String]) -> Result<()> {
          report.md, report.json, metrics.jsonl, plots/ and checkpoints/"
     );
     Ok(())
+}
+
+/// The release `supcon` binary, built (incrementally) first.
+pub fn build_supcon() -> Result<PathBuf> {
+    build_release(&["-p", "supcon-train", "--bin", "supcon"], "supcon")
+}
+
+/// The `supcon` binary, run from the repository root.
+fn supcon(binary: &Path, env: &Provisioned) -> Command {
+    let mut cmd = Command::new(binary);
+    cmd.current_dir(project_root())
+        // libtorch has an rpath; the library path is for NVRTC and friends.
+        .env("LD_LIBRARY_PATH", env.ld_library_path());
+    cmd
+}
+
+/// `--curve`: every (method, budget) run that has no report yet, then the figure and table.
+fn curve(binary: &Path, env: &Provisioned, args: &[String]) -> Result<()> {
+    let mut budgets = CURVE_BUDGETS.to_string();
+    let mut methods: Vec<String> = CURVE_METHODS.iter().map(|m| m.0.to_string()).collect();
+    let mut extra = Vec::new();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--curve" => {}
+            "--budgets" => budgets = rest.next().context("--budgets needs a value")?.clone(),
+            "--methods" => {
+                let list = rest.next().context("--methods needs a value")?;
+                methods = list.split(',').map(|m| m.trim().to_string()).collect();
+            }
+            "--name" | "--runs-dir" | "--epochs" | "--preset" => {
+                bail!("--curve chooses {arg} itself (runs/curve/<method>-<E>ep)")
+            }
+            _ => extra.push(arg.clone()),
+        }
+    }
+    let budgets: Vec<u32> = budgets
+        .split(',')
+        .map(|b| {
+            b.trim()
+                .parse()
+                .with_context(|| format!("--budgets: `{b}` is not a number of epochs"))
+        })
+        .collect::<Result<_>>()?;
+    let runs_dir = Path::new("runs").join("curve");
+    for method in &methods {
+        let Some(&(_, command, preset)) = CURVE_METHODS.iter().find(|m| m.0 == method) else {
+            let known: Vec<&str> = CURVE_METHODS.iter().map(|m| m.0).collect();
+            bail!("--methods: `{method}` is not one of {}", known.join(", "));
+        };
+        for &epochs in &budgets {
+            let name = format!("{method}-{epochs}ep");
+            let run_dir = runs_dir.join(&name);
+            let mut cmd = supcon(binary, env);
+            cmd.args([command, "--quiet"]);
+            if project_root().join(&run_dir).join("report.json").exists() {
+                eprintln!("{name}: finished earlier, kept");
+                continue;
+            } else if project_root().join(&run_dir).join("config.toml").exists() {
+                // Interrupted earlier: continue exactly where its checkpoints left off.
+                cmd.arg("--resume").arg(&run_dir);
+            } else {
+                cmd.args(["--preset", preset, "--name", &name])
+                    .args(["--epochs", &epochs.to_string()])
+                    .arg("--runs-dir")
+                    .arg(&runs_dir)
+                    .args(&extra);
+            }
+            sh(&mut cmd)?;
+        }
+    }
+    sh(supcon(binary, env)
+        .arg("curve")
+        .arg("--runs")
+        .arg(&runs_dir))
 }

@@ -33,7 +33,22 @@ pub fn have(program: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// A `cargo` command that uses the same cargo as the one running xtask.
+/// `cargo build --release <args>` (e.g. `-p supcon-train --bin supcon`), then the path of the
+/// built `relative` (e.g. `supcon`, `examples/bench_backends`), checked to exist: the one
+/// release build of every xtask command.
+pub fn build_release(args: &[&str], relative: &str) -> Result<PathBuf> {
+    run(cargo().args(["build", "--release"]).args(args))?;
+    let binary = release_binary(relative);
+    if !binary.exists() {
+        bail!(
+            "`cargo build --release {}` left no {}",
+            args.join(" "),
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
 /// Where `cargo build --release` puts `relative` (e.g. `supcon`, `examples/bench_backends`):
 /// `$CARGO_TARGET_DIR` (relative to the workspace root when relative) or `target/`, then
 /// `release/`.
@@ -44,18 +59,18 @@ pub fn release_binary(relative: &str) -> PathBuf {
     project_root().join(target).join("release").join(relative)
 }
 
-/// Writes `json` to `target/bench-results/<name>.json` (temp file + rename, so a killed run
-/// never leaves a torn file) and returns the path.
+/// Writes `json` to `target/bench-results/<name>.json` atomically (`supcon-atomic`: a killed
+/// run never leaves a torn file) and returns the path.
 pub fn write_bench_result(name: &str, json: &str) -> Result<PathBuf> {
-    let dir = project_root().join("target").join("bench-results");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join(format!("{name}.json"));
-    let tmp = dir.join(format!(".{name}.json.tmp"));
-    std::fs::write(&tmp, json).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    let path = project_root()
+        .join("target")
+        .join("bench-results")
+        .join(format!("{name}.json"));
+    supcon_atomic::write(&path, json.as_bytes())?;
     Ok(path)
 }
 
+/// A `cargo` command that uses the same cargo as the one running xtask.
 pub fn cargo() -> Command {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut cmd = Command::new(cargo);

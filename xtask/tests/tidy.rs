@@ -159,3 +159,53 @@ fn licences_are_present() {
         assert!(root().join(file).exists(), "{file} is missing");
     }
 }
+
+/// The libtorch-free crates can be published on their own: `cargo package` finds every file
+/// they need inside their own folders (no `include!` across crates) and every dependency is a
+/// crate that is published with them (supcon-link, their build-dependency for the `tch`
+/// feature's rpath).
+#[test]
+fn libtorch_free_crates_package_on_their_own() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("package-check");
+    let output = std::process::Command::new(cargo)
+        .current_dir(root())
+        .args(["package", "--no-verify", "--allow-dirty", "--quiet"])
+        .args(["-p", "supcon-link"])
+        .args([
+            "-p",
+            "supcon-loss",
+            "-p",
+            "supcon-data",
+            "-p",
+            "supcon-augment",
+        ])
+        .arg("--target-dir")
+        .arg(&target)
+        .output()
+        .expect("run cargo package");
+    assert!(
+        output.status.success(),
+        "cargo package failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for krate in ["supcon-loss", "supcon-data", "supcon-augment"] {
+        let file = target.join("package").join(format!("{krate}-0.1.0.crate"));
+        assert!(file.exists(), "{} is missing", file.display());
+    }
+}
+
+#[test]
+fn build_scripts_include_nothing_from_other_crates() {
+    for entry in std::fs::read_dir(root().join("crates")).unwrap().flatten() {
+        let build = entry.path().join("build.rs");
+        if build.exists() {
+            let text = read(&build);
+            assert!(
+                !text.contains("include!(\"../"),
+                "{} includes a file of another crate; depend on supcon-link instead",
+                build.display()
+            );
+        }
+    }
+}

@@ -9,7 +9,9 @@
 //! coalescing, or the hardware's own `mma` behaviour (the emulation encodes the PTX ISA's
 //! fragment layout, the same assumption the kernel makes).
 //!
-//! Needs a C++17 compiler (`$CXX`, else `c++`), as the libtorch build does.
+//! Needs a C++17 compiler (`$CXX`, else `c++`), as the libtorch build does. Where none can be
+//! started the tests say so on stderr and skip (a bare Rust toolchain builds and tests the
+//! crate); a compiler that exists but fails on the kernels is a test failure.
 
 mod common;
 
@@ -32,24 +34,36 @@ fn work_dir() -> PathBuf {
     dir
 }
 
-/// Builds the emulator once per test binary.
-fn emulator() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let out = work_dir().join(format!("emulate-{}", std::process::id()));
-        let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
-        let status = Command::new(&cxx)
-            .args(["-std=c++17", "-O2", "-w", "-o"])
-            .arg(&out)
-            .arg(Path::new(KERNELS).join("emulate/emulate.cpp"))
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run the C++ compiler {cxx:?}: {e}"));
-        assert!(
-            status.success(),
-            "{cxx} failed to compile the kernel emulator"
-        );
-        out
-    })
+/// Builds the emulator once per test binary; `None` when there is no C++ compiler to start.
+fn emulator() -> Option<&'static Path> {
+    static BINARY: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            let out = work_dir().join(format!("emulate-{}", std::process::id()));
+            let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+            let status = match Command::new(&cxx)
+                .args(["-std=c++17", "-O2", "-w", "-o"])
+                .arg(&out)
+                .arg(Path::new(KERNELS).join("emulate/emulate.cpp"))
+                .status()
+            {
+                Ok(status) => status,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    eprintln!(
+                        "skipped: no C++ compiler {cxx:?} to build the CUDA kernel emulator \
+                         (set $CXX, or install g++); the kernels are not checked on this machine"
+                    );
+                    return None;
+                }
+                Err(e) => panic!("cannot run the C++ compiler {cxx:?}: {e}"),
+            };
+            assert!(
+                status.success(),
+                "{cxx} failed to compile the kernel emulator"
+            );
+            Some(out)
+        })
+        .as_deref()
 }
 
 fn bytes_f32(v: &[f32]) -> Vec<u8> {
@@ -91,7 +105,13 @@ fn decode(addr: u64) -> (u64, u64) {
 }
 
 /// Runs the CUDA schedule for `case` in the emulator; returns (loss, grad, anchors).
-fn emulate(case: &Case, data: &Data, precision: Precision, tag: &str) -> LossOutput {
+fn emulate(
+    emulator: &Path,
+    case: &Case,
+    data: &Data,
+    precision: Precision,
+    tag: &str,
+) -> LossOutput {
     let (b, v, d) = (case.batch, case.views, case.dim);
     let problem = Problem::new(b, v, d, case.queue, case.options.contrast_mode).unwrap();
     let index = ClassIndex::new(&problem, data.labels.as_deref(), &data.key_labels).unwrap();
@@ -165,7 +185,7 @@ fn emulate(case: &Case, data: &Data, precision: Precision, tag: &str) -> LossOut
     ));
     let plan_file = dir.join("plan.txt");
     std::fs::write(&plan_file, &mem.plan).unwrap();
-    let status = Command::new(emulator())
+    let status = Command::new(emulator)
         .arg(&plan_file)
         .status()
         .expect("run the emulator");
@@ -210,9 +230,12 @@ fn assert_close(what: &str, got: &LossOutput, want: &LossOutput, loss_tol: f64, 
 }
 
 fn check(tag: &str, case: Case, precision: Precision) {
+    let Some(emulator) = emulator() else {
+        return;
+    };
     let data = case.data();
     let want = run_case(&CpuBackend::default(), &case, &data);
-    let got = emulate(&case, &data, precision, tag);
+    let got = emulate(emulator, &case, &data, precision, tag);
     let (loss_tol, grad_tol) = match precision {
         Precision::F32 => (1e-4, 1e-3),
         Precision::Tf32 => (5e-3, 2e-2),

@@ -6,7 +6,7 @@
 
 use crate::error::{ModelError, TensorMismatch};
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tch::{nn, Device, Tensor};
 
 /// How to treat checkpoint tensors that the model does not have.
@@ -31,8 +31,8 @@ pub struct LoadReport {
 }
 
 /// Writes every variable of `vs` to `path` (safetensors). The data goes to a temporary
-/// file in the same folder that is then renamed over `path`, so an interrupted save never
-/// destroys the previous checkpoint.
+/// file in the same folder that is then renamed over `path` (`supcon-atomic`), so an
+/// interrupted save never destroys the previous checkpoint.
 pub fn save_checkpoint(vs: &nn::VarStore, path: impl AsRef<Path>) -> Result<(), ModelError> {
     let path = path.as_ref();
     let mut named: Vec<(String, Tensor)> = vs
@@ -41,44 +41,24 @@ pub fn save_checkpoint(vs: &nn::VarStore, path: impl AsRef<Path>) -> Result<(), 
         .map(|(name, t)| (name, t.detach().to_device(Device::Cpu).contiguous()))
         .collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
-    let tmp = temp_path(path);
-    let io_err = |source| ModelError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let written = Tensor::write_safetensors(&named, &tmp)
-        .map_err(|source| ModelError::CheckpointFormat {
-            path: path.to_path_buf(),
-            source,
-        })
-        .and_then(|()| {
-            // Data on disk before the rename makes it visible.
-            std::fs::File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .map_err(io_err)
-        })
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(io_err));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    } else {
+    let written = supcon_atomic::write_with(path, |tmp| Tensor::write_safetensors(&named, tmp))
+        .map_err(|e| match e {
+            supcon_atomic::AtomicWriteError::Write { source, .. } => ModelError::CheckpointFormat {
+                path: path.to_path_buf(),
+                source,
+            },
+            supcon_atomic::AtomicWriteError::Io { path, source } => ModelError::Io { path, source },
+        });
+    if written.is_ok() {
         tracing::debug!(path = %path.display(), tensors = named.len(), "checkpoint saved");
     }
     written
 }
 
-/// `.<name>.tmp-<pid>` beside `path`: same folder, so the rename stays on one file system.
-fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "checkpoint".to_owned());
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
-}
-
 /// The names and shapes stored in a checkpoint, sorted by name.
 pub fn checkpoint_shapes(path: impl AsRef<Path>) -> Result<Vec<(String, Vec<i64>)>, ModelError> {
     let path = path.as_ref();
-    let mut shapes: Vec<(String, Vec<i64>)> = read(path)?
+    let mut shapes: Vec<(String, Vec<i64>)> = read_safetensors(path)?
         .into_iter()
         .map(|(name, t)| (name, t.size()))
         .collect();
@@ -86,7 +66,9 @@ pub fn checkpoint_shapes(path: impl AsRef<Path>) -> Result<Vec<(String, Vec<i64>
     Ok(shapes)
 }
 
-fn read(path: &Path) -> Result<Vec<(String, Tensor)>, ModelError> {
+/// The tensors of a safetensors file, with typed errors naming it (missing file, unreadable
+/// format).
+pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>, ModelError> {
     // A readable error for the common case, rather than safetensors' wrapped one.
     std::fs::metadata(path).map_err(|source| ModelError::Io {
         path: path.to_path_buf(),
@@ -108,7 +90,19 @@ pub fn load_checkpoint(
     mode: LoadMode,
 ) -> Result<LoadReport, ModelError> {
     let path = path.as_ref();
-    let stored: HashMap<String, Tensor> = read(path)?.into_iter().collect();
+    let stored: HashMap<String, Tensor> = read_safetensors(path)?.into_iter().collect();
+    copy_into_varstore(vs, &stored, path, mode)
+}
+
+/// Copies `stored` (tensors by variable name, e.g. one prefix group of a training checkpoint
+/// with the prefix removed) into `vs`, with [`load_checkpoint`]'s checks; `path` names the
+/// source in errors.
+pub fn copy_into_varstore(
+    vs: &mut nn::VarStore,
+    stored: &HashMap<String, Tensor>,
+    path: &Path,
+    mode: LoadMode,
+) -> Result<LoadReport, ModelError> {
     let variables: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
 
     let mut problems = Vec::new();

@@ -20,7 +20,10 @@ mod layers;
 mod models;
 mod resnet;
 
-pub use checkpoint::{checkpoint_shapes, load_checkpoint, save_checkpoint, LoadMode, LoadReport};
+pub use checkpoint::{
+    checkpoint_shapes, copy_into_varstore, load_checkpoint, read_safetensors, save_checkpoint,
+    LoadMode, LoadReport,
+};
 pub use config::{Architecture, HeadKind, ModelConfig, Stem};
 pub use error::{ModelError, TensorMismatch};
 pub use layers::l2_normalize;

@@ -148,8 +148,11 @@ pub enum HeadKind {
     /// Linear(dim, dim) → ReLU → Linear(dim, projection_dim); names `head.0.*`, `head.2.*`.
     #[default]
     Mlp,
-    /// Linear(dim, projection_dim); names `head.weight`, `head.bias`.
+    /// Linear(dim, projection_dim); names `head.weight`, `head.bias` (MoCo v1's head).
     Linear,
+    /// SimCLR v2's deeper head: Linear(dim, dim) → ReLU → Linear(dim, dim) → ReLU →
+    /// Linear(dim, projection_dim); names `head.0.*`, `head.2.*`, `head.4.*`.
+    Mlp3,
 }
 
 impl FromStr for HeadKind {
@@ -158,6 +161,7 @@ impl FromStr for HeadKind {
         match s.to_ascii_lowercase().as_str() {
             "mlp" => Ok(HeadKind::Mlp),
             "linear" => Ok(HeadKind::Linear),
+            "mlp3" => Ok(HeadKind::Mlp3),
             _ => Err(ModelError::UnknownHead { name: s.to_owned() }),
         }
     }

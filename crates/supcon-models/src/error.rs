@@ -14,7 +14,7 @@ pub enum ModelError {
         expected: &'static str,
     },
     /// A projection-head name other than `mlp` / `linear`.
-    #[error("unknown projection head `{name}`; expected `mlp` or `linear`")]
+    #[error("unknown projection head `{name}`; expected `mlp`, `linear` or `mlp3`")]
     UnknownHead { name: String },
     /// A stem name other than `cifar` / `imagenet`.
     #[error("unknown stem `{name}`; expected `cifar` or `imagenet`")]

@@ -8,11 +8,13 @@ use crate::resnet::ResNet;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
-/// The projection head: `head.0` → ReLU → `head.2` (MLP) or a single `head` (linear).
+/// The projection head: `head.0` → ReLU → `head.2` (MLP), a single `head` (linear), or
+/// `head.0` → ReLU → `head.2` → ReLU → `head.4` (SimCLR v2's three layers).
 #[derive(Debug)]
 pub enum ProjectionHead {
     Mlp { fc1: nn::Linear, fc2: nn::Linear },
     Linear(nn::Linear),
+    Mlp3 { layers: [nn::Linear; 3] },
 }
 
 impl ProjectionHead {
@@ -24,6 +26,13 @@ impl ProjectionHead {
                 fc2: linear(path / "2", d_in, d_out),
             },
             HeadKind::Linear => ProjectionHead::Linear(linear(path.clone(), d_in, d_out)),
+            HeadKind::Mlp3 => ProjectionHead::Mlp3 {
+                layers: [
+                    linear(path / "0", d_in, d_in),
+                    linear(path / "2", d_in, d_in),
+                    linear(path / "4", d_in, d_out),
+                ],
+            },
         }
     }
 
@@ -34,6 +43,12 @@ impl ProjectionHead {
                 apply_linear(fc2, &apply_linear(fc1, features).relu())
             }
             ProjectionHead::Linear(fc) => apply_linear(fc, features),
+            ProjectionHead::Mlp3 {
+                layers: [fc1, fc2, fc3],
+            } => apply_linear(
+                fc3,
+                &apply_linear(fc2, &apply_linear(fc1, features).relu()).relu(),
+            ),
         }
     }
 }

@@ -70,12 +70,7 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// Reads a checkpoint file.
     pub fn load(path: &Path) -> Result<Self, TrainError> {
-        if !path.is_file() {
-            return Err(TrainError::checkpoint(path, "no such file"));
-        }
-        let named = Tensor::read_safetensors(path).map_err(|e| {
-            TrainError::checkpoint(path, format!("not a readable safetensors file: {e}"))
-        })?;
+        let named = supcon_models::read_safetensors(path)?;
         let mut tensors = BTreeMap::new();
         let mut state = None;
         for (name, tensor) in named {
@@ -134,62 +129,15 @@ impl Checkpoint {
             .collect()
     }
 
-    /// Copies the `prefix` group into `vs`. Every variable must be present with its shape and
-    /// no extra tensor may be left over, otherwise nothing is copied and the error lists the
-    /// differences (the checkpoint is from another model).
+    /// Copies the `prefix` group into `vs` with supcon-models' checks: every variable must be
+    /// present with its shape and no extra tensor may be left over, otherwise nothing is copied
+    /// and the error lists the differences (the checkpoint is from another model).
     pub fn load_into(&self, prefix: &str, vs: &mut VarStore) -> Result<(), TrainError> {
-        let group = self.group(prefix);
-        copy_into_varstore(&self.path, &group, vs)
-    }
-}
-
-/// Checks names and shapes, then copies `tensors` into the variables of `vs`.
-pub fn copy_into_varstore(
-    path: &Path,
-    tensors: &BTreeMap<String, Tensor>,
-    vs: &mut VarStore,
-) -> Result<(), TrainError> {
-    let variables = vs.variables();
-    let mut problems = Vec::new();
-    for (name, var) in &variables {
-        match tensors.get(name) {
-            None => problems.push(format!("missing `{name}` {:?}", var.size())),
-            Some(t) if t.size() != var.size() => problems.push(format!(
-                "`{name}` has shape {:?} in the checkpoint, {:?} in the model",
-                t.size(),
-                var.size()
-            )),
-            Some(_) => {}
-        }
-    }
-    for name in tensors.keys() {
-        if !variables.contains_key(name) {
-            problems.push(format!("unexpected `{name}`"));
-        }
-    }
-    if !problems.is_empty() {
-        problems.sort();
-        let shown = problems.len().min(8);
-        let more = if problems.len() > shown {
-            format!(" (and {} more)", problems.len() - shown)
-        } else {
-            String::new()
-        };
-        return Err(TrainError::checkpoint(
-            path,
-            format!(
-                "does not fit the model (another architecture or head?): {}{more}",
-                problems[..shown].join("; ")
-            ),
-        ));
-    }
-    tch::no_grad(|| -> Result<(), TrainError> {
-        for (name, mut var) in variables {
-            let src = &tensors[&name];
-            var.f_copy_(&src.to_device(var.device()).to_kind(var.kind()))?;
-        }
+        let group: std::collections::HashMap<String, Tensor> =
+            self.group(prefix).into_iter().collect();
+        supcon_models::copy_into_varstore(vs, &group, &self.path, supcon_models::LoadMode::Strict)?;
         Ok(())
-    })
+    }
 }
 
 /// The variables of `vs` as (name, tensor), sorted by name.
@@ -296,6 +244,6 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(err.contains("no such file"), "{err}");
+        assert!(err.to_lowercase().contains("no such file"), "{err}");
     }
 }

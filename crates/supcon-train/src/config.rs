@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 use supcon_models::ModelConfig;
 
 use crate::error::TrainError;
+use crate::pipeline::methods::instdisc::InstDiscConfig;
+use crate::pipeline::methods::moco::MocoConfig;
+use crate::pipeline::methods::swav::SwavConfig;
 
 /// The embedded presets: (name, TOML text).
 pub const PRESETS: &[(&str, &str)] = &[
@@ -51,7 +54,9 @@ pub struct RunConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// `fashion-mnist`, `cifar10` or `cifar100`.
+    /// `fashion-mnist`, `mnist`, `cifar10`, `cifar100` (fine labels), `cifar100-coarse` (the
+    /// 20 super-classes) or `folder` (an image-folder tree at `path`: `train/<class>/*` and
+    /// `test/<class>/*`).
     pub dataset: String,
     /// Folder of the data set files; `None`: `$SUPCON_DATA`, then the Debian package's folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,9 +69,16 @@ pub struct DataConfig {
     /// Keep only this many test images per class; 0 = all.
     #[serde(default)]
     pub test_per_class: usize,
+    /// Image folders: resize every image to this side (square, bilinear); absent: keep the
+    /// sizes, which must then all be equal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<u32>,
+    /// Image folders: `rgb` (default) or `gray`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub color: Option<String>,
 }
 
-/// Contrastive method of stage 1.
+/// Contrastive method of stage 1 (each one a module of `pipeline::methods`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
@@ -74,14 +86,23 @@ pub enum Method {
     Supcon,
     /// SimCLR: only the other views of the same image are positives (labels unused).
     Simclr,
+    /// MoCo v1/v2: momentum key encoder and a queue of keys as negatives (`[pretrain.moco]`).
+    Moco,
+    /// InstDisc: memory bank and NCE (`[pretrain.instdisc]`).
+    Instdisc,
+    /// SwAV: Sinkhorn–Knopp codes and swapped prediction (`[pretrain.swav]`).
+    Swav,
 }
 
 impl Method {
-    /// The name used in reports.
+    /// The name used in configs and reports.
     pub fn as_str(self) -> &'static str {
         match self {
             Method::Supcon => "supcon",
             Method::Simclr => "simclr",
+            Method::Moco => "moco",
+            Method::Instdisc => "instdisc",
+            Method::Swav => "swav",
         }
     }
 }
@@ -96,6 +117,39 @@ pub enum LossBackendKind {
     Tch,
     /// supcon-loss's CUDA kernels (needs a build with the `cuda` feature and a GPU).
     Cuda,
+}
+
+/// Where the mean over positives sits (supcon-loss's `Variant`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LossVariant {
+    /// `L_out` (Khosla et al. eq. 2, SupContrast's choice).
+    #[default]
+    Out,
+    /// `L_in` (eq. 3).
+    In,
+}
+
+/// Which rows are anchors (supcon-loss's `ContrastMode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AnchorMode {
+    /// Every view of every image (SupContrast's `contrast_mode='all'`).
+    #[default]
+    All,
+    /// View 0 only (`contrast_mode='one'`).
+    One,
+}
+
+/// Matrix precision of the CUDA loss backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CudaPrecision {
+    /// f32 FMA throughout.
+    #[default]
+    F32,
+    /// Tensor-core TF32 products with f32 accumulation (Ampere and later).
+    Tf32,
 }
 
 /// The optimizer's update rule.
@@ -173,15 +227,36 @@ pub struct PretrainConfig {
     /// τ_base; absent: τ.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_temperature: Option<f64>,
+    /// `out` (L_out, default) or `in` (L_in).
+    #[serde(default)]
+    pub variant: LossVariant,
+    /// `all` (every view is an anchor, default) or `one` (view 0 only).
+    #[serde(default)]
+    pub contrast_mode: AnchorMode,
     pub loss_backend: LossBackendKind,
+    /// Matrix precision of `loss_backend = "cuda"`: `f32` (default) or `tf32`.
+    #[serde(default)]
+    pub cuda_precision: CudaPrecision,
     /// Size of the momentum-encoder key queue; 0 disables it.
     #[serde(default)]
     pub queue: usize,
     /// EMA coefficient m of the momentum encoder.
     #[serde(default = "default_queue_momentum")]
     pub queue_momentum: f64,
-    /// supcon-augment preset of the views.
+    /// supcon-augment preset or recipe of the views.
     pub augment: String,
+    /// Multi-crop: smaller local crops besides the views.
+    #[serde(default)]
+    pub multicrop: MultiCropConfig,
+    /// MoCo's settings (`method = "moco"`).
+    #[serde(default)]
+    pub moco: MocoConfig,
+    /// InstDisc's settings (`method = "instdisc"`).
+    #[serde(default)]
+    pub instdisc: InstDiscConfig,
+    /// SwAV's settings (`method = "swav"`).
+    #[serde(default)]
+    pub swav: SwavConfig,
     pub optim: OptimConfig,
 }
 
@@ -190,12 +265,35 @@ fn default_queue_momentum() -> f64 {
 }
 
 impl PretrainConfig {
-    /// τ after applying the method's default.
+    /// τ after applying the method's default (its registry entry).
     pub fn temperature(&self) -> f64 {
-        self.temperature.unwrap_or(match self.method {
-            Method::Supcon => 0.1,
-            Method::Simclr => 0.5,
-        })
+        self.temperature
+            .unwrap_or_else(|| (crate::pipeline::methods::info(self.method).temperature)(self))
+    }
+}
+
+/// Multi-crop (SwAV): `local_views` crops of `local_size` × `local_size` besides the
+/// `pretrain.views` views, each resolution forwarded as its own batch; for `swav`, `supcon`
+/// and `simclr`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MultiCropConfig {
+    /// Local crops per image; 0: no multi-crop.
+    pub local_views: usize,
+    /// Side of the local crops.
+    pub local_size: usize,
+    /// Augmentation of the local crops (a recipe whose crop sets the size).
+    pub local_augment: String,
+}
+
+impl Default for MultiCropConfig {
+    fn default() -> Self {
+        Self {
+            local_views: 0,
+            local_size: 16,
+            // SwAV's local crops cover 5-14 % of the image.
+            local_augment: "resized-crop:0.05..0.14+flip+jitter:0.4".into(),
+        }
     }
 }
 
@@ -222,10 +320,34 @@ pub struct CheckpointConfig {
     pub log_every_steps: u64,
 }
 
+/// The split the final evaluation reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EvalSplit {
+    /// The test set: read once per final recipe.
+    #[default]
+    Test,
+    /// The held-out validation split: for choosing settings without reading the test set.
+    Validation,
+}
+
+impl EvalSplit {
+    /// The name used in reports and tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvalSplit::Test => "test",
+            EvalSplit::Validation => "validation",
+        }
+    }
+}
+
 /// What the final evaluation computes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvalConfig {
+    /// Which split the final evaluation reads (`test`, or `validation` while tuning).
+    #[serde(default)]
+    pub split: EvalSplit,
     /// Neighbours of the weighted kNN classifier.
     pub knn_k: usize,
     /// Temperature of the kNN vote weights exp(s/T).
@@ -253,6 +375,25 @@ pub fn preset_text(name: &str) -> Result<&'static str, TrainError> {
         })
 }
 
+/// The table of preset `name`. A preset may start with `extends = "other"`: the other
+/// preset's table with this one's keys laid over it (so a method's preset names only what
+/// differs from the default recipe).
+fn preset_table(name: &str, depth: usize) -> Result<toml::Table, TrainError> {
+    let mut table: toml::Table = toml::from_str(preset_text(name)?)
+        .map_err(|e| TrainError::Config(format!("preset `{name}` is invalid: {e}")))?;
+    match table.remove("extends") {
+        None => Ok(table),
+        Some(toml::Value::String(base)) if depth < 4 => {
+            let mut merged = preset_table(&base, depth + 1)?;
+            merge(&mut merged, table);
+            Ok(merged)
+        }
+        Some(other) => Err(TrainError::Config(format!(
+            "preset `{name}`: `extends = {other}` must name another preset (at most 4 deep)"
+        ))),
+    }
+}
+
 /// Builds a configuration: `preset`, then `file` (a partial TOML overlay: only the keys it
 /// names change), then `overrides` (`section.key=value`, value parsed as TOML, else a string).
 pub fn resolve(
@@ -260,8 +401,7 @@ pub fn resolve(
     file: Option<&Path>,
     overrides: &[String],
 ) -> Result<RunConfig, TrainError> {
-    let mut table: toml::Table = toml::from_str(preset_text(preset)?)
-        .map_err(|e| TrainError::Config(format!("preset `{preset}` is invalid: {e}")))?;
+    let mut table = preset_table(preset, 0)?;
     if let Some(file) = file {
         let text = std::fs::read_to_string(file).map_err(|e| TrainError::io(file, e))?;
         let overlay: toml::Table = toml::from_str(&text)
@@ -369,6 +509,7 @@ impl RunConfig {
                 format!("{} is not in [0, 1)", self.data.validation_fraction),
             );
         }
+        crate::pipeline::data::DataSource::parse(&self.data)?;
         self.model
             .validate()
             .map_err(|e| TrainError::Config(format!("model: {e}")))?;
@@ -376,11 +517,50 @@ impl RunConfig {
         if p.batch_size < 2 {
             return bad("pretrain.batch_size", format!("{} < 2", p.batch_size));
         }
-        if p.views < 1 {
-            return bad("pretrain.views", "must be at least 1".into());
+        let method = crate::pipeline::methods::info(p.method);
+        let name = p.method.as_str();
+        if p.views < method.min_views {
+            return bad(
+                "pretrain.views",
+                format!(
+                    "{name} needs at least {} views, got {}",
+                    method.min_views, p.views
+                ),
+            );
         }
-        if p.method == Method::Simclr && p.views < 2 {
-            return bad("pretrain.views", "SimCLR needs at least 2 views".into());
+        if let Some(max) = method.max_views.filter(|&max| p.views > max) {
+            return bad(
+                "pretrain.views",
+                format!("{name} uses {max} view(s), got {}", p.views),
+            );
+        }
+        let in_batch = matches!(p.method, Method::Supcon | Method::Simclr);
+        if !in_batch && p.queue > 0 {
+            return bad(
+                "pretrain.queue",
+                format!("the label-aware queue is SupCon's and SimCLR's; {name} has its own settings in [pretrain.{name}]"),
+            );
+        }
+        if !in_batch && p.loss_backend != LossBackendKind::Cpu {
+            return bad(
+                "pretrain.loss_backend",
+                format!("{name}'s loss runs on supcon-loss's CPU backend only"),
+            );
+        }
+        if p.multicrop.local_views > 0 && !(in_batch || p.method == Method::Swav) {
+            return bad(
+                "pretrain.multicrop.local_views",
+                format!("multi-crop is for swav, supcon and simclr, not {name}"),
+            );
+        }
+        if p.multicrop.local_views > 0 && p.multicrop.local_size == 0 {
+            return bad("pretrain.multicrop.local_size", "must be at least 1".into());
+        }
+        match p.method {
+            Method::Moco => p.moco.validate()?,
+            Method::Instdisc => p.instdisc.validate()?,
+            Method::Swav => p.swav.validate()?,
+            Method::Supcon | Method::Simclr => {}
         }
         let t = p.temperature();
         if !(t.is_finite() && t > 0.0) {
@@ -421,6 +601,12 @@ impl RunConfig {
                     format!("{} is negative", optim.weight_decay),
                 );
             }
+        }
+        if self.eval.split == EvalSplit::Validation && self.data.validation_fraction == 0.0 {
+            return bad(
+                "eval.split",
+                "`validation` needs data.validation_fraction > 0".into(),
+            );
         }
         if self.eval.knn_k == 0 {
             return bad("eval.knn_k", "must be at least 1".into());
@@ -492,6 +678,8 @@ mod tests {
         assert_eq!(c.pretrain.batch_size, 1024);
         assert_eq!(c.pretrain.optim.lr, 0.5);
         assert_eq!(c.pretrain.temperature(), 0.1);
+        // SupContrast's SupConLoss default.
+        assert_eq!(c.pretrain.base_temperature, Some(0.07));
         assert_eq!(c.pretrain.optim.schedule, ScheduleKind::Cosine);
         assert_eq!(c.linear.batch_size, 512);
         assert_eq!(c.linear.optim.lr, 5.0);

@@ -13,9 +13,26 @@ pub enum TrainError {
         #[source]
         source: std::io::Error,
     },
+    /// Writing a file's new content failed; the old file is untouched.
+    #[error("writing {} (temporary {}): {source}", path.display(), tmp.display())]
+    Write {
+        path: PathBuf,
+        tmp: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A JSON file (metrics, state, report) could not be written or parsed.
     #[error("{}: {message}", path.display())]
     Json { path: PathBuf, message: String },
+    /// A `.npy` file could not be read as the array a command needs.
+    #[error("{}: not {expected} .npy file: {source}", path.display())]
+    Npy {
+        path: PathBuf,
+        /// What the file should hold, e.g. `a [batch, views, dim] f32`.
+        expected: &'static str,
+        #[source]
+        source: ndarray_npy::ReadNpyError,
+    },
     /// The configuration is invalid: unknown key, wrong type, impossible value.
     #[error("configuration error: {0}")]
     Config(String),
@@ -25,15 +42,26 @@ pub enum TrainError {
     /// A checkpoint is unreadable or does not fit the model it is loaded into.
     #[error("checkpoint {}: {message}", path.display())]
     Checkpoint { path: PathBuf, message: String },
-    /// The data set could not be loaded.
-    #[error("data: {0}")]
-    Data(String),
-    /// The augmentation pipeline failed.
+    /// A data set could not be found, read or split; `context` says which and what for.
+    #[error("data: {context}: {source}")]
+    Data {
+        context: String,
+        #[source]
+        source: supcon_data::DataError,
+    },
+    /// The augmentation pipeline failed or could not be built.
     #[error("augmentation: {0}")]
-    Augment(String),
-    /// Building or running a model failed.
+    Augment(#[from] supcon_augment::AugmentError),
+    /// Building a model or loading its weights failed.
     #[error("model: {0}")]
-    Model(String),
+    Model(#[from] supcon_models::ModelError),
+    /// An evaluation (kNN, geometry, classification, robustness) rejected its input.
+    #[error("evaluation: {0}")]
+    Eval(#[from] crate::eval::EvalError),
+    /// Arrays or tensors of the run do not fit together (a queue, optimizer state or output
+    /// of an unexpected shape); the message names them.
+    #[error("shape: {0}")]
+    Shape(String),
     /// libtorch reported an error.
     #[error("libtorch: {0}")]
     Tch(#[from] tch::TchError),
@@ -62,6 +90,14 @@ pub enum TrainError {
 }
 
 impl TrainError {
+    /// A data error while doing `context` (e.g. `fashion-mnist (train split)`).
+    pub fn data(context: impl Into<String>, source: supcon_data::DataError) -> Self {
+        TrainError::Data {
+            context: context.into(),
+            source,
+        }
+    }
+
     /// An I/O error on `path`.
     pub fn io(path: &Path, source: std::io::Error) -> Self {
         TrainError::Io {

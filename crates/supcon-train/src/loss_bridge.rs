@@ -9,10 +9,12 @@
 //! `backward_with_grad`; the surrogate costs one element-wise product.)
 
 use ndarray::{ArrayView2, ArrayView3};
-use supcon_loss::{CpuBackend, LossBackend, Queue, SupConInput, SupConOptions};
+use supcon_loss::{
+    ContrastMode, CpuBackend, LossBackend, Queue, SupConInput, SupConOptions, Variant,
+};
 use tch::{Device, Kind, Tensor};
 
-use crate::config::{LossBackendKind, PretrainConfig};
+use crate::config::{AnchorMode, CudaPrecision, LossBackendKind, LossVariant, PretrainConfig};
 use crate::error::TrainError;
 
 /// What one loss evaluation returned.
@@ -36,6 +38,16 @@ impl LossBridge {
         device: Device,
         options: SupConOptions,
     ) -> Result<Self, TrainError> {
+        Self::with_precision(kind, device, options, CudaPrecision::F32)
+    }
+
+    /// [`LossBridge::new`] with the CUDA backend's matrix precision.
+    pub fn with_precision(
+        kind: LossBackendKind,
+        device: Device,
+        options: SupConOptions,
+        precision: CudaPrecision,
+    ) -> Result<Self, TrainError> {
         let backend: Box<dyn LossBackend> = match kind {
             LossBackendKind::Cpu => Box::new(CpuBackend::default()),
             LossBackendKind::Tch => Box::new(supcon_loss::tch_backend::TchBackend { device }),
@@ -44,11 +56,19 @@ impl LossBridge {
                     Device::Cuda(i) => i,
                     _ => 0,
                 };
-                Box::new(supcon_loss::cuda::CudaBackend::new(ordinal).map_err(|e| {
-                    TrainError::Config(format!(
-                        "--loss-backend cuda is not available in this build or on this machine: {e}"
-                    ))
-                })?)
+                let precision = match precision {
+                    CudaPrecision::F32 => supcon_loss::cuda::Precision::F32,
+                    CudaPrecision::Tf32 => supcon_loss::cuda::Precision::Tf32,
+                };
+                Box::new(
+                    supcon_loss::cuda::CudaBackend::new(ordinal)
+                        .map_err(|e| {
+                            TrainError::Config(format!(
+                                "--loss-backend cuda is not available in this build or on this machine: {e}"
+                            ))
+                        })?
+                        .with_precision(precision),
+                )
             }
         };
         Ok(Self { backend, options })
@@ -59,9 +79,17 @@ impl LossBridge {
         let options = SupConOptions {
             temperature: config.temperature(),
             base_temperature: config.base_temperature,
+            variant: match config.variant {
+                LossVariant::Out => Variant::Out,
+                LossVariant::In => Variant::In,
+            },
+            contrast_mode: match config.contrast_mode {
+                AnchorMode::All => ContrastMode::All,
+                AnchorMode::One => ContrastMode::One,
+            },
             ..SupConOptions::default()
         };
-        Self::new(config.loss_backend, device, options)
+        Self::with_precision(config.loss_backend, device, options, config.cuda_precision)
     }
 
     /// The backend's name.
@@ -92,7 +120,7 @@ impl LossBridge {
     ) -> Result<LossValue, TrainError> {
         let (features, dim) = to_host(projections, batch, views)?;
         let view = ArrayView3::from_shape((batch, views, dim), &features)
-            .map_err(|e| TrainError::Model(format!("projections to [batch, views, dim]: {e}")))?;
+            .map_err(|e| TrainError::Shape(format!("projections to [batch, views, dim]: {e}")))?;
         let input = SupConInput {
             features: view,
             labels,
@@ -121,7 +149,7 @@ pub fn to_host(
 ) -> Result<(Vec<f32>, usize), TrainError> {
     let size = projections.size();
     if size.len() != 2 || size[0] != (batch * views) as i64 {
-        return Err(TrainError::Model(format!(
+        return Err(TrainError::Shape(format!(
             "projections have shape {size:?}, expected [{}, dim] for {batch} images × {views} views",
             batch * views
         )));

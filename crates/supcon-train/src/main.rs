@@ -48,9 +48,24 @@ fn main() -> ExitCode {
             ExitCode::from(130)
         }
         Err(e) => {
-            // Our errors carry their causes in their messages.
-            eprintln!("error: {e}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes (`source()` chain) on one line, `: `-separated; a cause whose text
+/// the message before it already contains is not repeated.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(source) = cause {
+        let text = source.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = source.source();
+    }
+    line
 }

@@ -23,6 +23,8 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::TrainError;
+use crate::run_dir::RunDir;
+use crate::tensorboard::{EventWriter, Scalar};
 
 /// File name of the metrics log inside a run folder.
 pub const METRICS_FILE: &str = "metrics.jsonl";
@@ -82,14 +84,26 @@ pub struct MetricRecord {
 }
 
 /// Appends records to a run's `metrics.jsonl`, one flushed line each (a crash loses at most
-/// the line being written; [`read_metrics`] skips a torn last line).
+/// the line being written; [`read_metrics`] skips a torn last line), and the same scalars to
+/// the run's TensorBoard events file ([`crate::tensorboard`]): the one path of every scalar a
+/// run logs.
 pub struct MetricsWriter {
     path: PathBuf,
     out: BufWriter<File>,
+    tensorboard: Option<EventWriter>,
 }
 
 impl MetricsWriter {
-    /// Opens (creating it when missing) the log for appending.
+    /// The writer of a run: its `metrics.jsonl` (appended to, created when missing) and a new
+    /// events file in its `tensorboard/` folder (created with the first record).
+    pub fn for_run(run: &RunDir) -> Result<Self, TrainError> {
+        let mut writer = Self::append(&run.metrics_path())?;
+        writer.tensorboard = Some(EventWriter::new(&run.tensorboard()));
+        Ok(writer)
+    }
+
+    /// Opens (creating it when missing) `metrics.jsonl` alone for appending, without
+    /// TensorBoard events (see [`MetricsWriter::for_run`]).
     pub fn append(path: &Path) -> Result<Self, TrainError> {
         let file = OpenOptions::new()
             .create(true)
@@ -99,10 +113,12 @@ impl MetricsWriter {
         Ok(Self {
             path: path.to_path_buf(),
             out: BufWriter::new(file),
+            tensorboard: None,
         })
     }
 
-    /// Writes one record as a line and flushes it.
+    /// Writes one record as a line and flushes it, then appends its scalars to the events
+    /// file. The line is written first, so a failing events file never costs a metrics line.
     pub fn write(&mut self, record: &MetricRecord) -> Result<(), TrainError> {
         let line = serde_json::to_string(record).map_err(|e| TrainError::Json {
             path: self.path.clone(),
@@ -110,7 +126,25 @@ impl MetricsWriter {
         })?;
         writeln!(self.out, "{line}")
             .and_then(|()| self.out.flush())
-            .map_err(|source| TrainError::io(&self.path, source))
+            .map_err(|source| TrainError::io(&self.path, source))?;
+        match &self.tensorboard {
+            Some(events) => events.write_record(record),
+            None => Ok(()),
+        }
+    }
+
+    /// Appends scalars that are no `metrics.jsonl` record (the final evaluation's) to the
+    /// events file, at `step`; nothing without one.
+    pub fn write_scalars(&self, step: u64, scalars: &[Scalar]) -> Result<(), TrainError> {
+        match &self.tensorboard {
+            Some(events) => events.write_scalars(step, scalars),
+            None => Ok(()),
+        }
+    }
+
+    /// The TensorBoard events writer, when this writer has one.
+    pub fn tensorboard(&self) -> Option<&EventWriter> {
+        self.tensorboard.as_ref()
     }
 }
 

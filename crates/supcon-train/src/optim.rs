@@ -143,10 +143,17 @@ impl Optimizer {
 
     /// One update with learning rate `lr`. Parameters without a gradient are skipped.
     pub fn step(&mut self, lr: f64) {
+        self.step_except(lr, |_| false);
+    }
+
+    /// [`Optimizer::step`] leaving the parameters whose name `frozen` accepts untouched (no
+    /// update, no weight decay, no momentum), as PyTorch does for a parameter whose gradient
+    /// is `None`.
+    pub fn step_except(&mut self, lr: f64, frozen: impl Fn(&str) -> bool) {
         tch::no_grad(|| {
             for (name, p) in &mut self.params {
                 let grad = p.grad();
-                if !grad.defined() {
+                if !grad.defined() || frozen(name) {
                     continue;
                 }
                 let is_vector = p.dim() <= 1;
@@ -205,12 +212,12 @@ impl Optimizer {
                 .find(|(n, _)| *n == name)
                 .map(|(_, p)| p)
                 .ok_or_else(|| {
-                    TrainError::Model(format!(
+                    TrainError::Shape(format!(
                         "optimizer state names `{name}`, which is not a trainable parameter"
                     ))
                 })?;
             if param.size() != tensor.size() {
-                return Err(TrainError::Model(format!(
+                return Err(TrainError::Shape(format!(
                     "optimizer state `{name}` has shape {:?}, the parameter {:?}",
                     tensor.size(),
                     param.size()

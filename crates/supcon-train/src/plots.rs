@@ -6,7 +6,8 @@
 //! no fontconfig / freetype is needed. When the font is missing or unreadable the plots are
 //! still drawn, without any text, and a warning is logged: a run never fails for a font.
 //!
-//! Each PNG is rendered into a temporary file beside the target and renamed over it.
+//! Each PNG is rendered into a temporary file beside the target and renamed over it
+//! (`supcon-atomic`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -99,41 +100,21 @@ fn text_enabled(options: &PlotOptions) -> bool {
     }
 }
 
-fn plot_error(path: &Path, message: impl std::fmt::Display) -> TrainError {
-    TrainError::io(
-        path,
-        std::io::Error::other(format!("drawing plot: {message}")),
-    )
-}
-
-/// Draws into a temporary PNG beside `path` and renames it over `path`.
+/// Draws a PNG atomically (the project's one writer: temporary file beside `path`, renamed
+/// over it), so a crash never leaves a torn plot.
 fn render_png(
     path: &Path,
     size: (u32, u32),
     draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> Result<(), String>,
 ) -> Result<(), TrainError> {
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-    if let Some(parent) = parent {
-        std::fs::create_dir_all(parent).map_err(|e| TrainError::io(parent, e))?;
-    }
-    let stem = path
-        .file_stem()
-        .map_or_else(|| "plot".to_string(), |s| s.to_string_lossy().into_owned());
-    // The extension stays `.png`: the bitmap backend picks the encoder by it.
-    let tmp = path.with_file_name(format!(".{stem}.tmp-{}.png", std::process::id()));
-    let result = (|| {
-        let root = BitMapBackend::new(&tmp, size).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
-        draw(&root)?;
-        root.present().map_err(|e| e.to_string())
-    })();
-    if let Err(message) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(plot_error(path, message));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        TrainError::io(path, e)
+    crate::run_dir::write_atomic_with(path, |tmp| {
+        // The temporary keeps the `.png` extension: the bitmap backend picks the encoder by it.
+        let root = BitMapBackend::new(tmp, size).into_drawing_area();
+        root.fill(&WHITE)
+            .map_err(|e| e.to_string())
+            .and_then(|()| draw(&root))
+            .and_then(|()| root.present().map_err(|e| e.to_string()))
+            .map_err(|message| std::io::Error::other(format!("drawing plot: {message}")))
     })
 }
 
@@ -357,12 +338,52 @@ pub fn plot_accuracy(
     Ok(true)
 }
 
+/// Top-1 (%) against training wall time (minutes), a line per method: the accuracy-versus-time
+/// figure of `supcon curve`. `split` names the y axis (`test`, or `validation`).
+pub fn plot_accuracy_vs_time(
+    points: &[crate::curve::CurvePoint],
+    split: &str,
+    path: &Path,
+    options: &PlotOptions,
+) -> Result<(), TrainError> {
+    let mut methods: Vec<&str> = Vec::new();
+    for p in points {
+        if !methods.contains(&p.method.as_str()) {
+            methods.push(&p.method);
+        }
+    }
+    let series = methods
+        .iter()
+        .enumerate()
+        .map(|(index, method)| {
+            let data = points
+                .iter()
+                .filter(|p| p.method == *method)
+                .map(|p| (p.train_seconds / 60.0, 100.0 * p.top1))
+                .collect();
+            (method.to_string(), colour(index), data)
+        })
+        .collect();
+    let y_desc = format!("{split} top-1 (%)");
+    let panel = Panel {
+        title: format!("{split} top-1 against training wall time"),
+        x_desc: "training wall time (min)",
+        y_desc: &y_desc,
+        series,
+        points: true,
+    };
+    let text = text_enabled(options);
+    render_png(path, (options.width, options.height + 200), |root| {
+        draw_panel(root, &panel, text)
+    })
+}
+
 /// The 2-D principal-component projection of `embeddings` (`[n, dim]`, centred inside) and
 /// the fraction of the variance each of the two components explains.
 pub fn pca_2d(embeddings: ArrayView2<'_, f32>) -> Result<(Array2<f32>, [f64; 2]), TrainError> {
     let (n, dim) = embeddings.dim();
     let invalid =
-        |message: String| TrainError::Data(format!("PCA of embeddings {n}×{dim}: {message}"));
+        |message: String| TrainError::Shape(format!("PCA of embeddings {n}×{dim}: {message}"));
     if n < 2 || dim == 0 {
         return Err(invalid("needs at least 2 rows and 1 column".into()));
     }
@@ -417,7 +438,7 @@ pub fn plot_embedding_pca(
     options: &PlotOptions,
 ) -> Result<(), TrainError> {
     if embeddings.nrows() != labels.len() {
-        return Err(TrainError::Data(format!(
+        return Err(TrainError::Shape(format!(
             "PCA plot: {} embeddings but {} labels",
             embeddings.nrows(),
             labels.len()

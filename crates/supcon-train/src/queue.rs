@@ -41,6 +41,16 @@ impl KeyQueue {
         self.filled
     }
 
+    /// Keys it holds when full.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Values per key.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
     /// Whether no key has been pushed yet.
     pub fn is_empty(&self) -> bool {
         self.filled == 0
@@ -49,7 +59,7 @@ impl KeyQueue {
     /// Pushes `keys` (rows of `dim` values) with their labels, oldest overwritten first.
     pub fn push(&mut self, keys: &[f32], labels: &[i64]) -> Result<(), TrainError> {
         if keys.len() != labels.len() * self.dim {
-            return Err(TrainError::Model(format!(
+            return Err(TrainError::Shape(format!(
                 "queue push: {} key values for {} labels of dimension {}",
                 keys.len(),
                 labels.len(),
@@ -105,14 +115,14 @@ impl KeyQueue {
         let get = |name: &str| {
             tensors
                 .get(name)
-                .ok_or_else(|| TrainError::Model(format!("checkpoint has no queue.{name}")))
+                .ok_or_else(|| TrainError::Shape(format!("checkpoint has no queue.{name}")))
         };
         let keys: Vec<f32> = Vec::try_from(get("keys")?.flatten(0, -1))?;
         let labels: Vec<i64> = Vec::try_from(get("labels")?)?;
         let head: Vec<i64> = Vec::try_from(get("head")?)?;
         let filled = labels.len();
         if filled > self.capacity || keys.len() != filled * self.dim || head.len() != 1 {
-            return Err(TrainError::Model(format!(
+            return Err(TrainError::Shape(format!(
                 "checkpoint queue ({filled} keys of {} values) does not fit a queue of {} × {}",
                 keys.len(),
                 self.capacity,
@@ -123,7 +133,7 @@ impl KeyQueue {
             .ok()
             .filter(|&h| h < self.capacity.max(1));
         let Some(head) = head else {
-            return Err(TrainError::Model(
+            return Err(TrainError::Shape(
                 "checkpoint queue head out of range".into(),
             ));
         };

@@ -100,6 +100,9 @@ impl MethodEvaluation {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub run_name: String,
+    /// The split the accuracies were measured on: `test`, or `validation` for tuning runs.
+    #[serde(default = "default_evaluated_on")]
+    pub evaluated_on: String,
     /// Data set description, e.g. `fashion-mnist (54000 train / 6000 val / 10000 test)`.
     #[serde(default)]
     pub dataset: Option<String>,
@@ -111,11 +114,16 @@ pub struct Report {
     pub evaluations: Vec<MethodEvaluation>,
 }
 
+fn default_evaluated_on() -> String {
+    "test".into()
+}
+
 impl Report {
-    /// An empty report for `run_name`.
+    /// An empty report for `run_name`, evaluated on the test set.
     pub fn new(run_name: &str) -> Self {
         Self {
             run_name: run_name.to_string(),
+            evaluated_on: default_evaluated_on(),
             ..Self::default()
         }
     }
@@ -182,6 +190,8 @@ impl Report {
     /// The summary table: one row per stage with method, epochs, wall time, images/s,
     /// validation, test and kNN top-1 (a Markdown table, aligned for a terminal too).
     pub fn summary_table(&self) -> String {
+        // A tuning run evaluates on the validation split: its column says so.
+        let evaluated = format!("{} top-1", self.evaluated_on);
         let header = [
             "method",
             "stage",
@@ -189,7 +199,7 @@ impl Report {
             "wall time",
             "images/s",
             "val top-1",
-            "test top-1",
+            evaluated.as_str(),
             "kNN top-1",
         ];
         let rows: Vec<Vec<String>> = self
@@ -216,7 +226,11 @@ impl Report {
         let mut md = String::new();
         let _ = writeln!(md, "# Run `{}`\n", self.run_name);
         if let Some(dataset) = &self.dataset {
-            let _ = writeln!(md, "Data: {dataset}\n");
+            let _ = writeln!(
+                md,
+                "Data: {dataset}; accuracies measured on the {} split\n",
+                self.evaluated_on
+            );
         }
         let _ = write!(md, "## Summary\n\n{}", self.summary_table());
 
@@ -270,7 +284,7 @@ impl Report {
             .filter_map(|e| e.classification.as_ref().map(|c| (e.method.as_str(), c)))
             .collect();
         if !classified.is_empty() {
-            let _ = writeln!(md, "\n## Per-class test accuracy\n");
+            let _ = writeln!(md, "\n## Per-class {} accuracy\n", self.evaluated_on);
             let classes = classified
                 .iter()
                 .map(|(_, c)| c.per_class.len())
@@ -382,6 +396,8 @@ impl Report {
 /// What [`write_report`] needs from a finished run.
 pub struct ReportInput<'a> {
     pub run_name: String,
+    /// `test`, or `validation` (see [`Report::evaluated_on`]).
+    pub evaluated_on: String,
     pub dataset: Option<String>,
     pub class_names: Vec<String>,
     /// One per trained stage; `test_top1`, `test_top5` and `knn_top1` may be left empty:
@@ -400,6 +416,7 @@ pub struct ReportInput<'a> {
 pub fn write_report(run_dir: &Path, input: ReportInput<'_>) -> Result<Report, TrainError> {
     let mut report = Report {
         run_name: input.run_name,
+        evaluated_on: input.evaluated_on,
         dataset: input.dataset,
         class_names: input.class_names,
         stages: input.stages,

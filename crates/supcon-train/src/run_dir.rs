@@ -10,6 +10,7 @@
 //!   checkpoints/<stage>-epoch-0005.safetensors   every `checkpoint_every_epochs`
 //!   checkpoints/linear-best.safetensors, ce-best.safetensors   best validation epoch
 //!   report.json, report.md, plots/*.png
+//!   tensorboard/events.out.tfevents.<time>.<host>.<pid>   the scalars, see tensorboard
 //! ```
 //!
 //! Every file that a crash must not destroy is written with [`write_atomic`]: into a temporary
@@ -17,7 +18,6 @@
 //! file system is atomic on POSIX), so a reader sees the old file or the new one, never half.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::TrainError;
@@ -26,53 +26,34 @@ use crate::metrics_log::{Stage, METRICS_FILE};
 /// File name of the resolved configuration.
 pub const CONFIG_FILE: &str = "config.toml";
 
-/// Writes `bytes` to `path` atomically (temporary file + fsync + rename).
+/// Folder of the TensorBoard events files (one per process that logged scalars).
+pub const TENSORBOARD_DIR: &str = "tensorboard";
+
+/// Writes `bytes` to `path` atomically (the project's one writer, `supcon-atomic`).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    write_atomic_with(path, |tmp| {
-        let mut file = fs::File::create(tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()
-    })
+    supcon_atomic::write(path, bytes).map_err(atomic_error)
 }
 
-/// Runs `write` on a temporary path beside `path`, then renames it over `path`. The temporary
-/// file is removed when `write` fails, and `path` is left untouched.
-pub fn write_atomic_with<E: std::fmt::Display>(
+/// Runs `write` on a temporary path beside `path`, then renames it over `path`
+/// (`supcon-atomic`): when `write` fails the temporary is removed and `path` left untouched.
+pub fn write_atomic_with<E: std::error::Error + Send + Sync + 'static>(
     path: &Path,
     write: impl FnOnce(&Path) -> Result<(), E>,
 ) -> Result<(), TrainError> {
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-    if let Some(parent) = parent {
-        fs::create_dir_all(parent).map_err(|e| TrainError::io(parent, e))?;
-    }
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "file".into());
-    // The pid keeps two processes (a killed run and its resume) from sharing a temporary.
-    let tmp_name = format!(".{file_name}.tmp-{}", std::process::id());
-    let tmp = match parent {
-        Some(parent) => parent.join(tmp_name),
-        None => PathBuf::from(tmp_name),
-    };
-    if let Err(e) = write(&tmp) {
-        let _ = fs::remove_file(&tmp);
-        return Err(TrainError::io(
+    supcon_atomic::write_with(path, write).map_err(atomic_error)
+}
+
+fn atomic_error<E: std::error::Error + Send + Sync + 'static>(
+    e: supcon_atomic::AtomicWriteError<E>,
+) -> TrainError {
+    match e {
+        supcon_atomic::AtomicWriteError::Io { path, source } => TrainError::Io { path, source },
+        supcon_atomic::AtomicWriteError::Write { path, tmp, source } => TrainError::Write {
             path,
-            std::io::Error::other(format!("writing {}: {e}", tmp.display())),
-        ));
+            tmp,
+            source: Box::new(source),
+        },
     }
-    fs::rename(&tmp, path).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        TrainError::io(path, e)
-    })?;
-    // Make the rename itself durable.
-    if let Some(parent) = parent {
-        if let Ok(dir) = fs::File::open(parent) {
-            let _ = dir.sync_all();
-        }
-    }
-    Ok(())
 }
 
 /// How to treat a run folder that already exists.
@@ -166,6 +147,22 @@ impl RunDir {
             .join(format!("{}-best.safetensors", stage.as_str()))
     }
 
+    /// The checkpoint a classifier stage is tested with (the one rule of the pipeline and
+    /// `supcon eval`): the best-validation one when the stage selected an epoch and wrote it,
+    /// otherwise the last one.
+    pub fn chosen_checkpoint(
+        &self,
+        stage: Stage,
+        state: &crate::checkpoint::TrainState,
+    ) -> PathBuf {
+        let best = self.best_checkpoint(stage);
+        if state.best_epoch.is_some() && best.exists() {
+            best
+        } else {
+            self.last_checkpoint(stage)
+        }
+    }
+
     /// `checkpoints/<stage>-epoch-NNNN.safetensors` (the epoch counted from 1).
     pub fn epoch_checkpoint(&self, stage: Stage, epoch_one_based: u32) -> PathBuf {
         self.checkpoints().join(format!(
@@ -177,6 +174,11 @@ impl RunDir {
     /// `plots/`.
     pub fn plots(&self) -> PathBuf {
         self.root.join("plots")
+    }
+
+    /// `tensorboard/`: what `tensorboard --logdir runs` reads.
+    pub fn tensorboard(&self) -> PathBuf {
+        self.root.join(TENSORBOARD_DIR)
     }
 
     /// A file at the top of the folder (`report.json`, `embeddings.npy`, ...).

@@ -1,10 +1,14 @@
 //! The whole recipe on a small real subset of Fashion-MNIST: pre-training, linear stage, CE
-//! baseline, test evaluation, report; then `supcon eval` and `supcon embed` on the result.
+//! baseline, test evaluation, report, TensorBoard events; then `supcon eval` and `supcon embed`
+//! on the result.
 
 mod common;
+#[path = "common/tfevents.rs"]
+mod tfevents;
 
 use common::{run, supcon, FAST};
 use supcon_train::metrics_log::{read_metrics, RecordKind, Stage};
+use tfevents::series;
 
 #[test]
 fn train_with_baseline_on_a_fashion_mnist_subset_beats_chance_by_far() {
@@ -28,7 +32,10 @@ fn train_with_baseline_on_a_fashion_mnist_subset_beats_chance_by_far() {
                 "--set",
                 "linear.epochs=3",
             ])
+            // The CE baseline gets the linear stage's small batch too: at quick-cpu's 256 its 2
+            // epochs on 540 images are 6 steps, too few to be far above chance on every machine.
             .args(["--set", "linear.batch_size=32", "--set", "ce.epochs=2"])
+            .args(["--set", "ce.batch_size=32"])
             .args(["--set", "eval.robustness=true"])
             .args(["--set", "eval.robustness_per_class=3"]),
         true,
@@ -95,6 +102,34 @@ fn train_with_baseline_on_a_fashion_mnist_subset_beats_chance_by_far() {
         .iter()
         .filter(|r| r.stage == Stage::Linear && r.kind == RecordKind::Epoch)
         .all(|r| r.val_top1.is_some() && r.train_top1.is_some()));
+
+    // The same scalars as TensorBoard events, in one file (one process), every record's CRCs
+    // checked by the reader; then the final figures.
+    let files = tfevents::events_files(&run_dir.join("tensorboard"));
+    assert_eq!(files.len(), 1, "{files:?}");
+    let events = tfevents::read_events(&files[0]);
+    let pretrain_steps: Vec<(i64, f32)> = metrics
+        .iter()
+        .filter(|r| r.stage == Stage::Pretrain && r.kind == RecordKind::Step)
+        .map(|r| (r.step as i64, r.loss as f32))
+        .collect();
+    assert!(!pretrain_steps.is_empty());
+    assert_eq!(series(&events, "pretrain/loss"), pretrain_steps);
+    assert_eq!(series(&events, "linear/val_top1").len(), 3);
+    assert_eq!(series(&events, "ce/epoch_loss").len(), 2);
+    let test_top1 = stage("linear", "supcon")["test_top1"].as_f64().unwrap() as f32;
+    let top1: Vec<f32> = series(&events, "eval/supcon/top1")
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(top1, [test_top1]);
+    for tag in [
+        "eval/supcon/knn_top1",
+        "eval/ce/top1",
+        "eval/ce/mean_corrupted_top1",
+    ] {
+        assert_eq!(series(&events, tag).len(), 1, "{tag}");
+    }
 
     // `supcon eval` re-measures the same checkpoints: the same test accuracy.
     let output = run(

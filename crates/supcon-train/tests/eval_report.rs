@@ -139,6 +139,7 @@ fn run_report(run_dir: &Path, plot_options: PlotOptions) -> Report {
         run_dir,
         ReportInput {
             run_name: "synthetic".into(),
+            evaluated_on: "test".into(),
             dataset: Some("4 clusters in 16-D".into()),
             class_names: class_names.clone(),
             stages: vec![pretrain, linear],

@@ -7,6 +7,8 @@
 //! momentum encoder, key queue and schedule position: so the comparison is exact.
 
 mod common;
+#[path = "common/tfevents.rs"]
+mod tfevents;
 
 use common::{run, supcon};
 use supcon_train::checkpoint::Checkpoint;
@@ -90,6 +92,27 @@ fn a_killed_run_resumes_to_the_same_metrics_and_weights() {
         .map(|r| r.step)
         .collect();
     assert_eq!(steps, (1..=16).collect::<Vec<_>>());
+
+    // TensorBoard: the killed process's events file and the resumed one's, which logs the
+    // steps after the checkpoint again; read in name order with TensorBoard's rule (a step
+    // logged again replaces the points from it on), the loss curve is the uninterrupted one.
+    let straight = tfevents::events_files(&dir.path().join("straight/tensorboard"));
+    let killed = tfevents::events_files(&dir.path().join("killed/tensorboard"));
+    assert_eq!(straight.len(), 1, "{straight:?}");
+    assert_eq!(killed.len(), 2, "{killed:?}");
+    let straight = [tfevents::read_events(&straight[0])];
+    let killed = [
+        tfevents::read_events_allowing_torn_tail(&killed[0]),
+        tfevents::read_events(&killed[1]),
+    ];
+    let resumed_steps = tfevents::series(&killed[1], "pretrain/loss");
+    assert_eq!(resumed_steps[0].0, state.global_step as i64 + 1);
+    let curve = tfevents::preempted_series(&killed, "pretrain/loss");
+    assert_eq!(curve.len(), 16);
+    assert_eq!(
+        curve,
+        tfevents::preempted_series(&straight, "pretrain/loss")
+    );
 
     let a = Checkpoint::load(
         &dir.path()

@@ -45,7 +45,7 @@ pub fn execute(cli: &Cli) -> Result<String, TrainError> {
                 session.run.root().display()
             ));
             let outcome = pipeline::linear(&mut session, checkpoint)?;
-            let test = pipeline::data::load_test(&session.config)?;
+            let test = pipeline::data::load_evaluation_split(&session.config, &session.data)?;
             let mut stages = Vec::new();
             if let Ok(ckpt) = Checkpoint::load(checkpoint) {
                 if let Some(state) = &ckpt.state {
@@ -60,7 +60,7 @@ pub fn execute(cli: &Cli) -> Result<String, TrainError> {
         Command::Ce { run } => {
             let mut session = open_session(run, "ce", Stage::Ce, cli.quiet)?;
             let (summary, checkpoint) = pipeline::ce(&mut session)?;
-            let test = pipeline::data::load_test(&session.config)?;
+            let test = pipeline::data::load_evaluation_split(&session.config, &session.data)?;
             let method = evaluate::evaluate_ce(&session, &test, &checkpoint, summary)?;
             let report = evaluate::finish_report(&session, &test, vec![method])?;
             Ok(finished(&session, &report))
@@ -83,6 +83,7 @@ pub fn execute(cli: &Cli) -> Result<String, TrainError> {
             projections,
             config,
         } => embed(checkpoint, split, out, *projections, config),
+        Command::Curve { runs } => curve(runs),
         Command::Loss {
             features,
             labels,
@@ -107,6 +108,31 @@ pub fn execute(cli: &Cli) -> Result<String, TrainError> {
             )
         }
     }
+}
+
+/// File names of `supcon curve`'s outputs inside the runs folder.
+pub const CURVE_PNG: &str = "accuracy-vs-time.png";
+pub const CURVE_MD: &str = "accuracy-vs-time.md";
+
+fn curve(runs: &Path) -> Result<String, TrainError> {
+    let (points, split) = crate::curve::collect(runs)?;
+    let table = crate::curve::markdown_table(&points, &split);
+    let png = runs.join(CURVE_PNG);
+    crate::plots::plot_accuracy_vs_time(
+        &points,
+        &split,
+        &png,
+        &crate::plots::PlotOptions::default(),
+    )?;
+    crate::run_dir::write_atomic(&runs.join(CURVE_MD), table.as_bytes())?;
+    Ok(format!(
+        "{table}
+figure: {}
+table:  {}
+",
+        png.display(),
+        runs.join(CURVE_MD).display()
+    ))
 }
 
 fn finished(session: &Session, report: &crate::report::Report) -> String {
@@ -148,13 +174,29 @@ pub fn resolve_config(args: &RunArgs, stage: Stage) -> Result<RunConfig, TrainEr
     if let Some(v) = args.temperature {
         set("pretrain.temperature".into(), toml_float(v));
     }
+    if let Some(v) = args.base_temperature {
+        set("pretrain.base_temperature".into(), toml_float(v));
+    }
+    if let Some(v) = args.variant {
+        set("pretrain.variant".into(), enum_value(v));
+    }
+    if let Some(v) = args.contrast_mode {
+        set("pretrain.contrast_mode".into(), enum_value(v));
+    }
+    if let Some(v) = args.views {
+        set("pretrain.views".into(), v.to_string());
+    }
+    if let Some(v) = &args.augment {
+        set(format!("{stage_key}.augment"), toml_string(v));
+    }
+    if let Some(v) = &args.dataset {
+        set("data.dataset".into(), toml_string(v));
+    }
+    if let Some(v) = args.cuda_precision {
+        set("pretrain.cuda_precision".into(), enum_value(v));
+    }
     if let Some(v) = args.loss_backend {
-        let name = match v {
-            config::LossBackendKind::Cpu => "cpu",
-            config::LossBackendKind::Tch => "tch",
-            config::LossBackendKind::Cuda => "cuda",
-        };
-        set("pretrain.loss_backend".into(), format!("\"{name}\""));
+        set("pretrain.loss_backend".into(), enum_value(v));
     }
     if let Some(v) = args.queue {
         set("pretrain.queue".into(), v.to_string());
@@ -177,8 +219,19 @@ pub fn resolve_config(args: &RunArgs, stage: Stage) -> Result<RunConfig, TrainEr
     if args.no_robustness {
         set("eval.robustness".into(), "false".into());
     }
+    if let Some(split) = args.evaluate_on {
+        set("eval.split".into(), enum_value(split));
+    }
     let preset = args.config.preset.as_deref().unwrap_or(DEFAULT_PRESET);
     config::resolve(preset, args.config.config.as_deref(), &overrides)
+}
+
+/// A clap value enum as the TOML string its serde form reads (both use the lower-case name).
+fn enum_value(v: impl clap::ValueEnum) -> String {
+    let name = v
+        .to_possible_value()
+        .map_or_else(String::new, |p| p.get_name().to_string());
+    toml_string(&name)
 }
 
 fn toml_float(v: f64) -> String {
@@ -287,7 +340,7 @@ fn evaluate_run(run: &Path, quiet: bool) -> Result<crate::report::Report, TrainE
             command: "eval".into(),
         },
     )?;
-    let test = pipeline::data::load_test(&session.config)?;
+    let test = pipeline::data::load_evaluation_split(&session.config, &session.data)?;
     let mut methods = Vec::new();
     let pretrain_last = session.run.last_checkpoint(Stage::Pretrain);
     let linear_last = session.run.last_checkpoint(Stage::Linear);
@@ -296,16 +349,11 @@ fn evaluate_run(run: &Path, quiet: bool) -> Result<crate::report::Report, TrainE
         let linear = Checkpoint::load(&linear_last)?;
         let encoder =
             pipeline::classifier::FrozenEncoder::load(&session.config, &pretrain, session.device)?;
-        let best = session.run.best_checkpoint(Stage::Linear);
         let linear_state = linear.require_state()?;
         let outcome = pipeline::LinearOutcome {
             summary: pipeline::StageSummary::from_state(linear_state),
             encoder,
-            classifier_checkpoint: if best.exists() {
-                best
-            } else {
-                linear_last.clone()
-            },
+            classifier_checkpoint: session.run.chosen_checkpoint(Stage::Linear, linear_state),
         };
         let stages = vec![
             pipeline::StageSummary::from_state(pretrain.require_state()?),
@@ -318,8 +366,7 @@ fn evaluate_run(run: &Path, quiet: bool) -> Result<crate::report::Report, TrainE
     let ce_last = session.run.last_checkpoint(Stage::Ce);
     if ce_last.exists() {
         let state = Checkpoint::load(&ce_last)?.require_state()?.clone();
-        let best = session.run.best_checkpoint(Stage::Ce);
-        let chosen = if best.exists() { best } else { ce_last };
+        let chosen = session.run.chosen_checkpoint(Stage::Ce, &state);
         methods.push(evaluate::evaluate_ce(
             &session,
             &test,
@@ -383,8 +430,7 @@ fn embed(
                 .as_ref()
                 .map(|s| s.num_classes)
                 .unwrap_or(10) as i64,
-        )
-        .map_err(|e| TrainError::Model(e.to_string()))?;
+        )?;
         checkpoint.load_into("model", &mut vs)?;
         pipeline::classifier::infer(&dataset, &augmenter, batch, device, &|x| {
             tch::nn::ModuleT::forward_t(&model.encoder, x, false)
@@ -430,19 +476,18 @@ fn loss_on_npy(
     backend: config::LossBackendKind,
     grad_out: Option<&Path>,
 ) -> Result<String, TrainError> {
-    let features: Array3<f32> = ndarray_npy::read_npy(features_path).map_err(|e| {
-        TrainError::Data(format!(
-            "{}: not a [batch, views, dim] f32 .npy file: {e}",
-            features_path.display()
-        ))
-    })?;
+    let features: Array3<f32> =
+        ndarray_npy::read_npy(features_path).map_err(|source| TrainError::Npy {
+            path: features_path.to_path_buf(),
+            expected: "a [batch, views, dim] f32",
+            source,
+        })?;
     let labels: Option<Array1<i64>> = labels_path
         .map(|path| {
-            ndarray_npy::read_npy(path).map_err(|e| {
-                TrainError::Data(format!(
-                    "{}: not a [batch] i64 .npy file: {e}",
-                    path.display()
-                ))
+            ndarray_npy::read_npy(path).map_err(|source| TrainError::Npy {
+                path: path.to_path_buf(),
+                expected: "a [batch] i64",
+                source,
             })
         })
         .transpose()?;

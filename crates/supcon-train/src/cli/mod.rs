@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 pub use commands::execute;
 
-use crate::config::{LossBackendKind, Method};
+use crate::config::{AnchorMode, CudaPrecision, EvalSplit, LossBackendKind, LossVariant, Method};
 
 /// Supervised contrastive learning (Khosla et al. 2020) in Rust: two-stage training,
 /// evaluation and embeddings.
@@ -85,6 +85,14 @@ pub enum Command {
         projections: bool,
         #[command(flatten)]
         config: ConfigArgs,
+    },
+    /// Accuracy against training time: reads the report.json of every run folder in --runs
+    /// (one point per evaluated method), draws accuracy-vs-time.png and writes
+    /// accuracy-vs-time.md there, and prints the table.
+    Curve {
+        /// The folder holding the run folders (e.g. runs/curve).
+        #[arg(long, value_name = "DIR")]
+        runs: PathBuf,
     },
     /// Computes the SupCon / SimCLR loss of features stored as .npy (like supcon-loss's
     /// loss_npy example) and prints the loss as JSON.
@@ -171,6 +179,29 @@ pub struct RunArgs {
     /// Temperature τ of the contrastive loss.
     #[arg(long)]
     pub temperature: Option<f64>,
+    /// τ_base: the loss is scaled by τ / τ_base (SupContrast's default is 0.07).
+    #[arg(long)]
+    pub base_temperature: Option<f64>,
+    /// L_out (the paper's eq. 2, default) or L_in (eq. 3).
+    #[arg(long, value_enum)]
+    pub variant: Option<LossVariant>,
+    /// Anchors: every view (all) or view 0 only (one).
+    #[arg(long, value_enum)]
+    pub contrast_mode: Option<AnchorMode>,
+    /// Augmented views per image in pre-training.
+    #[arg(long)]
+    pub views: Option<usize>,
+    /// Augmentation of the command's stage: a preset (supcon, simclr, fashion-mnist,
+    /// crop-flip, pad-crop-flip, none) or a recipe such as pad-crop:2+flip+jitter:0.4.
+    #[arg(long, value_name = "RECIPE")]
+    pub augment: Option<String>,
+    /// Data set: fashion-mnist, mnist, cifar10, cifar100, cifar100-coarse, or folder (an
+    /// image-folder tree with train/ and test/ at --data).
+    #[arg(long, value_name = "NAME")]
+    pub dataset: Option<String>,
+    /// Matrix precision of --loss-backend cuda.
+    #[arg(long, value_enum)]
+    pub cuda_precision: Option<CudaPrecision>,
     /// Where the contrastive loss is computed (cuda needs a build with the cuda feature).
     #[arg(long, value_enum)]
     pub loss_backend: Option<LossBackendKind>,
@@ -195,4 +226,8 @@ pub struct RunArgs {
     /// Skip the robustness sweep of the final evaluation.
     #[arg(long)]
     pub no_robustness: bool,
+    /// The split of the final evaluation: test (default) or validation, for tuning runs
+    /// that must not read the test set.
+    #[arg(long, value_enum, value_name = "SPLIT")]
+    pub evaluate_on: Option<EvalSplit>,
 }

@@ -62,8 +62,13 @@ pub enum EvalError {
     NonFinite { what: &'static str, row: usize },
     #[error("singular value decomposition failed: {0}")]
     Linalg(String),
-    #[error("classifier failed on {context}: {message}")]
-    Classifier { context: String, message: String },
+    /// The caller's classifier failed; its error is kept as the source.
+    #[error("classifier failed on {context}: {source}")]
+    Classifier {
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("corruption failed on {context}: {message}")]
     Corruption { context: String, message: String },
 }

@@ -121,7 +121,7 @@ pub fn robustness_accuracy<F, E>(
 ) -> Result<RobustnessReport, EvalError>
 where
     F: FnMut(ArrayView4<'_, f32>) -> Result<ndarray::Array2<f32>, E>,
-    E: std::fmt::Display,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     if images.len_of(Axis(0)) != labels.len() {
         return Err(EvalError::LengthMismatch {
@@ -158,7 +158,7 @@ where
         {
             let out = classify(chunk).map_err(|e| EvalError::Classifier {
                 context: format!("{context}, batch {index}"),
-                message: e.to_string(),
+                source: e.into(),
             })?;
             if out.nrows() != chunk.len_of(Axis(0)) {
                 return Err(EvalError::LengthMismatch {

@@ -34,7 +34,7 @@ pub fn infer(
         rows.extend(out.iter());
     }
     Array2::from_shape_vec((dataset.len(), dim), rows)
-        .map_err(|e| TrainError::Model(format!("stacking inference outputs: {e}")))
+        .map_err(|e| TrainError::Shape(format!("stacking inference outputs: {e}")))
 }
 
 /// A `[rows, dim]` tensor as an f32 array on the host.
@@ -49,7 +49,7 @@ fn to_host_rows(tensor: &Tensor) -> Result<Array2<f32>, TrainError> {
     let mut buffer = vec![0f32; rows * dim];
     tensor.f_copy_data(&mut buffer, rows * dim)?;
     Array2::from_shape_vec((rows, dim), buffer)
-        .map_err(|e| TrainError::Model(format!("a [{rows}, {dim}] output: {e}")))
+        .map_err(|e| TrainError::Shape(format!("a [{rows}, {dim}] output: {e}")))
 }
 
 /// `rows` as a `[rows, dim]` f32 tensor on `device`.
@@ -198,8 +198,7 @@ impl FrozenEncoder {
         device: Device,
     ) -> Result<Self, TrainError> {
         let mut vs = VarStore::new(device);
-        let model = SupConModel::new(&vs.root(), &config.model)
-            .map_err(|e| TrainError::Model(e.to_string()))?;
+        let model = SupConModel::new(&vs.root(), &config.model)?;
         checkpoint.load_into("model", &mut vs)?;
         vs.freeze();
         Ok(Self { vs, model })
@@ -239,8 +238,7 @@ impl<'a> LinearModel<'a> {
         tch::manual_seed(config.seed as i64 ^ 0x11);
         let vs = VarStore::new(device);
         let classifier =
-            LinearClassifier::new(&vs.root(), encoder.model.feature_dim(), num_classes as i64)
-                .map_err(|e| TrainError::Model(e.to_string()))?;
+            LinearClassifier::new(&vs.root(), encoder.model.feature_dim(), num_classes as i64)?;
         let pipeline = augment_pipeline(&config.linear.augment, image_size, mean, std)?;
         Ok(Self {
             encoder,
@@ -362,8 +360,7 @@ impl<'a> CeModel<'a> {
     ) -> Result<Self, TrainError> {
         tch::manual_seed(config.seed as i64 ^ 0x22);
         let vs = VarStore::new(device);
-        let model = CrossEntropyModel::new(&vs.root(), &config.model, num_classes as i64)
-            .map_err(|e| TrainError::Model(e.to_string()))?;
+        let model = CrossEntropyModel::new(&vs.root(), &config.model, num_classes as i64)?;
         let pipeline = augment_pipeline(&config.ce.augment, image_size, mean, std)?;
         Ok(Self {
             training: ClassifierTraining::new(

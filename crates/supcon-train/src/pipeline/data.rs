@@ -3,11 +3,11 @@
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use supcon_augment::{presets, Augmenter, ImageRef, Pipeline};
-use supcon_data::{Cifar10, Cifar100, Cifar100Label, Dataset, FashionMnist, Split};
+use supcon_augment::{presets, Augmenter, ImageRef, MultiCropAugmenter, Pipeline};
+use supcon_data::{load_image_folder, ColorMode, Dataset, DatasetName, ImageFolderOptions, Split};
 use tch::{Device, Tensor};
 
-use crate::config::{DataConfig, RunConfig};
+use crate::config::{DataConfig, EvalSplit, RunConfig};
 use crate::error::TrainError;
 
 /// The training images split into the part that trains and the part that selects the model.
@@ -21,18 +21,72 @@ pub struct TrainData {
 
 fn load_split(config: &DataConfig, split: Split) -> Result<Dataset, TrainError> {
     let location = config.path.as_deref();
-    let name = config.dataset.to_ascii_lowercase().replace('_', "-");
-    let dataset = match name.as_str() {
-        "fashion-mnist" | "fashionmnist" => FashionMnist::load(split, location),
-        "cifar10" | "cifar-10" => Cifar10::load(split, location),
-        "cifar100" | "cifar-100" => Cifar100::load(split, Cifar100Label::Fine, location),
-        other => {
-            return Err(TrainError::Config(format!(
-                "data.dataset `{other}` is not one of fashion-mnist, cifar10, cifar100"
-            )))
+    let context = format!("{} ({} split)", config.dataset, split_name(split));
+    match DataSource::parse(config)? {
+        DataSource::Named(name) => name
+            .load(split, location)
+            .map_err(|e| TrainError::data(context, e)),
+        DataSource::Folder(options) => {
+            let root = location.ok_or_else(|| {
+                TrainError::Config(
+                    "data.dataset = \"folder\" needs data.path (or --data): a folder with train/ and test/ inside".into(),
+                )
+            })?;
+            load_image_folder(&root.join(split_name(split)), &options)
+                .map_err(|e| TrainError::data(context, e))
         }
-    };
-    dataset.map_err(|e| TrainError::Data(format!("{} ({split:?} split): {e}", config.dataset)))
+    }
+}
+
+fn split_name(split: Split) -> &'static str {
+    match split {
+        Split::Train => "train",
+        Split::Test => "test",
+    }
+}
+
+/// Where the images come from: a data set this project knows by name, or an image folder.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DataSource {
+    Named(DatasetName),
+    /// torchvision's `ImageFolder` layout under `data.path`: `train/<class>/*.png|jpg` and
+    /// `test/<class>/*`, resized to `data.image_size` and read as `data.color`.
+    Folder(ImageFolderOptions),
+}
+
+impl DataSource {
+    /// The source `config` names; unknown names are an error listing the valid ones.
+    pub fn parse(config: &DataConfig) -> Result<Self, TrainError> {
+        if config.dataset.trim().eq_ignore_ascii_case("folder") {
+            let color = match config.color.as_deref().unwrap_or("rgb") {
+                "rgb" => ColorMode::Rgb,
+                "gray" => ColorMode::Gray,
+                other => {
+                    return Err(TrainError::Config(format!(
+                        "data.color `{other}` is not one of rgb, gray"
+                    )))
+                }
+            };
+            return Ok(DataSource::Folder(ImageFolderOptions {
+                resize: config.image_size.map(|side| (side, side)),
+                color,
+            }));
+        }
+        if config.image_size.is_some() || config.color.is_some() {
+            return Err(TrainError::Config(format!(
+                "data.image_size and data.color apply to image folders only, not to `{}`",
+                config.dataset
+            )));
+        }
+        config.dataset.parse().map(DataSource::Named).map_err(|_| {
+            let names: Vec<&str> = DatasetName::ALL.iter().map(|n| n.as_str()).collect();
+            TrainError::Config(format!(
+                "data.dataset `{}` is not one of {}, folder",
+                config.dataset,
+                names.join(", ")
+            ))
+        })
+    }
 }
 
 /// Loads the training set, limits it per class when asked, and carves the stratified
@@ -44,16 +98,16 @@ pub fn load_train(config: &RunConfig) -> Result<TrainData, TrainError> {
     }
     let (train, validation) = if config.data.validation_fraction > 0.0 {
         full.train_validation_split(config.data.validation_fraction, config.seed)
-            .map_err(|e| TrainError::Data(format!("validation split: {e}")))?
+            .map_err(|e| TrainError::data("validation split", e))?
     } else {
         let empty = full
             .subset(&[])
-            .map_err(|e| TrainError::Data(format!("empty validation split: {e}")))?;
+            .map_err(|e| TrainError::data("empty validation split", e))?;
         (full, empty)
     };
     let stats = train
         .channel_stats()
-        .map_err(|e| TrainError::Data(format!("channel statistics: {e}")))?;
+        .map_err(|e| TrainError::data("channel statistics", e))?;
     if stats.mean.len() as i64 != config.model.in_channels {
         return Err(TrainError::Config(format!(
             "model.in_channels is {} but {} images have {} channel(s)",
@@ -70,6 +124,15 @@ pub fn load_train(config: &RunConfig) -> Result<TrainData, TrainError> {
     })
 }
 
+/// The images of the final evaluation: the test set, or the validation split when
+/// `eval.split = "validation"` (tuning runs that must not read the test set).
+pub fn load_evaluation_split(config: &RunConfig, data: &TrainData) -> Result<Dataset, TrainError> {
+    match config.eval.split {
+        EvalSplit::Test => load_test(config),
+        EvalSplit::Validation => Ok(data.validation.clone()),
+    }
+}
+
 /// Loads the test set (read once, for the final evaluation).
 pub fn load_test(config: &RunConfig) -> Result<Dataset, TrainError> {
     let mut test = load_split(&config.data, Split::Test)?;
@@ -79,31 +142,15 @@ pub fn load_test(config: &RunConfig) -> Result<Dataset, TrainError> {
     Ok(test)
 }
 
-/// The augmentation pipeline named `name` for images of side `size`.
-///
-/// `supcon` is SupContrast's recipe (on one-channel images supcon-augment's Fashion-MNIST
-/// recipe, with milder crops and no colour), `simclr` adds blur, `crop-flip` is the linear and
-/// CE stages' recipe, `none` only normalises.
+/// The augmentation pipeline named `name` (a preset or a recipe such as
+/// `pad-crop:2+flip`, see [`presets::by_name`]) for images of side `size`.
 pub fn augment_pipeline(
     name: &str,
     size: usize,
     mean: &[f32],
     std: &[f32],
 ) -> Result<Pipeline, TrainError> {
-    let pipeline = match name {
-        "supcon" | "fashion-mnist" if mean.len() == 1 => presets::fashion_mnist(size),
-        "supcon" => presets::supcon_cifar(size, mean, std),
-        "simclr" if mean.len() == 1 => presets::fashion_mnist(size),
-        "simclr" => presets::simclr(size, mean, std),
-        "crop-flip" => presets::crop_flip(size, mean, std),
-        "none" => presets::eval(mean, std),
-        other => {
-            return Err(TrainError::Config(format!(
-            "augment preset `{other}` is not one of supcon, simclr, fashion-mnist, crop-flip, none"
-        )))
-        }
-    };
-    pipeline.map_err(|e| TrainError::Augment(e.to_string()))
+    Ok(presets::by_name(name, size, mean, std)?)
 }
 
 /// The order of the training images in `epoch`: a permutation drawn from (seed, stage, epoch)
@@ -132,6 +179,29 @@ pub struct PreparedBatch {
     pub labels: Vec<i64>,
     /// Indices of the images in their data set.
     pub indices: Vec<usize>,
+    /// The epoch the views were drawn for.
+    pub epoch: u32,
+    /// Multi-crop: the local crops, `[batch·local views, C, h, w]` (smaller than the views).
+    pub local: Option<CropBatch>,
+}
+
+/// Crops of one resolution, laid out `[batch·views, C, H, W]` batch-major.
+pub struct CropBatch {
+    pub pixels: Vec<f32>,
+    pub shape: [usize; 4],
+}
+
+impl CropBatch {
+    /// The pixels as a tensor on `device`.
+    pub fn tensor(&self, device: Device) -> Tensor {
+        pixels_tensor(&self.pixels, self.shape, device)
+    }
+}
+
+fn pixels_tensor(pixels: &[f32], [n, c, h, w]: [usize; 4], device: Device) -> Tensor {
+    Tensor::from_slice(pixels)
+        .reshape([n as i64, c as i64, h as i64, w as i64])
+        .to_device(device)
 }
 
 impl PreparedBatch {
@@ -142,15 +212,14 @@ impl PreparedBatch {
             shape: [indices.len(), 0, 0, 0],
             labels: indices.iter().map(|&i| dataset.label(i)).collect(),
             indices: indices.to_vec(),
+            epoch: 0,
+            local: None,
         }
     }
 
-    /// The pixels as a tensor on `device`.
+    /// The pixels (the views) as a tensor on `device`.
     pub fn tensor(&self, device: Device) -> Tensor {
-        let [n, c, h, w] = self.shape;
-        Tensor::from_slice(&self.pixels)
-            .reshape([n as i64, c as i64, h as i64, w as i64])
-            .to_device(device)
+        pixels_tensor(&self.pixels, self.shape, device)
     }
 
     /// The labels as a tensor on `device`.
@@ -180,16 +249,50 @@ pub fn prepare_batch(
 ) -> Result<PreparedBatch, TrainError> {
     let images: Vec<ImageRef<'_>> = indices.iter().map(|&i| image_ref(dataset, i)).collect();
     let ids: Vec<u64> = indices.iter().map(|&i| i as u64).collect();
-    let [c, h, w] = augmenter
-        .view_shape(&images)
-        .map_err(|e| TrainError::Augment(e.to_string()))?;
+    let [c, h, w] = augmenter.view_shape(&images)?;
     let mut pixels = vec![0f32; indices.len() * views * c * h * w];
-    augmenter
-        .augment_batch(&images, &ids, u64::from(epoch), views, &mut pixels)
-        .map_err(|e| TrainError::Augment(e.to_string()))?;
+    augmenter.augment_batch(&images, &ids, u64::from(epoch), views, &mut pixels)?;
     Ok(PreparedBatch {
         pixels,
         shape: [indices.len() * views, c, h, w],
+        epoch,
+        ..PreparedBatch::without_pixels(dataset, indices)
+    })
+}
+
+/// Multi-crop: the `groups[0].views` global views as the batch's views and the second group
+/// (if any) as its local crops.
+pub fn prepare_multicrop_batch(
+    augmenter: &MultiCropAugmenter,
+    dataset: &Dataset,
+    indices: &[usize],
+    epoch: u32,
+) -> Result<PreparedBatch, TrainError> {
+    let images: Vec<ImageRef<'_>> = indices.iter().map(|&i| image_ref(dataset, i)).collect();
+    let ids: Vec<u64> = indices.iter().map(|&i| i as u64).collect();
+    let shapes = augmenter.view_shapes(&images)?;
+    let mut crops: Vec<CropBatch> = augmenter
+        .groups()
+        .iter()
+        .zip(&shapes)
+        .map(|(group, &[c, h, w])| CropBatch {
+            pixels: vec![0f32; indices.len() * group.views * c * h * w],
+            shape: [indices.len() * group.views, c, h, w],
+        })
+        .collect();
+    {
+        let mut outs: Vec<&mut [f32]> = crops.iter_mut().map(|c| c.pixels.as_mut_slice()).collect();
+        augmenter.augment_batch(&images, &ids, u64::from(epoch), &mut outs)?;
+    }
+    let mut crops = crops.into_iter();
+    let global = crops
+        .next()
+        .ok_or_else(|| TrainError::Shape("multi-crop without a global group".into()))?;
+    Ok(PreparedBatch {
+        pixels: global.pixels,
+        shape: global.shape,
+        epoch,
+        local: crops.next(),
         ..PreparedBatch::without_pixels(dataset, indices)
     })
 }

@@ -76,10 +76,8 @@ impl<'a> Evaluator<'a> {
         embed: &dyn Fn(&Tensor) -> Tensor,
     ) -> Result<MethodResult, TrainError> {
         let config = &self.session.config;
-        let eval_err = |e: crate::eval::EvalError| TrainError::Model(format!("evaluation: {e}"));
         let logits = self.infer(self.test, classify)?;
-        let classification =
-            classification_metrics(logits.view(), self.test.labels()).map_err(eval_err)?;
+        let classification = classification_metrics(logits.view(), self.test.labels())?;
         let test_embeddings = self.infer(self.test, embed)?;
         let bank = self.infer(&self.session.data.train, embed)?;
         let knn = knn_classify(
@@ -93,8 +91,7 @@ impl<'a> Evaluator<'a> {
                 temperature: config.eval.knn_temperature,
                 ..KnnOptions::default()
             },
-        )
-        .map_err(eval_err)?;
+        )?;
         let geometry = match embedding_geometry(
             test_embeddings.view(),
             None,
@@ -181,14 +178,14 @@ impl<'a> Evaluator<'a> {
                 let size = logits.size();
                 let values: Vec<f32> = Vec::try_from(logits.flatten(0, -1))?;
                 Array2::from_shape_vec((size[0] as usize, size[1] as usize), values)
-                    .map_err(|e| TrainError::Model(e.to_string()))
+                    .map_err(|e| TrainError::Shape(e.to_string()))
             },
             &crate::eval::RobustnessOptions {
                 seed: self.session.config.seed,
                 ..crate::eval::RobustnessOptions::default()
             },
         )
-        .map_err(|e| TrainError::Model(format!("robustness: {e}")))
+        .map_err(TrainError::from)
     }
 }
 
@@ -260,8 +257,7 @@ pub fn evaluate_supcon(
         &vs.root(),
         outcome.encoder.model.feature_dim(),
         test.num_classes() as i64,
-    )
-    .map_err(|e| TrainError::Model(e.to_string()))?;
+    )?;
     checkpoint.load_into("model", &mut vs)?;
     let encoder: &FrozenEncoder = &outcome.encoder;
     let evaluator = Evaluator::new(session, test)?;
@@ -286,8 +282,7 @@ pub fn evaluate_ce(
         &vs.root(),
         &session.config.model,
         test.num_classes() as i64,
-    )
-    .map_err(|e| TrainError::Model(e.to_string()))?;
+    )?;
     checkpoint.load_into("model", &mut vs)?;
     let evaluator = Evaluator::new(session, test)?;
     evaluator.measure(
@@ -333,6 +328,7 @@ pub fn finish_report(
     });
     let input = ReportInput {
         run_name,
+        evaluated_on: session.config.eval.split.as_str().to_string(),
         dataset: Some(session.config.data.dataset.clone()),
         class_names,
         stages,
@@ -340,5 +336,13 @@ pub fn finish_report(
         pca,
         plot_options: PlotOptions::default(),
     };
-    write_report(session.run.root(), input)
+    let report = write_report(session.run.root(), input)?;
+    // The final figures go to TensorBoard too, at the step where each method's last stage
+    // ended (after the report: a failing events file does not cost it).
+    for m in &methods {
+        let step = m.stages.last().map_or(0, |s| s.steps);
+        let scalars = crate::tensorboard::evaluation_scalars(&m.evaluation);
+        session.metrics.write_scalars(step, &scalars)?;
+    }
+    Ok(report)
 }

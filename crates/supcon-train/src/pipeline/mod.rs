@@ -10,6 +10,7 @@
 pub mod classifier;
 pub mod data;
 pub mod evaluate;
+pub mod methods;
 pub mod pretrain;
 pub mod runner;
 
@@ -111,7 +112,7 @@ impl Session {
         } else {
             write_atomic(&run.config_path(), config.to_toml()?.as_bytes())?;
         }
-        let metrics = MetricsWriter::append(&run.metrics_path())?;
+        let metrics = MetricsWriter::for_run(&run)?;
         tracing::info!(
             run = %run.root().display(),
             train = data.train.len(),
@@ -209,6 +210,7 @@ fn stage_spec<'a>(
         checkpoints: &config.checkpoint,
         resume_command,
         quiet,
+        setup_seconds: 0.0,
     }
 }
 
@@ -260,12 +262,14 @@ fn cut_metrics_to_checkpoints(run: &RunDir) -> Result<(), TrainError> {
     })
 }
 
-/// Runs `stage` with `model` on the session's training split.
+/// Runs `stage` with `model` on the session's training split; `setup_seconds` (work done
+/// for the stage before its first step) counts in its wall time.
 fn run_stage_of(
     session: &mut Session,
     stage: Stage,
     method: String,
     model: &mut dyn StageModel,
+    setup_seconds: f64,
 ) -> Result<TrainState, TrainError> {
     let num_classes = session.num_classes();
     let resume_command = session.resume_command();
@@ -278,22 +282,32 @@ fn run_stage_of(
         quiet,
         ..
     } = session;
-    let spec = stage_spec(
-        config,
-        &data.train,
-        num_classes,
-        resume_command,
-        *quiet,
-        stage,
-        method,
-    );
+    let spec = StageSpec {
+        setup_seconds,
+        ..stage_spec(
+            config,
+            &data.train,
+            num_classes,
+            resume_command,
+            *quiet,
+            stage,
+            method,
+        )
+    };
     run_resumable(run, metrics, *resuming, &spec, model)
 }
 
 /// Stage 1 of `session`'s config; returns the summary and the path of the final checkpoint.
 pub fn pretrain(session: &mut Session) -> Result<(StageSummary, PathBuf), TrainError> {
     let (size, mean, std) = image_params(session);
-    let mut model = PretrainModel::new(&session.config, session.device, size, &mean, &std)?;
+    let mut model = PretrainModel::new(
+        &session.config,
+        session.device,
+        size,
+        &mean,
+        &std,
+        session.data.train.len(),
+    )?;
     tracing::info!(
         method = session.config.pretrain.method.as_str(),
         loss_backend = model.loss_backend(),
@@ -301,7 +315,7 @@ pub fn pretrain(session: &mut Session) -> Result<(StageSummary, PathBuf), TrainE
         "stage 1: contrastive pre-training"
     );
     let method = session.config.pretrain.method.as_str().to_string();
-    let state = run_stage_of(session, Stage::Pretrain, method, &mut model)?;
+    let state = run_stage_of(session, Stage::Pretrain, method, &mut model, 0.0)?;
     Ok((
         StageSummary::from_state(&state),
         session.run.last_checkpoint(Stage::Pretrain),
@@ -355,19 +369,26 @@ pub fn linear(
             &std,
             session.device,
         )?;
+        let mut setup_seconds = 0.0;
         if config.linear.augment == "none" {
-            // Logged, not part of the stage's wall time (which `supcon eval` reads back from
-            // the checkpoint state): the report's linear row counts the epochs only.
+            // Part of the stage's wall time (kept in the checkpoint state, so `supcon eval`
+            // reports the same figure): time-to-accuracy includes it.
             let started = std::time::Instant::now();
             model.store_features(&session.data.train)?;
+            setup_seconds = started.elapsed().as_secs_f64();
             tracing::info!(
-                "linear: no augmentation, so the training and validation features were computed once ({:.1} s)",
-                started.elapsed().as_secs_f64()
+                "linear: no augmentation, so the training and validation features were computed once ({setup_seconds:.1} s)"
             );
         }
-        run_stage_of(session, Stage::Linear, "linear".into(), &mut model)?
+        run_stage_of(
+            session,
+            Stage::Linear,
+            "linear".into(),
+            &mut model,
+            setup_seconds,
+        )?
     };
-    let classifier_checkpoint = chosen_checkpoint(session, Stage::Linear, &state);
+    let classifier_checkpoint = session.run.chosen_checkpoint(Stage::Linear, &state);
     Ok(LinearOutcome {
         summary: StageSummary::from_state(&state),
         encoder,
@@ -391,21 +412,10 @@ pub fn ce(session: &mut Session) -> Result<(StageSummary, PathBuf), TrainError> 
             &std,
             session.device,
         )?;
-        run_stage_of(session, Stage::Ce, "ce".into(), &mut model)?
+        run_stage_of(session, Stage::Ce, "ce".into(), &mut model, 0.0)?
     };
-    let chosen = chosen_checkpoint(session, Stage::Ce, &state);
+    let chosen = session.run.chosen_checkpoint(Stage::Ce, &state);
     Ok((StageSummary::from_state(&state), chosen))
-}
-
-/// The checkpoint a classifier stage is tested with: the best-validation one when the stage
-/// selected an epoch and wrote it, otherwise the last one.
-fn chosen_checkpoint(session: &Session, stage: Stage, state: &TrainState) -> PathBuf {
-    let best = session.run.best_checkpoint(stage);
-    if state.best_epoch.is_some() && best.exists() {
-        best
-    } else {
-        session.run.last_checkpoint(stage)
-    }
 }
 
 /// The whole recipe: pre-training, linear stage, optional CE baseline, then the final
@@ -421,7 +431,7 @@ pub fn train(
     } else {
         None
     };
-    let test = data::load_test(&session.config)?;
+    let test = data::load_evaluation_split(&session.config, &session.data)?;
     let mut methods = Vec::new();
     methods.push(evaluate::evaluate_supcon(
         session,

@@ -62,6 +62,10 @@ pub struct StageSpec<'a> {
     pub resume_command: String,
     /// Hide progress output (logs only).
     pub quiet: bool,
+    /// Seconds the stage spent before its first step in this process (the linear stage's
+    /// one-off feature pass): counted in its wall time, so that time-to-accuracy figures
+    /// include it.
+    pub setup_seconds: f64,
 }
 
 impl StageSpec<'_> {
@@ -160,6 +164,7 @@ pub fn run_stage(
     }
     let schedule = LrSchedule::new(spec.optim, spec.epochs, steps_per_epoch, spec.batch_size);
     let mut state = resume.unwrap_or_else(|| spec.fresh_state());
+    state.wall_seconds += spec.setup_seconds;
     let last_path = run.last_checkpoint(spec.stage);
     let save = |state: &TrainState, model: &dyn StageModel, path: &std::path::Path| {
         checkpoint::save(path, state, &model.checkpoint_groups())

@@ -1,0 +1,171 @@
+//! SupCon and SimCLR: end-to-end in-batch contrast of every view against every other (local
+//! crops of multi-crop included), with the
+//! optional label-aware momentum queue of SupCon's memory-efficient setting (Khosla et al.
+//! 2020, §4: a memory of keys from a momentum encoder).
+//!
+//! The projections of all views of the batch, `[batch, views, dim]`, go to the configured
+//! loss backend through the [`LossBridge`]. With `pretrain.queue = K > 0` a momentum encoder
+//! (an EMA of the online network) computes keys of the same views; after each step they join a
+//! FIFO queue of K keys that the loss sees as extra contrast rows, positives where their label
+//! matches the anchor's. SimCLR has no labels: with a queue the image index serves as the
+//! label, so a key of the same image from an earlier step is a positive.
+
+use tch::Tensor;
+
+use super::momentum::MomentumEncoder;
+use super::{ContrastiveMethod, MethodContext, MethodInfo};
+use crate::checkpoint::{varstore_tensors, Checkpoint};
+use crate::config::Method;
+use crate::error::TrainError;
+use crate::loss_bridge::LossBridge;
+use crate::pipeline::data::PreparedBatch;
+use crate::queue::KeyQueue;
+use supcon_models::SupConModel;
+use tch::nn::ModuleT;
+
+/// SupCon's registry entry: τ = 0.1 (SupContrast's), one view or more.
+pub const SUPCON: MethodInfo = MethodInfo {
+    temperature: |_| 0.1,
+    min_views: 1,
+    max_views: None,
+    build,
+};
+
+/// SimCLR's registry entry: τ = 0.5 (SupContrast's SimCLR setting), two views or more.
+pub const SIMCLR: MethodInfo = MethodInfo {
+    temperature: |_| 0.5,
+    min_views: 2,
+    max_views: None,
+    build,
+};
+
+/// The momentum encoder and its queue.
+struct LabelQueue {
+    encoder: MomentumEncoder,
+    queue: KeyQueue,
+    /// Keys and labels of the current batch, pushed after the optimizer step.
+    pending: Option<(Vec<f32>, Vec<i64>)>,
+}
+
+/// SupCon or SimCLR.
+pub struct InBatch {
+    bridge: LossBridge,
+    supervised: bool,
+    views: usize,
+    device: tch::Device,
+    queue: Option<LabelQueue>,
+}
+
+fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, TrainError> {
+    let pretrain = &context.config.pretrain;
+    let queue = if pretrain.queue > 0 {
+        Some(LabelQueue {
+            encoder: MomentumEncoder::new(
+                context.online,
+                &context.config.model,
+                pretrain.queue_momentum,
+                context.device,
+            )?,
+            queue: KeyQueue::new(pretrain.queue, context.config.model.projection_dim as usize),
+            pending: None,
+        })
+    } else {
+        None
+    };
+    Ok(Box::new(InBatch {
+        bridge: LossBridge::for_pretrain(pretrain, context.device)?,
+        supervised: pretrain.method == Method::Supcon,
+        views: pretrain.views,
+        device: context.device,
+        queue,
+    }))
+}
+
+impl ContrastiveMethod for InBatch {
+    fn forward_backward(
+        &mut self,
+        online: &SupConModel,
+        batch: &PreparedBatch,
+    ) -> Result<f64, TrainError> {
+        let images = batch.tensor(self.device);
+        let n = batch.labels.len();
+        let projections = online.forward_t(&images, true);
+        // Multi-crop: each resolution is its own forward pass; the loss sees every crop of an
+        // image as one more view, `[batch, views + local views, dim]`.
+        let (projections, views) = match &batch.local {
+            None => (projections, self.views),
+            Some(local) => {
+                let local_views = local.shape[0] / n;
+                let dim = projections.size()[1];
+                let local = online.forward_t(&local.tensor(self.device), true);
+                let all = Tensor::cat(
+                    &[
+                        projections.view([n as i64, self.views as i64, dim]),
+                        local.view([n as i64, local_views as i64, dim]),
+                    ],
+                    1,
+                )
+                .view([(n * (self.views + local_views)) as i64, dim]);
+                (all, self.views + local_views)
+            }
+        };
+        // SimCLR: each image is its own class. With a queue the keys need labels, so the image
+        // index serves as the label (a key of the same image from an earlier step is a positive).
+        let instance_labels: Vec<i64> = batch.indices.iter().map(|&i| i as i64).collect();
+        let labels: Option<&[i64]> = match (self.supervised, &self.queue) {
+            (true, _) => Some(&batch.labels),
+            (false, Some(_)) => Some(&instance_labels),
+            (false, None) => None,
+        };
+        let Some(state) = &mut self.queue else {
+            let value = self.bridge.backward(&projections, n, views, labels, None)?;
+            return Ok(value.loss);
+        };
+        // Keys of the global views (the queue holds those).
+        let keys = state.encoder.keys(&images);
+        let (keys, _, _) = super::host_rows(&keys)?;
+        let key_labels: Vec<i64> = labels
+            .unwrap_or(&instance_labels)
+            .iter()
+            .flat_map(|&l| std::iter::repeat_n(l, self.views))
+            .collect();
+        let queue = (!state.queue.is_empty()).then(|| state.queue.view());
+        let value = self
+            .bridge
+            .backward(&projections, n, views, labels, queue)?;
+        state.pending = Some((keys, key_labels));
+        Ok(value.loss)
+    }
+
+    fn after_step(&mut self) -> Result<(), TrainError> {
+        if let Some(state) = &mut self.queue {
+            state.encoder.update();
+            if let Some((keys, labels)) = state.pending.take() {
+                state.queue.push(&keys, &labels)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn checkpoint_groups(&self) -> Vec<(&'static str, Vec<(String, Tensor)>)> {
+        match &self.queue {
+            Some(state) => vec![
+                ("ema", varstore_tensors(&state.encoder.vs)),
+                ("queue", state.queue.to_tensors()),
+            ],
+            None => Vec::new(),
+        }
+    }
+
+    fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError> {
+        if let Some(state) = &mut self.queue {
+            checkpoint.load_into("ema", &mut state.encoder.vs)?;
+            state.queue.load_tensors(&checkpoint.group("queue"))?;
+        }
+        Ok(())
+    }
+
+    fn loss_backend(&self) -> &'static str {
+        self.bridge.backend_name()
+    }
+}

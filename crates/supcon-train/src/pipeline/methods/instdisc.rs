@@ -1,0 +1,230 @@
+//! InstDisc (Wu et al. 2018): instance discrimination with a memory bank and NCE
+//! (`supcon_loss::nce_loss`).
+//!
+//! The bank holds one L2-normalized vector per training image (N × dim, random unit vectors at
+//! first). Each step the online network embeds one view of each image (`v`); the image's own
+//! bank entry is its positive and `m` entries drawn uniformly from the bank (noise
+//! distribution `P_n = 1/N`) are its negatives; the loss is NCE with temperature τ and the
+//! partition constant Z, estimated once on the first batch (N × the mean of `e^{v·v_j/τ}`) and
+//! then kept fixed (and saved with the bank, so a resumed run keeps it). After the optimizer
+//! step the entries of the batch move towards the new embeddings:
+//! `v̄_i ← normalize(β·v̄_i + (1 − β)·v_i)` with β = 0.5. Draws come from the run's seed,
+//! the epoch and the batch (see [`super::batch_seed`]), so a resumed run draws the same ones.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use supcon_loss::{nce_loss, NceInput, NceOptions};
+use supcon_models::SupConModel;
+use tch::nn::ModuleT;
+use tch::{Device, Kind, Tensor};
+
+use super::{
+    backward_from_host, batch_seed, host_rows, random_unit_rows, rows_view, ContrastiveMethod,
+    MethodContext, MethodInfo,
+};
+use crate::checkpoint::Checkpoint;
+use crate::error::TrainError;
+use crate::pipeline::data::PreparedBatch;
+
+/// InstDisc's settings (`[pretrain.instdisc]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InstDiscConfig {
+    /// m, bank entries drawn per image as negatives (4096 in the paper).
+    pub negatives: usize,
+    /// β, the weight of the old entry in the bank update (0.5 in the paper).
+    pub bank_momentum: f64,
+    /// Z, when given; absent: estimated on the first batch, then fixed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<f64>,
+}
+
+impl Default for InstDiscConfig {
+    fn default() -> Self {
+        Self {
+            negatives: 4096,
+            bank_momentum: 0.5,
+            partition: None,
+        }
+    }
+}
+
+impl InstDiscConfig {
+    /// Rejects values that cannot work, naming the key.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |key: &str, why: String| {
+            Err(TrainError::Config(format!(
+                "pretrain.instdisc.{key}: {why}"
+            )))
+        };
+        if self.negatives == 0 {
+            return bad("negatives", "must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&self.bank_momentum) {
+            return bad(
+                "bank_momentum",
+                format!("{} is not in [0, 1)", self.bank_momentum),
+            );
+        }
+        if let Some(z) = self.partition {
+            if !(z.is_finite() && z > 0.0) {
+                return bad("partition", format!("{z} is not a positive number"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// InstDisc's registry entry: τ = 0.07, one view.
+pub const INSTDISC: MethodInfo = MethodInfo {
+    temperature: |_| 0.07,
+    min_views: 1,
+    max_views: Some(1),
+    build,
+};
+
+/// The memory bank and the NCE loss.
+pub struct InstDisc {
+    /// `[N, dim]`, row-major, unit rows.
+    bank: Vec<f32>,
+    dim: usize,
+    options: NceOptions,
+    negatives: usize,
+    bank_momentum: f32,
+    seed: u64,
+    device: Device,
+    /// Image indices and embeddings of the current step, written to the bank after the step.
+    pending: Option<(Vec<usize>, Vec<f32>)>,
+}
+
+fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, TrainError> {
+    let pretrain = &context.config.pretrain;
+    let settings = &pretrain.instdisc;
+    let dim = context.config.model.projection_dim as usize;
+    let n = context.dataset_size;
+    Ok(Box::new(InstDisc {
+        bank: random_unit_rows(context.config.seed ^ 0x1d15_0001, n, dim),
+        dim,
+        options: NceOptions::new(pretrain.temperature())
+            .with_dataset_size(n)
+            .with_partition(settings.partition),
+        negatives: settings.negatives,
+        bank_momentum: settings.bank_momentum as f32,
+        seed: context.config.seed,
+        device: context.device,
+        pending: None,
+    }))
+}
+
+impl InstDisc {
+    fn entry(&self, index: usize) -> &[f32] {
+        &self.bank[index * self.dim..(index + 1) * self.dim]
+    }
+
+    fn rows_of(&self, indices: impl Iterator<Item = usize>) -> Vec<f32> {
+        indices
+            .flat_map(|i| self.entry(i).iter().copied())
+            .collect()
+    }
+}
+
+impl ContrastiveMethod for InstDisc {
+    fn forward_backward(
+        &mut self,
+        online: &SupConModel,
+        batch: &PreparedBatch,
+    ) -> Result<f64, TrainError> {
+        let n = self.bank.len() / self.dim;
+        if let Some(&bad) = batch.indices.iter().find(|&&i| i >= n) {
+            return Err(TrainError::Shape(format!(
+                "image index {bad} is outside the memory bank of {n} entries"
+            )));
+        }
+        let images = batch.tensor(self.device);
+        let embeddings = online.forward_t(&images, true);
+        let (queries, rows, dim) = host_rows(&embeddings)?;
+        let positives = self.rows_of(batch.indices.iter().copied());
+        let mut rng = ChaCha8Rng::seed_from_u64(batch_seed(self.seed, batch));
+        let drawn: Vec<usize> = (0..rows * self.negatives)
+            .map(|_| rng.random_range(0..n))
+            .collect();
+        let negatives = self.rows_of(drawn.into_iter());
+        let negatives = ndarray::ArrayView3::from_shape((rows, self.negatives, dim), &negatives)
+            .map_err(|e| TrainError::Shape(format!("negatives: {e}")))?;
+        let out = nce_loss(
+            &NceInput::new(
+                rows_view(&queries, rows, dim)?,
+                rows_view(&positives, rows, dim)?,
+                negatives,
+            ),
+            &self.options,
+        )?;
+        if self.options.partition.is_none() {
+            tracing::info!(
+                partition = out.partition,
+                "instdisc: Z estimated on the first batch, kept from now on"
+            );
+            self.options = self.options.clone().with_partition(Some(out.partition));
+        }
+        let grad = out
+            .grad
+            .as_slice()
+            .ok_or_else(|| TrainError::Shape("NCE gradient is not in standard layout".into()))?;
+        backward_from_host(&embeddings, grad)?;
+        self.pending = Some((batch.indices.clone(), queries));
+        Ok(out.loss)
+    }
+
+    fn after_step(&mut self) -> Result<(), TrainError> {
+        let Some((indices, embeddings)) = self.pending.take() else {
+            return Ok(());
+        };
+        let beta = self.bank_momentum;
+        for (&index, new) in indices.iter().zip(embeddings.chunks_exact(self.dim)) {
+            let entry = &mut self.bank[index * self.dim..(index + 1) * self.dim];
+            for (old, &v) in entry.iter_mut().zip(new) {
+                *old = beta * *old + (1.0 - beta) * v;
+            }
+            let norm = entry.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+            entry.iter_mut().for_each(|v| *v /= norm);
+        }
+        Ok(())
+    }
+
+    fn checkpoint_groups(&self) -> Vec<(&'static str, Vec<(String, Tensor)>)> {
+        let rows = (self.bank.len() / self.dim) as i64;
+        let mut tensors = vec![(
+            "vectors".to_string(),
+            Tensor::from_slice(&self.bank).reshape([rows, self.dim as i64]),
+        )];
+        if let Some(z) = self.options.partition {
+            tensors.push(("partition".to_string(), Tensor::from_slice(&[z])));
+        }
+        vec![("bank", tensors)]
+    }
+
+    fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError> {
+        let group = checkpoint.group("bank");
+        let vectors = group
+            .get("vectors")
+            .ok_or_else(|| TrainError::checkpoint(&checkpoint.path, "has no bank.vectors"))?;
+        let expected = [(self.bank.len() / self.dim) as i64, self.dim as i64];
+        if vectors.size() != expected {
+            return Err(TrainError::checkpoint(
+                &checkpoint.path,
+                format!(
+                    "bank.vectors is {:?}, this run's memory bank is {expected:?}",
+                    vectors.size()
+                ),
+            ));
+        }
+        let values: Vec<f32> = Vec::try_from(vectors.to_kind(Kind::Float).flatten(0, -1))?;
+        self.bank = values;
+        if let Some(z) = group.get("partition") {
+            let z: Vec<f64> = Vec::try_from(z.to_kind(Kind::Double))?;
+            self.options = self.options.clone().with_partition(z.first().copied());
+        }
+        Ok(())
+    }
+}

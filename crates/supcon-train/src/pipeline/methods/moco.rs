@@ -1,0 +1,214 @@
+//! MoCo v1 / v2 (He et al. 2020; Chen et al. 2020): a query encoder (the online network), a
+//! momentum key encoder, and a FIFO queue of keys as negatives; the loss is InfoNCE
+//! (`supcon_loss::infonce_loss`) with the positive of each query being its own image's key
+//! from the other view.
+//!
+//! Per step, with views `x₀, x₁` of each image: `q = f_q(x₀)`, `k = f_k(x₁)` (no gradient,
+//! shuffled BatchNorm, see [`MomentumEncoder::keys_shuffled`]), loss `InfoNCE(q, k, queue)`;
+//! after the optimizer step `f_k ← m·f_k + (1 − m)·f_q` and `k` enters the queue. With
+//! `symmetric` both directions are used (`q₀` against `k₁` and `q₁` against `k₀`, each half
+//! of the loss) and both keys enter the queue. The queue starts as random unit vectors, as in
+//! MoCo's code.
+//!
+//! v1 and v2 differ in their published settings: v1 has a linear head and τ = 0.07; v2 an MLP
+//! head, τ = 0.2, blur in the augmentation and a cosine schedule. `version` chooses the default
+//! τ; the head and augmentation come from the config (presets `quick-cpu-moco-v1`/`-v2`).
+
+use serde::{Deserialize, Serialize};
+use supcon_loss::{infonce_loss, InfoNceInput, InfoNceOptions, Negatives};
+use supcon_models::SupConModel;
+use tch::nn::ModuleT;
+use tch::{Device, Tensor};
+
+use super::momentum::MomentumEncoder;
+use super::{
+    backward_from_host, batch_seed, host_rows, random_unit_rows, rows_view, select_view,
+    ContrastiveMethod, MethodContext, MethodInfo,
+};
+use crate::checkpoint::{varstore_tensors, Checkpoint};
+use crate::config::PretrainConfig;
+use crate::error::TrainError;
+use crate::pipeline::data::PreparedBatch;
+use crate::queue::KeyQueue;
+
+/// MoCo's settings (`[pretrain.moco]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MocoConfig {
+    /// 1 or 2: the default temperature (0.07 or 0.2).
+    pub version: u8,
+    /// K, keys in the queue (65 536 on ImageNet; a few thousand suit Fashion-MNIST's 54 000).
+    pub queue: usize,
+    /// m of the key encoder's moving average.
+    pub momentum: f64,
+    /// Use both directions (q₀·k₁ and q₁·k₀) and enqueue both keys.
+    pub symmetric: bool,
+    /// Groups of the shuffled BatchNorm of the key encoder (MoCo's per-GPU sub-batches).
+    pub shuffle_groups: usize,
+}
+
+impl Default for MocoConfig {
+    fn default() -> Self {
+        Self {
+            version: 2,
+            queue: 4096,
+            momentum: 0.999,
+            symmetric: false,
+            shuffle_groups: 4,
+        }
+    }
+}
+
+impl MocoConfig {
+    /// Rejects values that cannot work, naming the key.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad =
+            |key: &str, why: String| Err(TrainError::Config(format!("pretrain.moco.{key}: {why}")));
+        if !matches!(self.version, 1 | 2) {
+            return bad("version", format!("{} is not 1 or 2", self.version));
+        }
+        if self.queue == 0 {
+            return bad("queue", "MoCo needs a queue of at least one key".into());
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return bad("momentum", format!("{} is not in [0, 1)", self.momentum));
+        }
+        if self.shuffle_groups == 0 {
+            return bad("shuffle_groups", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// MoCo's registry entry: two views.
+pub const MOCO: MethodInfo = MethodInfo {
+    temperature,
+    min_views: 2,
+    max_views: Some(2),
+    build,
+};
+
+fn temperature(config: &PretrainConfig) -> f64 {
+    if config.moco.version == 1 {
+        0.07
+    } else {
+        0.2
+    }
+}
+
+/// Query encoder's loss against the momentum keys and the queue.
+pub struct Moco {
+    key_encoder: MomentumEncoder,
+    queue: KeyQueue,
+    options: InfoNceOptions,
+    symmetric: bool,
+    shuffle_groups: usize,
+    seed: u64,
+    device: Device,
+    /// Keys of the current step, enqueued after the optimizer step.
+    pending: Option<Vec<f32>>,
+}
+
+fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, TrainError> {
+    let pretrain = &context.config.pretrain;
+    let moco = &pretrain.moco;
+    let dim = context.config.model.projection_dim as usize;
+    let mut queue = KeyQueue::new(moco.queue, dim);
+    // MoCo starts from a queue of random unit vectors (`normalize(randn(dim, K))`).
+    let keys = random_unit_rows(context.config.seed ^ 0x40c0_0001, moco.queue, dim);
+    queue.push(&keys, &vec![0; moco.queue])?;
+    Ok(Box::new(Moco {
+        key_encoder: MomentumEncoder::new(
+            context.online,
+            &context.config.model,
+            moco.momentum,
+            context.device,
+        )?,
+        queue,
+        options: InfoNceOptions::new(pretrain.temperature()),
+        symmetric: moco.symmetric,
+        shuffle_groups: moco.shuffle_groups,
+        seed: context.config.seed,
+        device: context.device,
+        pending: None,
+    }))
+}
+
+impl Moco {
+    /// InfoNCE of the queries `online(query_images)` against `keys` and the queue, scaled by
+    /// `weight`, back-propagated; returns the weighted loss.
+    fn direction(
+        &self,
+        online: &SupConModel,
+        query_images: &Tensor,
+        keys: &[f32],
+        weight: f64,
+    ) -> Result<f64, TrainError> {
+        let queries = online.forward_t(query_images, true);
+        let (q, rows, dim) = host_rows(&queries)?;
+        let (negatives, _) = self.queue.view();
+        let out = infonce_loss(
+            &InfoNceInput::new(
+                rows_view(&q, rows, dim)?,
+                rows_view(keys, rows, dim)?,
+                Negatives::Shared(negatives),
+            ),
+            &self.options,
+        )?;
+        let grad: Vec<f32> = out.grad.iter().map(|&g| g * weight as f32).collect();
+        backward_from_host(&queries, &grad)?;
+        Ok(weight * out.loss)
+    }
+}
+
+impl ContrastiveMethod for Moco {
+    fn forward_backward(
+        &mut self,
+        online: &SupConModel,
+        batch: &PreparedBatch,
+    ) -> Result<f64, TrainError> {
+        let images = batch.tensor(self.device);
+        let (first, second) = (select_view(&images, 2, 0), select_view(&images, 2, 1));
+        let seed = batch_seed(self.seed, batch);
+        let (k1, _, _) = host_rows(&self.key_encoder.keys_shuffled(
+            &second,
+            self.shuffle_groups,
+            seed,
+        ))?;
+        if !self.symmetric {
+            let loss = self.direction(online, &first, &k1, 1.0)?;
+            self.pending = Some(k1);
+            return Ok(loss);
+        }
+        let (k0, _, _) = host_rows(&self.key_encoder.keys_shuffled(
+            &first,
+            self.shuffle_groups,
+            seed ^ 0x5bd1_e995,
+        ))?;
+        let loss = self.direction(online, &first, &k1, 0.5)?
+            + self.direction(online, &second, &k0, 0.5)?;
+        self.pending = Some([k1, k0].concat());
+        Ok(loss)
+    }
+
+    fn after_step(&mut self) -> Result<(), TrainError> {
+        self.key_encoder.update();
+        if let Some(keys) = self.pending.take() {
+            let dim = self.queue.dim();
+            self.queue.push(&keys, &vec![0; keys.len() / dim])?;
+        }
+        Ok(())
+    }
+
+    fn checkpoint_groups(&self) -> Vec<(&'static str, Vec<(String, Tensor)>)> {
+        vec![
+            ("ema", varstore_tensors(&self.key_encoder.vs)),
+            ("queue", self.queue.to_tensors()),
+        ]
+    }
+
+    fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError> {
+        checkpoint.load_into("ema", &mut self.key_encoder.vs)?;
+        self.queue.load_tensors(&checkpoint.group("queue"))
+    }
+}

@@ -1,0 +1,210 @@
+//! Stage 1's contrastive methods behind one seam.
+//!
+//! [`PretrainModel`](super::pretrain::PretrainModel) owns what every method shares — the online
+//! encoder + projection head, the optimizer, the augmenter — and hands each batch to the
+//! run's [`ContrastiveMethod`], which owns everything particular to it (momentum encoder, key
+//! queue, memory bank, prototypes), computes its loss with `supcon-loss`, back-propagates it
+//! into the online network, updates its own state after the optimizer step and names its
+//! checkpoint groups. [`info`] is the registry: adding a method is its own module, one
+//! [`Method`] variant and one line in `info`.
+//!
+//! | method | module | positives of an anchor | negatives | loss (`supcon-loss`) |
+//! |---|---|---|---|---|
+//! | `supcon` | [`in_batch`] | every other view of its class (batch, and the label-aware queue) | the other classes | SupCon L_out / L_in |
+//! | `simclr` | [`in_batch`] | the other views of its image | everything else in the batch (and the queue) | NT-Xent |
+//! | `moco` | [`moco`] | the momentum key of its image's other view | the key queue | InfoNCE |
+//! | `instdisc` | [`instdisc`] | its image's memory-bank entry | m entries drawn from the bank | NCE |
+//! | `swav` | [`swav`] | the Sinkhorn code of its image's other crops | (none: equipartition of the codes) | SwAV swapped prediction |
+
+pub mod in_batch;
+pub mod instdisc;
+pub mod moco;
+pub mod momentum;
+pub mod swav;
+
+use ndarray::{ArrayView2, ArrayView3};
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+use crate::checkpoint::Checkpoint;
+use crate::config::{Method, RunConfig};
+use crate::error::TrainError;
+use crate::pipeline::data::PreparedBatch;
+use supcon_models::SupConModel;
+
+/// One contrastive method of stage 1 (see the module docs).
+pub trait ContrastiveMethod {
+    /// Forward pass of `online` on the batch's views, the method's loss, and its backward pass
+    /// into the gradients of `online` (and of [`ContrastiveMethod::trainable`]). Returns the
+    /// loss. Changes no parameter.
+    fn forward_backward(
+        &mut self,
+        online: &SupConModel,
+        batch: &PreparedBatch,
+    ) -> Result<f64, TrainError>;
+
+    /// Tensors of the method itself that the stage's optimizer trains with the online
+    /// network (SwAV's prototypes), as (name, tensor).
+    fn trainable(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+
+    /// Whether the optimizer leaves [`ContrastiveMethod::trainable`] alone in epoch `epoch`
+    /// (SwAV freezes its prototypes at first): no update, no weight decay, no momentum.
+    fn frozen(&self, _epoch: u32) -> bool {
+        false
+    }
+
+    /// Just after the optimizer step: momentum encoder, queue, memory bank, prototypes.
+    fn after_step(&mut self) -> Result<(), TrainError>;
+
+    /// The method's state for a checkpoint, as (prefix, tensors) groups.
+    fn checkpoint_groups(&self) -> Vec<(&'static str, Vec<(String, Tensor)>)>;
+
+    /// Restores what [`ContrastiveMethod::checkpoint_groups`] saved.
+    fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError>;
+
+    /// Where the loss runs, for the log (`cpu`, `tch`, `cuda`).
+    fn loss_backend(&self) -> &'static str {
+        "cpu"
+    }
+}
+
+/// What a method's constructor gets.
+pub struct MethodContext<'a> {
+    pub config: &'a RunConfig,
+    /// The online network's variables (a momentum encoder starts as their copy).
+    pub online: &'a VarStore,
+    pub device: Device,
+    /// Images of the training split (the memory bank has one entry per image).
+    pub dataset_size: usize,
+}
+
+/// A registry entry: a method's defaults and constructor.
+pub struct MethodInfo {
+    /// τ when the config does not set one (the method's published value).
+    pub temperature: fn(&crate::config::PretrainConfig) -> f64,
+    /// The fewest augmented views per image the method works with.
+    pub min_views: usize,
+    /// The most views it uses (`None`: any number).
+    pub max_views: Option<usize>,
+    /// Builds the method for a run.
+    pub build: fn(&MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, TrainError>,
+}
+
+/// The registry: every [`Method`]'s entry.
+pub fn info(method: Method) -> &'static MethodInfo {
+    match method {
+        Method::Supcon => &in_batch::SUPCON,
+        Method::Simclr => &in_batch::SIMCLR,
+        Method::Moco => &moco::MOCO,
+        Method::Instdisc => &instdisc::INSTDISC,
+        Method::Swav => &swav::SWAV,
+    }
+}
+
+/// The method of `config`'s stage 1, built.
+pub fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, TrainError> {
+    (info(context.config.pretrain.method).build)(context)
+}
+
+/// Rows `[n, dim]` of a 2-D tensor copied to the host as f32.
+pub fn host_rows(tensor: &Tensor) -> Result<(Vec<f32>, usize, usize), TrainError> {
+    let size = tensor.size();
+    if size.len() != 2 {
+        return Err(TrainError::Shape(format!(
+            "expected a [rows, dim] tensor, got shape {size:?}"
+        )));
+    }
+    let (rows, dim) = (size[0] as usize, size[1] as usize);
+    let host = tensor
+        .detach()
+        .to_device(Device::Cpu)
+        .to_kind(Kind::Float)
+        .contiguous();
+    let mut values = vec![0f32; rows * dim];
+    host.f_copy_data(&mut values, rows * dim)?;
+    Ok((values, rows, dim))
+}
+
+/// Back-propagates a host gradient `∂L/∂outputs` (same shape as `outputs`) into the graph of
+/// `outputs` through the surrogate `Σ outputs ⊙ stop_grad(grad)`, whose gradient with respect
+/// to `outputs` is exactly `grad` (tch 0.24 has no `backward` with a given gradient).
+pub fn backward_from_host(outputs: &Tensor, grad: &[f32]) -> Result<(), TrainError> {
+    let grad = Tensor::from_slice(grad)
+        .reshape(outputs.size())
+        .to_device(outputs.device())
+        .to_kind(outputs.kind());
+    (outputs * grad).sum(Kind::Float).f_backward()?;
+    Ok(())
+}
+
+/// `[rows, dim]` view of host rows.
+pub fn rows_view(
+    values: &[f32],
+    rows: usize,
+    dim: usize,
+) -> Result<ArrayView2<'_, f32>, TrainError> {
+    ArrayView2::from_shape((rows, dim), values)
+        .map_err(|e| TrainError::Shape(format!("{rows} × {dim} rows: {e}")))
+}
+
+/// `[batch, views, dim]` view of host rows laid out batch-major.
+pub fn views_view(
+    values: &[f32],
+    batch: usize,
+    views: usize,
+    dim: usize,
+) -> Result<ArrayView3<'_, f32>, TrainError> {
+    ArrayView3::from_shape((batch, views, dim), values)
+        .map_err(|e| TrainError::Shape(format!("{batch} × {views} × {dim} features: {e}")))
+}
+
+/// View `view` of every image of a batch tensor `[batch·views, C, H, W]` laid out batch-major
+/// (the augmenter's order): `[batch, C, H, W]`.
+pub fn select_view(images: &Tensor, views: usize, view: usize) -> Tensor {
+    let size = images.size();
+    let batch = size[0] / views as i64;
+    images
+        .view([batch, views as i64, size[1], size[2], size[3]])
+        .select(1, view as i64)
+}
+
+/// A seed for the random choices of one batch (negative samples, BN shuffles) from the run's
+/// seed, the epoch and the batch's image indices: a resumed run draws the same ones.
+pub fn batch_seed(seed: u64, batch: &PreparedBatch) -> u64 {
+    // FNV-1a over (epoch, indices): cheap, deterministic, and different for every batch.
+    let mut hash = 0xcbf2_9ce4_8422_2325u64 ^ seed;
+    for word in
+        std::iter::once(u64::from(batch.epoch)).chain(batch.indices.iter().map(|&i| i as u64))
+    {
+        for byte in word.to_le_bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+/// `rows` random unit vectors of `dim` values (normalized Gaussian samples, so uniform on the
+/// sphere), drawn from `seed`: MoCo's initial queue, InstDisc's initial memory bank.
+pub fn random_unit_rows(seed: u64, rows: usize, dim: usize) -> Vec<f32> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut values = Vec::with_capacity(rows * dim + 1);
+    while values.len() < rows * dim {
+        // Box–Muller: two uniforms in (0, 1] give two independent standard normals.
+        let u1: f64 = 1.0 - rng.random::<f64>();
+        let u2: f64 = rng.random::<f64>();
+        let radius = (-2.0 * u1.ln()).sqrt();
+        let angle = std::f64::consts::TAU * u2;
+        values.push((radius * angle.cos()) as f32);
+        values.push((radius * angle.sin()) as f32);
+    }
+    values.truncate(rows * dim);
+    for row in values.chunks_exact_mut(dim.max(1)) {
+        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        row.iter_mut().for_each(|v| *v /= norm);
+    }
+    values
+}

@@ -1,0 +1,102 @@
+//! The momentum encoder (MoCo's key encoder, SupCon's memory-efficient setting): an
+//! exponential moving average of the online encoder + head, whose outputs fill a key queue.
+//! Shared by [`super::moco`] and the label-aware queue of [`super::in_batch`].
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use supcon_models::{ModelConfig, SupConModel};
+use tch::nn::{ModuleT, VarStore};
+use tch::{Device, Tensor};
+
+use crate::error::TrainError;
+
+/// An EMA copy of the online network: `ema ← m·ema + (1 − m)·online` after every step.
+pub struct MomentumEncoder {
+    pub vs: VarStore,
+    pub model: SupConModel,
+    /// (EMA variable, online variable) pairs, sorted by name.
+    pairs: Vec<(Tensor, Tensor)>,
+    momentum: f64,
+}
+
+impl MomentumEncoder {
+    /// A copy of `online` (built with `model`), frozen: it only moves by [`Self::update`].
+    pub fn new(
+        online: &VarStore,
+        model: &ModelConfig,
+        momentum: f64,
+        device: Device,
+    ) -> Result<Self, TrainError> {
+        let mut vs = VarStore::new(device);
+        let copy = SupConModel::new(&vs.root(), model)?;
+        vs.copy(online)?;
+        vs.freeze();
+        let ema = vs.variables();
+        let mut names: Vec<String> = ema.keys().cloned().collect();
+        names.sort();
+        let online_vars = online.variables();
+        let pairs = names
+            .iter()
+            .map(|n| (ema[n].shallow_clone(), online_vars[n].shallow_clone()))
+            .collect();
+        Ok(Self {
+            vs,
+            model: copy,
+            pairs,
+            momentum,
+        })
+    }
+
+    /// `ema ← m·ema + (1 − m)·online` for every floating-point variable, BatchNorm statistics
+    /// included.
+    pub fn update(&mut self) {
+        let m = self.momentum;
+        tch::no_grad(|| {
+            for (ema, online) in &mut self.pairs {
+                if ema.is_floating_point() {
+                    let _ = ema.g_mul_scalar_(m).g_add_(&(online.detach() * (1.0 - m)));
+                } else {
+                    // Counters (BatchNorm's num_batches_tracked) are copied, not averaged.
+                    ema.copy_(online);
+                }
+            }
+        });
+    }
+
+    /// Keys of `images` (no gradient, BatchNorm in training mode as in MoCo).
+    pub fn keys(&self, images: &Tensor) -> Tensor {
+        tch::no_grad(|| self.model.forward_t(images, true))
+    }
+
+    /// Keys of `images` with MoCo's shuffled BatchNorm on one device: the images are put in a
+    /// random order (drawn from `seed`) and cut into `groups` groups that each normalize with
+    /// their own batch statistics, as the per-GPU sub-batches of MoCo's shuffle do; the keys
+    /// come back in the images' order. So a key's BatchNorm statistics are not those of its
+    /// query's batch, which closes the shortcut MoCo's shuffle exists for. `groups = 1` is
+    /// [`Self::keys`].
+    pub fn keys_shuffled(&self, images: &Tensor, groups: usize, seed: u64) -> Tensor {
+        let n = images.size()[0] as usize;
+        let groups = groups.clamp(1, n.max(1));
+        if groups == 1 {
+            return self.keys(images);
+        }
+        let mut order: Vec<i64> = (0..n as i64).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+        let mut inverse = vec![0i64; n];
+        for (position, &image) in order.iter().enumerate() {
+            inverse[image as usize] = position as i64;
+        }
+        let device = images.device();
+        let order = Tensor::from_slice(&order).to_device(device);
+        let inverse = Tensor::from_slice(&inverse).to_device(device);
+        let shuffled = images.index_select(0, &order);
+        let chunk = n.div_ceil(groups) as i64;
+        let keys: Vec<Tensor> = shuffled
+            .split(chunk, 0)
+            .iter()
+            .map(|group| self.keys(group))
+            .collect();
+        Tensor::cat(&keys, 0).index_select(0, &inverse)
+    }
+}

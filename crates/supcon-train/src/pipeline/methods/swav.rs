@@ -1,0 +1,300 @@
+//! SwAV (Caron et al. 2020): online clustering with Sinkhorn–Knopp codes and swapped
+//! prediction (`supcon_loss::swav_generic`), usually with multi-crop.
+//!
+//! The crops of each image — the global views, then the local crops of multi-crop — are
+//! embedded by the online network (each resolution as its own forward pass) into `[B, S, D]`.
+//! The prototypes `C [K, D]` are a bias-free linear layer trained with the network, frozen
+//! (gradient cleared) during the first `freeze_prototypes_epochs` epochs and L2-normalized
+//! after every step. The codes of the first two (global) crops are computed by Sinkhorn–Knopp
+//! (ε, iterations), over the batch and, for small batches, a queue of earlier embeddings of
+//! the same crops (`queue` per crop, from epoch `queue_start_epoch`, used once full, as in
+//! SwAV's code); every other crop predicts each code.
+
+use serde::{Deserialize, Serialize};
+use supcon_loss::{swav_generic, SwavInput, SwavOptions};
+use supcon_models::SupConModel;
+use tch::nn::{ModuleT, VarStore};
+use tch::{Device, Kind, Tensor};
+
+use super::{host_rows, random_unit_rows, ContrastiveMethod, MethodContext, MethodInfo};
+use crate::checkpoint::Checkpoint;
+use crate::error::TrainError;
+use crate::pipeline::data::PreparedBatch;
+use crate::queue::KeyQueue;
+
+/// SwAV's settings (`[pretrain.swav]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SwavConfig {
+    /// K, the prototypes (3 000 on ImageNet; a few hundred suit ten classes).
+    pub prototypes: usize,
+    /// ε of Sinkhorn–Knopp.
+    pub epsilon: f64,
+    /// Sinkhorn–Knopp iterations.
+    pub sinkhorn_iterations: usize,
+    /// Epochs at the start during which the prototypes do not move.
+    pub freeze_prototypes_epochs: u32,
+    /// Embeddings kept per assignment crop for the codes of small batches; 0: no queue.
+    pub queue: usize,
+    /// The epoch (from 0) from which the queue is filled.
+    pub queue_start_epoch: u32,
+}
+
+impl Default for SwavConfig {
+    fn default() -> Self {
+        Self {
+            prototypes: 100,
+            epsilon: 0.05,
+            sinkhorn_iterations: 3,
+            freeze_prototypes_epochs: 1,
+            queue: 0,
+            queue_start_epoch: 0,
+        }
+    }
+}
+
+impl SwavConfig {
+    /// Rejects values that cannot work, naming the key.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad =
+            |key: &str, why: String| Err(TrainError::Config(format!("pretrain.swav.{key}: {why}")));
+        if self.prototypes < 2 {
+            return bad("prototypes", format!("{} < 2", self.prototypes));
+        }
+        if !(self.epsilon.is_finite() && self.epsilon > 0.0) {
+            return bad(
+                "epsilon",
+                format!("{} is not a positive number", self.epsilon),
+            );
+        }
+        if self.sinkhorn_iterations == 0 {
+            return bad("sinkhorn_iterations", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// SwAV's registry entry: τ = 0.1, two global views (and any number of local crops).
+pub const SWAV: MethodInfo = MethodInfo {
+    temperature: |_| 0.1,
+    min_views: 2,
+    max_views: Some(2),
+    build,
+};
+
+/// The crops whose codes are computed (SwAV's `crops_for_assign`: the two global views).
+const ASSIGNMENT_CROPS: usize = 2;
+/// Checkpoint groups of the queues, one per assignment crop.
+const QUEUE_GROUPS: [&str; ASSIGNMENT_CROPS] = ["swav_queue0", "swav_queue1"];
+
+/// Prototypes, options and the queue.
+pub struct Swav {
+    vs: VarStore,
+    prototypes: Tensor,
+    options: SwavOptions,
+    freeze_epochs: u32,
+    queue_start_epoch: u32,
+    /// One queue per assignment crop (empty capacity: no queue).
+    queues: Vec<KeyQueue>,
+    device: Device,
+    /// Embeddings of the assignment crops of the current step, queued after the step.
+    pending: Option<Vec<Vec<f32>>>,
+}
+
+fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, TrainError> {
+    let config = &context.config.pretrain;
+    let settings = &config.swav;
+    let dim = context.config.model.projection_dim as usize;
+    let vs = VarStore::new(context.device);
+    // Random unit prototypes, as SwAV's normalized nn.Linear initialization.
+    let initial = random_unit_rows(context.config.seed ^ 0x5a5a_0001, settings.prototypes, dim);
+    let prototypes = vs.root().var_copy(
+        "weight",
+        &Tensor::from_slice(&initial).reshape([settings.prototypes as i64, dim as i64]),
+    );
+    Ok(Box::new(Swav {
+        vs,
+        prototypes,
+        options: SwavOptions::default()
+            .with_temperature(config.temperature())
+            .with_epsilon(settings.epsilon)
+            .with_sinkhorn_iterations(settings.sinkhorn_iterations)
+            .with_assignment_crops(ASSIGNMENT_CROPS),
+        freeze_epochs: settings.freeze_prototypes_epochs,
+        queue_start_epoch: settings.queue_start_epoch,
+        queues: (0..ASSIGNMENT_CROPS)
+            .map(|_| KeyQueue::new(settings.queue, dim))
+            .collect(),
+        device: context.device,
+        pending: None,
+    }))
+}
+
+impl Swav {
+    /// `[A, Q, D]` of the queues once they are full (SwAV waits for a full queue).
+    fn full_queue(&self) -> Option<Vec<f32>> {
+        let full = self
+            .queues
+            .iter()
+            .all(|q| q.capacity() > 0 && q.len() == q.capacity());
+        full.then(|| {
+            self.queues
+                .iter()
+                .flat_map(|q| q.view().0.iter().copied().collect::<Vec<f32>>())
+                .collect()
+        })
+    }
+}
+
+impl ContrastiveMethod for Swav {
+    fn forward_backward(
+        &mut self,
+        online: &SupConModel,
+        batch: &PreparedBatch,
+    ) -> Result<f64, TrainError> {
+        let b = batch.labels.len();
+        let global = online.forward_t(&batch.tensor(self.device), true);
+        let local = batch
+            .local
+            .as_ref()
+            .map(|crops| online.forward_t(&crops.tensor(self.device), true));
+        let (global_rows, _, dim) = host_rows(&global)?;
+        let global_views = global_rows.len() / (b * dim);
+        let (local_rows, local_views) = match &local {
+            Some(local) => {
+                let (rows, _, _) = host_rows(local)?;
+                let views = rows.len() / (b * dim);
+                (rows, views)
+            }
+            None => (Vec::new(), 0),
+        };
+        let crops = global_views + local_views;
+        // [B, S, D]: each image's global crops, then its local crops.
+        let mut features = Vec::with_capacity(b * crops * dim);
+        for image in 0..b {
+            features.extend_from_slice(
+                &global_rows[image * global_views * dim..][..global_views * dim],
+            );
+            features
+                .extend_from_slice(&local_rows[image * local_views * dim..][..local_views * dim]);
+        }
+        let (prototypes, k, _) = host_rows(&self.prototypes)?;
+        let queue = self.full_queue();
+        let features_view = super::views_view(&features, b, crops, dim)?;
+        let prototypes_view = super::rows_view(&prototypes, k, dim)?;
+        let mut input = SwavInput::new(features_view, prototypes_view);
+        let queue_view = match &queue {
+            Some(values) => Some(
+                ndarray::ArrayView3::from_shape(
+                    (
+                        ASSIGNMENT_CROPS,
+                        values.len() / (ASSIGNMENT_CROPS * dim),
+                        dim,
+                    ),
+                    values,
+                )
+                .map_err(|e| TrainError::Shape(format!("SwAV queue: {e}")))?,
+            ),
+            None => None,
+        };
+        if let Some(q) = queue_view {
+            input = input.with_queue(q);
+        }
+        let out = swav_generic(&input, &self.options)?;
+        // Split ∂L/∂features back into the global and local outputs' row order.
+        let mut global_grad = Vec::with_capacity(global_rows.len());
+        let mut local_grad = Vec::with_capacity(local_rows.len());
+        for image in out.grad_features.outer_iter() {
+            for (crop, row) in image.outer_iter().enumerate() {
+                let target = if crop < global_views {
+                    &mut global_grad
+                } else {
+                    &mut local_grad
+                };
+                target.extend(row.iter().copied());
+            }
+        }
+        let as_tensor = |values: &[f32], like: &Tensor| {
+            Tensor::from_slice(values)
+                .reshape(like.size())
+                .to_device(like.device())
+                .to_kind(like.kind())
+        };
+        // One surrogate Σ outputs ⊙ stop_grad(∂L/∂outputs) over every output of the step.
+        let mut surrogate = (&global * as_tensor(&global_grad, &global)).sum(Kind::Float);
+        if let Some(local) = &local {
+            surrogate += (local * as_tensor(&local_grad, local)).sum(Kind::Float);
+        }
+        let prototype_grad = out
+            .grad_prototypes
+            .as_slice()
+            .ok_or_else(|| TrainError::Shape("SwAV prototype gradient layout".into()))?;
+        surrogate +=
+            (&self.prototypes * as_tensor(prototype_grad, &self.prototypes)).sum(Kind::Float);
+        surrogate.f_backward()?;
+        let queue_on = batch.epoch >= self.queue_start_epoch;
+        self.pending = queue_on.then(|| {
+            (0..ASSIGNMENT_CROPS)
+                .map(|crop| {
+                    (0..b)
+                        .flat_map(|image| {
+                            global_rows[(image * global_views + crop) * dim..][..dim]
+                                .iter()
+                                .copied()
+                        })
+                        .collect()
+                })
+                .collect()
+        });
+        Ok(out.loss)
+    }
+
+    fn trainable(&self) -> Vec<(String, Tensor)> {
+        vec![("prototypes.weight".into(), self.prototypes.shallow_clone())]
+    }
+
+    fn frozen(&self, epoch: u32) -> bool {
+        epoch < self.freeze_epochs
+    }
+
+    fn after_step(&mut self) -> Result<(), TrainError> {
+        tch::no_grad(|| {
+            let norm = self
+                .prototypes
+                .norm_scalaropt_dim(2, [1], true)
+                .clamp_min(1e-12);
+            let normalized = &self.prototypes / norm;
+            self.prototypes.copy_(&normalized);
+        });
+        if let Some(crops) = self.pending.take() {
+            for (queue, rows) in self.queues.iter_mut().zip(crops) {
+                let labels = vec![0; rows.len() / queue.dim().max(1)];
+                queue.push(&rows, &labels)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn checkpoint_groups(&self) -> Vec<(&'static str, Vec<(String, Tensor)>)> {
+        let mut groups = vec![(
+            "prototypes",
+            vec![("weight".to_string(), self.prototypes.shallow_clone())],
+        )];
+        if self.queues.iter().any(|q| q.capacity() > 0) {
+            for (index, queue) in self.queues.iter().enumerate() {
+                groups.push((QUEUE_GROUPS[index], queue.to_tensors()));
+            }
+        }
+        groups
+    }
+
+    fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError> {
+        checkpoint.load_into("prototypes", &mut self.vs)?;
+        if self.queues.iter().any(|q| q.capacity() > 0) {
+            for (index, queue) in self.queues.iter_mut().enumerate() {
+                queue.load_tensors(&checkpoint.group(QUEUE_GROUPS[index]))?;
+            }
+        }
+        Ok(())
+    }
+}

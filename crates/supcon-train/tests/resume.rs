@@ -14,20 +14,17 @@ use common::{run, supcon};
 use supcon_train::checkpoint::Checkpoint;
 use supcon_train::metrics_log::{read_metrics, MetricRecord, RecordKind};
 
-/// Pre-training on a 300-image subset: 2 epochs of 8 steps, with the key queue,
-/// checkpointing every 3 steps.
-fn args(name: &str, runs: &std::path::Path) -> Vec<String> {
-    common::pretrain_args(
-        name,
-        runs,
-        &[
-            "data.train_per_class=30",
-            "pretrain.epochs=2",
-            "pretrain.batch_size=32",
-            "pretrain.queue=256",
-            "checkpoint.every_steps=3",
-        ],
-    )
+/// Pre-training on a 300-image subset: 2 epochs of 8 steps, checkpointing every 3 steps,
+/// with the method's settings `method`.
+fn args(name: &str, runs: &std::path::Path, method: &[&str]) -> Vec<String> {
+    let mut sets = vec![
+        "data.train_per_class=30",
+        "pretrain.epochs=2",
+        "pretrain.batch_size=32",
+        "checkpoint.every_steps=3",
+    ];
+    sets.extend_from_slice(method);
+    common::pretrain_args(name, runs, &sets)
 }
 
 fn epoch_records(path: &std::path::Path) -> Vec<MetricRecord> {
@@ -40,14 +37,64 @@ fn epoch_records(path: &std::path::Path) -> Vec<MetricRecord> {
 
 #[test]
 fn a_killed_run_resumes_to_the_same_metrics_and_weights() {
+    // SupCon with the label-aware momentum queue.
+    killed_run_resumes_exactly(&["pretrain.queue=256"], &["model", "optim", "ema", "queue"]);
+}
+
+#[test]
+fn a_killed_moco_run_resumes_with_its_key_encoder_and_queue() {
+    killed_run_resumes_exactly(
+        &[
+            "pretrain.method=moco",
+            "pretrain.views=2",
+            "pretrain.moco.queue=96",
+            "pretrain.moco.symmetric=true",
+        ],
+        &["model", "optim", "ema", "queue"],
+    );
+}
+
+#[test]
+fn a_killed_instdisc_run_resumes_with_its_memory_bank_and_partition() {
+    killed_run_resumes_exactly(
+        &[
+            "pretrain.method=instdisc",
+            "pretrain.views=1",
+            "pretrain.instdisc.negatives=64",
+        ],
+        &["model", "optim", "bank"],
+    );
+}
+
+#[test]
+fn a_killed_swav_run_with_multicrop_resumes_with_its_prototypes_and_queue() {
+    killed_run_resumes_exactly(
+        &[
+            "pretrain.method=swav",
+            "pretrain.views=2",
+            "pretrain.swav.prototypes=20",
+            "pretrain.swav.freeze_prototypes_epochs=0",
+            "pretrain.swav.queue=64",
+            "pretrain.multicrop.local_views=2",
+            "pretrain.multicrop.local_size=14",
+        ],
+        &["model", "optim", "prototypes", "swav_queue0", "swav_queue1"],
+    );
+}
+
+/// Runs pre-training with `method` once straight and once killed after its first step
+/// checkpoint and resumed; the epoch metrics, the TensorBoard loss curve and every tensor of
+/// `groups` must be identical.
+fn killed_run_resumes_exactly(method: &[&str], groups: &[&str]) {
     common::require_fashion_mnist();
     let dir = tempfile::tempdir().unwrap();
+    let args = |name: &str| args(name, dir.path(), method);
 
     // The reference: never interrupted.
-    run(supcon().args(args("straight", dir.path())), true);
+    run(supcon().args(args("straight")), true);
 
     // The same run, killed (SIGKILL: no chance to clean up) after its first step checkpoint.
-    let mut child = supcon().args(args("killed", dir.path())).spawn().unwrap();
+    let mut child = supcon().args(args("killed")).spawn().unwrap();
     let checkpoint = dir
         .path()
         .join("killed/checkpoints/pretrain-last.safetensors");
@@ -67,7 +114,7 @@ fn a_killed_run_resumes_to_the_same_metrics_and_weights() {
     );
 
     // Without --resume the folder is refused; with it the run continues.
-    run(supcon().args(args("killed", dir.path())), false);
+    run(supcon().args(args("killed")), false);
     run(
         supcon()
             .args(["pretrain", "--quiet", "--resume"])
@@ -124,7 +171,7 @@ fn a_killed_run_resumes_to_the_same_metrics_and_weights() {
             .join("killed/checkpoints/pretrain-last.safetensors"),
     )
     .unwrap();
-    for group in ["model", "optim", "ema", "queue"] {
+    for &group in groups {
         let (ga, gb) = (a.group(group), b.group(group));
         assert!(!ga.is_empty(), "no {group} tensors");
         assert_eq!(ga.keys().collect::<Vec<_>>(), gb.keys().collect::<Vec<_>>());

@@ -11,6 +11,13 @@ use tch::{Device, Tensor};
 
 use crate::error::TrainError;
 
+/// The order of MoCo's BatchNorm shuffle of `n` images (a permutation drawn from `seed`).
+pub fn shuffle_order(n: usize, seed: u64) -> Vec<i64> {
+    let mut order: Vec<i64> = (0..n as i64).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    order
+}
+
 /// An EMA copy of the online network: `ema ← m·ema + (1 − m)·online` after every step.
 pub struct MomentumEncoder {
     pub vs: VarStore,
@@ -81,8 +88,7 @@ impl MomentumEncoder {
         if groups == 1 {
             return self.keys(images);
         }
-        let mut order: Vec<i64> = (0..n as i64).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+        let order = shuffle_order(n, seed);
         let mut inverse = vec![0i64; n];
         for (position, &image) in order.iter().enumerate() {
             inverse[image as usize] = position as i64;
@@ -98,5 +104,61 @@ impl MomentumEncoder {
             .map(|group| self.keys(group))
             .collect();
         Tensor::cat(&keys, 0).index_select(0, &inverse)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use supcon_models::Architecture;
+
+    #[test]
+    fn shuffled_keys_use_their_groups_batch_statistics_not_the_query_batchs() {
+        tch::manual_seed(3);
+        let config = ModelConfig::new(Architecture::ResNetTiny).with_in_channels(1);
+        let online = VarStore::new(Device::Cpu);
+        SupConModel::new(&online.root(), &config).unwrap();
+        let encoder = MomentumEncoder::new(&online, &config, 0.99, Device::Cpu).unwrap();
+        // Eight images whose brightness differs a lot: batch statistics depend on the group.
+        let images = Tensor::randn([8, 1, 12, 12], (tch::Kind::Float, Device::Cpu))
+            + Tensor::arange(8, (tch::Kind::Float, Device::Cpu)).view([8, 1, 1, 1]);
+        let whole_batch = encoder.keys(&images);
+        let shuffled = encoder.keys_shuffled(&images, 2, 11);
+        assert_eq!(shuffled.size(), whole_batch.size());
+        let gap = (&shuffled - &whole_batch).abs().max().double_value(&[]);
+        assert!(
+            gap > 1e-3,
+            "shuffled keys equal the whole batch's: gap {gap}"
+        );
+        // Each group's keys are exactly those of that group forwarded alone.
+        let order = shuffle_order(8, 11);
+        for group in order.chunks(4) {
+            let index = Tensor::from_slice(group);
+            let alone = encoder.keys(&images.index_select(0, &index));
+            let picked = shuffled.index_select(0, &index);
+            let gap = (&alone - &picked).abs().max().double_value(&[]);
+            assert!(gap < 1e-5, "group {group:?}: {gap}");
+        }
+        // One group is the plain forward.
+        let one = encoder.keys_shuffled(&images, 1, 11);
+        assert!((&one - &whole_batch).abs().max().double_value(&[]) < 1e-6);
+    }
+
+    #[test]
+    fn the_moving_average_moves_towards_the_online_weights() {
+        let config = ModelConfig::new(Architecture::ResNetTiny).with_in_channels(1);
+        let online = VarStore::new(Device::Cpu);
+        SupConModel::new(&online.root(), &config).unwrap();
+        let mut encoder = MomentumEncoder::new(&online, &config, 0.9, Device::Cpu).unwrap();
+        let name = "head.2.weight";
+        let before = encoder.vs.variables()[name].copy();
+        tch::no_grad(|| {
+            let _ = online.variables()[name].shallow_clone().g_add_scalar_(1.0);
+        });
+        encoder.update();
+        let moved = (&encoder.vs.variables()[name] - &before)
+            .mean(tch::Kind::Float)
+            .double_value(&[]);
+        assert!((moved - 0.1).abs() < 1e-5, "moved by {moved}");
     }
 }

@@ -113,6 +113,8 @@ mod options;
 pub mod cuda;
 pub mod infonce;
 pub mod nce;
+#[cfg(feature = "npy")]
+pub mod npy;
 pub mod swav;
 #[cfg(feature = "tch")]
 pub mod tch_backend;

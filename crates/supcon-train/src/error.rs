@@ -33,6 +33,9 @@ pub enum TrainError {
         #[source]
         source: ndarray_npy::ReadNpyError,
     },
+    /// A loss on `.npy` files (`supcon loss`) failed: the file, or the loss, is named.
+    #[error(transparent)]
+    NpyLoss(#[from] supcon_loss::npy::NpyLossError),
     /// The configuration is invalid: unknown key, wrong type, impossible value.
     #[error("configuration error: {0}")]
     Config(String),

@@ -97,6 +97,11 @@ impl LossBridge {
         self.backend.name()
     }
 
+    /// The backend.
+    pub fn backend(&self) -> &dyn LossBackend {
+        self.backend.as_ref()
+    }
+
     /// The loss options.
     pub fn options(&self) -> &SupConOptions {
         &self.options

@@ -1,13 +1,10 @@
 //! The logic of the `loss_npy` example, separate from `main` so that a test can run it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
-use ndarray::{Array1, Array2, Array3, Dimension};
-use ndarray_npy::{read_npy, write_npy, ReadNpyError, ReadableElement};
-use supcon_loss::{
-    ContrastMode, CpuBackend, LossBackend, Queue, SupConInput, SupConOptions, Variant,
-};
+use supcon_loss::npy::{supcon_files, Summary};
+use supcon_loss::{ContrastMode, CpuBackend, SupConOptions, Variant};
 
 pub const USAGE: &str = "usage: loss_npy FEATURES.npy [LABELS.npy] [--temperature T] \
 [--base-temperature B] [--variant out|in] [--contrast-mode all|one] [--normalize] \
@@ -24,21 +21,8 @@ pub struct Args {
     pub options: SupConOptions,
 }
 
-/// What the example prints.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Report {
-    pub loss: f64,
-    pub anchors: usize,
-}
-
-impl Report {
-    pub fn json(&self) -> String {
-        format!(
-            "{{\"loss\": {:?}, \"anchors\": {}}}",
-            self.loss, self.anchors
-        )
-    }
-}
+/// What the example prints: `{"loss": .., "anchors": ..}` ([`Summary::json`]).
+pub type Report = Summary;
 
 pub fn parse_args(args: &[String]) -> Result<Args> {
     let mut parsed = Args::default();
@@ -97,69 +81,21 @@ fn number(text: &str, flag: &str) -> Result<f64> {
         .with_context(|| format!("{flag} expects a number, got `{text}`"))
 }
 
-/// Reads an array of `Wanted` or, when the file holds another element type, of `Other`,
-/// converted.
-fn read_either<D, Wanted, Other>(
-    path: &Path,
-    what: &str,
-    convert: impl Fn(Other) -> Wanted,
-) -> Result<ndarray::Array<Wanted, D>>
-where
-    D: Dimension,
-    Wanted: ReadableElement,
-    Other: ReadableElement + Clone,
-{
-    // ndarray-npy's errors print their source themselves: format them once, naming the file.
-    let failed = |e: ReadNpyError| anyhow!("reading {what} {}: {e}", path.display());
-    match read_npy::<_, ndarray::Array<Wanted, D>>(path) {
-        Ok(array) => Ok(array),
-        Err(ReadNpyError::WrongDescriptor(_)) => read_npy::<_, ndarray::Array<Other, D>>(path)
-            .map(|a| a.mapv(convert))
-            .map_err(failed),
-        Err(err) => Err(failed(err)),
-    }
-}
-
-fn read_labels(path: &Path, what: &str) -> Result<Vec<i64>> {
-    let labels: Array1<i64> = read_either(path, what, |x: i32| i64::from(x))
-        .map_err(|e| e.context(format!("{what} must be a 1-D int64 or int32 array")))?;
-    Ok(labels.to_vec())
-}
-
-/// Runs the loss on the files named in `args`; writes the gradient when asked.
+/// Runs the loss on the files named in `args` (the library's own `.npy` path,
+/// `supcon_loss::npy`, which `supcon loss` shares); writes the gradient when asked.
 pub fn run(args: &Args) -> Result<Report> {
-    let features: Array3<f32> = read_either(&args.features, "features", |x: f64| x as f32)
-        .map_err(|e| {
-            e.context("features must be a [batch, views, dim] float32 or float64 array")
-        })?;
-    let labels = args
-        .labels
+    let queue = args
+        .queue
         .as_deref()
-        .map(|p| read_labels(p, "labels"))
-        .transpose()?;
-    let queue = match (&args.queue, &args.queue_labels) {
-        (Some(keys), Some(key_labels)) => {
-            let keys: Array2<f32> = read_either(keys, "queue keys", |x: f64| x as f32)
-                .map_err(|e| e.context("queue keys must be a [K, dim] float32 or float64 array"))?;
-            Some((keys, read_labels(key_labels, "queue labels")?))
-        }
-        _ => None,
-    };
-    let mut input = SupConInput::new(features.view(), labels.as_deref());
-    if let Some((keys, key_labels)) = &queue {
-        input = input.with_queue(Queue {
-            keys: keys.view(),
-            labels: key_labels,
-        });
-    }
-    let out = CpuBackend::default()
-        .compute(&input, &args.options)
-        .with_context(|| format!("computing the loss of {}", args.features.display()))?;
-    if let Some(path) = &args.grad_out {
-        write_npy(path, &out.grad).with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(Report {
-        loss: out.loss,
-        anchors: out.anchors,
-    })
+        .map(|keys| (keys, args.queue_labels.as_deref()));
+    let summary = supcon_files(
+        &args.features,
+        args.labels.as_deref(),
+        queue,
+        &args.options,
+        &CpuBackend::default(),
+        args.grad_out.as_deref(),
+    )
+    .with_context(|| format!("computing the loss of {}", args.features.display()))?;
+    Ok(summary)
 }

@@ -1,14 +1,16 @@
 //! `loss_npy`: the SupCon loss of a `.npy` file of features, from the command line.
 //!
 //! ```text
-//! cargo run -p supcon-loss --release --example loss_npy -- FEATURES.npy [LABELS.npy]
+//! cargo run -p supcon-loss --release --features npy --example loss_npy -- FEATURES.npy [LABELS.npy]
 //!     [--temperature T] [--base-temperature B] [--variant out|in] [--contrast-mode all|one]
 //!     [--normalize] [--queue KEYS.npy --queue-labels QL.npy] [--grad-out G.npy]
 //! ```
 //!
 //! FEATURES is `[batch, views, dim]` float32 or float64, LABELS `[batch]` int64 or int32. Prints
-//! one JSON line `{"loss": <f64>, "anchors": <int>}`; `--grad-out` writes ∂loss/∂features as
-//! float32 in the features' shape.
+//! one JSON line `{"loss": <f64>, "anchors": <int>}`; `--grad-out` writes ∂loss/∂features in
+//! the features' shape and type (float64 features run in float64). Needs the `npy` feature:
+//! `--features npy`. `supcon loss` reads the same files with the same code and adds the
+//! MoCo, InstDisc and SwAV losses.
 
 mod cli;
 

@@ -3,10 +3,12 @@
 
 use std::path::Path;
 
-use ndarray::{Array1, Array2, Array3};
-use supcon_loss::{SupConInput, SupConOptions};
+use clap::ValueEnum;
+use ndarray::{Array1, Array2};
+use supcon_loss::npy;
+use supcon_loss::{InfoNceOptions, NceOptions, SupConOptions, SwavOptions};
 
-use super::{Cli, Command, ConfigArgs, RunArgs};
+use super::{Cli, Command, ConfigArgs, LossArgs, LossMethod, RunArgs};
 use crate::checkpoint::Checkpoint;
 use crate::config::{self, RunConfig, DEFAULT_PRESET};
 use crate::error::TrainError;
@@ -84,29 +86,7 @@ pub fn execute(cli: &Cli) -> Result<String, TrainError> {
             config,
         } => embed(checkpoint, split, out, *projections, config),
         Command::Curve { runs } => curve(runs),
-        Command::Loss {
-            features,
-            labels,
-            temperature,
-            base_temperature,
-            normalize,
-            loss_backend,
-            grad_out,
-        } => {
-            let options = SupConOptions {
-                temperature: *temperature,
-                base_temperature: *base_temperature,
-                normalize: *normalize,
-                ..SupConOptions::default()
-            };
-            loss_on_npy(
-                features,
-                labels.as_deref(),
-                options,
-                *loss_backend,
-                grad_out.as_deref(),
-            )
-        }
+        Command::Loss(args) => loss_on_npy(args),
     }
 }
 
@@ -469,44 +449,87 @@ where
     crate::run_dir::write_atomic_with(path, |tmp| ndarray_npy::write_npy(tmp, array))
 }
 
-fn loss_on_npy(
-    features_path: &Path,
-    labels_path: Option<&Path>,
-    options: SupConOptions,
-    backend: config::LossBackendKind,
-    grad_out: Option<&Path>,
-) -> Result<String, TrainError> {
-    let features: Array3<f32> =
-        ndarray_npy::read_npy(features_path).map_err(|source| TrainError::Npy {
-            path: features_path.to_path_buf(),
-            expected: "a [batch, views, dim] f32",
-            source,
-        })?;
-    let labels: Option<Array1<i64>> = labels_path
-        .map(|path| {
-            ndarray_npy::read_npy(path).map_err(|source| TrainError::Npy {
-                path: path.to_path_buf(),
-                expected: "a [batch] i64",
-                source,
-            })
+/// `supcon loss`: one of supcon-loss's losses on .npy files, through `supcon_loss::npy`.
+fn loss_on_npy(args: &LossArgs) -> Result<String, TrainError> {
+    fn need<'a>(
+        file: &'a Option<std::path::PathBuf>,
+        flag: &str,
+        method: LossMethod,
+    ) -> Result<&'a Path, TrainError> {
+        file.as_deref().ok_or_else(|| {
+            TrainError::Config(format!(
+                "supcon loss --method {}: {flag} FILE is required",
+                method
+                    .to_possible_value()
+                    .map_or_else(String::new, |v| v.get_name().to_string())
+            ))
         })
-        .transpose()?;
-    let labels_vec = labels.map(|l| l.to_vec());
-    let bridge = LossBridge::new(backend, tch::Device::Cpu, options)?;
-    let input = SupConInput {
-        features: features.view(),
-        labels: labels_vec.as_deref(),
-        queue: None,
-    };
-    let output = bridge.compute(&input)?;
-    if let Some(path) = grad_out {
-        write_npy_atomic(path, &output.grad)?;
     }
-    let value = serde_json::json!({
-        "loss": output.loss,
-        "anchors": output.anchors,
-        "backend": bridge.backend_name(),
-        "shape": features.shape(),
-    });
-    Ok(format!("{value}\n"))
+    let method = args.method;
+    let grad_out = args.grad_out.as_deref();
+    let summary = match args.method {
+        LossMethod::Supcon => {
+            let options = SupConOptions {
+                temperature: args.temperature.unwrap_or(0.1),
+                base_temperature: args.base_temperature,
+                variant: match args.variant.unwrap_or_default() {
+                    config::LossVariant::Out => supcon_loss::Variant::Out,
+                    config::LossVariant::In => supcon_loss::Variant::In,
+                },
+                contrast_mode: match args.contrast_mode.unwrap_or_default() {
+                    config::AnchorMode::All => supcon_loss::ContrastMode::All,
+                    config::AnchorMode::One => supcon_loss::ContrastMode::One,
+                },
+                normalize: args.normalize,
+            };
+            let bridge = LossBridge::new(args.loss_backend, tch::Device::Cpu, options)?;
+            let queue = args
+                .queue
+                .as_deref()
+                .map(|keys| (keys, args.queue_labels.as_deref()));
+            npy::supcon_files(
+                &args.features,
+                args.labels.as_deref(),
+                queue,
+                bridge.options(),
+                bridge.backend(),
+                grad_out,
+            )?
+        }
+        LossMethod::Infonce => npy::infonce_files(
+            &args.features,
+            need(&args.positives, "--positives", method)?,
+            need(&args.negatives, "--negatives", method)?,
+            &InfoNceOptions::new(args.temperature.unwrap_or(0.2)).with_normalize(args.normalize),
+            grad_out,
+        )?,
+        LossMethod::Nce => {
+            let data_size = args.data_size.ok_or_else(|| {
+                TrainError::Config("supcon loss --method nce: --data-size N is required".into())
+            })?;
+            npy::nce_files(
+                &args.features,
+                need(&args.positives, "--positives", method)?,
+                need(&args.negatives, "--negatives", method)?,
+                &NceOptions::new(args.temperature.unwrap_or(0.07))
+                    .with_dataset_size(data_size)
+                    .with_partition(args.nce_z)
+                    .with_normalize(args.normalize),
+                grad_out,
+            )?
+        }
+        LossMethod::Swav => npy::swav_files(
+            &args.features,
+            need(&args.prototypes, "--prototypes", method)?,
+            &SwavOptions::default()
+                .with_temperature(args.temperature.unwrap_or(0.1))
+                .with_epsilon(args.epsilon)
+                .with_sinkhorn_iterations(args.sinkhorn_iterations)
+                .with_assignment_crops(args.assign_crops)
+                .with_normalize(args.normalize),
+            grad_out,
+            args.prototype_grad_out.as_deref(),
+        )?,
+    };
+    Ok(format!("{}\n", summary.json()))
 }

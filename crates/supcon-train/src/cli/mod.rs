@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 pub use commands::execute;
+pub use commands::{CURVE_MD, CURVE_PNG};
 
 use crate::config::{AnchorMode, CudaPrecision, EvalSplit, LossBackendKind, LossVariant, Method};
 
@@ -94,31 +95,94 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         runs: PathBuf,
     },
-    /// Computes the SupCon / SimCLR loss of features stored as .npy (like supcon-loss's
-    /// loss_npy example) and prints the loss as JSON.
-    Loss {
-        /// Features [batch, views, dim], f32 .npy.
-        #[arg(long, value_name = "FILE")]
-        features: PathBuf,
-        /// Labels [batch], i64 .npy; without it the loss is SimCLR's.
-        #[arg(long, value_name = "FILE")]
-        labels: Option<PathBuf>,
-        /// Temperature τ.
-        #[arg(long, default_value_t = 0.1)]
-        temperature: f64,
-        /// τ_base (default: τ).
-        #[arg(long)]
-        base_temperature: Option<f64>,
-        /// L2-normalise the features inside the loss.
-        #[arg(long)]
-        normalize: bool,
-        /// Where the loss is computed.
-        #[arg(long, value_enum, default_value_t = LossBackendKind::Cpu)]
-        loss_backend: LossBackendKind,
-        /// Also write ∂L/∂features ([batch, views, dim] f32 .npy) here.
-        #[arg(long, value_name = "FILE")]
-        grad_out: Option<PathBuf>,
-    },
+    /// Computes a loss of arrays stored as .npy files and prints one JSON line
+    /// {"loss": ..., "anchors": ...}; the gradients (--grad-out, --prototype-grad-out) are
+    /// written in the input's shape and float type. Shares its file reading with
+    /// supcon-loss's loss_npy example.
+    Loss(LossArgs),
+}
+
+/// Which loss `supcon loss` computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LossMethod {
+    /// SupCon (with --labels) or SimCLR (without): --features [batch, views, dim].
+    Supcon,
+    /// MoCo's InfoNCE: --features (queries) [B, D], --positives [B, D], --negatives [K, D]
+    /// shared or [B, m, D] per query.
+    Infonce,
+    /// InstDisc's NCE: --features (queries) [B, D], --positives [B, D], --negatives [B, m, D],
+    /// --data-size N, --nce-z Z (absent: estimated from these queries).
+    Nce,
+    /// SwAV: --features [B, crops, D], --prototypes [K, D].
+    Swav,
+}
+
+/// Options of `supcon loss`.
+#[derive(Args, Debug, Clone)]
+pub struct LossArgs {
+    /// The loss.
+    #[arg(long, value_enum, default_value_t = LossMethod::Supcon)]
+    pub method: LossMethod,
+    /// Features (supcon, swav) or queries (infonce, nce), float32 or float64 .npy.
+    #[arg(long, value_name = "FILE")]
+    pub features: PathBuf,
+    /// supcon: labels [batch], int64 or int32 .npy; without it the loss is SimCLR's.
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
+    /// supcon: queue keys [K, dim] (extra contrast rows without gradient).
+    #[arg(long, value_name = "FILE", requires = "queue_labels")]
+    pub queue: Option<PathBuf>,
+    /// supcon: labels of the queue keys [K].
+    #[arg(long, value_name = "FILE", requires = "queue")]
+    pub queue_labels: Option<PathBuf>,
+    /// infonce, nce: the positive of each query [B, D].
+    #[arg(long, value_name = "FILE")]
+    pub positives: Option<PathBuf>,
+    /// infonce, nce: negatives [K, D] (shared) or [B, m, D] (per query).
+    #[arg(long, value_name = "FILE")]
+    pub negatives: Option<PathBuf>,
+    /// swav: prototypes [K, D].
+    #[arg(long, value_name = "FILE")]
+    pub prototypes: Option<PathBuf>,
+    /// Temperature τ (default: supcon 0.1, infonce 0.2, nce 0.07, swav 0.1).
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// supcon: τ_base (default: τ).
+    #[arg(long)]
+    pub base_temperature: Option<f64>,
+    /// supcon: L_out (default) or L_in.
+    #[arg(long, value_enum)]
+    pub variant: Option<LossVariant>,
+    /// supcon: anchors are all views (default) or view 0 only.
+    #[arg(long, value_enum)]
+    pub contrast_mode: Option<AnchorMode>,
+    /// L2-normalise the inputs inside the loss (and back-propagate through it).
+    #[arg(long)]
+    pub normalize: bool,
+    /// supcon: where the loss is computed (float64 inputs always run on the CPU backend).
+    #[arg(long, value_enum, default_value_t = LossBackendKind::Cpu)]
+    pub loss_backend: LossBackendKind,
+    /// nce: N, the data-set size (the noise distribution is 1/N).
+    #[arg(long)]
+    pub data_size: Option<usize>,
+    /// nce: the partition constant Z (absent: estimated from these queries).
+    #[arg(long)]
+    pub nce_z: Option<f64>,
+    /// swav: ε of Sinkhorn–Knopp.
+    #[arg(long, default_value_t = 0.05)]
+    pub epsilon: f64,
+    /// swav: Sinkhorn–Knopp iterations.
+    #[arg(long, default_value_t = 3)]
+    pub sinkhorn_iterations: usize,
+    /// swav: the first A crops whose codes are computed.
+    #[arg(long, default_value_t = 2)]
+    pub assign_crops: usize,
+    /// Also write ∂L/∂features (or ∂L/∂queries) here.
+    #[arg(long, value_name = "FILE")]
+    pub grad_out: Option<PathBuf>,
+    /// swav: also write ∂L/∂prototypes here.
+    #[arg(long, value_name = "FILE")]
+    pub prototype_grad_out: Option<PathBuf>,
 }
 
 /// Where the configuration comes from.

@@ -1,0 +1,294 @@
+//! `supcon loss --method infonce | nce | swav` against independent float64 implementations of
+//! the formulas (dense, written here from the papers' definitions), with gradients checked by
+//! central differences of those implementations: the loss to 1e-6 relative, gradients to 1e-4
+//! of their largest entry.
+
+mod common;
+
+use common::{run, supcon};
+use ndarray::{Array1, Array2, Array3};
+use ndarray_npy::{read_npy, write_npy};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn random<D: ndarray::Dimension, Sh: ndarray::ShapeBuilder<Dim = D>>(
+    shape: Sh,
+    rng: &mut ChaCha8Rng,
+) -> ndarray::Array<f64, D> {
+    ndarray::Array::from_shape_simple_fn(shape, || rng.random_range(-1.0..1.0))
+}
+
+/// The negatives of query `b`.
+type NegativesOf<'a> = &'a dyn Fn(usize) -> Vec<Array1<f64>>;
+
+fn log_sum_exp(values: impl Iterator<Item = f64> + Clone) -> f64 {
+    let max = values.clone().fold(f64::NEG_INFINITY, f64::max);
+    max + values.map(|v| (v - max).exp()).sum::<f64>().ln()
+}
+
+fn dot(a: ndarray::ArrayView1<'_, f64>, b: ndarray::ArrayView1<'_, f64>) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Central differences of `loss` at `x`.
+fn numeric_gradient<D: ndarray::Dimension>(
+    x: &ndarray::Array<f64, D>,
+    loss: impl Fn(&ndarray::Array<f64, D>) -> f64,
+) -> ndarray::Array<f64, D> {
+    let h = 1e-6;
+    let mut grad = x.clone();
+    for (i, g) in grad.iter_mut().enumerate() {
+        let shifted = |delta: f64| {
+            let mut y = x.clone();
+            y.as_slice_mut().expect("standard layout")[i] += delta;
+            loss(&y)
+        };
+        *g = (shifted(h) - shifted(-h)) / (2.0 * h);
+    }
+    grad
+}
+
+fn assert_close<D: ndarray::Dimension>(
+    what: &str,
+    got: &ndarray::Array<f64, D>,
+    want: &ndarray::Array<f64, D>,
+) {
+    assert_eq!(got.shape(), want.shape(), "{what}");
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let worst = got
+        .iter()
+        .zip(want)
+        .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        worst <= 1e-4 * scale,
+        "{what}: off by {worst} (largest {scale})"
+    );
+}
+
+/// Runs `supcon loss ARGS` and returns the printed loss and anchors.
+fn loss_command(args: &[&std::ffi::OsStr]) -> (f64, u64) {
+    let output = run(supcon().arg("loss").args(args), true);
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    (
+        value["loss"].as_f64().unwrap(),
+        value["anchors"].as_u64().unwrap(),
+    )
+}
+
+#[test]
+fn infonce_matches_the_formula_with_shared_and_per_query_negatives() {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let (b, k, m, d, tau) = (5, 7, 3, 4, 0.2);
+    let q: Array2<f64> = random((b, d), &mut rng);
+    let pos: Array2<f64> = random((b, d), &mut rng);
+    let shared: Array2<f64> = random((k, d), &mut rng);
+    let per_query: Array3<f64> = random((b, m, d), &mut rng);
+    // ℓ_b = −log(e^{q·k/τ} / (e^{q·k/τ} + Σ_j e^{q·n_j/τ})), mean over b.
+    let loss = |q: &Array2<f64>, negatives: NegativesOf<'_>| -> f64 {
+        (0..b)
+            .map(|i| {
+                let positive = dot(q.row(i), pos.row(i)) / tau;
+                let logits = std::iter::once(positive)
+                    .chain(negatives(i).iter().map(|n| dot(q.row(i), n.view()) / tau))
+                    .collect::<Vec<_>>();
+                log_sum_exp(logits.iter().copied()) - positive
+            })
+            .sum::<f64>()
+            / b as f64
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str| dir.path().join(name);
+    write_npy(file("q.npy"), &q).unwrap();
+    write_npy(file("k.npy"), &pos).unwrap();
+    write_npy(file("shared.npy"), &shared).unwrap();
+    write_npy(file("per_query.npy"), &per_query).unwrap();
+    let shared_rows = |_: usize| shared.rows().into_iter().map(|r| r.to_owned()).collect();
+    let per_query_rows = |i: usize| {
+        per_query
+            .index_axis(ndarray::Axis(0), i)
+            .rows()
+            .into_iter()
+            .map(|r| r.to_owned())
+            .collect()
+    };
+    let cases: [(&str, NegativesOf<'_>); 2] = [
+        ("shared.npy", &shared_rows),
+        ("per_query.npy", &per_query_rows),
+    ];
+    for (negatives, rows) in cases {
+        let (got, anchors) = loss_command(&[
+            "--method".as_ref(),
+            "infonce".as_ref(),
+            "--features".as_ref(),
+            file("q.npy").as_os_str(),
+            "--positives".as_ref(),
+            file("k.npy").as_os_str(),
+            "--negatives".as_ref(),
+            file(negatives).as_os_str(),
+            "--temperature".as_ref(),
+            "0.2".as_ref(),
+            "--grad-out".as_ref(),
+            file("g.npy").as_os_str(),
+        ]);
+        let want = loss(&q, rows);
+        assert_eq!(anchors, b as u64);
+        assert!(
+            (got - want).abs() <= 1e-6 * want.abs(),
+            "{negatives}: {got} vs {want}"
+        );
+        let grad: Array2<f64> = read_npy(file("g.npy")).unwrap();
+        assert_close(negatives, &grad, &numeric_gradient(&q, |q| loss(q, rows)));
+    }
+}
+
+#[test]
+fn nce_matches_instdisc_formula() {
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let (b, m, d, tau, n, z) = (4, 6, 5, 0.07, 1000usize, 2500.0);
+    let q: Array2<f64> = random((b, d), &mut rng) * 0.3;
+    let pos: Array2<f64> = random((b, d), &mut rng) * 0.3;
+    let neg: Array3<f64> = random((b, m, d), &mut rng) * 0.3;
+    // P(i|v) = e^{v_i·v/τ}/Z, h = P/(P + m/N), ℓ = −log h(k) − Σ_j log(1 − h(n_j)).
+    let loss = |q: &Array2<f64>| -> f64 {
+        let noise = m as f64 / n as f64;
+        let h = |p: f64| p / (p + noise);
+        (0..b)
+            .map(|i| {
+                let p = |row: ndarray::ArrayView1<'_, f64>| (dot(q.row(i), row) / tau).exp() / z;
+                -h(p(pos.row(i))).ln()
+                    - (0..m)
+                        .map(|j| (1.0 - h(p(neg.slice(ndarray::s![i, j, ..])))).ln())
+                        .sum::<f64>()
+            })
+            .sum::<f64>()
+            / b as f64
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str| dir.path().join(name);
+    write_npy(file("q.npy"), &q).unwrap();
+    write_npy(file("k.npy"), &pos).unwrap();
+    write_npy(file("n.npy"), &neg).unwrap();
+    let (got, anchors) = loss_command(&[
+        "--method".as_ref(),
+        "nce".as_ref(),
+        "--features".as_ref(),
+        file("q.npy").as_os_str(),
+        "--positives".as_ref(),
+        file("k.npy").as_os_str(),
+        "--negatives".as_ref(),
+        file("n.npy").as_os_str(),
+        "--data-size".as_ref(),
+        "1000".as_ref(),
+        "--nce-z".as_ref(),
+        "2500".as_ref(),
+        "--temperature".as_ref(),
+        "0.07".as_ref(),
+        "--grad-out".as_ref(),
+        file("g.npy").as_os_str(),
+    ]);
+    let want = loss(&q);
+    assert_eq!(anchors, b as u64);
+    assert!((got - want).abs() <= 1e-6 * want.abs(), "{got} vs {want}");
+    let grad: Array2<f64> = read_npy(file("g.npy")).unwrap();
+    assert_close("nce", &grad, &numeric_gradient(&q, loss));
+}
+
+/// SwAV's `distributed_sinkhorn` on one device: `[B, K]` scores → `[B, K]` codes.
+fn sinkhorn(scores: &Array2<f64>, epsilon: f64, iterations: usize) -> Array2<f64> {
+    let (b, k) = scores.dim();
+    let mut q = scores.t().mapv(|s| (s / epsilon).exp()); // [K, B]
+    let total = q.sum();
+    q /= total;
+    for _ in 0..iterations {
+        for mut row in q.rows_mut() {
+            let sum = row.sum();
+            row /= sum * k as f64;
+        }
+        for mut column in q.columns_mut() {
+            let sum = column.sum();
+            column /= sum * b as f64;
+        }
+    }
+    q *= b as f64;
+    q.t().to_owned()
+}
+
+#[test]
+fn swav_matches_the_swapped_prediction_formula() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let (b, s, d, k, a, tau, eps) = (6, 4, 5, 7, 2, 0.1, 0.05);
+    let z: Array3<f64> = random((b, s, d), &mut rng);
+    let c: Array2<f64> = random((k, d), &mut rng);
+    let scores = |z: &Array3<f64>, c: &Array2<f64>, crop: usize| -> Array2<f64> {
+        z.index_axis(ndarray::Axis(1), crop).dot(&c.t())
+    };
+    // Codes of the assignment crops, constants for the gradient.
+    let codes: Vec<Array2<f64>> = (0..a)
+        .map(|crop| sinkhorn(&scores(&z, &c, crop), eps, 3))
+        .collect();
+    // L = (1/A) Σ_a (1/(S−1)) Σ_{s≠a} mean_b(−Σ_k q_a[b,k] log softmax(s_s[b,:]/τ)[k]).
+    let loss = |z: &Array3<f64>, c: &Array2<f64>| -> f64 {
+        let mut total = 0.0;
+        for (crop_a, q) in codes.iter().enumerate() {
+            for crop_s in (0..s).filter(|&x| x != crop_a) {
+                let logits = scores(z, c, crop_s) / tau;
+                for image in 0..b {
+                    let row = logits.row(image);
+                    let lse = log_sum_exp(row.iter().copied());
+                    total -= (0..k).map(|j| q[[image, j]] * (row[j] - lse)).sum::<f64>() / b as f64;
+                }
+            }
+        }
+        total / (a as f64 * (s - 1) as f64)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str| dir.path().join(name);
+    write_npy(file("z.npy"), &z).unwrap();
+    write_npy(file("c.npy"), &c).unwrap();
+    let (got, anchors) = loss_command(&[
+        "--method".as_ref(),
+        "swav".as_ref(),
+        "--features".as_ref(),
+        file("z.npy").as_os_str(),
+        "--prototypes".as_ref(),
+        file("c.npy").as_os_str(),
+        "--grad-out".as_ref(),
+        file("gz.npy").as_os_str(),
+        "--prototype-grad-out".as_ref(),
+        file("gc.npy").as_os_str(),
+    ]);
+    let want = loss(&z, &c);
+    assert_eq!(anchors, (b * a) as u64);
+    assert!((got - want).abs() <= 1e-6 * want.abs(), "{got} vs {want}");
+    let gz: Array3<f64> = read_npy(file("gz.npy")).unwrap();
+    let gc: Array2<f64> = read_npy(file("gc.npy")).unwrap();
+    assert_close("features", &gz, &numeric_gradient(&z, |z| loss(z, &c)));
+    assert_close("prototypes", &gc, &numeric_gradient(&c, |c| loss(&z, c)));
+}
+
+#[test]
+fn missing_inputs_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q.npy");
+    write_npy(&q, &Array2::<f32>::zeros((2, 3))).unwrap();
+    let output = run(
+        supcon()
+            .args(["loss", "--method", "infonce", "--features"])
+            .arg(&q),
+        false,
+    );
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("--positives"), "{err}");
+    let output = run(
+        supcon()
+            .args(["loss", "--method", "nce", "--features"])
+            .arg(&q)
+            .arg("--positives")
+            .arg(&q)
+            .arg("--negatives")
+            .arg(&q),
+        false,
+    );
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("--data-size"), "{err}");
+}

@@ -1,6 +1,7 @@
 //! `cargo xtask bench <what>`: side-by-side benchmarks against the references (PyTorch,
 //! torchvision), measured on the same machine in the same run. Each writes
-//! `target/bench-results/<what>.json` and prints the ratio.
+//! `target/bench-results/<what>.json` and prints the ratio; `interop` is a correctness check
+//! instead (SupContrast's weights in supcon-models, same outputs) and prints the differences.
 
 use anyhow::{bail, Result};
 
@@ -13,6 +14,9 @@ pub fn run(args: &[String]) -> Result<()> {
         "loss" => crate::bench_loss::run(rest),
         "augment" => crate::bench_augment::run(rest),
         "train" => crate::bench_train::run(rest),
-        other => bail!("unknown benchmark `{other}`; expected one of: loss, augment, train"),
+        "interop" => crate::bench_interop::run(rest),
+        other => {
+            bail!("unknown benchmark `{other}`; expected one of: loss, augment, train, interop")
+        }
     }
 }

@@ -5,16 +5,25 @@
 //! on the same machine in the same run. Writes `target/bench-results/augment.json`.
 //!
 //! torchvision lives in its own virtual environment, `<cache>/bench-venv` (the cache folder
-//! of `cargo xtask setup`), with `torch==2.11.0 torchvision==0.26.0`; a marker file makes the
-//! installation happen once. Where Python has no `venv` module, `pip install --target` into
-//! the same folder and `PYTHONPATH` take its place.
+//! of `cargo xtask setup`), with the wheels of `WHEELS` (`torch==2.11.0 torchvision==0.26.0
+//! safetensors[torch]==0.7.0`, shared with `cargo xtask bench train` and `bench interop`); a marker
+//! file that lists them makes the installation happen once (and again when the list changes).
+//! Where Python has no `venv` module, `pip install --target` into the same folder and
+//! `PYTHONPATH` take its place.
 
 use crate::util::{build_release, field, machine, project_root, run as sh, write_bench_result};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const WHEELS: &[&str] = &["torch==2.11.0", "torchvision==0.26.0"];
+/// What the reference scripts import: torch and torchvision, and safetensors for the state dict
+/// that `cargo xtask bench interop` exports (its `torch` extra brings the `packaging` module
+/// that `safetensors.torch` imports).
+const WHEELS: &[&str] = &[
+    "torch==2.11.0",
+    "torchvision==0.26.0",
+    "safetensors[torch]==0.7.0",
+];
 
 struct Options {
     threads: usize,
@@ -85,7 +94,7 @@ fn works(cmd: &mut Command) -> bool {
     cmd.output().map(|o| o.status.success()).unwrap_or(false)
 }
 
-/// Installs torch and torchvision into `<cache>/bench-venv` once (about 4.6 GB: the full
+/// Installs torch, torchvision and safetensors into `<cache>/bench-venv` once (about 4.6 GB: the full
 /// torch wheel with its CUDA libraries, which `import torch` loads even without a GPU).
 pub(crate) fn bench_python() -> Result<BenchPython> {
     let dir = crate::setup::cache_dir()?.join("bench-venv");
@@ -146,7 +155,7 @@ pub(crate) fn bench_python() -> Result<BenchPython> {
 fn pip_install(cmd: &mut Command) -> Result<()> {
     cmd.args(["--disable-pip-version-check", "--no-cache-dir"])
         .args(WHEELS);
-    sh(cmd).context("pip could not install torch and torchvision: is PyPI reachable?")
+    sh(cmd).context("pip could not install the benchmark wheels (torch, ...): is PyPI reachable?")
 }
 
 /// The last JSON line a benchmark printed.

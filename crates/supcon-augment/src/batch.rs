@@ -77,14 +77,17 @@ pub struct Augmenter {
 }
 
 impl Augmenter {
+    /// An augmenter running `pipeline`, with `seed` as the root of every view's random stream.
     pub fn new(pipeline: Pipeline, seed: u64) -> Self {
         Self { pipeline, seed }
     }
 
+    /// The pipeline every view goes through.
     pub fn pipeline(&self) -> &Pipeline {
         &self.pipeline
     }
 
+    /// The root seed of the views' random streams.
     pub fn seed(&self) -> u64 {
         self.seed
     }
@@ -167,7 +170,9 @@ impl Augmenter {
 /// `views` crops made by one pipeline (e.g. SwAV's 2 global crops of 224 or 6 local of 96).
 #[derive(Clone, Debug, PartialEq)]
 pub struct CropGroup {
+    /// The pipeline making this group's crops; its views must all have one size.
     pub pipeline: Pipeline,
+    /// Crops per image in this group (at least 1).
     pub views: usize,
 }
 
@@ -181,6 +186,8 @@ pub struct MultiCropAugmenter {
 }
 
 impl MultiCropAugmenter {
+    /// A multi-crop augmenter over `groups`, in output-buffer order, with `seed` as the root of
+    /// every view's random stream; fails when a group has zero views.
     pub fn new(groups: Vec<CropGroup>, seed: u64) -> Result<Self, AugmentError> {
         if groups.iter().any(|g| g.views == 0) {
             return Err(AugmentError::ZeroViews);
@@ -188,6 +195,7 @@ impl MultiCropAugmenter {
         Ok(Self { groups, seed })
     }
 
+    /// The crop groups, in output-buffer order.
     pub fn groups(&self) -> &[CropGroup] {
         &self.groups
     }

@@ -32,11 +32,17 @@ use crate::rng::{stream_key, ViewRng};
 /// The corruptions implemented.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Corruption {
+    /// Additive Gaussian noise of standard deviation `c`, clipped to [0, 1].
     GaussianNoise,
+    /// Poisson (photon) noise: `Poisson(x·c) / c`, so a larger `c` is milder.
     ShotNoise,
+    /// Gaussian blur of σ = `c` pixels, edge samples repeated.
     GaussianBlur,
+    /// Contrast scaled by `c` about each channel's mean.
     Contrast,
+    /// HSV value raised by `c`, clipped.
     Brightness,
+    /// Box-downsampling to `c` of each side and back up (blocky pixels).
     Pixelate,
 }
 
@@ -51,6 +57,8 @@ pub enum SeverityScale {
 }
 
 impl Corruption {
+    /// Every corruption, in the order of the module's table. A corruption's position here keys
+    /// its random stream: reordering changes every corrupted image.
     pub const ALL: [Corruption; 6] = [
         Corruption::GaussianNoise,
         Corruption::ShotNoise,

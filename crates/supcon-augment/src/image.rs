@@ -6,9 +6,13 @@ use crate::error::AugmentError;
 /// data sets store them (IDX, CIFAR after transposition, decoded PNG/JPEG).
 #[derive(Clone, Copy, Debug)]
 pub struct ImageRef<'a> {
+    /// The pixels, `height × width × channels` bytes, HWC; 0–255 intensities.
     pub data: &'a [u8],
+    /// Rows, in pixels.
     pub height: usize,
+    /// Columns, in pixels.
     pub width: usize,
+    /// Bytes per pixel, e.g. 1 (gray) or 3 (R, G, B).
     pub channels: usize,
 }
 
@@ -74,9 +78,14 @@ static BYTE_TO_UNIT: [f32; 256] = {
 /// from view to view: `reshape` only allocates when an image is larger than any before.
 #[derive(Clone, Debug, Default)]
 pub struct Planar {
+    /// The buffer: the first `channels × height × width` values are the image, channel after
+    /// channel (CHW, like a torch tensor); anything past them is stale capacity.
     pub data: Vec<f32>,
+    /// Number of planes (C).
     pub channels: usize,
+    /// Rows per plane (H), in pixels.
     pub height: usize,
+    /// Columns per plane (W), in pixels.
     pub width: usize,
 }
 

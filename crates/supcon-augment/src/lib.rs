@@ -34,6 +34,8 @@
 //! Images come in as bytes (`&[u8]`, HWC) and are processed as f32 in [0, 1], like
 //! torchvision's tensor transforms after `ToTensor`.
 
+#![warn(missing_docs)]
+
 pub mod batch;
 pub mod color;
 pub mod corrupt;

@@ -15,9 +15,13 @@ use crate::rng::ViewRng;
 /// the four adjustments run in a fresh random order per view.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ColorJitter {
+    /// Range of the brightness factor (pixels × factor, clamped to [0, 1]); each bound ≥ 0.
     pub brightness: Option<(f32, f32)>,
+    /// Range of the contrast factor (blend with the mean of the gray image); each bound ≥ 0.
     pub contrast: Option<(f32, f32)>,
+    /// Range of the saturation factor (blend with the gray image; RGB only); each bound ≥ 0.
     pub saturation: Option<(f32, f32)>,
+    /// Range of the hue shift, in turns, within [-0.5, 0.5] (RGB only).
     pub hue: Option<(f32, f32)>,
 }
 
@@ -101,9 +105,15 @@ pub enum Op {
     /// 10 attempts at an area fraction in `scale` and a log-uniform aspect ratio in `ratio`,
     /// else the central crop clamped to `ratio`.
     RandomResizedCrop {
+        /// Output height, in pixels.
         height: usize,
+        /// Output width, in pixels.
         width: usize,
+        /// Range of the crop's area as a fraction of the input's, `0 < lo ≤ hi` (torchvision's
+        /// default `(0.08, 1.0)`; SupContrast uses `(0.2, 1.0)`).
         scale: (f32, f32),
+        /// Range of the crop's aspect ratio width / height, `0 < lo ≤ hi` (torchvision's
+        /// default `(3/4, 4/3)`).
         ratio: (f32, f32),
     },
     /// torchvision's `RandomCrop(size, padding)`: zero padding of `padding` pixels on every
@@ -111,53 +121,112 @@ pub enum Op {
     /// On 28×28 gray images this is the classic "pad and crop" translation by up to
     /// `padding` pixels.
     RandomCrop {
+        /// Output height, in pixels.
         height: usize,
+        /// Output width, in pixels.
         width: usize,
+        /// Zero pixels added on each of the four sides before cropping (at most 1024).
         padding: usize,
     },
     /// Bilinear resize of the whole image.
-    Resize { height: usize, width: usize },
+    Resize {
+        /// Output height, in pixels.
+        height: usize,
+        /// Output width, in pixels (the aspect ratio is not kept).
+        width: usize,
+    },
     /// torchvision's `CenterCrop` (zero padding when the image is smaller).
-    CenterCrop { height: usize, width: usize },
+    CenterCrop {
+        /// Output height, in pixels.
+        height: usize,
+        /// Output width, in pixels.
+        width: usize,
+    },
     /// Mirror left-right with probability `p`.
-    HorizontalFlip { p: f32 },
+    HorizontalFlip {
+        /// Probability of flipping, in [0, 1] (torchvision's default 0.5).
+        p: f32,
+    },
     /// Colour jitter (always applied; wrap it in `RandomApply` for SupContrast's p = 0.8).
     ColorJitter(ColorJitter),
     /// Replace RGB by its luma in every channel with probability `p`.
-    Grayscale { p: f32 },
+    Grayscale {
+        /// Probability of converting, in [0, 1] (torchvision's `RandomGrayscale` default 0.1;
+        /// SupContrast uses 0.2). One-channel images are left as they are.
+        p: f32,
+    },
     /// torchvision's `GaussianBlur(kernel_size, sigma)`: σ uniform in `sigma`, reflect padding.
     GaussianBlur {
+        /// Taps of the kernel in each direction, in pixels: odd and positive.
         kernel_size: usize,
+        /// Range of σ, in pixels, `0 < lo ≤ hi`; σ is drawn uniformly per view (SimCLR's
+        /// `(0.1, 2.0)`).
         sigma: (f32, f32),
     },
     /// torchvision's `RandomErasing(p, scale, ratio, value)`.
     RandomErasing {
+        /// Probability of erasing a box, in [0, 1] (torchvision's default 0.5).
         p: f32,
+        /// Range of the box's area as a fraction of the image's, within [0, 1] (torchvision's
+        /// default `(0.02, 0.33)`).
         scale: (f32, f32),
+        /// Range of the box's aspect ratio height / width, drawn log-uniformly, `0 < lo ≤ hi`
+        /// (torchvision's default `(0.3, 3.3)`).
         ratio: (f32, f32),
+        /// What fills the box, in the pixel units at this point of the pipeline (0 is black
+        /// before [`Op::Normalize`], the mean after it).
         value: EraseValue,
     },
     /// Cutout (DeVries & Taylor 2017): with probability `p`, a `size × size` square centred on
     /// a uniform pixel, clipped at the borders, set to `value`.
-    Cutout { size: usize, p: f32, value: f32 },
+    Cutout {
+        /// Side of the square, in pixels (positive).
+        size: usize,
+        /// Probability of cutting a square out, in [0, 1].
+        p: f32,
+        /// Fill value in the pixel units at this point of the pipeline (0 is black before
+        /// [`Op::Normalize`]); finite.
+        value: f32,
+    },
     /// Rotation by an angle uniform in `[-degrees, degrees]` about the image centre,
     /// counter-clockwise for positive angles; outside samples read `fill`. Nearest neighbour
     /// (torchvision's default) unless `bilinear`.
     Rotation {
+        /// Largest angle, in degrees (≥ 0); like torchvision's `RandomRotation(degrees)`.
         degrees: f32,
+        /// Bilinear interpolation instead of nearest neighbour.
         bilinear: bool,
+        /// Value of output pixels whose source lies outside the image, in the pixel units at
+        /// this point of the pipeline (0 is black before [`Op::Normalize`]).
         fill: f32,
     },
     /// Adds N(mean, σ²) per sample, clamping to [0, 1] when `clip` (torchvision v2's
     /// `GaussianNoise`).
-    GaussianNoise { mean: f32, sigma: f32, clip: bool },
+    GaussianNoise {
+        /// Mean of the noise, in pixel units ([0, 1] scale before [`Op::Normalize`]).
+        mean: f32,
+        /// Standard deviation of the noise, same units, ≥ 0 (torchvision's default 0.1).
+        sigma: f32,
+        /// Clamp the result to [0, 1] (torchvision's default `clip=True`).
+        clip: bool,
+    },
     /// Sobel gradient magnitude of the luma, written to every channel (unscaled: a unit step
     /// gives 4).
     Sobel,
     /// `(x - mean[c]) / std[c]`; one entry per channel.
-    Normalize { mean: Vec<f32>, std: Vec<f32> },
+    Normalize {
+        /// Per-channel mean, in [0, 1] units (pixel / 255), as `transforms.Normalize`'s `mean`.
+        mean: Vec<f32>,
+        /// Per-channel standard deviation, same units, each finite and > 0.
+        std: Vec<f32>,
+    },
     /// torchvision's `RandomApply(ops, p)`: all of `ops`, in order, with probability `p`.
-    RandomApply { p: f32, ops: Vec<Op> },
+    RandomApply {
+        /// Probability of applying `ops`, in [0, 1], drawn once for the whole list.
+        p: f32,
+        /// The steps, run in order; none may change the view's size.
+        ops: Vec<Op>,
+    },
 }
 
 fn check_p(op: &'static str, p: f32) -> Result<(), AugmentError> {

@@ -17,12 +17,16 @@ use crate::pipeline::Pipeline;
 
 /// CIFAR-10 mean and std as SupContrast normalises them.
 pub const CIFAR10_MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
+/// CIFAR-10 per-channel (R, G, B) std as SupContrast normalises them (`transforms.Normalize`'s
+/// `std`; kept as SupContrast has them so that results compare).
 pub const CIFAR10_STD: [f32; 3] = [0.2023, 0.1994, 0.2010];
 /// CIFAR-100 mean and std as SupContrast normalises them.
 pub const CIFAR100_MEAN: [f32; 3] = [0.5071, 0.4867, 0.4408];
+/// CIFAR-100 per-channel (R, G, B) std as SupContrast normalises them.
 pub const CIFAR100_STD: [f32; 3] = [0.2675, 0.2565, 0.2761];
 /// Fashion-MNIST training-set mean and std (of pixel / 255).
 pub const FASHION_MNIST_MEAN: [f32; 1] = [0.2860];
+/// Fashion-MNIST training-set std (of pixel / 255, population std).
 pub const FASHION_MNIST_STD: [f32; 1] = [0.3530];
 
 fn normalize(mean: &[f32], std: &[f32]) -> Op {

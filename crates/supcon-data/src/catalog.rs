@@ -10,8 +10,11 @@ use crate::{Cifar10, Cifar100, Cifar100Label, DataError, Dataset, FashionMnist, 
 /// A dataset this crate can find and load by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DatasetName {
+    /// Fashion-MNIST (`"fashion-mnist"`): 28×28 gray clothing images, 10 classes.
     FashionMnist,
+    /// MNIST (`"mnist"`): 28×28 gray handwritten digits, 10 classes.
     Mnist,
+    /// CIFAR-10 (`"cifar10"`): 32×32 colour images, 10 classes.
     Cifar10,
     /// CIFAR-100 with the 100 fine labels as target.
     Cifar100,

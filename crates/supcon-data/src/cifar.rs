@@ -169,13 +169,16 @@ pub const CIFAR100_COARSE_NAMES: [&str; 20] = [
 /// A parsed CIFAR-10 batch: HWC pixels (`count·32·32·3` bytes) and labels in `0..10`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cifar10Batch {
+    /// All images, HWC, one after the other: `labels.len() × 3 072` bytes.
     pub pixels: Vec<u8>,
+    /// One label per image, in `0..10` (index into [`CIFAR10_CLASS_NAMES`]).
     pub labels: Vec<i64>,
 }
 
 /// A parsed CIFAR-100 batch: HWC pixels and both labels of every image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cifar100Batch {
+    /// All images, HWC, one after the other: `count × 3 072` bytes.
     pub pixels: Vec<u8>,
     /// Super-class labels in `0..20`.
     pub coarse_labels: Vec<i64>,

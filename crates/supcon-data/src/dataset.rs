@@ -21,12 +21,16 @@ use crate::DataError;
 /// Height, width and channel count of every image of a dataset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ImageShape {
+    /// Rows, in pixels.
     pub height: usize,
+    /// Columns, in pixels.
     pub width: usize,
+    /// Bytes per pixel, e.g. 1 (gray) or 3 (R, G, B).
     pub channels: usize,
 }
 
 impl ImageShape {
+    /// A shape from its height, width and channel count (no check; see [`Dataset::new`]).
     pub const fn new(height: usize, width: usize, channels: usize) -> Self {
         Self {
             height,
@@ -69,7 +73,9 @@ impl fmt::Display for ImageShape {
 /// Which released split a loader reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Split {
+    /// The released training split (torchvision's `train=True`).
     Train,
+    /// The released test split (torchvision's `train=False`): evaluation only.
     Test,
 }
 
@@ -178,6 +184,7 @@ impl Dataset {
         self
     }
 
+    /// Where the samples come from ([`Partition::Unspecified`] unless tagged).
     pub fn partition(&self) -> Partition {
         self.partition
     }
@@ -187,18 +194,22 @@ impl Dataset {
         self.labels.len()
     }
 
+    /// True when the dataset holds no image.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
 
+    /// The shape every image has.
     pub fn shape(&self) -> ImageShape {
         self.shape
     }
 
+    /// Number of classes (of class names), whether or not each has a sample.
     pub fn num_classes(&self) -> usize {
         self.class_names.len()
     }
 
+    /// The class names, indexed by label.
     pub fn class_names(&self) -> &[String] {
         &self.class_names
     }

@@ -18,7 +18,9 @@ pub enum ParseError {
     BadMagic {
         /// What the file should hold, e.g. `"IDX ubyte images, 3 dimensions"`.
         what: &'static str,
+        /// The magic number that kind of file starts with (big-endian), e.g. `0x00000803`.
         expected: u32,
+        /// The first four bytes of the buffer, read as a big-endian `u32`.
         found: u32,
     },
     /// The buffer ends before the header or the data it announces.
@@ -27,9 +29,15 @@ pub enum ParseError {
          (the file is shorter than its header says; is the download complete?)"
     )]
     Truncated {
+        /// The part that is cut short, e.g. `"IDX header"` or `"CIFAR-10 record"`.
         what: &'static str,
+        /// Byte offset where that part starts (0 for a header; the start of the incomplete last
+        /// record for CIFAR).
         offset: usize,
+        /// Bytes the part needs from `offset` (header length, announced data length, or one
+        /// record's length).
         expected: usize,
+        /// Bytes actually present from `offset` (for a header, the whole buffer's length).
         actual: usize,
     },
     /// More bytes than the header announces: the header's counts would silently drop data.
@@ -37,12 +45,19 @@ pub enum ParseError {
         "{extra} unexpected trailing bytes after the {expected} bytes announced by the header \
          (at byte {expected})"
     )]
-    TrailingBytes { expected: usize, extra: usize },
+    TrailingBytes {
+        /// Bytes the header announces, header included: where the extra bytes start.
+        expected: usize,
+        /// Number of bytes past `expected`.
+        extra: usize,
+    },
     /// A dimension in the header is zero where an image needs a positive size, or the dimensions
     /// multiply past what this machine can address.
     #[error("invalid header dimensions {dims:?} at byte 4: {reason}")]
     InvalidDimensions {
+        /// The dimensions as the header lists them, e.g. `[count, rows, cols]` for images.
         dims: Vec<u64>,
+        /// Why they are refused, e.g. `"images need a positive height and width"`.
         reason: &'static str,
     },
     /// A label value is not a class index.
@@ -50,14 +65,21 @@ pub enum ParseError {
         "label {label} of entry {index} (byte {offset}) is out of range: {num_classes} classes"
     )]
     LabelOutOfRange {
+        /// Entry (image/record) number, counted from 0.
         index: usize,
+        /// Byte offset of the offending label byte in the buffer.
         offset: usize,
+        /// The label value found.
         label: u64,
+        /// Number of classes; valid labels are `0..num_classes`.
         num_classes: usize,
     },
     /// The buffer is empty (an empty CIFAR batch is a failed download, not a dataset).
     #[error("empty {what}: 0 bytes")]
-    Empty { what: &'static str },
+    Empty {
+        /// What the buffer should hold, e.g. `"CIFAR-10 record"`.
+        what: &'static str,
+    },
 }
 
 /// Any failure of this crate.
@@ -67,21 +89,27 @@ pub enum DataError {
     /// A file could not be read.
     #[error("cannot read {path}: {source}")]
     Io {
+        /// The file (or folder, when listing one) that could not be read.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
     /// A file starts with the gzip magic but does not decompress.
     #[error("{path}: corrupt or truncated gzip stream: {source}")]
     Gzip {
+        /// The compressed file.
         path: PathBuf,
+        /// The decompressor's error.
         #[source]
         source: std::io::Error,
     },
     /// A file's bytes are malformed.
     #[error("{path}: {source}")]
     Parse {
+        /// The file whose (decompressed) bytes are malformed.
         path: PathBuf,
+        /// What is wrong, with the byte offset inside the file.
         #[source]
         source: ParseError,
     },
@@ -90,9 +118,13 @@ pub enum DataError {
         "count mismatch: {images_path} holds {images} images but {labels_path} holds {labels} labels"
     )]
     CountMismatch {
+        /// The image file (e.g. `train-images-idx3-ubyte`).
         images_path: PathBuf,
+        /// Number of images its header announces.
         images: usize,
+        /// The label file (e.g. `train-labels-idx1-ubyte`).
         labels_path: PathBuf,
+        /// Number of labels its header announces.
         labels: usize,
     },
     /// A dataset's files were found in none of the places tried.
@@ -102,6 +134,7 @@ pub enum DataError {
         tried = display_paths(.tried)
     )]
     NotFound {
+        /// The dataset's name for messages, e.g. `"Fashion-MNIST"`.
         dataset: &'static str,
         /// The file names looked for.
         missing: Vec<String>,
@@ -113,65 +146,99 @@ pub enum DataError {
     /// A class-names file does not list the expected number of classes.
     #[error("{path}: expected {expected} class names (one per line), found {found}")]
     ClassNames {
+        /// The class-names file (e.g. CIFAR's `batches.meta.txt`).
         path: PathBuf,
+        /// Number of classes of the dataset.
         expected: usize,
+        /// Number of non-empty lines in the file.
         found: usize,
     },
     /// An image file could not be opened or decoded.
     #[error("unreadable image {path}: {source}")]
     Image {
+        /// The image file.
         path: PathBuf,
+        /// The `image` crate's decoding error.
         #[source]
         source: image::ImageError,
     },
     /// An image folder's root holds no class sub-folders.
     #[error("no class folders in {root} (expected the layout root/<class>/<image>.png|jpg)")]
-    NoClassFolders { root: PathBuf },
+    NoClassFolders {
+        /// The folder given as the dataset root.
+        root: PathBuf,
+    },
     /// A class folder holds no PNG or JPEG file.
     #[error("class folder {path} holds no PNG or JPEG image")]
-    EmptyClass { path: PathBuf },
+    EmptyClass {
+        /// The class folder, `root/<class>`.
+        path: PathBuf,
+    },
     /// Images of different sizes in one folder tree, and no resize asked for.
     #[error(
         "{path} is {found_height}x{found_width} but the first image ({first}) is \
          {height}x{width}; pass a resize size to load images of mixed sizes"
     )]
     MixedImageSizes {
+        /// The first image (in load order) whose size differs from the first image's.
         path: PathBuf,
+        /// The first image, whose size every other image must have.
         first: PathBuf,
+        /// Height of `first`, in pixels.
         height: usize,
+        /// Width of `first`, in pixels.
         width: usize,
+        /// Height of `path`, in pixels.
         found_height: usize,
+        /// Width of `path`, in pixels.
         found_width: usize,
     },
     /// The pixel buffer's length does not match `count × height × width × channels`.
     #[error("pixel buffer holds {actual} bytes, expected {expected} ({count} images of {shape})")]
     PixelCount {
+        /// Bytes needed: `count × H·W·C`.
         expected: usize,
+        /// Bytes given.
         actual: usize,
+        /// Number of images (the number of labels given).
         count: usize,
+        /// Shape of one image.
         shape: crate::ImageShape,
     },
     /// A shape with a zero side, or one whose size overflows.
     #[error("invalid image shape {shape}: {reason}")]
     InvalidShape {
+        /// The refused shape (for a folder resize, the requested size).
         shape: crate::ImageShape,
+        /// Why, e.g. `"a side is zero"` or `"H·W·C overflows"`.
         reason: &'static str,
     },
     /// A label is not in `0..num_classes`.
     #[error("label {label} of sample {index} is out of range: {num_classes} classes")]
     LabelOutOfRange {
+        /// Position of the sample in the dataset, counted from 0.
         index: usize,
+        /// The label found (possibly negative).
         label: i64,
+        /// Number of classes (class names given); valid labels are `0..num_classes`.
         num_classes: usize,
     },
     /// A subset index is past the end of the dataset.
     #[error("index {index} is out of range for a dataset of {len} samples")]
-    IndexOutOfRange { index: usize, len: usize },
+    IndexOutOfRange {
+        /// The first offending index.
+        index: usize,
+        /// Number of samples in the dataset.
+        len: usize,
+    },
     /// A fraction outside its allowed interval.
     #[error("{what} must be in {allowed}, got {value}")]
     InvalidFraction {
+        /// The parameter, e.g. `"validation fraction"` or `"subset fraction"`.
         what: &'static str,
+        /// Its allowed interval in interval notation, e.g. `"(0, 1)"` or `"(0, 1]"`.
         allowed: &'static str,
+        /// The value given.
         value: f64,
     },
     /// A train/validation split of the test set was asked for: model selection must never look
@@ -183,17 +250,24 @@ pub enum DataError {
     SplitOfTestSet,
     /// An operation needs at least one sample.
     #[error("{what} needs a non-empty dataset")]
-    EmptyDataset { what: &'static str },
+    EmptyDataset {
+        /// The operation, e.g. `"channel statistics"`.
+        what: &'static str,
+    },
     /// A dataset name that [`crate::DatasetName`] does not know.
     #[error("unknown dataset {name:?}; known: {}", .known.join(", "))]
     UnknownDataset {
+        /// The name as given.
         name: String,
+        /// The names that are accepted ([`crate::DatasetName::ALL`]).
         known: Vec<&'static str>,
     },
     /// The dataset cannot be written in the requested format.
     #[error("cannot encode as {format}: {reason}")]
     Encode {
+        /// The target format: `"IDX"`, `"CIFAR-10"` or `"CIFAR-100"`.
         format: &'static str,
+        /// What about the dataset does not fit the format (image shape, channel count, a label).
         reason: String,
     },
 }

@@ -26,6 +26,7 @@ pub enum ColorMode {
 }
 
 impl ColorMode {
+    /// Channels per pixel: 1 for [`ColorMode::Gray`], 3 for [`ColorMode::Rgb`].
     pub fn channels(self) -> usize {
         match self {
             ColorMode::Gray => 1,
@@ -40,6 +41,8 @@ pub struct ImageFolderOptions {
     /// `Some((height, width))`: resize every image to it (bilinear, no aspect-ratio keeping).
     /// `None`: keep the sizes, which must then all be equal.
     pub resize: Option<(u32, u32)>,
+    /// Channels to convert every image to. torchvision's `ImageFolder` loader always converts to
+    /// RGB, i.e. [`ColorMode::Rgb`] (the default).
     pub color: ColorMode,
 }
 

@@ -21,9 +21,13 @@ pub const IDX_LABELS_MAGIC: u32 = 0x0000_0801;
 /// byte per pixel, image after image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdxImages {
+    /// Number of images (the header's first dimension).
     pub count: usize,
+    /// Rows per image, in pixels (28 for MNIST).
     pub height: usize,
+    /// Columns per image, in pixels (28 for MNIST).
     pub width: usize,
+    /// `count × height × width` bytes, 0–255 intensities, image after image.
     pub pixels: Vec<u8>,
 }
 

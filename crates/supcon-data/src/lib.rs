@@ -22,6 +22,8 @@
 //! [`parse_cifar100`]) take a byte slice, never panic, and check every size the header claims
 //! against the bytes present before allocating; they are the fuzz targets (`fuzz/`).
 
+#![warn(missing_docs)]
+
 mod catalog;
 mod cifar;
 mod dataset;

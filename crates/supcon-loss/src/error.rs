@@ -88,10 +88,63 @@ pub enum LossError {
         /// estimated Z).
         value: f64,
     },
-    /// A failure inside a backend (libtorch error, CUDA launch failure, thread pool, ...).
+    /// A failure inside a backend that no library reported (a layout or size this crate
+    /// did not expect).
     #[error("backend error: {0}")]
     Backend(String),
+    /// libtorch, the CUDA driver or the thread pool failed; its error is kept as the source.
+    #[error("{context}: {source}")]
+    Library {
+        /// What the backend was doing, e.g. `"CUDA launch supcon_forward_lout"`.
+        context: String,
+        /// The library's own error.
+        #[source]
+        source: LibraryError,
+    },
     /// The CUDA backend is not available (not compiled in, no driver, no device).
     #[error("CUDA unavailable: {0}")]
     CudaUnavailable(String),
+}
+
+/// A library's error (libtorch's, the CUDA driver's, rayon's) shared so that [`LossError`]
+/// stays `Clone`. Two are equal when they say the same.
+#[derive(Clone, Debug)]
+pub struct LibraryError(pub std::sync::Arc<dyn std::error::Error + Send + Sync>);
+
+impl LibraryError {
+    /// Wraps `error`.
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(error))
+    }
+}
+
+impl std::fmt::Display for LibraryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for LibraryError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for LibraryError {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl LossError {
+    /// [`LossError::Library`]: `source` failed while the backend was doing `context`.
+    pub fn library(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        LossError::Library {
+            context: context.into(),
+            source: LibraryError::new(source),
+        }
+    }
 }

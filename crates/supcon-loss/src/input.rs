@@ -88,66 +88,102 @@ fn check_temperature(name: &'static str, value: f64) -> Result<(), LossError> {
     }
 }
 
-/// Checks the inputs and options; every backend calls it first, so all backends reject the
-/// same inputs with the same error.
-///
-/// Checks, in this order: τ and τ_base positive and finite; batch, views, dim non-zero; labels
-/// length = batch; queue keys `[K, dim]` with K labels; at least two contrast rows; every
-/// feature and key finite; with `normalize`, no zero-norm row. Costs O((batch·views + K)·dim).
-pub fn validate<T: Element>(
-    input: &SupConInput<'_, T>,
-    options: &SupConOptions,
-) -> Result<(), LossError> {
+/// The shapes of one loss call, whatever holds the data (host arrays, libtorch or CUDA
+/// tensors): what [`check_shape`] judges, so that every entry point applies one set of rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputShape {
+    /// `[batch, views, dim]` of the features.
+    pub features: [usize; 3],
+    /// Length of the batch labels (`None`: SimCLR, no labels).
+    pub labels: Option<usize>,
+    /// `(keys, key dim, labels)` of the queue.
+    pub queue: Option<(usize, usize, usize)>,
+}
+
+impl InputShape {
+    /// The shapes of a host input.
+    pub fn of<T>(input: &SupConInput<'_, T>) -> Self {
+        let (batch, views, dim) = input.features.dim();
+        Self {
+            features: [batch, views, dim],
+            labels: input.labels.map(<[i64]>::len),
+            queue: input.queue.as_ref().map(|q| {
+                let (keys, key_dim) = q.keys.dim();
+                (keys, key_dim, q.labels.len())
+            }),
+        }
+    }
+}
+
+/// The options and shape rules every entry point applies first, in this order: τ and τ_base
+/// positive and finite; batch, views and dim non-zero; labels length = batch; queue keys
+/// `[K, dim]`, with K labels when the batch has labels (without batch labels — SimCLR, MoCo —
+/// every key is a negative and the queue labels are not read); at least two contrast rows.
+pub fn check_shape(shape: &InputShape, options: &SupConOptions) -> Result<(), LossError> {
     check_temperature("temperature", options.temperature)?;
     if let Some(base) = options.base_temperature {
         check_temperature("base_temperature", base)?;
     }
-    let (batch, views, dim) = input.features.dim();
+    let [batch, views, dim] = shape.features;
     for (axis, len) in [("batch", batch), ("views", views), ("dim", dim)] {
         if len == 0 {
             return Err(LossError::EmptyAxis {
                 what: "features",
                 axis,
-                shape: vec![batch, views, dim],
+                shape: shape.features.to_vec(),
             });
         }
     }
-    if let Some(labels) = input.labels {
-        if labels.len() != batch {
+    if let Some(labels) = shape.labels {
+        if labels != batch {
             return Err(LossError::ShapeMismatch {
                 what: "labels length",
-                expected: format!(
-                    "{batch} (the batch size of features {:?})",
-                    [batch, views, dim]
-                ),
-                actual: labels.len().to_string(),
+                expected: format!("{batch} (the batch size of features {:?})", shape.features),
+                actual: labels.to_string(),
             });
         }
     }
-    if let Some(queue) = &input.queue {
-        let (keys, key_dim) = queue.keys.dim();
-        if keys > 0 && key_dim != dim {
+    let mut keys = 0;
+    if let Some((k, key_dim, key_labels)) = shape.queue {
+        keys = k;
+        if k > 0 && key_dim != dim {
             return Err(LossError::ShapeMismatch {
                 what: "queue keys dim",
                 expected: format!("{dim} (the features' dim)"),
-                actual: format!("{key_dim} (keys shape {:?})", [keys, key_dim]),
+                actual: format!("{key_dim} (keys shape {:?})", [k, key_dim]),
             });
         }
-        if keys > 0 && queue.labels.is_empty() {
-            return Err(LossError::QueueLabelsMissing { keys });
-        }
-        if queue.labels.len() != keys {
-            return Err(LossError::ShapeMismatch {
-                what: "queue labels length",
-                expected: format!("{keys} (the number of queue keys)"),
-                actual: queue.labels.len().to_string(),
-            });
+        if shape.labels.is_some() {
+            if k > 0 && key_labels == 0 {
+                return Err(LossError::QueueLabelsMissing { keys: k });
+            }
+            if key_labels != k {
+                return Err(LossError::ShapeMismatch {
+                    what: "queue labels length",
+                    expected: format!("{k} (the number of queue keys)"),
+                    actual: key_labels.to_string(),
+                });
+            }
         }
     }
-    let rows = input.contrast_rows();
+    let rows = batch * views + keys;
     if rows < 2 {
         return Err(LossError::TooFewContrastRows { rows });
     }
+    Ok(())
+}
+
+/// Checks the inputs and options; every backend calls it first, so all backends reject the
+/// same inputs with the same error.
+///
+/// [`check_shape`]'s rules, then every feature and key finite, and with `normalize` no
+/// zero-norm row. Costs O((batch·views + K)·dim). The tensor entry points (`tch_backend`,
+/// `CudaBackend::compute_tch`) apply the same rules to tensors.
+pub fn validate<T: Element>(
+    input: &SupConInput<'_, T>,
+    options: &SupConOptions,
+) -> Result<(), LossError> {
+    check_shape(&InputShape::of(input), options)?;
     check_features(input.features, options.normalize)?;
     if let Some(queue) = &input.queue {
         check_keys(queue.keys, options.normalize)?;

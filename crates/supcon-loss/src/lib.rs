@@ -31,7 +31,8 @@
 //!
 //! # The math
 //!
-//! Symbols follow `shared/supcon-math.md`; the book's *The loss* page derives the algorithm.
+//! The book's *The loss* page (`docs/src/loss-math.md`) holds the same definitions and derives the
+//! algorithm; the symbols here are the book's.
 //!
 //! **Rows.** Contrast rows `c_j`, j < M: all views stacked view-major (`j = v·B + b`, SupContrast's
 //! `torch.cat(torch.unbind(features, 1))`), then the K queue keys: M = V·B + K. Anchors `a_i`,
@@ -102,6 +103,8 @@
 //! (tested on random problems; typical errors are around 1e-6 relative). Gradient checks run
 //! the same code in `f64` ([`CpuBackend::compute_generic`]) against central finite differences.
 
+#![warn(missing_docs)]
+
 mod backend;
 mod cpu;
 mod element;
@@ -122,12 +125,12 @@ pub mod tch_backend;
 pub use backend::LossBackend;
 pub use cpu::{CpuBackend, DEFAULT_CACHE_BYTES, DEFAULT_TILE};
 pub use element::Element;
-pub use error::LossError;
+pub use error::{LibraryError, LossError};
 pub use infonce::{
     infonce_loss, validate_infonce, InfoNceInput, InfoNceOptions, InfoNceOutput, Negatives,
     INFONCE_COLUMN_BLOCK, INFONCE_ROW_BLOCK,
 };
-pub use input::{validate, LossOutput, Queue, SupConInput};
+pub use input::{check_shape, validate, InputShape, LossOutput, Queue, SupConInput};
 pub use nce::{nce_loss, validate_nce, NceInput, NceOptions, NceOutput, NCE_ROW_BLOCK};
 pub use options::{ContrastMode, SupConOptions, Variant};
 pub use swav::{

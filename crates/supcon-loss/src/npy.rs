@@ -27,16 +27,20 @@ pub enum NpyLossError {
     Read {
         /// E.g. `"features"`.
         what: &'static str,
+        /// The file.
         path: PathBuf,
         /// E.g. `"a [batch, views, dim] float32 or float64"`.
         expected: &'static str,
+        /// ndarray-npy's reason.
         #[source]
         source: ReadNpyError,
     },
     /// A gradient file could not be written.
     #[error("writing {}: {source}", path.display())]
     Write {
+        /// The file.
         path: PathBuf,
+        /// ndarray-npy's reason.
         #[source]
         source: WriteNpyError,
     },
@@ -48,7 +52,9 @@ pub enum NpyLossError {
 /// What a loss on files prints: the loss and the number of anchors it averages.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Summary {
+    /// The loss.
     pub loss: f64,
+    /// The anchors (queries, or image × assignment crop pairs) it averages over.
     pub anchors: usize,
 }
 
@@ -65,7 +71,9 @@ impl Summary {
 /// A float array as its file holds it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Floats<D: Dimension> {
+    /// A float32 file.
     F32(Array<f32, D>),
+    /// A float64 file.
     F64(Array<f64, D>),
 }
 

@@ -21,8 +21,21 @@ pub enum ContrastMode {
     One,
 }
 
-/// Options of the SupCon / SimCLR loss.
+/// Options of the SupCon / SimCLR loss. Build them from [`SupConOptions::default`] (or
+/// [`SupConOptions::new`], [`SupConOptions::simclr`]) and the `with_*` methods; the struct is
+/// `#[non_exhaustive]`, so options can be added without breaking callers.
+///
+/// ```
+/// use supcon_loss::{ContrastMode, SupConOptions, Variant};
+/// let options = SupConOptions::new(0.1)
+///     .with_base_temperature(Some(0.07))
+///     .with_variant(Variant::In)
+///     .with_contrast_mode(ContrastMode::One)
+///     .with_normalize(true);
+/// assert_eq!(options.loss_scale(), 0.1 / 0.07);
+/// ```
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct SupConOptions {
     /// τ, the temperature that divides every similarity. Default 0.1.
     pub temperature: f64,
@@ -50,6 +63,45 @@ impl Default for SupConOptions {
 }
 
 impl SupConOptions {
+    /// The default options with temperature `temperature`.
+    pub fn new(temperature: f64) -> Self {
+        Self::default().with_temperature(temperature)
+    }
+
+    /// The same options with τ = `temperature`.
+    pub fn with_temperature(self, temperature: f64) -> Self {
+        Self {
+            temperature,
+            ..self
+        }
+    }
+
+    /// The same options with τ_base = `base_temperature` (`None`: τ).
+    pub fn with_base_temperature(self, base_temperature: Option<f64>) -> Self {
+        Self {
+            base_temperature,
+            ..self
+        }
+    }
+
+    /// The same options with `variant`.
+    pub fn with_variant(self, variant: Variant) -> Self {
+        Self { variant, ..self }
+    }
+
+    /// The same options with `contrast_mode`.
+    pub fn with_contrast_mode(self, contrast_mode: ContrastMode) -> Self {
+        Self {
+            contrast_mode,
+            ..self
+        }
+    }
+
+    /// The same options with `normalize`.
+    pub fn with_normalize(self, normalize: bool) -> Self {
+        Self { normalize, ..self }
+    }
+
     /// The SimCLR (NT-Xent) setting: the default options with temperature `temperature`.
     /// SimCLR is SupCon without labels, so pass `labels: None` to the loss.
     pub fn simclr(temperature: f64) -> Self {

@@ -26,7 +26,7 @@ use ndarray::Array3;
 use tch::{Device, Kind, Tensor};
 
 fn backend_error(e: tch::TchError) -> LossError {
-    LossError::Backend(format!("libtorch: {e}"))
+    LossError::library("libtorch", e)
 }
 
 /// The SupCon / SimCLR loss on libtorch tensors, with its autograd graph.
@@ -38,9 +38,11 @@ fn backend_error(e: tch::TchError) -> LossError {
 ///   labels are ignored without batch labels (every key is then a negative).
 ///
 /// Returns the scalar loss; `loss.backward()` fills `features.grad()`. When no anchor has a
-/// positive the loss is `0 · Σ features` (zero, with a zero gradient). Shapes, temperatures
-/// and (with `normalize`) zero rows are checked; finiteness is not (it would need a
-/// device-to-host sync per call; [`TchBackend`] checks it on the host).
+/// positive the loss is `0 · Σ features` (zero, with a zero gradient). The inputs are checked
+/// with the same rules and errors as every other entry point ([`crate::check_shape`], then
+/// finiteness and, with `normalize`, zero rows; see [`validate_tensors`]); the finiteness
+/// scan costs one device synchronization. Without batch labels the queue labels are not
+/// read (they may be empty).
 pub fn supcon_loss_tensor(
     features: &Tensor,
     labels: Option<&Tensor>,
@@ -57,21 +59,8 @@ pub fn supcon_loss_tensor_with_anchors(
     queue: Option<(&Tensor, &Tensor)>,
     options: &SupConOptions,
 ) -> Result<(Tensor, usize), LossError> {
-    check_options(options)?;
-    let (batch, views, dim) = features.size3().map_err(|_| LossError::ShapeMismatch {
-        what: "features rank",
-        expected: "3 ([batch, views, dim])".into(),
-        actual: format!("{} (shape {:?})", features.dim(), features.size()),
-    })?;
-    for (axis, len) in [("batch", batch), ("views", views), ("dim", dim)] {
-        if len == 0 {
-            return Err(LossError::EmptyAxis {
-                what: "features",
-                axis,
-                shape: features.size().iter().map(|&s| s as usize).collect(),
-            });
-        }
-    }
+    validate_tensors(features, labels, queue, options)?;
+    let (batch, views, dim) = features.size3().map_err(backend_error)?;
     let device = features.device();
     let kind = features.kind();
     let n_views = batch * views;
@@ -104,26 +93,8 @@ pub fn supcon_loss_tensor_with_anchors(
     let mut contrast = contrast_feats.shallow_clone();
     let mut contrast_labels = batch_labels.f_repeat([views]).map_err(backend_error)?;
     if let Some((keys, key_labels)) = queue {
-        let (k, key_dim) = keys.size2().map_err(|_| LossError::ShapeMismatch {
-            what: "queue keys rank",
-            expected: "2 ([K, dim])".into(),
-            actual: format!("{:?}", keys.size()),
-        })?;
+        let k = keys.size()[0];
         if k > 0 {
-            if key_dim != dim {
-                return Err(LossError::ShapeMismatch {
-                    what: "queue keys dim",
-                    expected: format!("{dim} (the features' dim)"),
-                    actual: format!("{key_dim} (keys shape {:?})", keys.size()),
-                });
-            }
-            if key_labels.size() != [k] {
-                return Err(LossError::ShapeMismatch {
-                    what: "queue labels shape",
-                    expected: format!("[{k}] (the number of queue keys)"),
-                    actual: format!("{:?}", key_labels.size()),
-                });
-            }
             let mut keys = keys
                 .f_to_device(device)
                 .and_then(|t| t.f_to_kind(kind))
@@ -146,13 +117,6 @@ pub fn supcon_loss_tensor_with_anchors(
         }
     }
     let rows = contrast.size()[0];
-    if rows < 2 {
-        return Err(LossError::TooFewContrastRows {
-            rows: rows as usize,
-        });
-    }
-
-    // Anchors are contrast rows 0..n.
     let n = match options.contrast_mode {
         ContrastMode::All => n_views,
         ContrastMode::One => batch,
@@ -214,23 +178,79 @@ pub fn supcon_loss_tensor_with_anchors(
     Ok((loss, anchor_count as usize))
 }
 
-fn check_options(options: &SupConOptions) -> Result<(), LossError> {
-    let temperatures = [
-        ("temperature", Some(options.temperature)),
-        ("base_temperature", options.base_temperature),
-    ];
-    for (name, value) in temperatures {
-        if let Some(value) = value {
-            if !(value.is_finite() && value > 0.0) {
-                return Err(LossError::InvalidTemperature { name, value });
-            }
+/// The checks of every entry point ([`crate::validate`]'s rules) on tensors: shapes and
+/// options by [`crate::check_shape`], then the first non-finite value of the features and the
+/// queue keys (one device synchronization). Zero rows under `normalize` are found where the
+/// rows are normalized, with the same [`LossError::ZeroNorm`].
+pub fn validate_tensors(
+    features: &Tensor,
+    labels: Option<&Tensor>,
+    queue: Option<(&Tensor, &Tensor)>,
+    options: &SupConOptions,
+) -> Result<(), LossError> {
+    let rank = |t: &Tensor, what: &'static str, rank: usize, shape: &str| {
+        if t.dim() == rank {
+            Ok(t.size().iter().map(|&s| s as usize).collect::<Vec<usize>>())
+        } else {
+            Err(LossError::ShapeMismatch {
+                what,
+                expected: format!("{rank} ({shape})"),
+                actual: format!("{} (shape {:?})", t.dim(), t.size()),
+            })
         }
+    };
+    let f = rank(features, "features rank", 3, "[batch, views, dim]")?;
+    let labels_len = labels
+        .map(|l| rank(l, "labels rank", 1, "[batch]").map(|s| s[0]))
+        .transpose()?;
+    let queue_shape = match queue {
+        Some((keys, key_labels)) => {
+            let k = rank(keys, "queue keys rank", 2, "[K, dim]")?;
+            // Without batch labels the queue labels are not read: any shape will do.
+            let key_labels = match labels {
+                Some(_) => rank(key_labels, "queue labels rank", 1, "[K]")?[0],
+                None => 0,
+            };
+            Some((k[0], k[1], key_labels))
+        }
+        None => None,
+    };
+    crate::check_shape(
+        &crate::InputShape {
+            features: [f[0], f[1], f[2]],
+            labels: labels_len,
+            queue: queue_shape,
+        },
+        options,
+    )?;
+    check_finite(features, "features")?;
+    if let Some((keys, _)) = queue {
+        check_finite(keys, "queue keys")?;
     }
     Ok(())
 }
 
-/// `x / ‖x‖` along the last axis. A zero row is an error naming its index: `[b, v]` for
-/// `[batch, views, dim]` features, `[k]` for `[K, dim]` queue keys.
+/// [`LossError::NonFinite`] naming the first NaN or infinity of `t` (row-major index), if any.
+pub(crate) fn check_finite(t: &Tensor, what: &'static str) -> Result<(), LossError> {
+    if t.numel() == 0 {
+        return Ok(());
+    }
+    let bad = t.isfinite().logical_not();
+    if bad.any().int64_value(&[]) == 0 {
+        return Ok(());
+    }
+    let flat = bad.view([-1]).nonzero().int64_value(&[0, 0]);
+    let value = t.reshape([-1]).double_value(&[flat]);
+    let mut index = Vec::new();
+    let mut rest = flat as usize;
+    for &size in t.size().iter().rev() {
+        index.push(rest % size as usize);
+        rest /= size as usize;
+    }
+    index.reverse();
+    Err(LossError::NonFinite { what, index, value })
+}
+
 fn normalize_rows(x: &Tensor, what: &'static str, views: i64) -> Result<Tensor, LossError> {
     let norms = x.norm_scalaropt_dim(2.0, [-1i64].as_slice(), true);
     let zero = norms.eq(0.0);
@@ -255,6 +275,7 @@ pub struct TchBackend {
 }
 
 impl TchBackend {
+    /// The backend computing on `device`.
     pub fn new(device: Device) -> Self {
         TchBackend { device }
     }

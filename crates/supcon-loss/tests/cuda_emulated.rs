@@ -271,13 +271,12 @@ fn emulated_f32_l_in_contrast_one_queue_normalize_matches_cpu() {
             dim: 20,
             queue: 11,
             classes: Some(4),
-            options: SupConOptions {
-                temperature: 0.5,
-                base_temperature: Some(0.07),
-                variant: Variant::In,
-                contrast_mode: ContrastMode::One,
-                normalize: true,
-            },
+            options: SupConOptions::default()
+                .with_temperature(0.5)
+                .with_base_temperature(Some(0.07))
+                .with_variant(Variant::In)
+                .with_contrast_mode(ContrastMode::One)
+                .with_normalize(true),
             seed: 12,
         },
         Precision::F32,
@@ -295,10 +294,7 @@ fn emulated_f32_simclr_with_queue_and_two_column_slices_matches_cpu() {
             dim: 130,
             queue: 9,
             classes: None,
-            options: SupConOptions {
-                normalize: true,
-                ..SupConOptions::simclr(0.2)
-            },
+            options: SupConOptions::simclr(0.2).with_normalize(true),
             seed: 13,
         },
         Precision::F32,
@@ -315,11 +311,9 @@ fn emulated_tf32_matches_cpu_within_tf32_tolerance() {
             dim: 24,
             queue: 5,
             classes: Some(3),
-            options: SupConOptions {
-                variant: Variant::In,
-                normalize: true,
-                ..SupConOptions::default()
-            },
+            options: SupConOptions::default()
+                .with_variant(Variant::In)
+                .with_normalize(true),
             seed: 14,
         },
         Precision::Tf32,

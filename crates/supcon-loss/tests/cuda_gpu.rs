@@ -93,17 +93,16 @@ fn case_strategy(max_batch: usize) -> impl Strategy<Value = Case> {
                 dim,
                 queue,
                 classes,
-                options: SupConOptions {
-                    temperature: tau,
-                    base_temperature: base,
-                    variant: if lin { Variant::In } else { Variant::Out },
-                    contrast_mode: if one {
+                options: SupConOptions::default()
+                    .with_temperature(tau)
+                    .with_base_temperature(base)
+                    .with_variant(if lin { Variant::In } else { Variant::Out })
+                    .with_contrast_mode(if one {
                         ContrastMode::One
                     } else {
                         ContrastMode::All
-                    },
-                    normalize,
-                },
+                    })
+                    .with_normalize(normalize),
                 seed,
             },
         )
@@ -144,11 +143,7 @@ proptest! {
             dim: 128,
             queue,
             classes,
-            options: SupConOptions {
-                variant: if lin { Variant::In } else { Variant::Out },
-                normalize: true,
-                ..SupConOptions::default()
-            },
+            options: SupConOptions::default().with_variant(if lin { Variant::In } else { Variant::Out }).with_normalize(true),
             seed,
         };
         check(&case, Precision::F32);
@@ -164,10 +159,7 @@ fn gpu_n_65536_matches_cpu_reference() {
         dim: 128,
         queue: 0,
         classes: Some(100),
-        options: SupConOptions {
-            normalize: true,
-            ..SupConOptions::default()
-        },
+        options: SupConOptions::default().with_normalize(true),
         seed: 65_536,
     };
     check(&case, Precision::F32);

@@ -34,10 +34,7 @@ fn invalid_temperatures() {
                 ..
             }
         ));
-        let options = SupConOptions {
-            base_temperature: Some(bad),
-            ..SupConOptions::default()
-        };
+        let options = SupConOptions::default().with_base_temperature(Some(bad));
         let err = error_of(&input, &options);
         assert!(matches!(
             err,
@@ -190,10 +187,7 @@ fn non_finite_values_name_the_first_bad_index() {
 
 #[test]
 fn zero_norm_rows_with_normalize() {
-    let options = SupConOptions {
-        normalize: true,
-        ..SupConOptions::default()
-    };
+    let options = SupConOptions::default().with_normalize(true);
     let mut x = features(4, 2, 3);
     x.slice_mut(ndarray::s![1, 1, ..]).fill(0.0);
     let err = error_of(&SupConInput::new(x.view(), None), &options);

@@ -195,11 +195,9 @@ fn supcon_with_one_anchor_view_is_infonce_over_both_views_of_the_other_samples()
         let mut features = Array3::<f64>::zeros((batch, 2, dim));
         features.index_axis_mut(Axis(1), 0).assign(&p.queries);
         features.index_axis_mut(Axis(1), 1).assign(&p.positives);
-        let options = SupConOptions {
-            temperature: tau,
-            contrast_mode: ContrastMode::One,
-            ..SupConOptions::default()
-        };
+        let options = SupConOptions::default()
+            .with_temperature(tau)
+            .with_contrast_mode(ContrastMode::One);
         let queue_labels = vec![0i64; keys];
         let mut input = SupConInput::new(features.view(), None);
         if keys > 0 {

@@ -30,12 +30,10 @@ fn computes_the_same_loss_as_the_library_and_writes_the_gradient() {
     write_npy(path("labels64.npy"), &labels).unwrap();
     write_npy(path("labels32.npy"), &labels.mapv(|l| l as i32)).unwrap();
 
-    let options = SupConOptions {
-        temperature: 0.2,
-        base_temperature: Some(0.07),
-        variant: supcon_loss::Variant::In,
-        ..SupConOptions::default()
-    };
+    let options = SupConOptions::default()
+        .with_temperature(0.2)
+        .with_base_temperature(Some(0.07))
+        .with_variant(supcon_loss::Variant::In);
     let want = supcon(x.view(), Some(labels.as_slice().unwrap()), &options).unwrap();
     // float64 features run in float64 and give a float64 gradient.
     let x64 = x.mapv(f64::from);
@@ -101,11 +99,9 @@ fn queue_files() {
     ]))
     .unwrap();
     let report = cli::run(&parsed).unwrap();
-    let options = SupConOptions {
-        contrast_mode: supcon_loss::ContrastMode::One,
-        normalize: true,
-        ..SupConOptions::default()
-    };
+    let options = SupConOptions::default()
+        .with_contrast_mode(supcon_loss::ContrastMode::One)
+        .with_normalize(true);
     let input = SupConInput::new(x.view(), Some(&[0, 1, 0, 2, 1, 2])).with_queue(Queue {
         keys: keys.view(),
         labels: &key_labels,

@@ -18,12 +18,13 @@ fn options_strategy() -> impl Strategy<Value = SupConOptions> {
         any::<bool>(),
     )
         .prop_map(
-            |(temperature, base_temperature, variant, contrast_mode, normalize)| SupConOptions {
-                temperature,
-                base_temperature,
-                variant,
-                contrast_mode,
-                normalize,
+            |(temperature, base_temperature, variant, contrast_mode, normalize)| {
+                SupConOptions::default()
+                    .with_temperature(temperature)
+                    .with_base_temperature(base_temperature)
+                    .with_variant(variant)
+                    .with_contrast_mode(contrast_mode)
+                    .with_normalize(normalize)
             },
         )
 }
@@ -235,10 +236,7 @@ fn unit_problem(batch: usize, views: usize, dim: usize, labels: Option<Vec<i64>>
         features,
         labels,
         queue: None,
-        options: SupConOptions {
-            normalize: true,
-            ..SupConOptions::default()
-        },
+        options: SupConOptions::default().with_normalize(true),
     };
     p.options.temperature = 0.1;
     p
@@ -314,13 +312,12 @@ fn regression_tile_sizes_normalized_single_class() {
         ],
         labels: Some(vec![0, 0, 0]),
         queue: None,
-        options: SupConOptions {
-            temperature: 0.6203116126995042,
-            base_temperature: None,
-            variant: Variant::In,
-            contrast_mode: ContrastMode::One,
-            normalize: true,
-        },
+        options: SupConOptions::default()
+            .with_temperature(0.6203116126995042)
+            .with_base_temperature(None)
+            .with_variant(Variant::In)
+            .with_contrast_mode(ContrastMode::One)
+            .with_normalize(true),
     };
     let want = problem.reference();
     for tile in [1, 7, 64] {

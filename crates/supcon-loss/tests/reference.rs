@@ -33,13 +33,12 @@ fn combination_problem(
     views: usize,
     dim: usize,
 ) -> Problem {
-    let options = SupConOptions {
-        temperature: [0.1, 0.5, 0.07][seed as usize % 3],
-        base_temperature: (seed % 2 == 0).then_some(0.07),
-        variant,
-        contrast_mode: mode,
-        normalize,
-    };
+    let options = SupConOptions::default()
+        .with_temperature([0.1, 0.5, 0.07][seed as usize % 3])
+        .with_base_temperature((seed % 2 == 0).then_some(0.07))
+        .with_variant(variant)
+        .with_contrast_mode(mode)
+        .with_normalize(normalize);
     random_problem(
         seed,
         batch,
@@ -147,11 +146,9 @@ fn simclr_two_by_two_matches_the_closed_form() {
     assert!((out.loss - want).abs() < 1e-6, "{} vs {want}", out.loss);
 
     // Same class for both samples: three positives per anchor, τ_base = 0.07 scales by τ/0.07.
-    let options = SupConOptions {
-        temperature: tau,
-        base_temperature: Some(0.07),
-        ..SupConOptions::default()
-    };
+    let options = SupConOptions::default()
+        .with_temperature(tau)
+        .with_base_temperature(Some(0.07));
     let mut total = 0.0;
     for &anchor in &rows {
         let others: Vec<f64> = rows
@@ -214,15 +211,13 @@ fn matches_supcontrast_when_every_anchor_has_a_positive() {
             3,
             true,
             0,
-            SupConOptions {
-                contrast_mode: if one {
+            SupConOptions::default()
+                .with_contrast_mode(if one {
                     ContrastMode::One
                 } else {
                     ContrastMode::All
-                },
-                base_temperature: Some(0.07),
-                ..SupConOptions::default()
-            },
+                })
+                .with_base_temperature(Some(0.07)),
         );
         let labels = problem.labels.clone().unwrap();
         let want = supcontrast(&problem.features, &labels, 0.1, 0.07, one);

@@ -89,13 +89,12 @@ fn matches_the_cpu_reference_across_options() {
                         case += 1;
                         let p =
                             problem(case, 7, 2, 16, if with_queue { 5 } else { 0 }, 3, normalize);
-                        let options = SupConOptions {
-                            temperature: if case % 2 == 0 { 0.1 } else { 0.5 },
-                            base_temperature: (case % 3 == 0).then_some(0.07),
-                            variant,
-                            contrast_mode,
-                            normalize,
-                        };
+                        let options = SupConOptions::default()
+                            .with_temperature(if case % 2 == 0 { 0.1 } else { 0.5 })
+                            .with_base_temperature((case % 3 == 0).then_some(0.07))
+                            .with_variant(variant)
+                            .with_contrast_mode(contrast_mode)
+                            .with_normalize(normalize);
                         let mut input = SupConInput::new(
                             p.features.view(),
                             with_labels.then_some(p.labels.as_slice()),
@@ -124,10 +123,7 @@ fn anchors_without_positives_are_left_out() {
     let p = problem(100, 9, 1, 8, 0, 12, false);
     let labels = [0, 0, 1, 2, 3, 3, 3, 4, 5];
     for variant in [Variant::Out, Variant::In] {
-        let options = SupConOptions {
-            variant,
-            ..SupConOptions::default()
-        };
+        let options = SupConOptions::default().with_variant(variant);
         let input = SupConInput::new(p.features.view(), Some(&labels));
         let (cpu, tch) = both(&input, &options);
         let (cpu, tch) = (cpu.unwrap(), tch.unwrap());
@@ -166,17 +162,11 @@ fn rejects_what_the_cpu_backend_rejects() {
     let p = problem(3, 4, 2, 8, 0, 2, false);
     let cases: Vec<(SupConOptions, Vec<i64>)> = vec![
         (
-            SupConOptions {
-                temperature: 0.0,
-                ..SupConOptions::default()
-            },
+            SupConOptions::default().with_temperature(0.0),
             p.labels.clone(),
         ),
         (
-            SupConOptions {
-                base_temperature: Some(f64::NAN),
-                ..SupConOptions::default()
-            },
+            SupConOptions::default().with_base_temperature(Some(f64::NAN)),
             p.labels.clone(),
         ),
         (SupConOptions::default(), vec![0, 1, 2]),
@@ -231,10 +221,7 @@ fn tensor_function_keeps_the_autograd_graph() {
         Err(LossError::ShapeMismatch { .. })
     ));
     let zero = Tensor::zeros([2, 2, 3], (Kind::Float, Device::Cpu));
-    let normalize = SupConOptions {
-        normalize: true,
-        ..options
-    };
+    let normalize = options.clone().with_normalize(true);
     assert!(matches!(
         supcon_loss_tensor(&zero, None, None, &normalize),
         Err(LossError::ZeroNorm { index, .. }) if index == vec![0, 0]

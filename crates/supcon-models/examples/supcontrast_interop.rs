@@ -12,7 +12,8 @@
 //! `[N, feature_dim]` and `projections.npy` `[N, projection_dim]` (float32). Options:
 //! `--arch resnet18`, `--head mlp`, `--projection-dim 128`, `--in-channels 3` (the model the
 //! script built), `--threads 2`, `--json` (one JSON line at the end). Exits with an error when
-//! the checkpoint does not load strictly.
+//! the checkpoint does not load strictly. As a control it also reports how far a model that
+//! was *not* loaded (its own random init) is from PyTorch's projections.
 
 use ndarray::ArrayD;
 use std::error::Error;
@@ -116,6 +117,12 @@ fn main() -> Result<(), Box<dyn Error>> {
         .sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
         .min()
         .double_value(&[]);
+    // Control: the same model before loading (its own random init) must be far off, or the
+    // comparison proves nothing.
+    let control_vs = nn::VarStore::new(Device::Cpu);
+    let control = SupConModel::new(&control_vs.root(), &o.config)?;
+    let control_projections = tch::no_grad(|| control.forward_t(&inputs, false));
+    let (control_diff, _) = max_abs_diff(&control_projections, &ref_projections)?;
 
     let c = &o.config;
     println!(
@@ -129,7 +136,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     );
     println!(
         "{} inputs {:?}: max |Δ| features {feature_diff:.3e} (largest |feature| {feature_scale:.3}), \
-         projections {projection_diff:.3e}; min cosine {cosine_min:.9}; max | |z| - 1 | {norm_error:.2e}",
+         projections {projection_diff:.3e}; min cosine {cosine_min:.9}; max | |z| - 1 | {norm_error:.2e}; \
+         control (not loaded): projections {control_diff:.3}",
         inputs.size()[0],
         inputs.size(),
     );
@@ -137,7 +145,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         println!(
             "{{\"tensors\": {}, \"batch\": {}, \"max_abs_diff_features\": {feature_diff:e}, \
              \"max_abs_diff_projections\": {projection_diff:e}, \"feature_abs_max\": {feature_scale}, \
-             \"min_cosine\": {cosine_min}, \"arch\": \"{}\", \"head\": \"{}\", \"projection_dim\": {}, \
+             \"min_cosine\": {cosine_min}, \
+             \"control_max_abs_diff_projections\": {control_diff}, \"arch\": \"{}\", \"head\": \"{}\", \"projection_dim\": {}, \
              \"in_channels\": {}, \"threads\": {}}}",
             report.loaded,
             inputs.size()[0],

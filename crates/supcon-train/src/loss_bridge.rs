@@ -1,14 +1,22 @@
-//! The hand-over between libtorch and `supcon-loss`.
+//! The hand-over between libtorch and `supcon-loss`, staying where the tensors are.
 //!
-//! The projections leave libtorch as one contiguous f32 buffer `[batch·views, dim]` in
-//! batch-major order (image `b`, view `v` at row `b·views + v`, the augmentation writer's
-//! order), which *is* the loss's `[batch, views, dim]` layout: no copy or permutation. The
-//! chosen backend returns the loss and `∂L/∂features`; the gradient goes back into libtorch's
-//! autograd through the surrogate `Σ (projections ⊙ stop_grad(∂L/∂features))`, whose gradient
-//! with respect to the projections is exactly `∂L/∂features`. (tch 0.24 exposes no
-//! `backward_with_grad`; the surrogate costs one element-wise product.)
+//! - **cpu**: the projections `[batch·views, dim]` leave libtorch as one contiguous f32 host
+//!   buffer in batch-major order (image `b`, view `v` at row `b·views + v`, the augmentation
+//!   writer's order), which *is* the loss's `[batch, views, dim]` layout: no permutation. The
+//!   tiled CPU backend returns the loss and `∂L/∂features`, and the gradient goes back into
+//!   autograd through the surrogate `Σ projections ⊙ stop_grad(∂L/∂features)`, whose gradient
+//!   with respect to the projections is exactly `∂L/∂features` (tch 0.24 has no `backward`
+//!   with a given gradient; the surrogate costs one element-wise product).
+//! - **tch**: the loss is an autograd graph on the projections' own device
+//!   (`supcon_loss::tch_backend::supcon_loss_tensor_with_anchors`); nothing is copied.
+//! - **cuda**: the fused kernels read the CUDA projections in place and write the gradient on
+//!   the device (`CudaBackend::compute_tch`); the surrogate takes it from there.
+//!
+//! Only the CPU backend copies the projections to the host.
 
 use ndarray::{ArrayView2, ArrayView3};
+use supcon_loss::cuda::CudaBackend;
+use supcon_loss::tch_backend::{supcon_loss_tensor_with_anchors, TchBackend};
 use supcon_loss::{
     ContrastMode, CpuBackend, LossBackend, Queue, SupConInput, SupConOptions, Variant,
 };
@@ -25,9 +33,16 @@ pub struct LossValue {
     pub anchors: usize,
 }
 
+/// The backend a bridge computes with.
+enum Engine {
+    Cpu(CpuBackend),
+    Tch(TchBackend),
+    Cuda(CudaBackend),
+}
+
 /// A loss backend with its options.
 pub struct LossBridge {
-    backend: Box<dyn LossBackend>,
+    engine: Engine,
     options: SupConOptions,
 }
 
@@ -48,9 +63,9 @@ impl LossBridge {
         options: SupConOptions,
         precision: CudaPrecision,
     ) -> Result<Self, TrainError> {
-        let backend: Box<dyn LossBackend> = match kind {
-            LossBackendKind::Cpu => Box::new(CpuBackend::default()),
-            LossBackendKind::Tch => Box::new(supcon_loss::tch_backend::TchBackend { device }),
+        let engine = match kind {
+            LossBackendKind::Cpu => Engine::Cpu(CpuBackend::default()),
+            LossBackendKind::Tch => Engine::Tch(TchBackend::new(device)),
             LossBackendKind::Cuda => {
                 let ordinal = match device {
                     Device::Cuda(i) => i,
@@ -60,56 +75,49 @@ impl LossBridge {
                     CudaPrecision::F32 => supcon_loss::cuda::Precision::F32,
                     CudaPrecision::Tf32 => supcon_loss::cuda::Precision::Tf32,
                 };
-                Box::new(
-                    supcon_loss::cuda::CudaBackend::new(ordinal)
-                        .map_err(|e| {
-                            TrainError::Config(format!(
-                                "--loss-backend cuda is not available in this build or on this machine: {e}"
-                            ))
-                        })?
-                        .with_precision(precision),
-                )
+                let backend = CudaBackend::new(ordinal).map_err(|e| {
+                    TrainError::Config(format!(
+                        "--loss-backend cuda is not available in this build or on this machine: {e}"
+                    ))
+                })?;
+                Engine::Cuda(backend.with_precision(precision))
             }
         };
-        Ok(Self { backend, options })
+        Ok(Self { engine, options })
     }
 
     /// The bridge for a pre-training stage: SupCon or SimCLR options from the config.
     pub fn for_pretrain(config: &PretrainConfig, device: Device) -> Result<Self, TrainError> {
-        let options = SupConOptions {
-            temperature: config.temperature(),
-            base_temperature: config.base_temperature,
-            variant: match config.variant {
+        let options = SupConOptions::new(config.temperature())
+            .with_base_temperature(config.base_temperature)
+            .with_variant(match config.variant {
                 LossVariant::Out => Variant::Out,
                 LossVariant::In => Variant::In,
-            },
-            contrast_mode: match config.contrast_mode {
+            })
+            .with_contrast_mode(match config.contrast_mode {
                 AnchorMode::All => ContrastMode::All,
                 AnchorMode::One => ContrastMode::One,
-            },
-            ..SupConOptions::default()
-        };
+            });
         Self::with_precision(config.loss_backend, device, options, config.cuda_precision)
+    }
+
+    /// The backend as supcon-loss's trait (host inputs).
+    pub fn backend(&self) -> &dyn LossBackend {
+        match &self.engine {
+            Engine::Cpu(b) => b,
+            Engine::Tch(b) => b,
+            Engine::Cuda(b) => b,
+        }
     }
 
     /// The backend's name.
     pub fn backend_name(&self) -> &'static str {
-        self.backend.name()
-    }
-
-    /// The backend.
-    pub fn backend(&self) -> &dyn LossBackend {
-        self.backend.as_ref()
+        self.backend().name()
     }
 
     /// The loss options.
     pub fn options(&self) -> &SupConOptions {
         &self.options
-    }
-
-    /// The loss and gradient of host features (no libtorch graph involved).
-    pub fn compute(&self, input: &SupConInput<'_>) -> Result<supcon_loss::LossOutput, TrainError> {
-        Ok(self.backend.compute(input, &self.options)?)
     }
 
     /// Computes the loss of `projections` (`[batch·views, dim]`, batch-major, part of an
@@ -123,27 +131,93 @@ impl LossBridge {
         labels: Option<&[i64]>,
         queue: Option<(ArrayView2<'_, f32>, &[i64])>,
     ) -> Result<LossValue, TrainError> {
-        let (features, dim) = to_host(projections, batch, views)?;
-        let view = ArrayView3::from_shape((batch, views, dim), &features)
-            .map_err(|e| TrainError::Shape(format!("projections to [batch, views, dim]: {e}")))?;
-        let input = SupConInput {
-            features: view,
-            labels,
-            queue: queue.map(|(keys, labels)| Queue { keys, labels }),
-        };
-        let output = self.backend.compute(&input, &self.options)?;
-        let grad = output.grad.as_standard_layout();
-        let grad = Tensor::from_slice(grad.as_slice().expect("standard layout"))
-            .reshape([(batch * views) as i64, dim as i64])
-            .to_device(projections.device())
-            .to_kind(projections.kind());
-        // d/dP Σ P ⊙ G = G.
-        (projections * grad).sum(Kind::Float).f_backward()?;
-        Ok(LossValue {
-            loss: output.loss,
-            anchors: output.anchors,
-        })
+        let size = projections.size();
+        if size.len() != 2 || size[0] != (batch * views) as i64 {
+            return Err(TrainError::Shape(format!(
+                "projections have shape {size:?}, expected [{}, dim] for {batch} images × {views} views",
+                batch * views
+            )));
+        }
+        let dim = size[1];
+        let device = projections.device();
+        match &self.engine {
+            Engine::Cpu(backend) => {
+                let (features, dim) = to_host(projections, batch, views)?;
+                let view = ArrayView3::from_shape((batch, views, dim), &features).map_err(|e| {
+                    TrainError::Shape(format!("projections to [batch, views, dim]: {e}"))
+                })?;
+                let input = SupConInput {
+                    features: view,
+                    labels,
+                    queue: queue.map(|(keys, labels)| Queue { keys, labels }),
+                };
+                let output = backend.compute(&input, &self.options)?;
+                let grad = output.grad.as_standard_layout();
+                let grad = grad
+                    .as_slice()
+                    .ok_or_else(|| TrainError::Shape("loss gradient layout".into()))?;
+                crate::pipeline::methods::backward_from_host(projections, grad)?;
+                Ok(LossValue {
+                    loss: output.loss,
+                    anchors: output.anchors,
+                })
+            }
+            Engine::Tch(_) => {
+                let features = projections.view([batch as i64, views as i64, dim]);
+                let labels = labels.map(|l| Tensor::from_slice(l).to_device(device));
+                let queue = queue.map(|(keys, key_labels)| queue_tensors(keys, key_labels, device));
+                let (loss, anchors) = supcon_loss_tensor_with_anchors(
+                    &features,
+                    labels.as_ref(),
+                    queue.as_ref().map(|(k, l)| (k, l)),
+                    &self.options,
+                )?;
+                loss.f_backward()?;
+                let value = loss.f_double_value(&[])?;
+                if !value.is_finite() {
+                    return Err(supcon_loss::LossError::Overflow { value }.into());
+                }
+                Ok(LossValue {
+                    loss: value,
+                    anchors,
+                })
+            }
+            Engine::Cuda(backend) => {
+                let features = projections
+                    .detach()
+                    .to_kind(Kind::Float)
+                    .contiguous()
+                    .view([batch as i64, views as i64, dim]);
+                let keys = queue
+                    .map(|(keys, key_labels)| (queue_tensors(keys, &[], device).0, key_labels));
+                let out = backend.compute_tch(
+                    &features,
+                    labels,
+                    keys.as_ref().map(|(k, l)| (k, *l)),
+                    &self.options,
+                )?;
+                let grad = out
+                    .grad
+                    .view([(batch * views) as i64, dim])
+                    .to_kind(projections.kind());
+                (projections * grad).sum(Kind::Float).f_backward()?;
+                Ok(LossValue {
+                    loss: out.loss,
+                    anchors: out.anchors,
+                })
+            }
+        }
     }
+}
+
+/// Host queue keys and labels as tensors on `device`.
+fn queue_tensors(keys: ArrayView2<'_, f32>, labels: &[i64], device: Device) -> (Tensor, Tensor) {
+    let (k, d) = keys.dim();
+    let keys = keys.as_standard_layout();
+    let keys = Tensor::from_slice(keys.as_slice().unwrap_or(&[]))
+        .reshape([k as i64, d as i64])
+        .to_device(device);
+    (keys, Tensor::from_slice(labels).to_device(device))
 }
 
 /// Copies `[batch·views, dim]` projections to a host `Vec<f32>`; returns it and `dim`.
@@ -152,20 +226,12 @@ pub fn to_host(
     batch: usize,
     views: usize,
 ) -> Result<(Vec<f32>, usize), TrainError> {
-    let size = projections.size();
-    if size.len() != 2 || size[0] != (batch * views) as i64 {
+    let (values, rows, dim) = crate::pipeline::methods::host_rows(projections)?;
+    if rows != batch * views {
         return Err(TrainError::Shape(format!(
-            "projections have shape {size:?}, expected [{}, dim] for {batch} images × {views} views",
+            "projections have {rows} rows, expected {} for {batch} images × {views} views",
             batch * views
         )));
     }
-    let dim = size[1] as usize;
-    let host = projections
-        .detach()
-        .to_device(Device::Cpu)
-        .to_kind(Kind::Float)
-        .contiguous();
-    let mut features = vec![0f32; batch * views * dim];
-    host.f_copy_data(&mut features, batch * views * dim)?;
-    Ok((features, dim))
+    Ok((values, dim))
 }

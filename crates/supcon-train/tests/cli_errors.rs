@@ -195,10 +195,7 @@ fn the_loss_command_reads_npy_features() {
     let expected = supcon_loss::supcon(
         features.view(),
         Some(labels.as_slice().unwrap()),
-        &supcon_loss::SupConOptions {
-            normalize: true,
-            ..Default::default()
-        },
+        &supcon_loss::SupConOptions::default().with_normalize(true),
     )
     .unwrap()
     .loss;

@@ -109,7 +109,7 @@ impl CpuBackend {
                             .num_threads(threads)
                             .build()
                             .map_err(|e| {
-                                LossError::Backend(format!("building a {threads}-thread pool: {e}"))
+                                LossError::library(format!("building a {threads}-thread pool"), e)
                             })?;
                         self.pool.get_or_init(|| Arc::new(pool)).clone()
                     }

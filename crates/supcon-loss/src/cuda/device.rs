@@ -81,7 +81,7 @@ fn c_chars_to_string(raw: &[std::ffi::c_char]) -> String {
 }
 
 fn driver(what: &str) -> impl Fn(cudarc::driver::DriverError) -> LossError + '_ {
-    move |e| LossError::Backend(format!("CUDA {what}: {e}"))
+    move |e| LossError::library(format!("CUDA {what}"), e)
 }
 
 /// The fused CUDA backend (see the [module docs](super)).
@@ -193,9 +193,9 @@ impl CudaBackend {
                 .load_module(Ptx::from_src(out.ptx))
                 .map_err(driver("load module"))?;
             for &entry in entries {
-                let f = module.load_function(entry).map_err(|e| {
-                    LossError::Backend(format!("CUDA load {entry} from {file}: {e}"))
-                })?;
+                let f = module
+                    .load_function(entry)
+                    .map_err(|e| LossError::library(format!("CUDA load {entry} from {file}"), e))?;
                 functions.insert(entry, f);
             }
         }
@@ -256,7 +256,7 @@ impl CudaBackend {
         // kinds against the sources) and every address points to a live buffer of the size
         // the kernel indexes (allocated by `run` from the same Problem).
         unsafe { builder.launch(cfg) }
-            .map_err(|e| LossError::Backend(format!("CUDA launch {}: {e}", launch.entry)))?;
+            .map_err(|e| LossError::library(format!("CUDA launch {}", launch.entry), e))?;
         Ok(())
     }
 
@@ -477,14 +477,6 @@ mod zero_copy {
     use crate::cuda::TchLossOutput;
     use tch::{Device, Kind, Tensor};
 
-    fn check_temperature(name: &'static str, value: f64) -> Result<(), LossError> {
-        if value.is_finite() && value > 0.0 {
-            Ok(())
-        } else {
-            Err(LossError::InvalidTemperature { name, value })
-        }
-    }
-
     impl CudaBackend {
         /// The loss of CUDA tensors without a host round trip: the kernels read `features`
         /// (`[batch, views, dim]`, f32, on this backend's device) in place and write the
@@ -498,9 +490,10 @@ mod zero_copy {
         /// stream current must synchronize it before this call. The call returns after a
         /// synchronization of the default stream (the loss is read back).
         ///
-        /// Input checks are those of shapes, devices and temperatures; finiteness is not
-        /// scanned (that would need the host copy we avoid): non-finite features give
-        /// [`LossError::Overflow`] through a non-finite loss.
+        /// Inputs are checked with the rules of every entry point ([`crate::check_shape`]),
+        /// the finiteness of features and keys on the device (one synchronization, no copy)
+        /// and, for this backend, that the tensors are f32 on this backend's device. Without
+        /// batch labels the queue labels are not read.
         pub fn compute_tch(
             &self,
             features: &Tensor,
@@ -508,10 +501,6 @@ mod zero_copy {
             queue: Option<(&Tensor, &[i64])>,
             options: &SupConOptions,
         ) -> Result<TchLossOutput, LossError> {
-            check_temperature("temperature", options.temperature)?;
-            if let Some(base) = options.base_temperature {
-                check_temperature("base_temperature", base)?;
-            }
             let device = Device::Cuda(self.ctx.ordinal());
             let check = |t: &Tensor, what: &'static str, rank: usize| -> Result<(), LossError> {
                 if t.device() != device || t.kind() != Kind::Float || t.dim() != rank {
@@ -524,30 +513,32 @@ mod zero_copy {
                 Ok(())
             };
             check(features, "features tensor", 3)?;
+            if let Some((keys, _)) = queue {
+                check(keys, "queue keys tensor", 2)?;
+            }
             let size = features.size();
             let [batch, views, dim] = [size[0], size[1], size[2]].map(|s| s as usize);
+            crate::check_shape(
+                &crate::InputShape {
+                    features: [batch, views, dim],
+                    labels: labels.map(<[i64]>::len),
+                    queue: queue.map(|(keys, key_labels)| {
+                        let ks = keys.size();
+                        (ks[0] as usize, ks[1] as usize, key_labels.len())
+                    }),
+                },
+                options,
+            )?;
+            crate::tch_backend::check_finite(features, "features")?;
             let (keys, queue_labels) = match queue {
                 Some((keys, key_labels)) => {
-                    check(keys, "queue keys tensor", 2)?;
-                    let ks = keys.size();
-                    if ks[1] as usize != dim && ks[0] > 0 {
-                        return Err(LossError::ShapeMismatch {
-                            what: "queue keys dim",
-                            expected: format!("{dim} (the features' dim)"),
-                            actual: format!("{ks:?}"),
-                        });
-                    }
+                    crate::tch_backend::check_finite(keys, "queue keys")?;
                     (Some(keys.contiguous()), key_labels)
                 }
                 None => (None, &[][..]),
             };
             let k = keys.as_ref().map_or(0, |t| t.size()[0] as usize);
             let problem = Problem::new(batch, views, dim, k, options.contrast_mode)?;
-            if problem.contrast < 2 {
-                return Err(LossError::TooFewContrastRows {
-                    rows: problem.contrast,
-                });
-            }
             let index = ClassIndex::new(&problem, labels, queue_labels)?;
             let grad = Tensor::zeros(
                 [batch as i64, views as i64, dim as i64],

@@ -45,6 +45,9 @@
 //! each must define; `tests/cuda_nvrtc.rs` compiles every one with NVRTC on machines without a
 //! GPU, so a broken kernel fails `cargo xtask test`.
 
+// Launch planning is an implementation detail; it is public (hidden) only so that the
+// emulation tests (tests/cuda_emulated.rs) can run the exact launch schedule on the CPU.
+#[doc(hidden)]
 pub mod plan;
 
 pub use plan::Precision;

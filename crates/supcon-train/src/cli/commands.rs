@@ -469,19 +469,18 @@ fn loss_on_npy(args: &LossArgs) -> Result<String, TrainError> {
     let grad_out = args.grad_out.as_deref();
     let summary = match args.method {
         LossMethod::Supcon => {
-            let options = SupConOptions {
-                temperature: args.temperature.unwrap_or(0.1),
-                base_temperature: args.base_temperature,
-                variant: match args.variant.unwrap_or_default() {
+            let options = SupConOptions::default()
+                .with_temperature(args.temperature.unwrap_or(0.1))
+                .with_base_temperature(args.base_temperature)
+                .with_variant(match args.variant.unwrap_or_default() {
                     config::LossVariant::Out => supcon_loss::Variant::Out,
                     config::LossVariant::In => supcon_loss::Variant::In,
-                },
-                contrast_mode: match args.contrast_mode.unwrap_or_default() {
+                })
+                .with_contrast_mode(match args.contrast_mode.unwrap_or_default() {
                     config::AnchorMode::All => supcon_loss::ContrastMode::All,
                     config::AnchorMode::One => supcon_loss::ContrastMode::One,
-                },
-                normalize: args.normalize,
-            };
+                })
+                .with_normalize(args.normalize);
             let bridge = LossBridge::new(args.loss_backend, tch::Device::Cpu, options)?;
             let queue = args
                 .queue

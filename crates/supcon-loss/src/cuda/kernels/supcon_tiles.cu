@@ -3,7 +3,7 @@
 // Compiled at run time by NVRTC (no #include: NVRTC 13 does not ship <mma.h> as a built-in
 // header, so the tensor-core path issues `mma.sync` through inline PTX).
 //
-// Layout (see ../mod.rs and shared/supcon-math.md):
+// Layout (see ../mod.rs and the book's loss page, docs/src/loss-math.md):
 //   C      [M, D]  contrast rows c_j (view-major batch rows, then queue keys), already
 //                  normalized when the loss normalizes. Anchors a_i are rows 0..n of C.
 //   cls    [M]     dense class id of every contrast row.

@@ -25,3 +25,21 @@ pub mod run_dir;
 pub mod tensorboard;
 
 pub use error::TrainError;
+
+/// The Rust examples of the README and the book, compiled (and run, unless marked `no_run`)
+/// as doc tests, so that they stay true to the code.
+#[cfg(doctest)]
+pub mod book_examples {
+    #[doc = include_str!("../../../README.md")]
+    pub struct Readme;
+    #[doc = include_str!("../../../docs/src/loss.md")]
+    pub struct Loss;
+    #[doc = include_str!("../../../docs/src/augment.md")]
+    pub struct Augment;
+    #[doc = include_str!("../../../docs/src/data.md")]
+    pub struct Data;
+    #[doc = include_str!("../../../docs/src/models.md")]
+    pub struct Models;
+    #[doc = include_str!("../../../docs/src/gpu.md")]
+    pub struct Gpu;
+}

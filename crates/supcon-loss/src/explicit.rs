@@ -8,14 +8,7 @@ use crate::{Element, LossError};
 
 /// τ must be positive and finite.
 pub(crate) fn check_temperature(value: f64) -> Result<(), LossError> {
-    if value.is_finite() && value > 0.0 {
-        Ok(())
-    } else {
-        Err(LossError::InvalidTemperature {
-            name: "temperature",
-            value,
-        })
-    }
+    crate::input::check_temperature("temperature", value)
 }
 
 /// `EmptyAxis` for the first zero-length axis of `what` (axes named by `axes`).

@@ -80,7 +80,9 @@ impl<'a, T> SupConInput<'a, T> {
     }
 }
 
-fn check_temperature(name: &'static str, value: f64) -> Result<(), LossError> {
+/// A temperature-like option (τ, τ_base, SwAV's ε) must be positive and finite: the one check
+/// every loss uses.
+pub(crate) fn check_temperature(name: &'static str, value: f64) -> Result<(), LossError> {
     if value.is_finite() && value > 0.0 {
         Ok(())
     } else {

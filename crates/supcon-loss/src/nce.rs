@@ -183,6 +183,29 @@ impl NceOptions {
     pub fn with_normalize(self, normalize: bool) -> Self {
         Self { normalize, ..self }
     }
+
+    /// The option checks of every NCE entry point: τ positive and finite, N > 0, a given Z
+    /// positive and finite.
+    pub(crate) fn check(&self) -> Result<(), LossError> {
+        check_temperature(self.temperature)?;
+        if self.dataset_size == 0 {
+            return Err(LossError::InvalidParameter {
+                name: "dataset_size",
+                value: 0.0,
+                reason: "the data-set size N (P_n = 1/N) must be at least 1",
+            });
+        }
+        if let Some(z) = self.partition {
+            if !(z.is_finite() && z > 0.0) {
+                return Err(LossError::InvalidParameter {
+                    name: "partition",
+                    value: z,
+                    reason: "the normalization constant Z must be positive and finite",
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The NCE loss, its gradient with respect to the queries, and the Z it used.
@@ -209,23 +232,7 @@ pub fn validate_nce<T: Element>(
     input: &NceInput<'_, T>,
     options: &NceOptions,
 ) -> Result<(), LossError> {
-    check_temperature(options.temperature)?;
-    if options.dataset_size == 0 {
-        return Err(LossError::InvalidParameter {
-            name: "dataset_size",
-            value: 0.0,
-            reason: "the data-set size N (P_n = 1/N) must be at least 1",
-        });
-    }
-    if let Some(z) = options.partition {
-        if !(z.is_finite() && z > 0.0) {
-            return Err(LossError::InvalidParameter {
-                name: "partition",
-                value: z,
-                reason: "the normalization constant Z must be positive and finite",
-            });
-        }
-    }
+    options.check()?;
     check_rows(
         input.queries,
         input.positives,

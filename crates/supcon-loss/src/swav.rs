@@ -247,19 +247,11 @@ pub struct SwavOutput<T = f32> {
     pub anchors: usize,
 }
 
-fn check_positive(name: &'static str, value: f64) -> Result<(), LossError> {
-    if value.is_finite() && value > 0.0 {
-        Ok(())
-    } else {
-        Err(LossError::InvalidTemperature { name, value })
-    }
-}
-
 /// The checks of [`validate_swav`] that need no input: τ, ε, iterations, A ≥ 1 (the libtorch
 /// function shares them).
 pub(crate) fn check_options(options: &SwavOptions) -> Result<(), LossError> {
-    check_positive("temperature", options.temperature)?;
-    check_positive("epsilon", options.epsilon)?;
+    crate::input::check_temperature("temperature", options.temperature)?;
+    crate::input::check_temperature("epsilon", options.epsilon)?;
     if options.sinkhorn_iterations == 0 {
         return Err(LossError::InvalidParameter {
             name: "sinkhorn_iterations",

@@ -425,16 +425,7 @@ fn maybe_normalize(x: &Tensor, what: &'static str, normalize: bool) -> Result<Te
     normalize_rows(x, what, per_outer)
 }
 
-fn check_temperature(value: f64) -> Result<(), LossError> {
-    if value.is_finite() && value > 0.0 {
-        Ok(())
-    } else {
-        Err(LossError::InvalidTemperature {
-            name: "temperature",
-            value,
-        })
-    }
-}
+use crate::explicit::check_temperature;
 
 /// MoCo's InfoNCE on libtorch tensors, with its autograd graph, as MoCo's `MoCo.forward` writes
 /// it: `l_pos = einsum('nc,nc->n', q, k)`, `l_neg` = the queries against the negatives,
@@ -512,23 +503,7 @@ pub fn nce_loss_tensor(
     negatives: &Tensor,
     options: &NceOptions,
 ) -> Result<(Tensor, f64), LossError> {
-    check_temperature(options.temperature)?;
-    if options.dataset_size == 0 {
-        return Err(LossError::InvalidParameter {
-            name: "dataset_size",
-            value: 0.0,
-            reason: "the data-set size N (P_n = 1/N) must be at least 1",
-        });
-    }
-    if let Some(z) = options.partition {
-        if !(z.is_finite() && z > 0.0) {
-            return Err(LossError::InvalidParameter {
-                name: "partition",
-                value: z,
-                reason: "the normalization constant Z must be positive and finite",
-            });
-        }
-    }
+    options.check()?;
     let (batch, dim) = check_query_shapes(queries, positives)?;
     let m = check_per_query_negatives(negatives, batch, dim)?;
     let q = maybe_normalize(queries, "queries", options.normalize)?;

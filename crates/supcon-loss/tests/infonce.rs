@@ -6,8 +6,8 @@
 mod common;
 
 use common::infonce_nce::{
-    assert_dense_close, finite_differences, max_abs2, max_abs_diff2, pool, random_infonce, Dense,
-    InfoNceProblem, OwnedNegatives,
+    assert_dense_close, finite_differences, max_abs2, max_abs_diff2, permutation, pool,
+    random_infonce, Dense, InfoNceProblem, OwnedNegatives,
 };
 use ndarray::{Array2, Array3, Axis};
 use proptest::collection::vec;
@@ -669,12 +669,6 @@ impl Arbitrary for InfoNceProblem {
             })
             .boxed()
     }
-}
-
-/// A permutation of `0..len` from a seed (rotate, then reverse).
-fn permutation(len: usize, seed: u64) -> Vec<usize> {
-    let shift = seed as usize % len;
-    (0..len).map(|i| (i + shift) % len).rev().collect()
 }
 
 proptest! {

@@ -442,3 +442,9 @@ pub fn random_nce(
         options,
     }
 }
+
+/// A permutation of `0..len` from a seed (rotate, then reverse).
+pub fn permutation(len: usize, seed: u64) -> Vec<usize> {
+    let shift = seed as usize % len;
+    (0..len).map(|i| (i + shift) % len).rev().collect()
+}

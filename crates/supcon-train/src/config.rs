@@ -25,6 +25,27 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("quick-cpu", include_str!("presets/quick-cpu.toml")),
     ("paper-cifar", include_str!("presets/paper-cifar.toml")),
     ("gpu-fashion", include_str!("presets/gpu-fashion.toml")),
+    ("cpu-long", include_str!("presets/cpu-long.toml")),
+    (
+        "quick-cpu-simclr",
+        include_str!("presets/quick-cpu-simclr.toml"),
+    ),
+    (
+        "quick-cpu-moco-v1",
+        include_str!("presets/quick-cpu-moco-v1.toml"),
+    ),
+    (
+        "quick-cpu-moco-v2",
+        include_str!("presets/quick-cpu-moco-v2.toml"),
+    ),
+    (
+        "quick-cpu-instdisc",
+        include_str!("presets/quick-cpu-instdisc.toml"),
+    ),
+    (
+        "quick-cpu-swav",
+        include_str!("presets/quick-cpu-swav.toml"),
+    ),
 ];
 
 /// The preset used when none is named.

@@ -141,6 +141,36 @@ fn train_with_baseline_on_a_fashion_mnist_subset_beats_chance_by_far() {
     let again: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(again["stages"], report["stages"]);
 
+    // `--evaluate-on validation` reads the validation split instead: the linear classifier's
+    // accuracy there is the one its stage measured on the same checkpoint.
+    let output = run(
+        supcon()
+            .args([
+                "eval",
+                "--quiet",
+                "--json",
+                "--evaluate-on",
+                "validation",
+                "--run",
+            ])
+            .arg(&run_dir),
+        true,
+    );
+    let on_validation: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(on_validation["evaluated_on"], "validation");
+    let linear = on_validation["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "linear")
+        .unwrap();
+    let (evaluated, measured) = (linear["test_top1"].as_f64(), linear["val_top1"].as_f64());
+    assert!(
+        (evaluated.unwrap() - measured.unwrap()).abs() < 1e-6,
+        "{linear}"
+    );
+    assert_ne!(evaluated, stage("linear", "supcon")["test_top1"].as_f64());
+
     // `supcon embed` writes .npy files of the expected shapes.
     let out = dir.path().join("embed");
     run(

@@ -10,7 +10,7 @@ use supcon_loss::{InfoNceOptions, NceOptions, SupConOptions, SwavOptions};
 
 use super::{Cli, Command, ConfigArgs, LossArgs, LossMethod, RunArgs};
 use crate::checkpoint::Checkpoint;
-use crate::config::{self, RunConfig, DEFAULT_PRESET};
+use crate::config::{self, EvalSplit, RunConfig, DEFAULT_PRESET};
 use crate::error::TrainError;
 use crate::loss_bridge::LossBridge;
 use crate::metrics_log::Stage;
@@ -67,8 +67,12 @@ pub fn execute(cli: &Cli) -> Result<String, TrainError> {
             let report = evaluate::finish_report(&session, &test, vec![method])?;
             Ok(finished(&session, &report))
         }
-        Command::Eval { run, json } => {
-            let report = evaluate_run(run, cli.quiet)?;
+        Command::Eval {
+            run,
+            json,
+            evaluate_on,
+        } => {
+            let report = evaluate_run(run, *evaluate_on, cli.quiet)?;
             if *json {
                 serde_json::to_string_pretty(&report).map_err(|e| TrainError::Json {
                     path: run.join("report.json"),
@@ -309,8 +313,16 @@ fn timestamp() -> String {
 }
 
 /// Re-evaluates a finished run from its checkpoints.
-fn evaluate_run(run: &Path, quiet: bool) -> Result<crate::report::Report, TrainError> {
-    let config = config::load_resolved(&run.join(crate::run_dir::CONFIG_FILE))?;
+fn evaluate_run(
+    run: &Path,
+    evaluate_on: Option<EvalSplit>,
+    quiet: bool,
+) -> Result<crate::report::Report, TrainError> {
+    let mut config = config::load_resolved(&run.join(crate::run_dir::CONFIG_FILE))?;
+    // config.toml keeps the split the run was trained for; the report says what was read.
+    if let Some(split) = evaluate_on {
+        config.eval.split = split;
+    }
     let session = Session::open(
         config,
         &SessionOptions {

@@ -59,7 +59,9 @@ pub enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
-    /// Evaluates a finished run's checkpoints on the test set and rewrites its report.
+    /// Evaluates a finished run's checkpoints and rewrites its report: on the run's own
+    /// evaluation split, or on the one --evaluate-on names (so a tuning run trained with
+    /// --evaluate-on validation is read on the test set once, when its recipe is chosen).
     Eval {
         /// The run folder (runs/<name>).
         #[arg(long, value_name = "DIR")]
@@ -67,6 +69,9 @@ pub enum Command {
         /// Print the report as JSON instead of the summary table.
         #[arg(long)]
         json: bool,
+        /// The split to evaluate on: test or validation (default: the run's eval.split).
+        #[arg(long, value_enum, value_name = "SPLIT")]
+        evaluate_on: Option<EvalSplit>,
     },
     /// Writes the encoder embeddings of a data split as .npy (embeddings.npy [n, dim] f32,
     /// labels.npy [n] i64) for use elsewhere.

@@ -114,6 +114,9 @@ fn run_supcon(binary: &Path, o: &Options, ld_library_path: &str) -> Result<(f64,
         .arg("--runs-dir")
         .arg(&runs_dir)
         .args(["--name", "bench", "--overwrite", "--no-robustness"])
+        // The step of benches/train_pytorch.py, whatever the default preset trains with.
+        .args(["--views", "2", "--lr", "0.1", "--temperature", "0.1"])
+        .args(["--set", "pretrain.augment=fashion-mnist"])
         .args(["--set", "checkpoint.log_every_steps=5"])
         .env("RAYON_NUM_THREADS", o.threads.to_string())
         .env("LD_LIBRARY_PATH", ld_library_path);

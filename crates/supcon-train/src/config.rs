@@ -6,7 +6,10 @@
 //!
 //! Presets (TOML files in `src/presets/`, embedded in the binary):
 //! - `quick-cpu` (default): Fashion-MNIST, resnet-tiny, sized so that `cargo xtask train`
-//!   finishes within 30 minutes on 2 CPU cores;
+//!   finishes in about 15 minutes on 2 CPU cores;
+//! - `quick-cpu-simclr`, `quick-cpu-moco-v1`, `quick-cpu-moco-v2`, `quick-cpu-instdisc`,
+//!   `quick-cpu-swav`: the other methods on the same data and model (they extend `quick-cpu`);
+//! - `cpu-long`: `quick-cpu` with resnet-small and 24 epochs;
 //! - `paper-cifar`: SupContrast's CIFAR hyper-parameters (batch 1024, lr 0.5, τ 0.1, cosine,
 //!   10 warm-up epochs; linear stage batch 512, lr 5) with ResNet-50 on CIFAR-10;
 //! - `gpu-fashion`: Fashion-MNIST with ResNet-18 for one GPU.
@@ -726,7 +729,11 @@ mod tests {
         let c = resolve(
             "quick-cpu",
             Some(&path),
-            &["pretrain.epochs=5".into(), "pretrain.method=simclr".into()],
+            &[
+                "pretrain.epochs=5".into(),
+                "pretrain.method=simclr".into(),
+                "pretrain.views=2".into(),
+            ],
         )
         .unwrap();
         assert_eq!(c.seed, 7);

@@ -56,15 +56,7 @@ fn train_with_baseline_on_a_fashion_mnist_subset_beats_chance_by_far() {
     }
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run_dir.join("report.json")).unwrap()).unwrap();
-    let stage = |stage: &str, method: &str| -> serde_json::Value {
-        report["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["stage"] == stage && s["method"] == method)
-            .unwrap_or_else(|| panic!("no {stage}/{method} row in {report}"))
-            .clone()
-    };
+    let stage = |stage: &str, method: &str| stage_row(&report, stage, method);
     // Ten classes: chance is 10 %. After so few steps (16 of pre-training) the kNN accuracy
     // of the embeddings is the meaningful figure (about 60 %); the linear classifier and the
     // CE model, trained for a few dozen steps, are asked to be far above chance.
@@ -158,18 +150,17 @@ fn train_with_baseline_on_a_fashion_mnist_subset_beats_chance_by_far() {
     );
     let on_validation: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(on_validation["evaluated_on"], "validation");
-    let linear = on_validation["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["stage"] == "linear")
-        .unwrap();
+    let linear = stage_row(&on_validation, "linear", "supcon");
     let (evaluated, measured) = (linear["test_top1"].as_f64(), linear["val_top1"].as_f64());
     assert!(
         (evaluated.unwrap() - measured.unwrap()).abs() < 1e-6,
         "{linear}"
     );
-    assert_ne!(evaluated, stage("linear", "supcon")["test_top1"].as_f64());
+    // Another split was read: 60 validation images against the 300 test images.
+    let samples =
+        |report: &serde_json::Value| report["evaluations"][0]["classification"]["samples"].as_u64();
+    assert_eq!(samples(&report), Some(300));
+    assert_eq!(samples(&on_validation), Some(60));
 
     // `supcon embed` writes .npy files of the expected shapes.
     let out = dir.path().join("embed");
@@ -193,4 +184,15 @@ fn train_with_baseline_on_a_fashion_mnist_subset_beats_chance_by_far() {
     let labels: ndarray::Array1<i64> = ndarray_npy::read_npy(out.join("labels.npy")).unwrap();
     assert_eq!(embeddings.dim(), (300, 64));
     assert_eq!(labels.len(), 300);
+}
+
+/// The row of `report.json`'s stage table for one stage of one method.
+fn stage_row(report: &serde_json::Value, stage: &str, method: &str) -> serde_json::Value {
+    report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == stage && s["method"] == method)
+        .unwrap_or_else(|| panic!("no {stage}/{method} row in {report}"))
+        .clone()
 }

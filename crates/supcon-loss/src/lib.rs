@@ -114,6 +114,8 @@ mod input;
 mod options;
 
 pub mod cuda;
+#[cfg(feature = "collectives")]
+pub mod distributed;
 pub mod infonce;
 pub mod nce;
 #[cfg(feature = "npy")]

@@ -127,6 +127,29 @@ proptest! {
         assert_close("tiled vs dense", &got, &problem.reference(), 1e-9);
     }
 
+    /// Data parallelism is exact: the shards of any partition of the batch into ranks add up
+    /// to the whole batch's loss and gradient.
+    #[test]
+    fn shards_add_up_to_the_whole_batch(problem: Problem, cuts in vec(0usize..8, 0..4), tile in 1usize..5) {
+        let batch = problem.features.dim().0;
+        let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (batch + 1)).collect();
+        bounds.push(0);
+        bounds.push(batch);
+        bounds.sort_unstable();
+        let backend = CpuBackend::new().with_tile(tile);
+        let whole = problem.run_with(&backend);
+        let mut sum = whole.clone();
+        sum.loss = 0.0;
+        sum.grad.fill(0.0);
+        for shard in bounds.windows(2) {
+            let part = problem.run_shard(&backend, shard[0]..shard[1]);
+            prop_assert_eq!(part.anchors, whole.anchors);
+            sum.loss += part.loss;
+            sum.grad += &part.grad;
+        }
+        assert_close(&format!("shards {bounds:?}"), &sum, &whole, 1e-10);
+    }
+
     #[test]
     fn batch_permutation_invariance(problem: Problem, seed: u64) {
         let batch = problem.features.dim().0;

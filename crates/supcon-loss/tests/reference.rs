@@ -3,68 +3,14 @@
 
 mod common;
 
-use common::{assert_close, max_abs, max_abs_diff, random_problem, Problem};
+use common::{
+    all_combinations, assert_close, combination_problem, finite_difference_gradient, max_abs,
+    max_abs_diff, random_problem,
+};
 use ndarray::{array, Array3};
 use supcon_loss::{
-    supcon, ContrastMode, CpuBackend, LossBackend, Queue, SupConInput, SupConOptions, Variant,
+    supcon, ContrastMode, CpuBackend, LossBackend, Queue, SupConInput, SupConOptions,
 };
-
-/// Every combination of variant × contrast mode × labels × queue × normalize.
-fn all_combinations() -> Vec<(Variant, ContrastMode, bool, bool, bool)> {
-    let mut out = Vec::new();
-    for variant in [Variant::Out, Variant::In] {
-        for mode in [ContrastMode::All, ContrastMode::One] {
-            for labels in [false, true] {
-                for queue in [false, true] {
-                    for normalize in [false, true] {
-                        out.push((variant, mode, labels, queue, normalize));
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
-fn combination_problem(
-    seed: u64,
-    (variant, mode, labels, queue, normalize): (Variant, ContrastMode, bool, bool, bool),
-    batch: usize,
-    views: usize,
-    dim: usize,
-) -> Problem {
-    let options = SupConOptions::default()
-        .with_temperature([0.1, 0.5, 0.07][seed as usize % 3])
-        .with_base_temperature((seed % 2 == 0).then_some(0.07))
-        .with_variant(variant)
-        .with_contrast_mode(mode)
-        .with_normalize(normalize);
-    random_problem(
-        seed,
-        batch,
-        views,
-        dim,
-        3,
-        labels,
-        if queue { 5 } else { 0 },
-        options,
-    )
-}
-
-/// Central differences of the tiled f64 loss.
-fn finite_difference_gradient(problem: &Problem, backend: &CpuBackend) -> Array3<f64> {
-    let h = 1e-5;
-    let mut grad = Array3::zeros(problem.features.dim());
-    for (index, g) in grad.indexed_iter_mut() {
-        let mut shifted = problem.clone();
-        shifted.features[index] += h;
-        let plus = shifted.run_with(backend).loss;
-        shifted.features[index] -= 2.0 * h;
-        let minus = shifted.run_with(backend).loss;
-        *g = (plus - minus) / (2.0 * h);
-    }
-    grad
-}
 
 #[test]
 fn analytic_gradient_matches_finite_differences_for_every_combination() {
@@ -74,7 +20,7 @@ fn analytic_gradient_matches_finite_differences_for_every_combination() {
         let views = 1 + k % 3;
         let problem = combination_problem(seed, combination, 5, views, 3);
         let analytic = problem.run_with(&backend);
-        let numeric = finite_difference_gradient(&problem, &backend);
+        let numeric = finite_difference_gradient(&problem, |p| p.run_with(&backend).loss);
         let scale = max_abs(&analytic.grad).max(1e-8);
         let err = max_abs_diff(&analytic.grad, &numeric) / scale;
         assert!(
@@ -87,6 +33,42 @@ fn analytic_gradient_matches_finite_differences_for_every_combination() {
             assert!(analytic.grad.iter().all(|&g| g == 0.0));
         }
     }
+}
+
+/// The share of one shard of the batch (what a rank computes in data-parallel training) is a
+/// loss of its own: its analytic gradient, over every feature row, matches finite differences.
+#[test]
+fn shard_gradient_matches_finite_differences_for_every_combination() {
+    let backend = CpuBackend::new().with_tile(2);
+    for (k, combination) in all_combinations().into_iter().enumerate() {
+        let views = 1 + k % 3;
+        let problem = combination_problem(300 + k as u64, combination, 5, views, 3);
+        // A middle shard: anchors before and after it are contrast rows only.
+        let shard = 1..3;
+        let analytic = problem.run_shard(&backend, shard.clone());
+        let numeric =
+            finite_difference_gradient(&problem, |p| p.run_shard(&backend, shard.clone()).loss);
+        let scale = max_abs(&analytic.grad).max(1e-8);
+        let err = max_abs_diff(&analytic.grad, &numeric) / scale;
+        assert!(
+            err < 1e-4,
+            "{combination:?} views {views}: relative gradient error {err:e}"
+        );
+        assert_eq!(analytic.anchors, problem.run_with(&backend).anchors);
+    }
+}
+
+#[test]
+fn a_shard_outside_the_batch_is_an_error_and_an_empty_one_is_zero() {
+    let problem = combination_problem(7, all_combinations()[0], 4, 2, 3);
+    let error = CpuBackend::new()
+        .compute_shard(&problem.input(), 2..5, &problem.options)
+        .unwrap_err();
+    assert!(error.to_string().contains("anchor shard"), "{error}");
+    let empty = problem.run_shard(&CpuBackend::new(), 3..3);
+    assert_eq!(empty.loss, 0.0);
+    assert!(empty.grad.iter().all(|&g| g == 0.0));
+    assert_eq!(empty.anchors, problem.run().anchors);
 }
 
 #[test]

@@ -16,6 +16,8 @@
 //! order, so the result does not depend on the number of threads. Reductions across tiles are
 //! in `f64`.
 
+use std::ops::Range;
+
 use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array2, Array3, ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
@@ -26,9 +28,18 @@ use super::kernels;
 use crate::{ContrastMode, Element, LossError, LossOutput, SupConInput, SupConOptions, Variant};
 
 /// Everything the passes share, built once in O(M·D).
+///
+/// The contrast rows are ordered so that the anchors of the call come first: for the whole
+/// batch that is the view-major order of the crate docs; for a shard of the batch
+/// ([`crate::CpuBackend::compute_shard`]) the shard's anchor rows come first, then every other
+/// feature row in view-major order, then the queue. The loss is a sum over anchors of terms
+/// that do not depend on the order of the contrast rows, so the order changes only rounding.
 struct Prepared<T> {
-    /// `M × D` contrast rows `c_j`, view-major then queue keys; normalized if asked.
+    /// `M × D` contrast rows `c_j`: the call's anchors, the other feature rows, the queue
+    /// keys; normalized if asked.
     rows: Array2<T>,
+    /// `(b, v)` of every feature row `j < trainable`, in row order.
+    source: Vec<(usize, usize)>,
     /// Dense class id `y_j` of every contrast row.
     class: Vec<u32>,
     /// Number of distinct class ids.
@@ -39,23 +50,31 @@ struct Prepared<T> {
     trainable: usize,
     /// |P(i)| for every anchor `i < n`.
     positives: Vec<usize>,
+    /// |I| over the anchors of the whole batch (not only this call's): the mean's
+    /// denominator, so that the shards of a batch add up to its loss.
+    batch_anchors_used: usize,
     /// 1/‖x_j‖ of every feature row when normalizing (empty otherwise).
     inv_norms: Vec<f64>,
 }
 
-/// The loss and its gradient for validated inputs (the caller ran [`crate::validate`]).
+/// The loss and its gradient for validated inputs (the caller ran [`crate::validate`] and
+/// checked that `shard` lies in `0..batch`): the terms of the anchors of samples `shard`, over
+/// the mean of the whole batch (`shard = 0..batch` is the whole loss).
 pub(crate) fn compute<T: Element>(
     input: &SupConInput<'_, T>,
+    shard: Range<usize>,
     options: &SupConOptions,
     tile: usize,
     cache_bytes: usize,
 ) -> Result<LossOutput<T>, LossError> {
     let tile = tile.max(1);
     let (batch, views, dim) = input.features.dim();
-    let prep = Prepared::new(input, options);
-    let used = prep.positives.iter().filter(|&&p| p > 0).count();
-    if used == 0 {
-        return Ok(LossOutput::zero([batch, views, dim]));
+    let prep = Prepared::new(input, options, shard);
+    let used = prep.batch_anchors_used;
+    let mut zero = LossOutput::zero([batch, views, dim]);
+    zero.anchors = used;
+    if used == 0 || prep.positives.iter().all(|&p| p == 0) {
+        return Ok(zero);
     }
     let inv_tau = 1.0 / options.temperature;
     // Loss = scale · Σ_{i∈I} ℓ_i;  G_ij = grad_scale · (π_ij − w_ij).
@@ -114,12 +133,14 @@ pub(crate) fn compute<T: Element>(
         grad_scale,
         tile,
     );
-    // View-major rows (j = v·B + b) back to the features' [batch, views, dim] layout.
-    let grad = Array3::from_shape_vec((views, batch, dim), grad_rows)
-        .map_err(|e| LossError::Backend(format!("gradient layout: {e}")))?
-        .permuted_axes([1, 0, 2])
-        .as_standard_layout()
-        .into_owned();
+    // Rows back to the features' [batch, views, dim] layout.
+    let mut grad = Array3::<T>::zeros((batch, views, dim));
+    for (row, &(b, v)) in grad_rows.chunks_exact(dim).zip(&prep.source) {
+        grad.slice_mut(s![b, v, ..])
+            .iter_mut()
+            .zip(row)
+            .for_each(|(g, &r)| *g = r);
+    }
     Ok(LossOutput {
         loss,
         grad,
@@ -128,29 +149,41 @@ pub(crate) fn compute<T: Element>(
 }
 
 impl<T: Element> Prepared<T> {
-    fn new(input: &SupConInput<'_, T>, options: &SupConOptions) -> Self {
+    fn new(input: &SupConInput<'_, T>, options: &SupConOptions, shard: Range<usize>) -> Self {
         let (batch, views, dim) = input.features.dim();
         let keys = input.queue_len();
         let trainable = batch * views;
         let total = trainable + keys;
+        // The shard's anchor rows first (view-major), then every other feature row.
+        let anchor_views = match options.contrast_mode {
+            ContrastMode::All => views,
+            ContrastMode::One => 1,
+        };
+        let is_anchor = |b: usize, v: usize| v < anchor_views && shard.contains(&b);
+        let view_major = (0..views).flat_map(|v| (0..batch).map(move |b| (b, v)));
+        let source: Vec<(usize, usize)> = view_major
+            .clone()
+            .filter(|&(b, v)| is_anchor(b, v))
+            .chain(view_major.filter(|&(b, v)| !is_anchor(b, v)))
+            .collect();
+        let anchors = shard.len() * anchor_views;
+
         let mut rows = Array2::<T>::zeros((total, dim));
         let mut inv_norms = Vec::new();
         if options.normalize {
             inv_norms.reserve(trainable);
         }
-        for v in 0..views {
-            for b in 0..batch {
-                let x = input.features.slice(s![b, v, ..]);
-                let mut out = rows.row_mut(v * batch + b);
-                if options.normalize {
-                    let inv = inverse_norm(x.iter().map(|e| e.to_f64()));
-                    inv_norms.push(inv);
-                    for (o, &e) in out.iter_mut().zip(x.iter()) {
-                        *o = T::from_f64(e.to_f64() * inv);
-                    }
-                } else {
-                    out.assign(&x);
+        for (j, &(b, v)) in source.iter().enumerate() {
+            let x = input.features.slice(s![b, v, ..]);
+            let mut out = rows.row_mut(j);
+            if options.normalize {
+                let inv = inverse_norm(x.iter().map(|e| e.to_f64()));
+                inv_norms.push(inv);
+                for (o, &e) in out.iter_mut().zip(x.iter()) {
+                    *o = T::from_f64(e.to_f64() * inv);
                 }
+            } else {
+                out.assign(&x);
             }
         }
         if let Some(queue) = &input.queue {
@@ -167,27 +200,34 @@ impl<T: Element> Prepared<T> {
             }
         }
 
-        let (class, classes) = dense_classes(input, batch, views, keys);
+        let (sample_class, key_class, classes) = dense_classes(input, batch, keys);
+        let class: Vec<u32> = source
+            .iter()
+            .map(|&(b, _)| sample_class[b])
+            .chain(key_class)
+            .collect();
         let mut class_count = vec![0usize; classes];
         for &c in &class {
             class_count[c as usize] += 1;
         }
-        let anchors = match options.contrast_mode {
-            ContrastMode::All => trainable,
-            ContrastMode::One => batch,
-        };
         // |P(i)| = rows of i's class minus i itself.
-        let positives = class[..anchors]
-            .iter()
-            .map(|&c| class_count[c as usize] - 1)
-            .collect();
+        let positives_of = |c: u32| class_count[c as usize] - 1;
+        let positives = class[..anchors].iter().map(|&c| positives_of(c)).collect();
+        // |I| of the whole batch: its anchors are views 0..anchor_views of every sample.
+        let batch_anchors_used = anchor_views
+            * sample_class
+                .iter()
+                .filter(|&&c| positives_of(c) > 0)
+                .count();
         Self {
             rows,
+            source,
             class,
             classes,
             anchors,
             trainable,
             positives,
+            batch_anchors_used,
             inv_norms,
         }
     }
@@ -231,18 +271,16 @@ fn inverse_norm(values: impl Iterator<Item = f64> + Clone) -> f64 {
     1.0 / (largest * scaled.sqrt())
 }
 
-/// Dense class ids for all M contrast rows, and their count.
+/// Dense class ids of the samples and of the queue keys, and their count.
 ///
 /// With labels, equal labels (batch or queue) share an id. Without labels (SimCLR) sample b
-/// has id b in every view, and all queue keys share one extra id that no anchor has: they are
-/// negatives only.
+/// has id b (in every view), and all queue keys share one extra id that no anchor has: they
+/// are negatives only.
 fn dense_classes<T>(
     input: &SupConInput<'_, T>,
     batch: usize,
-    views: usize,
     keys: usize,
-) -> (Vec<u32>, usize) {
-    let mut class = Vec::with_capacity(batch * views + keys);
+) -> (Vec<u32>, Vec<u32>, usize) {
     match input.labels {
         Some(labels) => {
             let queue_labels = input.queue.as_ref().map_or(&[][..], |q| q.labels);
@@ -250,20 +288,18 @@ fn dense_classes<T>(
             distinct.sort_unstable();
             distinct.dedup();
             let id = |label: &i64| distinct.binary_search(label).unwrap_or(0) as u32;
-            for _ in 0..views {
-                class.extend(labels.iter().map(id));
-            }
-            class.extend(queue_labels.iter().map(id));
-            (class, distinct.len())
+            (
+                labels.iter().map(id).collect(),
+                queue_labels.iter().map(id).collect(),
+                distinct.len(),
+            )
         }
-        None => {
-            for _ in 0..views {
-                class.extend((0..batch).map(|b| b as u32));
-            }
+        None => (
+            (0..batch as u32).collect(),
             // One id past the samples' ids: no anchor has it.
-            class.extend(std::iter::repeat_n(batch as u32, keys));
-            (class, batch + usize::from(keys > 0))
-        }
+            vec![batch as u32; keys],
+            batch + usize::from(keys > 0),
+        ),
     }
 }
 
@@ -536,7 +572,6 @@ fn backward<T: Element>(
     let n = prep.anchors;
     let m = prep.rows.nrows();
     let dim = prep.rows.ncols();
-    let batch = input.features.dim().0;
     let width = tile * COLUMN_TILES;
     let in_variant = variant == Variant::In;
     // Per row of the contrast matrix: +inf past the anchors (feature rows of contrast mode One,
@@ -662,7 +697,8 @@ fn backward<T: Element>(
                 }
                 if let Some(&inv_norm) = prep.inv_norms.get(j) {
                     // z = x/‖x‖:  ∂L/∂x = (g − z (z·g)) / ‖x‖, with z recomputed in f64.
-                    let x = input.features.slice(s![j % batch, j / batch, ..]);
+                    let (b, v) = prep.source[j];
+                    let x = input.features.slice(s![b, v, ..]);
                     let z_dot_g: f64 = x
                         .iter()
                         .zip(grad.iter())

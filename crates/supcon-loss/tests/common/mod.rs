@@ -40,6 +40,17 @@ impl Problem {
             .expect("valid problem")
     }
 
+    /// The share of the anchors of samples `shard` (see `CpuBackend::compute_shard`).
+    pub fn run_shard(
+        &self,
+        backend: &CpuBackend,
+        shard: std::ops::Range<usize>,
+    ) -> LossOutput<f64> {
+        backend
+            .compute_shard(&self.input(), shard, &self.options)
+            .expect("valid problem")
+    }
+
     pub fn run(&self) -> LossOutput<f64> {
         self.run_with(&CpuBackend::default())
     }
@@ -181,6 +192,66 @@ pub fn random_rows(rng: &mut ChaCha8Rng, rows: usize, dim: usize, unit: bool) ->
         }
     }
     x
+}
+
+/// Every combination of variant × contrast mode × labels × queue × normalize.
+pub fn all_combinations() -> Vec<(Variant, ContrastMode, bool, bool, bool)> {
+    let mut out = Vec::new();
+    for variant in [Variant::Out, Variant::In] {
+        for mode in [ContrastMode::All, ContrastMode::One] {
+            for labels in [false, true] {
+                for queue in [false, true] {
+                    for normalize in [false, true] {
+                        out.push((variant, mode, labels, queue, normalize));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn combination_problem(
+    seed: u64,
+    (variant, mode, labels, queue, normalize): (Variant, ContrastMode, bool, bool, bool),
+    batch: usize,
+    views: usize,
+    dim: usize,
+) -> Problem {
+    let options = SupConOptions::default()
+        .with_temperature([0.1, 0.5, 0.07][seed as usize % 3])
+        .with_base_temperature((seed % 2 == 0).then_some(0.07))
+        .with_variant(variant)
+        .with_contrast_mode(mode)
+        .with_normalize(normalize);
+    random_problem(
+        seed,
+        batch,
+        views,
+        dim,
+        3,
+        labels,
+        if queue { 5 } else { 0 },
+        options,
+    )
+}
+
+/// Central differences of `loss` with respect to the features.
+pub fn finite_difference_gradient(
+    problem: &Problem,
+    loss: impl Fn(&Problem) -> f64,
+) -> Array3<f64> {
+    let h = 1e-5;
+    let mut grad = Array3::zeros(problem.features.dim());
+    for (index, g) in grad.indexed_iter_mut() {
+        let mut shifted = problem.clone();
+        shifted.features[index] += h;
+        let plus = loss(&shifted);
+        shifted.features[index] -= 2.0 * h;
+        let minus = loss(&shifted);
+        *g = (plus - minus) / (2.0 * h);
+    }
+    grad
 }
 
 /// A random problem with the given switches; shapes small enough for finite differences.

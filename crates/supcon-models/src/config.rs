@@ -70,6 +70,7 @@ impl Architecture {
             in_channels,
             stem,
             zero_init_residual,
+            norm: Normalization::Batch,
         }
     }
 }
@@ -141,6 +142,36 @@ impl FromStr for Stem {
     }
 }
 
+/// The normalization layer after every convolution of the encoder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Normalization {
+    /// BatchNorm (SupContrast's and every reference's): statistics of the batch in training,
+    /// running statistics in evaluation. In a data-parallel run each rank normalizes with its
+    /// own part of the batch, so R ranks differ slightly from one process.
+    #[default]
+    Batch,
+    /// GroupNorm (Wu & He 2018), 32 groups or one per channel when there are fewer: statistics
+    /// of each image alone, so a data-parallel run computes exactly what one process computes,
+    /// whatever the split of the batch; no running statistics.
+    Group,
+}
+
+impl FromStr for Normalization {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "batch" => Ok(Normalization::Batch),
+            "group" => Ok(Normalization::Group),
+            _ => Err(ModelError::InvalidConfig {
+                field: "norm",
+                value: s.to_owned(),
+                reason: "expected batch or group",
+            }),
+        }
+    }
+}
+
 /// The projection head of [`crate::SupConModel`] (SupContrast's `head` argument).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -181,6 +212,8 @@ pub struct ModelConfig {
     pub head: HeadKind,
     /// Output dimension of the projection head (SupContrast's `feat_dim`, 128).
     pub projection_dim: i64,
+    /// BatchNorm (default) or GroupNorm in the encoder.
+    pub norm: Normalization,
 }
 
 impl Default for ModelConfig {
@@ -192,6 +225,7 @@ impl Default for ModelConfig {
             zero_init_residual: false,
             head: HeadKind::Mlp,
             projection_dim: 128,
+            norm: Normalization::Batch,
         }
     }
 }
@@ -213,8 +247,12 @@ impl ModelConfig {
 
     /// The encoder's description.
     pub fn encoder_spec(&self) -> ResNetSpec {
-        self.architecture
-            .spec(self.in_channels, self.stem, self.zero_init_residual)
+        ResNetSpec {
+            norm: self.norm,
+            ..self
+                .architecture
+                .spec(self.in_channels, self.stem, self.zero_init_residual)
+        }
     }
 
     /// Checks the numeric fields.

@@ -3,6 +3,8 @@
 use tch::nn::{self, Init, Module, ModuleT};
 use tch::{Kind, Tensor};
 
+use crate::Normalization;
+
 /// SupContrast's convolution init: `kaiming_normal_(mode='fan_out', nonlinearity='relu')`.
 const CONV_INIT: Init = Init::Kaiming {
     dist: nn::init::NormalOrUniform::Normal,
@@ -83,6 +85,79 @@ impl ModuleT for BatchNorm2d {
             Self::EPS,
             true,
         )
+    }
+}
+
+/// `nn.GroupNorm(groups, channels)`: weight and bias per channel, statistics of each image's
+/// channel groups (no running statistics, the same in training and evaluation).
+#[derive(Debug)]
+pub(crate) struct GroupNorm2d {
+    weight: Tensor,
+    bias: Tensor,
+    groups: i64,
+}
+
+impl GroupNorm2d {
+    /// The usual 32 groups, or the largest power of two below that divides `channels`.
+    fn groups(channels: i64) -> i64 {
+        (0..=5)
+            .rev()
+            .map(|p| 1i64 << p)
+            .find(|g| channels % g == 0)
+            .unwrap_or(1)
+    }
+
+    pub(crate) fn new(path: nn::Path<'_>, channels: i64, zero_weight: bool) -> Self {
+        let weight_init = Init::Const(if zero_weight { 0.0 } else { 1.0 });
+        GroupNorm2d {
+            weight: path.var("weight", &[channels], weight_init),
+            bias: path.var("bias", &[channels], Init::Const(0.0)),
+            groups: Self::groups(channels),
+        }
+    }
+}
+
+impl Module for GroupNorm2d {
+    fn forward(&self, xs: &Tensor) -> Tensor {
+        Tensor::group_norm(
+            xs,
+            self.groups,
+            Some(&self.weight),
+            Some(&self.bias),
+            BatchNorm2d::EPS,
+            true,
+        )
+    }
+}
+
+/// The normalization after a convolution ([`crate::Normalization`]), under the same names
+/// (`bn1.weight`, ...) whichever it is.
+#[derive(Debug)]
+pub(crate) enum Norm2d {
+    Batch(BatchNorm2d),
+    Group(GroupNorm2d),
+}
+
+impl Norm2d {
+    pub(crate) fn new(
+        kind: Normalization,
+        path: nn::Path<'_>,
+        channels: i64,
+        zero_weight: bool,
+    ) -> Self {
+        match kind {
+            Normalization::Batch => Norm2d::Batch(BatchNorm2d::new(path, channels, zero_weight)),
+            Normalization::Group => Norm2d::Group(GroupNorm2d::new(path, channels, zero_weight)),
+        }
+    }
+}
+
+impl ModuleT for Norm2d {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        match self {
+            Norm2d::Batch(bn) => bn.forward_t(xs, train),
+            Norm2d::Group(gn) => gn.forward(xs),
+        }
     }
 }
 

@@ -24,7 +24,7 @@ pub use checkpoint::{
     checkpoint_shapes, copy_into_varstore, load_checkpoint, read_safetensors, save_checkpoint,
     LoadMode, LoadReport,
 };
-pub use config::{Architecture, HeadKind, ModelConfig, Stem};
+pub use config::{Architecture, HeadKind, ModelConfig, Normalization, Stem};
 pub use error::{ModelError, TensorMismatch};
 pub use layers::l2_normalize;
 pub use models::{CrossEntropyModel, LinearClassifier, ProjectionHead, SupConModel};

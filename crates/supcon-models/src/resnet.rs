@@ -5,9 +5,9 @@
 //! `nn.Sequential(conv, bn)`). The encoder ends with global average pooling: its output is
 //! `[N, feature_dim]` (no classifier).
 
-use crate::config::Stem;
+use crate::config::{Normalization, Stem};
 use crate::error::ModelError;
-use crate::layers::{conv, BatchNorm2d};
+use crate::layers::{conv, Norm2d};
 use tch::nn::{self, Module, ModuleT};
 use tch::Tensor;
 
@@ -42,6 +42,8 @@ pub struct ResNetSpec {
     pub in_channels: i64,
     pub stem: Stem,
     pub zero_init_residual: bool,
+    /// BatchNorm or GroupNorm after each convolution.
+    pub norm: Normalization,
 }
 
 /// Output size of a convolution or pooling along one axis.
@@ -147,12 +149,12 @@ impl ResNetSpec {
 #[derive(Debug)]
 struct Shortcut {
     conv: nn::Conv2D,
-    bn: BatchNorm2d,
+    bn: Norm2d,
 }
 
 #[derive(Debug)]
 struct Block {
-    convs: Vec<(nn::Conv2D, BatchNorm2d)>,
+    convs: Vec<(nn::Conv2D, Norm2d)>,
     shortcut: Option<Shortcut>,
 }
 
@@ -164,6 +166,7 @@ impl Block {
         planes: i64,
         stride: i64,
         zero_init: bool,
+        norm: Normalization,
     ) -> Self {
         let out = planes * kind.expansion();
         // (c_in, c_out, kernel, stride, padding) of each convolution, in PyTorch's order.
@@ -183,7 +186,7 @@ impl Block {
                 let n = i + 1;
                 (
                     conv(path / format!("conv{n}"), c_in, c_out, k, s, p),
-                    BatchNorm2d::new(path / format!("bn{n}"), c_out, zero_init && i == last),
+                    Norm2d::new(norm, path / format!("bn{n}"), c_out, zero_init && i == last),
                 )
             })
             .collect();
@@ -191,7 +194,7 @@ impl Block {
             let sc = path / "shortcut";
             Shortcut {
                 conv: conv(&sc / "0", in_planes, out, 1, stride, 0),
-                bn: BatchNorm2d::new(&sc / "1", out, false),
+                bn: Norm2d::new(norm, &sc / "1", out, false),
             }
         });
         Block { convs, shortcut }
@@ -219,7 +222,7 @@ impl Block {
 #[derive(Debug)]
 pub struct ResNet {
     conv1: nn::Conv2D,
-    bn1: BatchNorm2d,
+    bn1: Norm2d,
     stages: Vec<Vec<Block>>,
     spec: ResNetSpec,
 }
@@ -230,7 +233,7 @@ impl ResNet {
         let (k, s, p) = spec.stem_kernel();
         let width0 = spec.widths.first().copied().unwrap_or(0);
         let conv1 = conv(path / "conv1", spec.in_channels, width0, k, s, p);
-        let bn1 = BatchNorm2d::new(path / "bn1", width0, false);
+        let bn1 = Norm2d::new(spec.norm, path / "bn1", width0, false);
         let mut in_planes = width0;
         let mut stages = Vec::with_capacity(spec.widths.len());
         for (stage, (&blocks, &planes)) in
@@ -247,6 +250,7 @@ impl ResNet {
                     planes,
                     stride,
                     spec.zero_init_residual,
+                    spec.norm,
                 ));
                 in_planes = planes * spec.block.expansion();
             }

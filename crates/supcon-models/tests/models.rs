@@ -3,7 +3,7 @@
 
 use supcon_models::{
     load_checkpoint, save_checkpoint, Architecture, CrossEntropyModel, HeadKind, LinearClassifier,
-    LoadMode, ModelConfig, ModelError, ResNet, Stem, SupConModel, TensorMismatch,
+    LoadMode, ModelConfig, ModelError, Normalization, ResNet, Stem, SupConModel, TensorMismatch,
 };
 use tch::nn::{self, ModuleT, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
@@ -230,6 +230,39 @@ fn zero_init_residual_zeroes_the_last_bn_of_each_branch() {
     // The shortcut's BN is not part of the residual branch.
     let sc = &vars["encoder.layer2.0.shortcut.1.weight"];
     assert_eq!(sc.sum(Kind::Float).double_value(&[]), 32.0);
+}
+
+/// GroupNorm normalizes each image alone: a batch forwarded whole or in parts gives the same
+/// outputs (what makes a data-parallel run exactly a one-process run), where BatchNorm does not.
+#[test]
+fn group_norm_outputs_do_not_depend_on_the_batch_split() {
+    tch::manual_seed(4);
+    let x = images(8, 1, 16) * 2.0 + 0.5;
+    let split_gap = |norm: Normalization| {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let config = ModelConfig { norm, ..tiny(1) };
+        let model = SupConModel::new(&vs.root(), &config).unwrap();
+        let whole = model.forward_t(&x, true);
+        let parts = Tensor::cat(
+            &[
+                model.forward_t(&x.narrow(0, 0, 3), true),
+                model.forward_t(&x.narrow(0, 3, 5), true),
+            ],
+            0,
+        );
+        (vs, (&whole - &parts).abs().max().double_value(&[]))
+    };
+    let (vs, gap) = split_gap(Normalization::Group);
+    assert!(gap < 1e-6, "group norm: {gap}");
+    // Same parameter names and counts as BatchNorm, and no running statistics.
+    assert!(vs.variables().contains_key("encoder.bn1.weight"));
+    assert!(!vs.variables().keys().any(|k| k.contains("running")));
+    let (_, gap) = split_gap(Normalization::Batch);
+    assert!(gap > 1e-3, "batch norm depends on the split: {gap}");
+    assert_eq!(
+        "group".parse::<Normalization>().unwrap(),
+        Normalization::Group
+    );
 }
 
 #[test]

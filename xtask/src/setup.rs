@@ -1,7 +1,8 @@
 //! `cargo xtask setup`: everything the workspace needs that cargo does not fetch itself.
 //!
-//! - Debian packages: Fashion-MNIST (the embedded default data set) and OpenBLAS
-//!   (ndarray-linalg's `openblas-system` backend), installed with apt when we can.
+//! - Debian packages: Fashion-MNIST (the embedded default data set), OpenBLAS
+//!   (ndarray-linalg's `openblas-system` backend) and Open MPI with libclang (the `mpi`
+//!   feature: data-parallel runs), installed with apt when we can.
 //! - libtorch 2.11 for tch 0.24, taken from PyPI's `torch==2.11.0` wheel with
 //!   `pip install --target` into a cache folder and linked at `<repo>/.libtorch`, where
 //!   `.cargo/config.toml` points `LIBTORCH`. A marker file makes the step idempotent.
@@ -26,6 +27,18 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     (
         "fonts-dejavu-core",
         "the font of the PNG plots written by `supcon`",
+    ),
+    (
+        "openmpi-bin",
+        "mpirun, which starts data-parallel runs (`cargo xtask train --ranks R`) and their tests",
+    ),
+    (
+        "libopenmpi-dev",
+        "MPI headers and mpicc for the `mpi` crate (the `mpi` feature of supcon-collectives)",
+    ),
+    (
+        "libclang-dev",
+        "libclang for bindgen, which the `mpi` crate's build runs",
     ),
 ];
 

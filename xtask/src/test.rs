@@ -8,7 +8,12 @@ use std::process::{Command, Stdio};
 
 /// The crates that build with a bare Rust toolchain (no libtorch, no CUDA): CI also lints and
 /// tests them without features, so the CUDA stub and the "bare toolchain" invariant are built.
-const LIBTORCH_FREE: [&str; 3] = ["supcon-loss", "supcon-data", "supcon-augment"];
+const LIBTORCH_FREE: [&str; 4] = [
+    "supcon-loss",
+    "supcon-data",
+    "supcon-augment",
+    "supcon-collectives",
+];
 
 /// Set-up, formatting, lints, then every test of the workspace with every feature on
 /// (`tch` and `cuda` included: the CUDA kernels are compiled by NVRTC even without a GPU), and

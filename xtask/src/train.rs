@@ -30,6 +30,8 @@ pub fn run(args: &[String]) -> Result<()> {
              Examples: cargo xtask train --with-baseline\n          \
              cargo xtask train --name my-run --set pretrain.epochs=2\n\
              `supcon train --help` lists every option.\n\n\
+             cargo xtask train --ranks R [ARGS...]: the same over R processes started by mpirun\n\
+             (data parallel over MPI; each rank gets cores/R threads unless --threads says).\n\n\
              cargo xtask train --curve [--budgets {CURVE_BUDGETS}] [--methods supcon,simclr,ce] [ARGS...]:\n\
              every method at every budget (epochs) in runs/curve/<method>-<E>ep (finished runs are\n\
              kept, so an interrupted curve continues), then `supcon curve --runs runs/curve`:\n\
@@ -38,14 +40,37 @@ pub fn run(args: &[String]) -> Result<()> {
         return Ok(());
     }
     let env = setup::ensure(Flavour::Cpu)?;
-    let binary = build_supcon()?;
+    let (ranks, args) = take_ranks(args)?;
+    let binary = match ranks {
+        None => build_supcon()?,
+        Some(_) => build_release(
+            &["-p", "supcon-train", "--bin", "supcon", "--features", "mpi"],
+            "supcon",
+        )?,
+    };
     if args.iter().any(|a| a == "--curve") {
-        return curve(&binary, &env, args);
+        if ranks.is_some() {
+            bail!("--curve runs one process per recipe; drop --ranks");
+        }
+        return curve(&binary, &env, &args);
     }
     let started = std::time::Instant::now();
-    let mut cmd = supcon(&binary, &env);
-    cmd.arg("train").args(args);
-    eprintln!("$ {} train {}", binary.display(), args.join(" "));
+    let mut cmd = match ranks {
+        None => supcon(&binary, &env),
+        Some(ranks) => mpirun(&binary, &env, ranks)?,
+    };
+    cmd.arg("train").args(&args);
+    if let Some(ranks) = ranks {
+        if !args
+            .iter()
+            .any(|a| a == "--threads" || a.starts_with("--threads="))
+        {
+            // The ranks share the machine's cores.
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            cmd.args(["--threads", &(cores / ranks).max(1).to_string()]);
+        }
+    }
+    eprintln!("$ {}", crate::util::display(&cmd));
     let status = cmd
         .status()
         .with_context(|| format!("could not start {}", binary.display()))?;
@@ -58,6 +83,54 @@ pub fn run(args: &[String]) -> Result<()> {
          report.md, report.json, metrics.jsonl, plots/ and checkpoints/"
     );
     Ok(())
+}
+
+/// `--ranks R` taken out of the arguments (the rest go to `supcon train`).
+fn take_ranks(args: &[String]) -> Result<(Option<usize>, Vec<String>)> {
+    let mut ranks = None;
+    let mut rest = Vec::with_capacity(args.len());
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let value = match arg.as_str() {
+            "--ranks" => Some(iter.next().context("--ranks needs a number")?.clone()),
+            other => other.strip_prefix("--ranks=").map(str::to_string),
+        };
+        match value {
+            Some(value) => {
+                let r: usize =
+                    value.parse().ok().filter(|&r| r >= 1).with_context(|| {
+                        format!("--ranks: `{value}` is not a number of ranks ≥ 1")
+                    })?;
+                ranks = Some(r);
+            }
+            None => rest.push(arg.clone()),
+        }
+    }
+    Ok((ranks, rest))
+}
+
+/// `mpirun -np ranks <binary>` on this machine: as root it needs Open MPI's permission, more
+/// ranks than cores need `--oversubscribe`, and the ranks' threads are not pinned to a core
+/// each.
+fn mpirun(binary: &Path, env: &Provisioned, ranks: usize) -> Result<Command> {
+    if !crate::util::have("mpirun") {
+        bail!("mpirun is missing: `cargo xtask setup` installs Debian's openmpi-bin");
+    }
+    let mut cmd = Command::new("mpirun");
+    cmd.current_dir(project_root())
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("LD_LIBRARY_PATH", env.ld_library_path())
+        .args([
+            "--oversubscribe",
+            "--bind-to",
+            "none",
+            "-x",
+            "LD_LIBRARY_PATH",
+        ])
+        .args(["-np", &ranks.to_string()])
+        .arg(binary);
+    Ok(cmd)
 }
 
 /// The release `supcon` binary, built (incrementally) first.

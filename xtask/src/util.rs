@@ -78,7 +78,8 @@ pub fn cargo() -> Command {
     cmd
 }
 
-fn display(cmd: &Command) -> String {
+/// The command line of `cmd`, as the logs show it.
+pub fn display(cmd: &Command) -> String {
     let mut line = cmd.get_program().to_string_lossy().into_owned();
     for arg in cmd.get_args() {
         line.push(' ');

@@ -49,7 +49,12 @@ fn normal_dependencies(manifest: &str) -> String {
 
 #[test]
 fn libtorch_free_crates_do_not_require_tch() {
-    for krate in ["supcon-loss", "supcon-data", "supcon-augment"] {
+    for krate in [
+        "supcon-loss",
+        "supcon-data",
+        "supcon-augment",
+        "supcon-collectives",
+    ] {
         let manifest = read(&root().join("crates").join(krate).join("Cargo.toml"));
         for line in normal_dependencies(&manifest).lines() {
             let name = line.split(['=', ' ']).next().unwrap_or("");
@@ -90,6 +95,22 @@ fn libtorch_free_crates_do_not_depend_on_each_other_or_on_train() {
             }
         }
     }
+    // The collectives are a leaf that any crate may use; the loss uses them only with its
+    // `collectives` feature (the cross-rank loss), so the loss alone stays MPI-free.
+    let collectives = read(&root().join("crates/supcon-collectives/Cargo.toml"));
+    assert!(
+        !normal_dependencies(&collectives).contains("supcon-"),
+        "supcon-collectives must not depend on another supcon crate"
+    );
+    let loss = read(&root().join("crates/supcon-loss/Cargo.toml"));
+    for line in normal_dependencies(&loss).lines() {
+        if line.starts_with("supcon-collectives") {
+            assert!(
+                line.contains("optional = true"),
+                "supcon-loss must not require supcon-collectives: `{line}`"
+            );
+        }
+    }
 }
 
 #[test]
@@ -101,6 +122,7 @@ fn libraries_do_not_print() {
         "supcon-augment",
         "supcon-models",
         "supcon-train",
+        "supcon-collectives",
     ] {
         rust_files(&root().join("crates").join(krate).join("src"), &mut files);
     }
@@ -179,6 +201,8 @@ fn libtorch_free_crates_package_on_their_own() {
             "supcon-data",
             "-p",
             "supcon-augment",
+            "-p",
+            "supcon-collectives",
         ])
         .arg("--target-dir")
         .arg(&target)
@@ -189,7 +213,12 @@ fn libtorch_free_crates_package_on_their_own() {
         "cargo package failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    for krate in ["supcon-loss", "supcon-data", "supcon-augment"] {
+    for krate in [
+        "supcon-loss",
+        "supcon-data",
+        "supcon-augment",
+        "supcon-collectives",
+    ] {
         let file = target.join("package").join(format!("{krate}-0.1.0.crate"));
         assert!(file.exists(), "{} is missing", file.display());
     }

@@ -358,6 +358,18 @@ impl Launch {
     }
 }
 
+/// The index of this process among the processes of its node, as the launchers announce it
+/// (Open MPI, MPICH / Intel MPI, Slurm): the GPU a rank uses when each takes one.
+pub fn local_rank() -> Option<usize> {
+    [
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "MPI_LOCALRANKID",
+        "SLURM_LOCALID",
+    ]
+    .into_iter()
+    .find_map(|name| std::env::var(name).ok()?.trim().parse().ok())
+}
+
 /// The transport to use between the processes of a job.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Transport {

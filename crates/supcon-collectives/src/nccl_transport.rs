@@ -9,8 +9,8 @@ use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DeviceRepr, ValidAsZero
 use cudarc::nccl::{Comm, Id, NcclType, ReduceOp};
 
 use crate::{
-    check_kinds, check_len, check_varcount, Buffer, BufferMut, CollectiveError, Collectives,
-    CollectivesExt, MpiCollectives,
+    check_kinds, check_len, check_varcount, local_rank, Buffer, BufferMut, CollectiveError,
+    Collectives, CollectivesExt, MpiCollectives,
 };
 
 /// NCCL collectives between the GPUs of a job, one GPU per process.
@@ -39,17 +39,6 @@ fn nccl_error(
         rank,
         source: format!("{error:?}").into(),
     }
-}
-
-/// The index of this process among the processes of its node, as the launchers announce it.
-fn local_rank() -> Option<usize> {
-    [
-        "OMPI_COMM_WORLD_LOCAL_RANK",
-        "MPI_LOCALRANKID",
-        "SLURM_LOCALID",
-    ]
-    .into_iter()
-    .find_map(|name| std::env::var(name).ok()?.trim().parse().ok())
 }
 
 impl NcclCollectives {

@@ -57,6 +57,13 @@ pub struct TrainState {
     /// Best validation top-1 so far and its epoch (0-based), for the classifier stages.
     pub best_val_top1: Option<f64>,
     pub best_epoch: Option<u32>,
+    /// Ranks of the data-parallel run that wrote it (1: one process); a resume needs as many.
+    #[serde(default = "one_rank")]
+    pub world_size: usize,
+}
+
+fn one_rank() -> usize {
+    1
 }
 
 /// A loaded checkpoint.
@@ -198,6 +205,7 @@ mod tests {
             epoch_seen: 0,
             best_val_top1: None,
             best_epoch: None,
+            world_size: 1,
         }
     }
 

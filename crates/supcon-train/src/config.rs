@@ -143,6 +143,17 @@ pub enum LossBackendKind {
     Cuda,
 }
 
+impl LossBackendKind {
+    /// The name used in configs (`cpu`, `tch`, `cuda`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LossBackendKind::Cpu => "cpu",
+            LossBackendKind::Tch => "tch",
+            LossBackendKind::Cuda => "cuda",
+        }
+    }
+}
+
 /// Where the mean over positives sits (supcon-loss's `Variant`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]

@@ -82,6 +82,16 @@ pub enum TrainError {
         /// Statistics of the offending batch (inputs and projections).
         batch: String,
     },
+    /// A collective between the ranks of a data-parallel run failed (`what` it was for).
+    #[error("{what}")]
+    Collective {
+        what: &'static str,
+        #[source]
+        source: supcon_collectives::CollectiveError,
+    },
+    /// `supcon check-ranks` found ranks that do not compute what one process computes.
+    #[error("check-ranks: {0}")]
+    RankCheck(String),
     /// The user pressed Ctrl-C: a checkpoint was written and the run can be resumed.
     #[error("interrupted at {stage} epoch {epoch} step {step}; resume with: {resume_command}")]
     Interrupted {

@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod curve;
+pub mod dist;
 pub mod error;
 pub mod eval;
 pub mod loss_bridge;

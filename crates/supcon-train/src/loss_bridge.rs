@@ -210,6 +210,52 @@ impl LossBridge {
     }
 }
 
+impl LossBridge {
+    /// [`LossBridge::backward`] for the part of a global batch that this rank holds: the loss
+    /// of the whole batch (every rank's `projections`, gathered) and, in the projections'
+    /// gradients, this rank's share of its gradient (`supcon_loss::distributed`). Over one
+    /// rank it is [`LossBridge::backward`]. Across ranks the loss runs on the CPU backend.
+    pub fn backward_across(
+        &self,
+        comm: &dyn supcon_collectives::Collectives,
+        projections: &Tensor,
+        batch: usize,
+        views: usize,
+        labels: Option<&[i64]>,
+        queue: Option<(ArrayView2<'_, f32>, &[i64])>,
+    ) -> Result<LossValue, TrainError> {
+        if comm.world_size() == 1 {
+            return self.backward(projections, batch, views, labels, queue);
+        }
+        let Engine::Cpu(backend) = &self.engine else {
+            return Err(TrainError::Config(format!(
+                "the {} loss backend does not run across ranks; use --loss-backend cpu",
+                self.backend_name()
+            )));
+        };
+        let (features, dim) = to_host(projections, batch, views)?;
+        let view = ArrayView3::from_shape((batch, views, dim), &features)
+            .map_err(|e| TrainError::Shape(format!("projections to [batch, views, dim]: {e}")))?;
+        let output = supcon_loss::distributed::supcon_across_ranks(
+            comm,
+            backend,
+            view,
+            labels,
+            queue.map(|(keys, labels)| Queue { keys, labels }),
+            &self.options,
+        )?;
+        let grad = output.grad.as_standard_layout();
+        let grad = grad
+            .as_slice()
+            .ok_or_else(|| TrainError::Shape("loss gradient layout".into()))?;
+        crate::pipeline::methods::backward_from_host(projections, grad)?;
+        Ok(LossValue {
+            loss: output.loss,
+            anchors: output.anchors,
+        })
+    }
+}
+
 /// Host queue keys and labels as tensors on `device`.
 fn queue_tensors(keys: ArrayView2<'_, f32>, labels: &[i64], device: Device) -> (Tensor, Tensor) {
     let (k, d) = keys.dim();

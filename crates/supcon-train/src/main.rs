@@ -3,6 +3,7 @@
 use clap::Parser;
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::rc::Rc;
 use supcon_train::cli::{execute, Cli};
 use supcon_train::TrainError;
 
@@ -17,8 +18,35 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
-    // First Ctrl-C: finish the current step, write a checkpoint, print how to resume.
-    // Second: leave at once.
+    // One process, or one rank of a job started by mpirun / srun.
+    let comm: supcon_train::dist::Comm =
+        match supcon_collectives::connect(cli.collectives.into(), None) {
+            Ok(comm) => Rc::from(comm),
+            Err(e) => {
+                eprintln!("error: {}", error_chain(&e));
+                return ExitCode::FAILURE;
+            }
+        };
+    let (rank, ranks) = (comm.rank(), comm.world_size());
+    // Every log line of a rank says which one it is.
+    let _rank_span = (ranks > 1).then(|| tracing::info_span!("rank", rank, of = ranks).entered());
+    if ranks > 1 {
+        tracing::info!(
+            pid = std::process::id(),
+            transport = comm.transport(),
+            "rank started"
+        );
+        // A panicking rank must end the job, not leave the others waiting in a collective:
+        // abort, and the launcher stops every rank and says which one died.
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            report(info);
+            eprintln!("rank {rank} of {ranks} panicked: ending the job");
+            std::process::abort();
+        }));
+    }
+    // First Ctrl-C (or SIGTERM, which mpirun and Slurm send to every rank): finish the current
+    // step, write a checkpoint, print how to resume. Second: leave at once.
     let handler = ctrlc::set_handler(|| {
         if supcon_train::pipeline::interrupted() {
             eprintln!("\nsecond interrupt: exiting without a checkpoint");
@@ -30,7 +58,7 @@ fn main() -> ExitCode {
     if let Err(e) = handler {
         tracing::warn!("no Ctrl-C handler: {e}");
     }
-    match execute(&cli) {
+    match execute(&cli, comm.clone()) {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS
@@ -41,11 +69,24 @@ fn main() -> ExitCode {
             step,
             resume_command,
         }) => {
-            eprintln!(
-                "interrupted during {stage} (epoch {}, step {step}); checkpoint written.\nresume with:\n  {resume_command}",
-                epoch + 1
-            );
+            // Every rank stops at the same step (they agree on it); rank 0 speaks for them.
+            if rank == 0 {
+                let launcher = if ranks > 1 {
+                    format!("mpirun -np {ranks} … ")
+                } else {
+                    String::new()
+                };
+                eprintln!(
+                    "interrupted during {stage} (epoch {}, step {step}); checkpoint written.\nresume with:\n  {launcher}{resume_command}",
+                    epoch + 1
+                );
+            }
             ExitCode::from(130)
+        }
+        Err(e) if ranks > 1 => {
+            // The others may be waiting in a collective for this rank: end the whole job.
+            eprintln!("rank {rank} of {ranks}: error: {}", error_chain(&e));
+            comm.abort(1)
         }
         Err(e) => {
             eprintln!("error: {}", error_chain(&e));

@@ -89,7 +89,8 @@ pub struct MetricRecord {
 /// run logs.
 pub struct MetricsWriter {
     path: PathBuf,
-    out: BufWriter<File>,
+    /// `None`: records are dropped ([`MetricsWriter::discard`]).
+    out: Option<BufWriter<File>>,
     tensorboard: Option<EventWriter>,
 }
 
@@ -112,9 +113,19 @@ impl MetricsWriter {
             .map_err(|source| TrainError::io(path, source))?;
         Ok(Self {
             path: path.to_path_buf(),
-            out: BufWriter::new(file),
+            out: Some(BufWriter::new(file)),
             tensorboard: None,
         })
+    }
+
+    /// A writer that drops every record: the ranks of a data-parallel run other than rank 0,
+    /// which alone writes the run's logs.
+    pub fn discard() -> Self {
+        Self {
+            path: PathBuf::new(),
+            out: None,
+            tensorboard: None,
+        }
     }
 
     /// Writes one record as a line and flushes it, then appends its scalars to the events
@@ -124,8 +135,11 @@ impl MetricsWriter {
             path: self.path.clone(),
             message: e.to_string(),
         })?;
-        writeln!(self.out, "{line}")
-            .and_then(|()| self.out.flush())
+        let Some(out) = self.out.as_mut() else {
+            return Ok(());
+        };
+        writeln!(out, "{line}")
+            .and_then(|()| out.flush())
             .map_err(|source| TrainError::io(&self.path, source))?;
         match &self.tensorboard {
             Some(events) => events.write_record(record),

@@ -31,8 +31,11 @@ pub struct StageReport {
     pub epochs: u32,
     /// Training time of the stage (without the final evaluation).
     pub wall_seconds: f64,
-    /// Mean training throughput over the stage.
+    /// Mean training throughput over the stage (all ranks together).
     pub images_per_second: f64,
+    /// Ranks (processes) the stage ran on: 1 in one process.
+    #[serde(default = "one_rank")]
+    pub ranks: usize,
     /// Best validation top-1 (the selected epoch), where the stage has a classifier.
     #[serde(default)]
     pub val_top1: Option<f64>,
@@ -63,6 +66,7 @@ impl StageReport {
             epochs,
             wall_seconds,
             images_per_second,
+            ranks: 1,
             val_top1: None,
             best_epoch: None,
             test_top1: None,
@@ -112,6 +116,10 @@ pub struct Report {
     pub stages: Vec<StageReport>,
     #[serde(default)]
     pub evaluations: Vec<MethodEvaluation>,
+}
+
+fn one_rank() -> usize {
+    1
 }
 
 fn default_evaluated_on() -> String {
@@ -202,11 +210,17 @@ impl Report {
             evaluated.as_str(),
             "kNN top-1",
         ];
+        // Data-parallel runs say on how many ranks each stage ran.
+        let ranks = self.stages.iter().any(|s| s.ranks > 1);
+        let mut header = header.to_vec();
+        if ranks {
+            header.insert(3, "ranks");
+        }
         let rows: Vec<Vec<String>> = self
             .stages
             .iter()
             .map(|s| {
-                vec![
+                let mut row = vec![
                     s.method.clone(),
                     s.stage.to_string(),
                     s.epochs.to_string(),
@@ -215,7 +229,11 @@ impl Report {
                     percent(s.val_top1),
                     percent(s.test_top1),
                     percent(s.knn_top1),
-                ]
+                ];
+                if ranks {
+                    row.insert(3, s.ranks.to_string());
+                }
+                row
             })
             .collect();
         markdown_table(&header, &rows, 2)

@@ -115,6 +115,14 @@ impl RunDir {
         Ok(dir)
     }
 
+    /// The run folder at `root` as another rank of a data-parallel run sees it: paths only,
+    /// nothing created or checked (rank 0 prepares the folder and writes in it).
+    pub fn existing(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+        }
+    }
+
     /// The folder itself.
     pub fn root(&self) -> &Path {
         &self.root

@@ -36,8 +36,16 @@ fn train(
     config.pretrain.loss_backend = backend;
     config.pretrain.queue = queue;
     let data = synthetic(16);
-    let mut model =
-        PretrainModel::new(&config, Device::Cpu, 28, &[0.5], &[0.25], data.len()).unwrap();
+    let mut model = PretrainModel::new(
+        &config,
+        Device::Cpu,
+        28,
+        &[0.5],
+        &[0.25],
+        data.len(),
+        supcon_train::dist::single_process(),
+    )
+    .unwrap();
     let indices: Vec<usize> = (0..16).collect();
     let mut losses = Vec::new();
     for epoch in 0..steps {

@@ -28,6 +28,7 @@ fn state(step: u64) -> TrainState {
         epoch_seen: 0,
         best_val_top1: None,
         best_epoch: None,
+        world_size: 1,
     }
 }
 

@@ -11,23 +11,40 @@ use supcon_loss::{InfoNceOptions, NceOptions, SupConOptions, SwavOptions};
 use super::{Cli, Command, ConfigArgs, LossArgs, LossMethod, RunArgs};
 use crate::checkpoint::Checkpoint;
 use crate::config::{self, EvalSplit, RunConfig, DEFAULT_PRESET};
+use crate::dist::Comm;
 use crate::error::TrainError;
 use crate::loss_bridge::LossBridge;
 use crate::metrics_log::Stage;
 use crate::pipeline::{self, evaluate, Session, SessionOptions};
 use crate::run_dir::Reuse;
+use supcon_collectives::SingleProcess;
 
-/// Runs the command; returns what to print on standard output.
-pub fn execute(cli: &Cli) -> Result<String, TrainError> {
+/// Runs the command on the ranks of `comm` (one process: the group of one); returns what to
+/// print on standard output (nothing on ranks other than 0).
+pub fn execute(cli: &Cli, comm: Comm) -> Result<String, TrainError> {
+    let one_process = |command: &str| -> Result<(), TrainError> {
+        if comm.world_size() > 1 {
+            return Err(TrainError::Config(format!(
+                "supcon {command} runs in one process; start it without mpirun / srun \
+                 (train, pretrain, linear, ce and check-ranks run across ranks)"
+            )));
+        }
+        Ok(())
+    };
     match &cli.command {
         Command::Train { run, with_baseline } => {
-            let mut session = open_session(run, "train", Stage::Pretrain, cli.quiet)?;
+            let mut session = open_session(run, "train", Stage::Pretrain, cli.quiet, comm)?;
             let report = pipeline::train(&mut session, *with_baseline)?;
-            Ok(finished(&session, &report))
+            Ok(report
+                .map(|report| finished(&session, &report))
+                .unwrap_or_default())
         }
         Command::Pretrain { run } => {
-            let mut session = open_session(run, "pretrain", Stage::Pretrain, cli.quiet)?;
+            let mut session = open_session(run, "pretrain", Stage::Pretrain, cli.quiet, comm)?;
             let (summary, checkpoint) = pipeline::pretrain(&mut session)?;
+            if session.comm.rank() != 0 {
+                return Ok(String::new());
+            }
             Ok(format!(
                 "pre-training finished: {} epochs, {} steps, {:.0} s, {:.0} images/s\ncheckpoint: {}\nnext: supcon linear --checkpoint {}\n",
                 summary.epochs,
@@ -39,7 +56,7 @@ pub fn execute(cli: &Cli) -> Result<String, TrainError> {
             ))
         }
         Command::Linear { checkpoint, run } => {
-            let mut session = open_session(run, "linear", Stage::Linear, cli.quiet)?;
+            let mut session = open_session(run, "linear", Stage::Linear, cli.quiet, comm)?;
             // Resuming the linear stage needs the encoder checkpoint again.
             session.set_resume_command(format!(
                 "supcon linear --checkpoint {} --resume {}",
@@ -47,31 +64,40 @@ pub fn execute(cli: &Cli) -> Result<String, TrainError> {
                 session.run.root().display()
             ));
             let outcome = pipeline::linear(&mut session, checkpoint)?;
-            let test = pipeline::data::load_evaluation_split(&session.config, &session.data)?;
-            let mut stages = Vec::new();
-            if let Ok(ckpt) = Checkpoint::load(checkpoint) {
-                if let Some(state) = &ckpt.state {
-                    stages.push(pipeline::StageSummary::from_state(state));
+            let report = pipeline::on_rank_zero(&session, |session| {
+                let test = pipeline::data::load_evaluation_split(&session.config, &session.data)?;
+                let mut stages = Vec::new();
+                if let Ok(ckpt) = Checkpoint::load(checkpoint) {
+                    if let Some(state) = &ckpt.state {
+                        stages.push(pipeline::StageSummary::from_state(state));
+                    }
                 }
-            }
-            stages.push(outcome.summary.clone());
-            let method = evaluate::evaluate_supcon(&session, &test, &outcome, stages)?;
-            let report = evaluate::finish_report(&session, &test, vec![method])?;
-            Ok(finished(&session, &report))
+                stages.push(outcome.summary.clone());
+                let method = evaluate::evaluate_supcon(session, &test, &outcome, stages)?;
+                evaluate::finish_report(session, &test, vec![method])
+            })?;
+            Ok(report
+                .map(|report| finished(&session, &report))
+                .unwrap_or_default())
         }
         Command::Ce { run } => {
-            let mut session = open_session(run, "ce", Stage::Ce, cli.quiet)?;
+            let mut session = open_session(run, "ce", Stage::Ce, cli.quiet, comm)?;
             let (summary, checkpoint) = pipeline::ce(&mut session)?;
-            let test = pipeline::data::load_evaluation_split(&session.config, &session.data)?;
-            let method = evaluate::evaluate_ce(&session, &test, &checkpoint, summary)?;
-            let report = evaluate::finish_report(&session, &test, vec![method])?;
-            Ok(finished(&session, &report))
+            let report = pipeline::on_rank_zero(&session, |session| {
+                let test = pipeline::data::load_evaluation_split(&session.config, &session.data)?;
+                let method = evaluate::evaluate_ce(session, &test, &checkpoint, summary)?;
+                evaluate::finish_report(session, &test, vec![method])
+            })?;
+            Ok(report
+                .map(|report| finished(&session, &report))
+                .unwrap_or_default())
         }
         Command::Eval {
             run,
             json,
             evaluate_on,
         } => {
+            one_process("eval")?;
             let report = evaluate_run(run, *evaluate_on, cli.quiet)?;
             if *json {
                 serde_json::to_string_pretty(&report).map_err(|e| TrainError::Json {
@@ -88,9 +114,19 @@ pub fn execute(cli: &Cli) -> Result<String, TrainError> {
             out,
             projections,
             config,
-        } => embed(checkpoint, split, out, *projections, config),
-        Command::Curve { runs } => curve(runs),
-        Command::Loss(args) => loss_on_npy(args),
+        } => {
+            one_process("embed")?;
+            embed(checkpoint, split, out, *projections, config)
+        }
+        Command::Curve { runs } => {
+            one_process("curve")?;
+            curve(runs)
+        }
+        Command::Loss(args) => {
+            one_process("loss")?;
+            loss_on_npy(args)
+        }
+        Command::CheckRanks => crate::dist::check_ranks(&*comm),
     }
 }
 
@@ -257,6 +293,7 @@ fn open_session(
     command: &str,
     stage: Stage,
     quiet: bool,
+    comm: Comm,
 ) -> Result<Session, TrainError> {
     let config = resolve_config(args, stage)?;
     let (run_dir, reuse) = match &args.resume {
@@ -282,6 +319,7 @@ fn open_session(
             quiet,
             command: command.to_string(),
         },
+        comm,
     )
 }
 
@@ -331,6 +369,7 @@ fn evaluate_run(
             quiet,
             command: "eval".into(),
         },
+        crate::dist::single_process(),
     )?;
     let test = pipeline::data::load_evaluation_split(&session.config, &session.data)?;
     let mut methods = Vec::new();
@@ -424,12 +463,12 @@ fn embed(
                 .unwrap_or(10) as i64,
         )?;
         checkpoint.load_into("model", &mut vs)?;
-        pipeline::classifier::infer(&dataset, &augmenter, batch, device, &|x| {
+        pipeline::classifier::infer(&SingleProcess, &dataset, &augmenter, batch, device, &|x| {
             tch::nn::ModuleT::forward_t(&model.encoder, x, false)
         })?
     } else {
         let encoder = pipeline::classifier::FrozenEncoder::load(&config, &checkpoint, device)?;
-        pipeline::classifier::infer(&dataset, &augmenter, batch, device, &|x| {
+        pipeline::classifier::infer(&SingleProcess, &dataset, &augmenter, batch, device, &|x| {
             let features = encoder.encode(x);
             if projections {
                 encoder.model.project(&features)

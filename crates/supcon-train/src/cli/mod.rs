@@ -22,6 +22,11 @@ pub struct Cli {
     /// Logs only: no progress bars (also the default when stdout is not a terminal).
     #[arg(long, global = true)]
     pub quiet: bool,
+    /// How the processes of a job started by mpirun / srun talk: auto (MPI when started by
+    /// such a launcher, else one process), mpi, or nccl (GPU collectives; needs a build with
+    /// the nccl feature). See the book's Scaling out.
+    #[arg(long, global = true, value_enum, default_value_t = CollectivesArg::Auto)]
+    pub collectives: CollectivesArg,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -100,11 +105,37 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         runs: PathBuf,
     },
+    /// Checks the ranks of a data-parallel job before a long run: every collective between
+    /// them, and the SupCon / SimCLR loss across them against one process's on the same
+    /// batch (every option, to 1e-6). Start it the way the run will be started, e.g.
+    /// `mpirun -np 4 supcon check-ranks`.
+    CheckRanks,
     /// Computes a loss of arrays stored as .npy files and prints one JSON line
     /// {"loss": ..., "anchors": ...}; the gradients (--grad-out, --prototype-grad-out) are
     /// written in the input's shape and float type. Shares its file reading with
     /// supcon-loss's loss_npy example.
     Loss(LossArgs),
+}
+
+/// `--collectives`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CollectivesArg {
+    /// MPI when started by an MPI launcher, otherwise one process.
+    Auto,
+    /// MPI (a build with the mpi feature).
+    Mpi,
+    /// NCCL between GPUs, started over MPI (a build with the nccl feature).
+    Nccl,
+}
+
+impl From<CollectivesArg> for supcon_collectives::Transport {
+    fn from(arg: CollectivesArg) -> Self {
+        match arg {
+            CollectivesArg::Auto => supcon_collectives::Transport::Auto,
+            CollectivesArg::Mpi => supcon_collectives::Transport::Mpi,
+            CollectivesArg::Nccl => supcon_collectives::Transport::Nccl,
+        }
+    }
 }
 
 /// Which loss `supcon loss` computes.

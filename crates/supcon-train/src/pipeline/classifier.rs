@@ -1,8 +1,10 @@
 //! Stage 2 (linear classifier on the frozen encoder) and the cross-entropy baseline, plus the
-//! batched inference both use for validation and testing.
+//! batched inference both use for validation and testing. Over several ranks both are data
+//! parallel like stage 1 (see [`crate::dist`]), and inference is split between the ranks.
 
 use ndarray::Array2;
 use supcon_augment::Augmenter;
+use supcon_collectives::{shard, Collectives};
 use supcon_data::Dataset;
 use supcon_models::{CrossEntropyModel, LinearClassifier, SupConModel};
 use tch::nn::{ModuleT, VarStore};
@@ -10,14 +12,17 @@ use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{varstore_tensors, Checkpoint};
 use crate::config::RunConfig;
+use crate::dist::{self, Comm, DataParallelTensors};
 use crate::error::TrainError;
 use crate::optim::Optimizer;
 use crate::pipeline::data::{augment_pipeline, prepare_batch, PreparedBatch};
 use crate::pipeline::runner::{StageModel, StepResult};
 
 /// Runs `forward` (no gradient) over every image of `dataset`, unaugmented (normalised only),
-/// in batches of `batch_size`; returns the stacked outputs `[len, out_dim]`.
+/// in batches of `batch_size`; returns the stacked outputs `[len, out_dim]`. Over several
+/// ranks each runs its consecutive part of the images and every rank gets all the rows.
 pub fn infer(
+    comm: &dyn Collectives,
     dataset: &Dataset,
     eval_augmenter: &Augmenter,
     batch_size: usize,
@@ -26,15 +31,21 @@ pub fn infer(
 ) -> Result<Array2<f32>, TrainError> {
     let mut rows: Vec<f32> = Vec::new();
     let mut dim = 0usize;
-    let indices: Vec<usize> = (0..dataset.len()).collect();
+    let indices: Vec<usize> = shard(dataset.len(), comm.rank(), comm.world_size()).collect();
     for chunk in indices.chunks(batch_size.max(1)) {
         let batch = prepare_batch(eval_augmenter, dataset, chunk, 0, 1)?;
         let out = to_host_rows(&tch::no_grad(|| forward(&batch.tensor(device))))?;
         dim = out.ncols();
         rows.extend(out.iter());
     }
-    Array2::from_shape_vec((dataset.len(), dim), rows)
-        .map_err(|e| TrainError::Shape(format!("stacking inference outputs: {e}")))
+    if indices.is_empty() {
+        // A rank without images still learns the width, from one forward pass.
+        let probe = prepare_batch(eval_augmenter, dataset, &[0], 0, 1)?;
+        dim = to_host_rows(&tch::no_grad(|| forward(&probe.tensor(device))))?.ncols();
+    }
+    let mine = Array2::from_shape_vec((indices.len(), dim), rows)
+        .map_err(|e| TrainError::Shape(format!("stacking inference outputs: {e}")))?;
+    dist::gather_rows(comm, mine)
 }
 
 /// A `[rows, dim]` tensor as an f32 array on the host.
@@ -87,21 +98,31 @@ pub fn top1(logits: &Array2<f32>, labels: &[i64]) -> f64 {
     correct as f64 / labels.len() as f64
 }
 
-fn cross_entropy_step(logits: &Tensor, labels: &Tensor) -> Result<StepResult, TrainError> {
+/// Cross-entropy of this rank's images, back-propagated with the weight of its `share` of the
+/// step's images (so that the ranks' gradients add up to those of the mean over the whole
+/// batch); returns the whole batch's mean loss and this rank's correct count.
+fn cross_entropy_step(
+    comm: &dyn Collectives,
+    logits: &Tensor,
+    labels: &Tensor,
+    share: f64,
+) -> Result<StepResult, TrainError> {
     let loss = logits.f_log_softmax(-1, Kind::Float)?.f_nll_loss(
         labels,
         None::<Tensor>,
         tch::Reduction::Mean,
         -100,
-    )?;
+    )? * share;
     loss.f_backward()?;
+    let mut total = [loss.double_value(&[])];
+    dist::sum(comm, &mut total)?;
     let correct = logits
         .argmax(-1, false)
         .eq_tensor(labels)
         .sum(Kind::Int64)
         .int64_value(&[]);
     Ok(StepResult {
-        loss: loss.double_value(&[]),
+        loss: total[0],
         correct: Some(correct as u64),
     })
 }
@@ -116,9 +137,11 @@ struct ClassifierTraining<'a> {
     eval_augmenter: Augmenter,
     eval_batch: usize,
     device: Device,
+    comm: Comm,
 }
 
 impl<'a> ClassifierTraining<'a> {
+    /// The stage's training of `vs` (rank 0's initial values on every rank).
     fn new(
         vs: VarStore,
         optim: &crate::config::OptimConfig,
@@ -126,15 +149,45 @@ impl<'a> ClassifierTraining<'a> {
         eval_augmenter: Augmenter,
         eval_batch: usize,
         device: Device,
-    ) -> Self {
+        comm: Comm,
+    ) -> Result<Self, TrainError> {
+        let variables: Vec<Tensor> = varstore_tensors(&vs).into_iter().map(|(_, t)| t).collect();
+        dist::broadcast_tensors(&*comm, &variables)?;
         let optimizer = Optimizer::new(optim, varstore_tensors(&vs));
-        Self {
+        Ok(Self {
             vs,
             optimizer,
             validation,
             eval_augmenter,
             eval_batch,
             device,
+            comm,
+        })
+    }
+
+    /// Cross-entropy of a batch's logits (see [`cross_entropy_step`]).
+    fn cross_entropy(
+        &self,
+        logits: &Tensor,
+        batch: &PreparedBatch,
+    ) -> Result<StepResult, TrainError> {
+        cross_entropy_step(
+            &*self.comm,
+            logits,
+            &batch.label_tensor(self.device),
+            batch.share(),
+        )
+    }
+
+    fn data_parallel(&self) -> DataParallelTensors {
+        DataParallelTensors {
+            parameters: self
+                .optimizer
+                .params()
+                .iter()
+                .map(|(_, p)| p.shallow_clone())
+                .collect(),
+            statistics: dist::running_statistics(&self.vs),
         }
     }
 
@@ -145,6 +198,7 @@ impl<'a> ClassifierTraining<'a> {
         forward: &dyn Fn(&Tensor) -> Tensor,
     ) -> Result<Array2<f32>, TrainError> {
         infer(
+            &*self.comm,
             dataset,
             &self.eval_augmenter,
             self.eval_batch,
@@ -234,6 +288,7 @@ impl<'a> LinearModel<'a> {
         mean: &[f32],
         std: &[f32],
         device: Device,
+        comm: Comm,
     ) -> Result<Self, TrainError> {
         tch::manual_seed(config.seed as i64 ^ 0x11);
         let vs = VarStore::new(device);
@@ -249,7 +304,8 @@ impl<'a> LinearModel<'a> {
                 Augmenter::new(augment_pipeline("none", image_size, mean, std)?, 0),
                 config.eval.batch_size,
                 device,
-            ),
+                comm,
+            )?,
             classifier,
             stored: None,
             augmenter: Augmenter::new(pipeline, config.seed ^ 0x5eed_0002),
@@ -315,7 +371,11 @@ impl StageModel for LinearModel<'_> {
             None => tch::no_grad(|| self.encoder.encode(&batch.tensor(self.training.device))),
         };
         let logits = self.classifier.forward(&features);
-        cross_entropy_step(&logits, &batch.label_tensor(self.training.device))
+        self.training.cross_entropy(&logits, batch)
+    }
+
+    fn data_parallel(&self) -> DataParallelTensors {
+        self.training.data_parallel()
     }
 
     fn update(&mut self, lr: f64) -> Result<(), TrainError> {
@@ -349,6 +409,8 @@ pub struct CeModel<'a> {
 }
 
 impl<'a> CeModel<'a> {
+    // The arguments are the stage's independent inputs; a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: &RunConfig,
         num_classes: usize,
@@ -357,6 +419,7 @@ impl<'a> CeModel<'a> {
         mean: &[f32],
         std: &[f32],
         device: Device,
+        comm: Comm,
     ) -> Result<Self, TrainError> {
         tch::manual_seed(config.seed as i64 ^ 0x22);
         let vs = VarStore::new(device);
@@ -370,7 +433,8 @@ impl<'a> CeModel<'a> {
                 Augmenter::new(augment_pipeline("none", image_size, mean, std)?, 0),
                 config.eval.batch_size,
                 device,
-            ),
+                comm,
+            )?,
             model,
             augmenter: Augmenter::new(pipeline, config.seed ^ 0x5eed_0003),
         })
@@ -404,7 +468,11 @@ impl StageModel for CeModel<'_> {
         let logits = self
             .model
             .forward_t(&batch.tensor(self.training.device), true);
-        cross_entropy_step(&logits, &batch.label_tensor(self.training.device))
+        self.training.cross_entropy(&logits, batch)
+    }
+
+    fn data_parallel(&self) -> DataParallelTensors {
+        self.training.data_parallel()
     }
 
     fn update(&mut self, lr: f64) -> Result<(), TrainError> {

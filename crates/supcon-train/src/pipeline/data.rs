@@ -172,6 +172,28 @@ pub fn batches_per_epoch(len: usize, batch_size: usize, drop_last: bool) -> u64 
     }
 }
 
+/// Where a rank's images lie in the step's global batch. In one process the two are the same;
+/// in a data-parallel run each rank holds a consecutive part (see [`crate::dist`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GlobalBatch {
+    /// Image indices of the whole batch of the step, every rank's part in rank order.
+    pub indices: Vec<usize>,
+    /// Where this rank's images start in `indices`.
+    pub offset: usize,
+}
+
+impl GlobalBatch {
+    /// The number of images of the whole step.
+    pub fn len(&self) -> usize {
+        self.indices.len()
+    }
+
+    /// Whether the step has no image.
+    pub fn is_empty(&self) -> bool {
+        self.indices.is_empty()
+    }
+}
+
 /// The images of a batch, augmented into `[batch·views, C, H, W]`, with their labels.
 pub struct PreparedBatch {
     pub pixels: Vec<f32>,
@@ -183,6 +205,8 @@ pub struct PreparedBatch {
     pub epoch: u32,
     /// Multi-crop: the local crops, `[batch·local views, C, h, w]` (smaller than the views).
     pub local: Option<CropBatch>,
+    /// The step's whole batch, of which these images are this rank's part.
+    pub global: GlobalBatch,
 }
 
 /// Crops of one resolution, laid out `[batch·views, C, H, W]` batch-major.
@@ -214,12 +238,23 @@ impl PreparedBatch {
             indices: indices.to_vec(),
             epoch: 0,
             local: None,
+            global: GlobalBatch {
+                indices: indices.to_vec(),
+                offset: 0,
+            },
         }
     }
 
     /// The pixels (the views) as a tensor on `device`.
     pub fn tensor(&self, device: Device) -> Tensor {
         pixels_tensor(&self.pixels, self.shape, device)
+    }
+
+    /// This rank's share of the step's images (1 in one process): what a loss averaged over
+    /// this rank's images is weighted by, so that the ranks' shares add up to the mean over
+    /// the whole batch.
+    pub fn share(&self) -> f64 {
+        self.indices.len() as f64 / self.global.len().max(1) as f64
     }
 
     /// The labels as a tensor on `device`.

@@ -58,7 +58,9 @@ impl<'a> Evaluator<'a> {
         dataset: &Dataset,
         forward: &dyn Fn(&Tensor) -> Tensor,
     ) -> Result<Array2<f32>, TrainError> {
+        // Rank 0 evaluates alone (see `pipeline::on_rank_zero`).
         infer(
+            &supcon_collectives::SingleProcess,
             dataset,
             &self.eval_augmenter,
             self.session.config.eval.batch_size,
@@ -310,6 +312,7 @@ pub fn finish_report(
                 s.images_per_second,
             );
             stage.val_top1 = s.best_val_top1;
+            stage.ranks = s.ranks;
             stage.best_epoch = s.best_epoch;
             stages.push(stage);
         }

@@ -6,6 +6,9 @@
 //!   checkpoint when the session resumes;
 //! - [`evaluate`]: the final evaluation on the test set;
 //! - [`train`]: the whole recipe (what `supcon train` and `cargo xtask train` run).
+//!
+//! A session spans the ranks of a data-parallel run ([`crate::dist`]): every rank trains, rank
+//! 0 alone writes the run folder and evaluates ([`on_rank_zero`]).
 
 pub mod classifier;
 pub mod data;
@@ -20,8 +23,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tch::Device;
 
+use supcon_collectives::CollectivesExt;
+
 use crate::checkpoint::{Checkpoint, TrainState};
 use crate::config::RunConfig;
+use crate::dist::{self, Comm};
 use crate::error::TrainError;
 use crate::metrics_log::{truncate_metrics, MetricsWriter, RecordKind, Stage};
 use crate::run_dir::{write_atomic, Reuse, RunDir};
@@ -56,6 +62,8 @@ pub struct SessionOptions {
 /// A run in progress.
 pub struct Session {
     pub config: RunConfig,
+    /// The ranks of the run (one process: the group of one).
+    pub comm: Comm,
     pub device: Device,
     pub run: RunDir,
     pub metrics: MetricsWriter,
@@ -78,6 +86,8 @@ pub struct StageSummary {
     pub images_per_second: f64,
     pub best_val_top1: Option<f64>,
     pub best_epoch: Option<u32>,
+    /// Ranks the stage ran on.
+    pub ranks: usize,
 }
 
 impl StageSummary {
@@ -92,6 +102,7 @@ impl StageSummary {
             images_per_second: state.images_seen as f64 / state.wall_seconds.max(1e-9),
             best_val_top1: state.best_val_top1,
             best_epoch: state.best_epoch,
+            ranks: state.world_size,
         }
     }
 }
@@ -99,29 +110,44 @@ impl StageSummary {
 impl Session {
     /// Loads the data first (so a data error touches nothing), then prepares the run folder:
     /// a new one gets `config.toml`; a resumed one has its metrics cut back to its checkpoints.
-    pub fn open(config: RunConfig, options: &SessionOptions) -> Result<Self, TrainError> {
+    /// Over several ranks, each checks that it resolved the configuration and read the data
+    /// as rank 0 did, and only rank 0 touches the run folder.
+    pub fn open(
+        config: RunConfig,
+        options: &SessionOptions,
+        comm: Comm,
+    ) -> Result<Self, TrainError> {
         if config.threads > 0 {
             tch::set_num_threads(config.threads as i32);
         }
-        let device = config.tch_device()?;
+        let device = rank_device(&config, comm.world_size())?;
         let data = data::load_train(&config)?;
-        let run = RunDir::prepare(&options.run_dir, options.reuse)?;
+        same_as_rank_zero(&*comm, &config, &data)?;
         let resuming = options.reuse == Reuse::Resume;
-        if resuming {
-            cut_metrics_to_checkpoints(&run)?;
+        let (run, metrics) = if comm.rank() == 0 {
+            let run = RunDir::prepare(&options.run_dir, options.reuse)?;
+            if resuming {
+                cut_metrics_to_checkpoints(&run)?;
+            } else {
+                write_atomic(&run.config_path(), config.to_toml()?.as_bytes())?;
+            }
+            let metrics = MetricsWriter::for_run(&run)?;
+            (run, metrics)
         } else {
-            write_atomic(&run.config_path(), config.to_toml()?.as_bytes())?;
-        }
-        let metrics = MetricsWriter::for_run(&run)?;
+            (RunDir::existing(&options.run_dir), MetricsWriter::discard())
+        };
         tracing::info!(
             run = %run.root().display(),
             train = data.train.len(),
             validation = data.validation.len(),
             device = ?device,
+            ranks = comm.world_size(),
+            transport = comm.transport(),
             "session opened"
         );
         Ok(Self {
             config,
+            comm,
             device,
             run,
             metrics,
@@ -167,8 +193,10 @@ impl Session {
 }
 
 /// The loop's view of a stage, borrowing only the parts of a session it needs.
+#[allow(clippy::too_many_arguments)]
 fn stage_spec<'a>(
     config: &'a RunConfig,
+    comm: &'a dyn supcon_collectives::Collectives,
     dataset: &'a supcon_data::Dataset,
     num_classes: usize,
     resume_command: String,
@@ -211,6 +239,7 @@ fn stage_spec<'a>(
         resume_command,
         quiet,
         setup_seconds: 0.0,
+        comm,
     }
 }
 
@@ -275,6 +304,7 @@ fn run_stage_of(
     let resume_command = session.resume_command();
     let Session {
         config,
+        comm,
         data,
         run,
         metrics,
@@ -286,6 +316,7 @@ fn run_stage_of(
         setup_seconds,
         ..stage_spec(
             config,
+            &**comm,
             &data.train,
             num_classes,
             resume_command,
@@ -307,6 +338,7 @@ pub fn pretrain(session: &mut Session) -> Result<(StageSummary, PathBuf), TrainE
         &mean,
         &std,
         session.data.train.len(),
+        session.comm.clone(),
     )?;
     tracing::info!(
         method = session.config.pretrain.method.as_str(),
@@ -368,6 +400,7 @@ pub fn linear(
             &mean,
             &std,
             session.device,
+            session.comm.clone(),
         )?;
         let mut setup_seconds = 0.0;
         if config.linear.augment == "none" {
@@ -411,6 +444,7 @@ pub fn ce(session: &mut Session) -> Result<(StageSummary, PathBuf), TrainError> 
             &mean,
             &std,
             session.device,
+            session.comm.clone(),
         )?;
         run_stage_of(session, Stage::Ce, "ce".into(), &mut model, 0.0)?
     };
@@ -419,11 +453,11 @@ pub fn ce(session: &mut Session) -> Result<(StageSummary, PathBuf), TrainError> 
 }
 
 /// The whole recipe: pre-training, linear stage, optional CE baseline, then the final
-/// evaluation on the test set (read here, once) and the report.
+/// evaluation on the test set (read here, once) and the report; `None` on ranks other than 0.
 pub fn train(
     session: &mut Session,
     with_baseline: bool,
-) -> Result<crate::report::Report, TrainError> {
+) -> Result<Option<crate::report::Report>, TrainError> {
     let (pretrain_summary, encoder_checkpoint) = pretrain(session)?;
     let linear_outcome = linear(session, &encoder_checkpoint)?;
     let baseline = if with_baseline {
@@ -431,16 +465,99 @@ pub fn train(
     } else {
         None
     };
-    let test = data::load_evaluation_split(&session.config, &session.data)?;
-    let mut methods = Vec::new();
-    methods.push(evaluate::evaluate_supcon(
-        session,
-        &test,
-        &linear_outcome,
-        vec![pretrain_summary, linear_outcome.summary.clone()],
-    )?);
-    if let Some((summary, checkpoint)) = baseline {
-        methods.push(evaluate::evaluate_ce(session, &test, &checkpoint, summary)?);
+    on_rank_zero(session, |session| {
+        let test = data::load_evaluation_split(&session.config, &session.data)?;
+        let mut methods = Vec::new();
+        methods.push(evaluate::evaluate_supcon(
+            session,
+            &test,
+            &linear_outcome,
+            vec![pretrain_summary, linear_outcome.summary.clone()],
+        )?);
+        if let Some((summary, checkpoint)) = baseline {
+            methods.push(evaluate::evaluate_ce(session, &test, &checkpoint, summary)?);
+        }
+        evaluate::finish_report(session, &test, methods)
+    })
+}
+
+/// Runs `work` (the final evaluation and report) on rank 0 alone, with every core of its
+/// machine, while the other ranks wait for it without spinning; returns its result on rank 0
+/// and `None` elsewhere. In one process it simply runs `work`.
+pub fn on_rank_zero<T>(
+    session: &Session,
+    work: impl FnOnce(&Session) -> Result<T, TrainError>,
+) -> Result<Option<T>, TrainError> {
+    let comm = &session.comm;
+    if comm.world_size() == 1 {
+        return work(session).map(Some);
     }
-    evaluate::finish_report(session, &test, methods)
+    let result = if comm.rank() == 0 {
+        // The other ranks sleep in the barrier below: their cores are free.
+        if let Ok(cores) = std::thread::available_parallelism() {
+            tch::set_num_threads(cores.get() as i32);
+        }
+        Some(work(session)?)
+    } else {
+        None
+    };
+    comm.barrier()
+        .map_err(dist::failed("waiting for rank 0's evaluation"))?;
+    Ok(result)
+}
+
+/// The device of this rank: `cuda` (and `auto` on a GPU machine) means the GPU of the rank's
+/// index on its node when a run has several ranks; `cuda:N` is taken as given.
+fn rank_device(config: &RunConfig, ranks: usize) -> Result<Device, TrainError> {
+    let device = config.tch_device()?;
+    let named_gpu = config.device.starts_with("cuda:");
+    match device {
+        Device::Cuda(_) if ranks > 1 && !named_gpu => {
+            let local = supcon_collectives::local_rank().unwrap_or(0);
+            let gpus = tch::Cuda::device_count().max(1) as usize;
+            Ok(Device::Cuda(local % gpus))
+        }
+        other => Ok(other),
+    }
+}
+
+/// Checks that this rank resolved the same configuration and read the same data as rank 0
+/// (a rank started with other arguments, or whose data differs, would train something else).
+fn same_as_rank_zero(
+    comm: &dyn supcon_collectives::Collectives,
+    config: &RunConfig,
+    data: &data::TrainData,
+) -> Result<(), TrainError> {
+    if comm.world_size() == 1 {
+        return Ok(());
+    }
+    // Where the data lives may differ between machines; what is read may not.
+    let mut comparable = config.clone();
+    comparable.data.path = None;
+    let ours = format!(
+        "{}\n# {} training and {} validation images, {} classes",
+        comparable.to_toml()?,
+        data.train.len(),
+        data.validation.len(),
+        data.train.num_classes()
+    );
+    let theirs = comm
+        .broadcast_bytes(ours.as_bytes(), 0)
+        .map_err(dist::failed("broadcast of rank 0's configuration"))?;
+    if theirs != ours.as_bytes() {
+        let theirs = String::from_utf8_lossy(&theirs);
+        let first = ours
+            .lines()
+            .zip(theirs.lines())
+            .find(|(a, b)| a != b)
+            .map_or_else(
+                || "one of them has more lines".to_string(),
+                |(a, b)| format!("rank {} has `{a}` where rank 0 has `{b}`", comm.rank()),
+            );
+        return Err(TrainError::Config(format!(
+            "the ranks disagree on the run's configuration or data: {first}; start every rank \
+             with the same arguments and data"
+        )));
+    }
+    Ok(())
 }

@@ -12,6 +12,7 @@ use tch::{Device, Tensor};
 
 use crate::checkpoint::{varstore_tensors, Checkpoint};
 use crate::config::RunConfig;
+use crate::dist::{self, Comm, DataParallelTensors};
 use crate::error::TrainError;
 use crate::optim::Optimizer;
 use crate::pipeline::data::{
@@ -42,8 +43,10 @@ pub struct PretrainModel {
 }
 
 impl PretrainModel {
-    /// A freshly initialised model (libtorch's generator seeded with the run's seed) and the
-    /// configured method; `dataset_size` is the number of training images (InstDisc's bank).
+    /// A freshly initialised model (libtorch's generator seeded with the run's seed; over
+    /// several ranks, rank 0's weights) and the configured method; `dataset_size` is the
+    /// number of training images (InstDisc's bank).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: &RunConfig,
         device: Device,
@@ -51,6 +54,7 @@ impl PretrainModel {
         mean: &[f32],
         std: &[f32],
         dataset_size: usize,
+        comm: Comm,
     ) -> Result<Self, TrainError> {
         tch::manual_seed(config.seed as i64);
         let vs = VarStore::new(device);
@@ -60,8 +64,12 @@ impl PretrainModel {
             online: &vs,
             device,
             dataset_size,
+            comm: comm.clone(),
         })?;
         let trainable = method.trainable();
+        let mut start: Vec<Tensor> = varstore_tensors(&vs).into_iter().map(|(_, t)| t).collect();
+        start.extend(trainable.iter().map(|(_, t)| t.shallow_clone()));
+        dist::broadcast_tensors(&*comm, &start)?;
         let method_trainable = trainable.iter().map(|(name, _)| name.clone()).collect();
         let mut params = varstore_tensors(&vs);
         params.extend(trainable);
@@ -144,6 +152,20 @@ impl StageModel for PretrainModel {
             self.optimizer.step(lr);
         }
         self.method.after_step()
+    }
+
+    fn data_parallel(&self) -> DataParallelTensors {
+        let mut statistics = dist::running_statistics(&self.vs);
+        statistics.extend(self.method.statistics());
+        DataParallelTensors {
+            parameters: self
+                .optimizer
+                .params()
+                .iter()
+                .map(|(_, p)| p.shallow_clone())
+                .collect(),
+            statistics,
+        }
     }
 
     fn validate(&mut self) -> Result<Option<f64>, TrainError> {

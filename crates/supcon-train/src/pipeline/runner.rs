@@ -1,7 +1,10 @@
 //! The epoch/step loop shared by every stage: shuffling, the learning-rate schedule, metrics,
-//! checkpoints, Ctrl-C, non-finite losses and resuming in the middle of an epoch.
+//! checkpoints, Ctrl-C, non-finite losses and resuming in the middle of an epoch; over R ranks,
+//! each step's global batch is split between them (see [`crate::dist`]).
 
 use std::time::Instant;
+
+use supcon_collectives::{shard, Collectives, CollectivesExt};
 
 use supcon_data::Dataset;
 use supcon_models::ModelConfig;
@@ -9,17 +12,20 @@ use tch::Tensor;
 
 use crate::checkpoint::{self, Checkpoint, TrainState, FORMAT_VERSION};
 use crate::config::CheckpointConfig;
+use crate::dist::{self, DataParallelTensors};
 use crate::error::TrainError;
 use crate::metrics_log::{MetricRecord, MetricsWriter, RecordKind, Stage};
 use crate::optim::LrSchedule;
-use crate::pipeline::data::{batches_per_epoch, epoch_permutation, PreparedBatch};
+use crate::pipeline::data::{batches_per_epoch, epoch_permutation, GlobalBatch, PreparedBatch};
+use crate::progress::{ProgressMode, StageProgress};
 use crate::run_dir::RunDir;
 
 /// What one forward/backward pass produced.
 #[derive(Clone, Copy, Debug)]
 pub struct StepResult {
+    /// The loss of the step's whole batch (over every rank: the same on each).
     pub loss: f64,
-    /// Correctly classified training images (classifier stages).
+    /// Correctly classified training images of this rank (classifier stages).
     pub correct: Option<u64>,
 }
 
@@ -32,8 +38,12 @@ pub trait StageModel {
         indices: &[usize],
         epoch: u32,
     ) -> Result<PreparedBatch, TrainError>;
-    /// Clears gradients, runs forward and backward; does not change parameters.
+    /// Clears gradients, runs forward and backward; does not change parameters. Leaves this
+    /// rank's share of the whole batch's gradient (see [`crate::dist`]).
     fn forward_backward(&mut self, batch: &PreparedBatch) -> Result<StepResult, TrainError>;
+    /// The tensors the ranks keep identical: trained parameters (gradients summed) and
+    /// running statistics (averaged).
+    fn data_parallel(&self) -> DataParallelTensors;
     /// Applies the gradients (optimizer step, momentum encoder, queue).
     fn update(&mut self, lr: f64) -> Result<(), TrainError>;
     /// Validation top-1 at the end of an epoch, when the stage has one.
@@ -66,6 +76,8 @@ pub struct StageSpec<'a> {
     /// one-off feature pass): counted in its wall time, so that time-to-accuracy figures
     /// include it.
     pub setup_seconds: f64,
+    /// The ranks the stage runs on (one process: [`supcon_collectives::SingleProcess`]).
+    pub comm: &'a dyn Collectives,
 }
 
 impl StageSpec<'_> {
@@ -94,6 +106,7 @@ impl StageSpec<'_> {
             epoch_seen: 0,
             best_val_top1: None,
             best_epoch: None,
+            world_size: self.comm.world_size(),
         }
     }
 
@@ -142,6 +155,16 @@ pub fn check_resumable(
     if state.method != spec.method {
         return mismatch("the method", spec.method.clone(), state.method.clone());
     }
+    let ranks = spec.comm.world_size();
+    if state.world_size != ranks {
+        return Err(TrainError::checkpoint(
+            path,
+            format!(
+                "was written by a run on {} rank(s) and this run has {ranks}: resume it on {}                  (e.g. mpirun -np {} …). Another number of ranks splits each batch                  differently (BatchNorm statistics, the sampling of the global batch), so the                  run would not continue exactly",
+                state.world_size, state.world_size, state.world_size
+            ),
+        ));
+    }
     Ok(())
 }
 
@@ -166,15 +189,31 @@ pub fn run_stage(
     let mut state = resume.unwrap_or_else(|| spec.fresh_state());
     state.wall_seconds += spec.setup_seconds;
     let last_path = run.last_checkpoint(spec.stage);
+    let (rank, world) = (spec.comm.rank(), spec.comm.world_size());
+    // Every rank holds the same state; rank 0 alone writes it.
     let save = |state: &TrainState, model: &dyn StageModel, path: &std::path::Path| {
-        checkpoint::save(path, state, &model.checkpoint_groups())
+        if rank == 0 {
+            checkpoint::save(path, state, &model.checkpoint_groups())
+        } else {
+            Ok(())
+        }
     };
-    let progress = crate::progress::StageProgress::new(
-        spec.stage.as_str(),
-        spec.epochs,
-        steps_per_epoch,
-        spec.quiet,
-    );
+    // Rank 0 shows the progress of every rank.
+    let progress = if rank == 0 {
+        StageProgress::new(
+            spec.stage.as_str(),
+            spec.epochs,
+            steps_per_epoch,
+            spec.quiet,
+        )
+    } else {
+        StageProgress::with_mode(
+            spec.stage.as_str(),
+            spec.epochs,
+            steps_per_epoch,
+            ProgressMode::Silent,
+        )
+    };
     let log_every = spec.checkpoints.log_every_steps.max(1);
     while state.epoch < spec.epochs {
         let epoch = state.epoch;
@@ -186,10 +225,25 @@ pub fn run_stage(
             let started = Instant::now();
             let from = step_in_epoch as usize * spec.batch_size;
             let to = (from + spec.batch_size).min(order.len());
-            let indices = &order[from..to];
-            let batch = model.prepare(spec.dataset, indices, epoch)?;
+            let global = &order[from..to];
+            let mine = shard(global.len(), rank, world);
+            let mut batch = model.prepare(spec.dataset, &global[mine.clone()], epoch)?;
+            batch.global = GlobalBatch {
+                indices: global.to_vec(),
+                offset: mine.start,
+            };
             let lr = schedule.lr(state.global_step);
             let result = model.forward_backward(&batch)?;
+            dist::all_reduce_step(spec.comm, &model.data_parallel())?;
+            // Every rank learns the whole batch's correct count and whether any was
+            // interrupted, so that all of them stop at the same step.
+            let mut counts = [
+                result.correct.unwrap_or(0) as f64,
+                f64::from(u8::from(crate::pipeline::interrupted())),
+            ];
+            dist::sum(spec.comm, &mut counts)?;
+            let (correct, interrupted) =
+                (result.correct.map(|_| counts[0] as u64), counts[1] > 0.0);
             if !result.loss.is_finite() {
                 return Err(TrainError::NonFiniteLoss {
                     stage: spec.stage.to_string(),
@@ -202,14 +256,14 @@ pub fn run_stage(
             }
             model.update(lr)?;
             let seconds = started.elapsed().as_secs_f64();
-            let images = indices.len() as u64;
+            let images = global.len() as u64;
             state.global_step += 1;
             state.step_in_epoch = step_in_epoch + 1;
             state.wall_seconds += seconds;
             state.images_seen += images;
             state.epoch_loss_sum += result.loss;
             state.epoch_steps += 1;
-            if let Some(correct) = result.correct {
+            if let Some(correct) = correct {
                 state.epoch_correct += correct;
                 state.epoch_seen += images;
             }
@@ -234,7 +288,6 @@ pub fn run_stage(
                 window_seconds = 0.0;
             }
             let every = spec.checkpoints.every_steps;
-            let interrupted = crate::pipeline::interrupted();
             if (every > 0 && state.global_step % every == 0) || interrupted {
                 save(&state, model, &last_path)?;
                 tracing::debug!(step = state.global_step, "checkpoint written");
@@ -301,7 +354,12 @@ pub fn run_stage(
             )?;
         }
         metrics.write(&record)?;
-        if crate::pipeline::interrupted() && state.epoch < spec.epochs {
+        // Agreed by every rank, like the interrupt of a step.
+        let stop = spec
+            .comm
+            .any(crate::pipeline::interrupted())
+            .map_err(dist::failed("agreeing on an interrupt"))?;
+        if stop && state.epoch < spec.epochs {
             progress.finish();
             return Err(TrainError::Interrupted {
                 stage: spec.stage.to_string(),
@@ -312,6 +370,11 @@ pub fn run_stage(
         }
     }
     progress.finish();
+    // The stage's checkpoints are on disk before any rank reads them (the next stage loads
+    // the encoder from rank 0's file).
+    spec.comm
+        .barrier()
+        .map_err(dist::failed("barrier at the end of the stage"))?;
     Ok(state)
 }
 

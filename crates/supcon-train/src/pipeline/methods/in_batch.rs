@@ -9,7 +9,13 @@
 //! FIFO queue of K keys that the loss sees as extra contrast rows, positives where their label
 //! matches the anchor's. SimCLR has no labels: with a queue the image index serves as the
 //! label, so a key of the same image from an earlier step is a positive.
+//!
+//! Across the ranks of a data-parallel run, the projections of every rank are gathered so that
+//! positives and negatives span the global batch (`supcon_loss::distributed`), and every
+//! rank's keys join the (replicated) queue in the global batch's order: the run computes what
+//! one process computes on the global batch.
 
+use supcon_collectives::CollectivesExt;
 use tch::Tensor;
 
 use super::momentum::MomentumEncoder;
@@ -50,6 +56,7 @@ struct LabelQueue {
 /// SupCon or SimCLR.
 pub struct InBatch {
     bridge: LossBridge,
+    comm: crate::dist::Comm,
     supervised: bool,
     views: usize,
     device: tch::Device,
@@ -58,6 +65,15 @@ pub struct InBatch {
 
 fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, TrainError> {
     let pretrain = &context.config.pretrain;
+    let ranks = context.comm.world_size();
+    if ranks > 1 && pretrain.loss_backend != crate::config::LossBackendKind::Cpu {
+        return Err(TrainError::Config(format!(
+            "pretrain.loss_backend `{}`: across {ranks} ranks the loss runs on the cpu backend \
+             (each rank computes its own anchors against the gathered batch); set \
+             --loss-backend cpu",
+            pretrain.loss_backend.as_str()
+        )));
+    }
     let queue = if pretrain.queue > 0 {
         Some(LabelQueue {
             encoder: MomentumEncoder::new(
@@ -74,6 +90,7 @@ fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, Trai
     };
     Ok(Box::new(InBatch {
         bridge: LossBridge::for_pretrain(pretrain, context.device)?,
+        comm: context.comm.clone(),
         supervised: pretrain.method == Method::Supcon,
         views: pretrain.views,
         device: context.device,
@@ -117,8 +134,11 @@ impl ContrastiveMethod for InBatch {
             (false, Some(_)) => Some(&instance_labels),
             (false, None) => None,
         };
+        let comm = &*self.comm;
         let Some(state) = &mut self.queue else {
-            let value = self.bridge.backward(&projections, n, views, labels, None)?;
+            let value = self
+                .bridge
+                .backward_across(comm, &projections, n, views, labels, None)?;
             return Ok(value.loss);
         };
         // Keys of the global views (the queue holds those).
@@ -132,7 +152,16 @@ impl ContrastiveMethod for InBatch {
         let queue = (!state.queue.is_empty()).then(|| state.queue.view());
         let value = self
             .bridge
-            .backward(&projections, n, views, labels, queue)?;
+            .backward_across(comm, &projections, n, views, labels, queue)?;
+        // Every rank's keys, in the global batch's order.
+        let keys = comm
+            .gather_all(&keys)
+            .map_err(crate::dist::failed("all-gather of the queue keys"))?
+            .values;
+        let key_labels = comm
+            .gather_all(&key_labels)
+            .map_err(crate::dist::failed("all-gather of the queue labels"))?
+            .values;
         state.pending = Some((keys, key_labels));
         Ok(value.loss)
     }
@@ -145,6 +174,13 @@ impl ContrastiveMethod for InBatch {
             }
         }
         Ok(())
+    }
+
+    fn statistics(&self) -> Vec<Tensor> {
+        self.queue
+            .as_ref()
+            .map(|state| crate::dist::running_statistics(&state.encoder.vs))
+            .unwrap_or_default()
     }
 
     fn checkpoint_groups(&self) -> Vec<(&'static str, Vec<(String, Tensor)>)> {

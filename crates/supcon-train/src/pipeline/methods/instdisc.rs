@@ -10,10 +10,17 @@
 //! step the entries of the batch move towards the new embeddings:
 //! `v̄_i ← normalize(β·v̄_i + (1 − β)·v_i)` with β = 0.5. Draws come from the run's seed,
 //! the epoch and the batch (see [`super::batch_seed`]), so a resumed run draws the same ones.
+//!
+//! Across the ranks of a data-parallel run the bank is replicated: each rank draws the
+//! negatives of the whole batch from the same seed and keeps its own images' share, Z is
+//! estimated from the first batch of every rank together, and every rank writes the gathered
+//! embeddings of the whole batch into its bank, so the banks stay identical and equal to the
+//! bank of one process.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use supcon_collectives::CollectivesExt;
 use supcon_loss::{nce_loss, NceInput, NceOptions};
 use supcon_models::SupConModel;
 use tch::nn::ModuleT;
@@ -86,6 +93,7 @@ pub const INSTDISC: MethodInfo = MethodInfo {
 
 /// The memory bank and the NCE loss.
 pub struct InstDisc {
+    comm: crate::dist::Comm,
     /// `[N, dim]`, row-major, unit rows.
     bank: Vec<f32>,
     dim: usize,
@@ -104,6 +112,7 @@ fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, Trai
     let dim = context.config.model.projection_dim as usize;
     let n = context.dataset_size;
     Ok(Box::new(InstDisc {
+        comm: context.comm.clone(),
         bank: random_unit_rows(context.config.seed ^ 0x1d15_0001, n, dim),
         dim,
         options: NceOptions::new(pretrain.temperature())
@@ -129,6 +138,38 @@ impl InstDisc {
     }
 }
 
+impl InstDisc {
+    /// Z from the first batch, as `nce_loss` estimates it (`N · mean e^{s}` over every query's
+    /// negatives), over the whole batch: each rank's log-sum-exp of its own similarities, from
+    /// its own estimate, combined over the ranks.
+    fn estimate_partition(
+        &self,
+        input: &NceInput<'_, f32>,
+        batch: &PreparedBatch,
+    ) -> Result<f64, TrainError> {
+        let local = nce_loss(input, &self.options)?.partition;
+        let comm = &*self.comm;
+        if comm.world_size() == 1 {
+            return Ok(local);
+        }
+        let n = (self.bank.len() / self.dim) as f64;
+        let pairs = |images: usize| (images * self.negatives) as f64;
+        // ln Z_r = ln N + LSE_r − ln(b_r·m)  ⇒  LSE_r, then LSE = ln Σ_r e^{LSE_r}.
+        let lse = if batch.indices.is_empty() {
+            f64::NEG_INFINITY
+        } else {
+            local.ln() - n.ln() + pairs(batch.indices.len()).ln()
+        };
+        let all = comm
+            .gather_all(&[lse])
+            .map_err(crate::dist::failed("all-gather of the partition estimates"))?
+            .values;
+        let max = all.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let lse = max + all.iter().map(|l| (l - max).exp()).sum::<f64>().ln();
+        Ok((n.ln() + lse - pairs(batch.global.len()).ln()).exp())
+    }
+}
+
 impl ContrastiveMethod for InstDisc {
     fn forward_backward(
         &mut self,
@@ -145,35 +186,49 @@ impl ContrastiveMethod for InstDisc {
         let embeddings = online.forward_t(&images, true);
         let (queries, rows, dim) = host_rows(&embeddings)?;
         let positives = self.rows_of(batch.indices.iter().copied());
+        // The draws of the whole batch (the same on every rank); this rank's images' share.
         let mut rng = ChaCha8Rng::seed_from_u64(batch_seed(self.seed, batch));
-        let drawn: Vec<usize> = (0..rows * self.negatives)
+        let drawn: Vec<usize> = (0..batch.global.len() * self.negatives)
             .map(|_| rng.random_range(0..n))
             .collect();
-        let negatives = self.rows_of(drawn.into_iter());
+        let mine = &drawn[batch.global.offset * self.negatives..][..rows * self.negatives];
+        let negatives = self.rows_of(mine.iter().copied());
         let negatives = ndarray::ArrayView3::from_shape((rows, self.negatives, dim), &negatives)
             .map_err(|e| TrainError::Shape(format!("negatives: {e}")))?;
-        let out = nce_loss(
-            &NceInput::new(
-                rows_view(&queries, rows, dim)?,
-                rows_view(&positives, rows, dim)?,
-                negatives,
-            ),
-            &self.options,
-        )?;
+        let input = NceInput::new(
+            rows_view(&queries, rows, dim)?,
+            rows_view(&positives, rows, dim)?,
+            negatives,
+        );
+        let comm = &*self.comm;
         if self.options.partition.is_none() {
+            let z = self.estimate_partition(&input, batch)?;
             tracing::info!(
-                partition = out.partition,
+                partition = z,
                 "instdisc: Z estimated on the first batch, kept from now on"
             );
-            self.options = self.options.clone().with_partition(Some(out.partition));
+            self.options = self.options.clone().with_partition(Some(z));
         }
-        let grad = out
-            .grad
-            .as_slice()
-            .ok_or_else(|| TrainError::Shape("NCE gradient is not in standard layout".into()))?;
-        backward_from_host(&embeddings, grad)?;
-        self.pending = Some((batch.indices.clone(), queries));
-        Ok(out.loss)
+        let out = nce_loss(&input, &self.options)?;
+        // This rank's share of the whole batch's mean.
+        let share = batch.share();
+        let grad: Vec<f32> = out.grad.iter().map(|&g| g * share as f32).collect();
+        backward_from_host(&embeddings, &grad)?;
+        let indices: Vec<i64> = batch.indices.iter().map(|&i| i as i64).collect();
+        let indices = comm
+            .gather_all(&indices)
+            .map_err(crate::dist::failed(
+                "all-gather of the batch's image indices",
+            ))?
+            .values;
+        let embeddings = comm
+            .gather_all(&queries)
+            .map_err(crate::dist::failed("all-gather of the embeddings"))?
+            .values;
+        self.pending = Some((indices.iter().map(|&i| i as usize).collect(), embeddings));
+        let mut total = [out.loss * share];
+        crate::dist::sum(comm, &mut total)?;
+        Ok(total[0])
     }
 
     fn after_step(&mut self) -> Result<(), TrainError> {

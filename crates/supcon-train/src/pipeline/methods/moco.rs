@@ -13,6 +13,12 @@
 //! v1 and v2 differ in their published settings: v1 has a linear head and τ = 0.07; v2 an MLP
 //! head, τ = 0.2, blur in the augmentation and a cosine schedule. `version` chooses the default
 //! τ; the head and augmentation come from the config (presets `quick-cpu-moco-v1`/`-v2`).
+//!
+//! Across the ranks of a data-parallel run, MoCo's own design: the key images of every rank
+//! are gathered and shuffled, each rank computes the keys of its share of the shuffled batch
+//! (so BatchNorm statistics mix images of all ranks), the keys are gathered back, every rank
+//! enqueues all of them, and each rank's queries meet their own keys. The result is what one
+//! process computes with `shuffle_groups` groups.
 
 use serde::{Deserialize, Serialize};
 use supcon_loss::{infonce_loss, InfoNceInput, InfoNceOptions, Negatives};
@@ -98,6 +104,7 @@ fn temperature(config: &PretrainConfig) -> f64 {
 
 /// Query encoder's loss against the momentum keys and the queue.
 pub struct Moco {
+    comm: crate::dist::Comm,
     key_encoder: MomentumEncoder,
     queue: KeyQueue,
     options: InfoNceOptions,
@@ -118,6 +125,7 @@ fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, Trai
     let keys = random_unit_rows(context.config.seed ^ 0x40c0_0001, moco.queue, dim);
     queue.push(&keys, &vec![0; moco.queue])?;
     Ok(Box::new(Moco {
+        comm: context.comm.clone(),
         key_encoder: MomentumEncoder::new(
             context.online,
             &context.config.model,
@@ -170,25 +178,30 @@ impl ContrastiveMethod for Moco {
         let images = batch.tensor(self.device);
         let (first, second) = (select_view(&images, 2, 0), select_view(&images, 2, 1));
         let seed = batch_seed(self.seed, batch);
-        let (k1, _, _) = host_rows(&self.key_encoder.keys_shuffled(
-            &second,
-            self.shuffle_groups,
-            seed,
-        ))?;
-        if !self.symmetric {
-            let loss = self.direction(online, &first, &k1, 1.0)?;
-            self.pending = Some(k1);
-            return Ok(loss);
-        }
-        let (k0, _, _) = host_rows(&self.key_encoder.keys_shuffled(
-            &first,
-            self.shuffle_groups,
-            seed ^ 0x5bd1_e995,
-        ))?;
-        let loss = self.direction(online, &first, &k1, 0.5)?
-            + self.direction(online, &second, &k0, 0.5)?;
-        self.pending = Some([k1, k0].concat());
-        Ok(loss)
+        let comm = &*self.comm;
+        // Keys of the whole batch (every rank's images); this rank's queries meet their own.
+        let keys = |images: &Tensor, seed: u64| {
+            self.key_encoder
+                .keys_shuffled_across(comm, images, self.shuffle_groups, seed)
+        };
+        let dim = self.queue.dim();
+        let own = batch.global.offset * dim..(batch.global.offset + batch.indices.len()) * dim;
+        // This rank's share of the whole batch's mean.
+        let share = batch.share();
+        let k1 = keys(&second, seed)?;
+        let (loss, pending) = if !self.symmetric {
+            let loss = self.direction(online, &first, &k1[own.clone()], share)?;
+            (loss, k1)
+        } else {
+            let k0 = keys(&first, seed ^ 0x5bd1_e995)?;
+            let loss = self.direction(online, &first, &k1[own.clone()], 0.5 * share)?
+                + self.direction(online, &second, &k0[own], 0.5 * share)?;
+            (loss, [k1, k0].concat())
+        };
+        self.pending = Some(pending);
+        let mut total = [loss];
+        crate::dist::sum(comm, &mut total)?;
+        Ok(total[0])
     }
 
     fn after_step(&mut self) -> Result<(), TrainError> {
@@ -198,6 +211,10 @@ impl ContrastiveMethod for Moco {
             self.queue.push(&keys, &vec![0; keys.len() / dim])?;
         }
         Ok(())
+    }
+
+    fn statistics(&self) -> Vec<Tensor> {
+        crate::dist::running_statistics(&self.key_encoder.vs)
     }
 
     fn checkpoint_groups(&self) -> Vec<(&'static str, Vec<(String, Tensor)>)> {

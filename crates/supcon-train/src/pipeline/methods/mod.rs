@@ -58,6 +58,12 @@ pub trait ContrastiveMethod {
     /// Just after the optimizer step: momentum encoder, queue, memory bank, prototypes.
     fn after_step(&mut self) -> Result<(), TrainError>;
 
+    /// Running statistics of the method's own networks (a momentum encoder's BatchNorm),
+    /// averaged over the ranks of a data-parallel run after every step.
+    fn statistics(&self) -> Vec<Tensor> {
+        Vec::new()
+    }
+
     /// The method's state for a checkpoint, as (prefix, tensors) groups.
     fn checkpoint_groups(&self) -> Vec<(&'static str, Vec<(String, Tensor)>)>;
 
@@ -78,6 +84,8 @@ pub struct MethodContext<'a> {
     pub device: Device,
     /// Images of the training split (the memory bank has one entry per image).
     pub dataset_size: usize,
+    /// The ranks of the run: a method gathers what its loss needs from all of them.
+    pub comm: crate::dist::Comm,
 }
 
 /// A registry entry: a method's defaults and constructor.
@@ -171,12 +179,13 @@ pub fn select_view(images: &Tensor, views: usize, view: usize) -> Tensor {
 }
 
 /// A seed for the random choices of one batch (negative samples, BN shuffles) from the run's
-/// seed, the epoch and the batch's image indices: a resumed run draws the same ones.
+/// seed, the epoch and the image indices of the step's whole batch (every rank's part): a
+/// resumed run, and every rank of a data-parallel run, draws the same ones.
 pub fn batch_seed(seed: u64, batch: &PreparedBatch) -> u64 {
     // FNV-1a over (epoch, indices): cheap, deterministic, and different for every batch.
     let mut hash = 0xcbf2_9ce4_8422_2325u64 ^ seed;
-    for word in
-        std::iter::once(u64::from(batch.epoch)).chain(batch.indices.iter().map(|&i| i as u64))
+    for word in std::iter::once(u64::from(batch.epoch))
+        .chain(batch.global.indices.iter().map(|&i| i as u64))
     {
         for byte in word.to_le_bytes() {
             hash ^= u64::from(byte);

@@ -9,6 +9,10 @@ use supcon_models::{ModelConfig, SupConModel};
 use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Tensor};
 
+use supcon_collectives::{shard, Collectives, CollectivesExt};
+
+use super::host_rows;
+use crate::dist;
 use crate::error::TrainError;
 
 /// The order of MoCo's BatchNorm shuffle of `n` images (a permutation drawn from `seed`).
@@ -107,6 +111,61 @@ impl MomentumEncoder {
     }
 }
 
+impl MomentumEncoder {
+    /// [`Self::keys_shuffled`] of the step's whole batch when each rank holds a part of it
+    /// (`local`, the rows `offset..` of `global_len` images): MoCo's shuffle across GPUs. The
+    /// images are gathered, shuffled with `seed` (the same on every rank), cut into the same
+    /// groups as in one process, and each rank forwards its share of the groups; the keys of
+    /// every rank are gathered and put back in the images' order. Returns the keys of the
+    /// whole batch as host rows `[global_len · dim]`, every rank the same: exactly the keys one
+    /// process computes with [`Self::keys_shuffled`] (each group normalized with its own
+    /// statistics, on whichever rank).
+    pub fn keys_shuffled_across(
+        &self,
+        comm: &dyn Collectives,
+        local: &Tensor,
+        groups: usize,
+        seed: u64,
+    ) -> Result<Vec<f32>, TrainError> {
+        if comm.world_size() == 1 {
+            return Ok(host_rows(&self.keys_shuffled(local, groups, seed))?.0);
+        }
+        let size = local.size();
+        let pixels: Vec<f32> = Vec::try_from(local.to_device(Device::Cpu).flatten(0, -1))?;
+        let gathered = comm
+            .gather_all(&pixels)
+            .map_err(dist::failed("all-gather of the key images"))?;
+        let per_image: usize = size[1..].iter().product::<i64>() as usize;
+        let n = gathered.values.len() / per_image.max(1);
+        let images = Tensor::from_slice(&gathered.values)
+            .view([n as i64, size[1], size[2], size[3]])
+            .to_device(local.device());
+        // The groups of one process (see `keys_shuffled`), this rank's share of them.
+        let groups = groups.clamp(1, n.max(1));
+        let chunk = n.div_ceil(groups).max(1);
+        let order = shuffle_order(n, seed);
+        let mine = shard(n.div_ceil(chunk), comm.rank(), comm.world_size());
+        let mut keys = Vec::new();
+        for group in mine {
+            let rows = &order[group * chunk..((group + 1) * chunk).min(n)];
+            let group_keys = self
+                .keys(&images.index_select(0, &Tensor::from_slice(rows).to_device(local.device())));
+            keys.extend(host_rows(&group_keys)?.0);
+        }
+        let shuffled = comm
+            .gather_all(&keys)
+            .map_err(dist::failed("all-gather of the keys"))?
+            .values;
+        let dim = shuffled.len() / n.max(1);
+        let mut ordered = vec![0f32; shuffled.len()];
+        for (position, &image) in order.iter().enumerate() {
+            ordered[image as usize * dim..][..dim]
+                .copy_from_slice(&shuffled[position * dim..][..dim]);
+        }
+        Ok(ordered)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +201,56 @@ mod tests {
         // One group is the plain forward.
         let one = encoder.keys_shuffled(&images, 1, 11);
         assert!((&one - &whole_batch).abs().max().double_value(&[]) < 1e-6);
+    }
+
+    /// MoCo's shuffle across ranks: two simulated ranks, each holding half of the batch,
+    /// compute the keys one process computes with the same groups, BatchNorm statistics
+    /// included (each group is normalized alone, on whichever rank forwards it).
+    #[test]
+    fn keys_shuffled_across_ranks_are_the_keys_of_one_process() {
+        let config = ModelConfig::new(Architecture::ResNetTiny).with_in_channels(1);
+        // One identical encoder and batch per rank (libtorch tensors are not shared).
+        let setup = || {
+            tch::manual_seed(5);
+            let online = VarStore::new(Device::Cpu);
+            SupConModel::new(&online.root(), &config).unwrap();
+            let encoder = MomentumEncoder::new(&online, &config, 0.99, Device::Cpu).unwrap();
+            let images = Tensor::randn([10, 1, 12, 12], (tch::Kind::Float, Device::Cpu))
+                + Tensor::arange(10, (tch::Kind::Float, Device::Cpu)).view([10, 1, 1, 1]);
+            (encoder, images)
+        };
+        for groups in [1, 2, 4] {
+            let (encoder, images) = setup();
+            let (whole, _, dim) = host_rows(&encoder.keys_shuffled(&images, groups, 21)).unwrap();
+            let ranks: Vec<_> = supcon_collectives::LocalGroup::new(2)
+                .into_iter()
+                .map(|comm| (comm, setup()))
+                .collect();
+            let parts: Vec<Vec<f32>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = ranks
+                    .into_iter()
+                    .map(|(comm, (encoder, images))| {
+                        scope.spawn(move || {
+                            let mine = shard(10, comm.rank(), 2);
+                            let local = images.narrow(0, mine.start as i64, mine.len() as i64);
+                            encoder
+                                .keys_shuffled_across(&comm, &local, groups, 21)
+                                .unwrap()
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            for keys in parts {
+                let gap = keys
+                    .iter()
+                    .zip(&whole)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert_eq!(keys.len(), 10 * dim);
+                assert!(gap < 1e-5, "{groups} groups: {gap}");
+            }
+        }
     }
 
     #[test]

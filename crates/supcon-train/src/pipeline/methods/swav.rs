@@ -9,9 +9,17 @@
 //! (ε, iterations), over the batch and, for small batches, a queue of earlier embeddings of
 //! the same crops (`queue` per crop, from epoch `queue_start_epoch`, used once full, as in
 //! SwAV's code); every other crop predicts each code.
+//!
+//! Across the ranks of a data-parallel run the codes must balance the prototypes over the
+//! whole batch, as SwAV's `distributed_sinkhorn` does by all-reducing its sums: here every
+//! rank gathers the assignment crops' embeddings of all ranks and runs Sinkhorn–Knopp on the
+//! whole batch (the same codes, one all-gather instead of 2·iterations + 1 all-reduces); each
+//! rank then computes the swapped prediction of its own images, and every rank's embeddings
+//! join the (replicated) queue.
 
 use serde::{Deserialize, Serialize};
-use supcon_loss::{swav_generic, SwavInput, SwavOptions};
+use supcon_collectives::CollectivesExt;
+use supcon_loss::{swav_codes, swav_generic, swav_with_codes, SwavInput, SwavOptions};
 use supcon_models::SupConModel;
 use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Kind, Tensor};
@@ -89,6 +97,7 @@ const QUEUE_GROUPS: [&str; ASSIGNMENT_CROPS] = ["swav_queue0", "swav_queue1"];
 
 /// Prototypes, options and the queue.
 pub struct Swav {
+    comm: crate::dist::Comm,
     vs: VarStore,
     prototypes: Tensor,
     options: SwavOptions,
@@ -113,6 +122,7 @@ fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, Trai
         &Tensor::from_slice(&initial).reshape([settings.prototypes as i64, dim as i64]),
     );
     Ok(Box::new(Swav {
+        comm: context.comm.clone(),
         vs,
         prototypes,
         options: SwavOptions::default()
@@ -200,7 +210,44 @@ impl ContrastiveMethod for Swav {
         if let Some(q) = queue_view {
             input = input.with_queue(q);
         }
-        let out = swav_generic(&input, &self.options)?;
+        let comm = &*self.comm;
+        let out = if comm.world_size() == 1 {
+            swav_generic(&input, &self.options)?
+        } else {
+            // The codes of the whole batch, from every rank's assignment crops.
+            let assigned: Vec<f32> = features
+                .chunks_exact(crops * dim)
+                .flat_map(|image| image[..ASSIGNMENT_CROPS * dim].iter().copied())
+                .collect();
+            let all = comm
+                .gather_all(&assigned)
+                .map_err(crate::dist::failed("all-gather of the assignment crops"))?
+                .values;
+            let images = all.len() / (ASSIGNMENT_CROPS * dim);
+            let mut whole = SwavInput::new(
+                super::views_view(&all, images, ASSIGNMENT_CROPS, dim)?,
+                prototypes_view,
+            );
+            if let Some(q) = queue_view {
+                whole = whole.with_queue(q);
+            }
+            let codes = swav_codes(&whole, &self.options)?;
+            let offset = batch.global.offset;
+            let own = codes.slice(ndarray::s![.., offset..offset + b, ..]);
+            let mut out = swav_with_codes(
+                &SwavInput::new(features_view, prototypes_view),
+                own,
+                &self.options,
+            )?;
+            // This rank's share of the whole batch's mean; the ranks' shares add up.
+            let share = batch.share();
+            out.grad_features.mapv_inplace(|g| g * share as f32);
+            out.grad_prototypes.mapv_inplace(|g| g * share as f32);
+            let mut total = [out.loss * share];
+            crate::dist::sum(comm, &mut total)?;
+            out.loss = total[0];
+            out
+        };
         // Split ∂L/∂features back into the global and local outputs' row order.
         let mut global_grad = Vec::with_capacity(global_rows.len());
         let mut local_grad = Vec::with_capacity(local_rows.len());
@@ -233,19 +280,27 @@ impl ContrastiveMethod for Swav {
             (&self.prototypes * as_tensor(prototype_grad, &self.prototypes)).sum(Kind::Float);
         surrogate.f_backward()?;
         let queue_on = batch.epoch >= self.queue_start_epoch;
-        self.pending = queue_on.then(|| {
-            (0..ASSIGNMENT_CROPS)
-                .map(|crop| {
-                    (0..b)
-                        .flat_map(|image| {
-                            global_rows[(image * global_views + crop) * dim..][..dim]
-                                .iter()
-                                .copied()
-                        })
-                        .collect()
-                })
-                .collect()
-        });
+        self.pending = if queue_on {
+            // Every rank's embeddings, in the whole batch's order.
+            let mut crops = Vec::with_capacity(ASSIGNMENT_CROPS);
+            for crop in 0..ASSIGNMENT_CROPS {
+                let rows: Vec<f32> = (0..b)
+                    .flat_map(|image| {
+                        global_rows[(image * global_views + crop) * dim..][..dim]
+                            .iter()
+                            .copied()
+                    })
+                    .collect();
+                crops.push(
+                    comm.gather_all(&rows)
+                        .map_err(crate::dist::failed("all-gather of the queued embeddings"))?
+                        .values,
+                );
+            }
+            Some(crops)
+        } else {
+            None
+        };
         Ok(out.loss)
     }
 

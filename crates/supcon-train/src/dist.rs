@@ -15,6 +15,7 @@
 //!   statistics are averaged over the ranks after each step;
 //! - rank 0 alone writes the run folder.
 
+use std::path::Path;
 use std::rc::Rc;
 
 use ndarray::{Array2, Array3};
@@ -22,6 +23,7 @@ use supcon_collectives::{shard, CollectiveError, Collectives, CollectivesExt, Si
 use tch::nn::VarStore;
 use tch::{Kind, Tensor};
 
+use crate::checkpoint::Checkpoint;
 use crate::error::TrainError;
 
 /// The collectives of a run, shared by its stages and models.
@@ -156,6 +158,46 @@ fn from_host(flat: &[f32], tensors: &[&Tensor]) -> Result<(), TrainError> {
         offset += len;
     }
     Ok(())
+}
+
+/// Rank 0's checkpoint `path` on every rank: rank 0 reads the file and sends its bytes, so the
+/// other ranks need not see rank 0's disk (the encoder the linear stage starts from, a resumed
+/// stage's state). One process reads the file.
+pub fn load_checkpoint(comm: &dyn Collectives, path: &Path) -> Result<Checkpoint, TrainError> {
+    if comm.world_size() == 1 {
+        return Checkpoint::load(path);
+    }
+    let bytes = if comm.rank() == 0 {
+        std::fs::read(path).map_err(|source| TrainError::io(path, source))?
+    } else {
+        Vec::new()
+    };
+    let bytes = comm
+        .broadcast_bytes(&bytes, 0)
+        .map_err(failed("broadcast of rank 0's checkpoint"))?;
+    if comm.rank() == 0 {
+        return Checkpoint::load(path);
+    }
+    // libtorch reads safetensors from files only: a private copy, removed once read.
+    let copy = std::env::temp_dir().join(format!(
+        "supcon-rank{}-{}-{}",
+        comm.rank(),
+        std::process::id(),
+        path.file_name()
+            .map_or("checkpoint".into(), |n| n.to_string_lossy())
+    ));
+    std::fs::write(&copy, &bytes).map_err(|source| TrainError::io(&copy, source))?;
+    let loaded = Checkpoint::load(&copy);
+    let _ = std::fs::remove_file(&copy);
+    let mut checkpoint = loaded?;
+    checkpoint.path = path.to_path_buf();
+    Ok(checkpoint)
+}
+
+/// Whether `path` exists on rank 0 (the answer every rank acts on: rank 0 owns the run folder).
+pub fn exists_on_rank_zero(comm: &dyn Collectives, path: &Path) -> Result<bool, TrainError> {
+    comm.any(comm.rank() == 0 && path.exists())
+        .map_err(failed("asking rank 0 for a checkpoint"))
 }
 
 /// Sums `values` over the ranks (each rank's share of a global quantity).

@@ -12,14 +12,17 @@
 //! - **cuda**: the fused kernels read the CUDA projections in place and write the gradient on
 //!   the device (`CudaBackend::compute_tch`); the surrogate takes it from there.
 //!
+//! - **across ranks** (a data-parallel run): the CPU backend on the gathered batch, each rank
+//!   the share of its own anchors (`supcon_loss::distributed`); one process is the group of
+//!   one, so the CPU path is the same code in both.
+//!
 //! Only the CPU backend copies the projections to the host.
 
 use ndarray::{ArrayView2, ArrayView3};
+use supcon_collectives::{Collectives, SingleProcess};
 use supcon_loss::cuda::CudaBackend;
 use supcon_loss::tch_backend::{supcon_loss_tensor_with_anchors, TchBackend};
-use supcon_loss::{
-    ContrastMode, CpuBackend, LossBackend, Queue, SupConInput, SupConOptions, Variant,
-};
+use supcon_loss::{ContrastMode, CpuBackend, LossBackend, Queue, SupConOptions, Variant};
 use tch::{Device, Kind, Tensor};
 
 use crate::config::{AnchorMode, CudaPrecision, LossBackendKind, LossVariant, PretrainConfig};
@@ -131,6 +134,22 @@ impl LossBridge {
         labels: Option<&[i64]>,
         queue: Option<(ArrayView2<'_, f32>, &[i64])>,
     ) -> Result<LossValue, TrainError> {
+        self.backward_across(&SingleProcess, projections, batch, views, labels, queue)
+    }
+
+    /// [`LossBridge::backward`] for the part of a global batch that this rank of `comm` holds:
+    /// the loss of the whole batch (every rank's `projections`, gathered) and, in the
+    /// projections' gradients, this rank's share of its gradient (`supcon_loss::distributed`).
+    /// Across ranks the loss runs on the CPU backend.
+    pub fn backward_across(
+        &self,
+        comm: &dyn Collectives,
+        projections: &Tensor,
+        batch: usize,
+        views: usize,
+        labels: Option<&[i64]>,
+        queue: Option<(ArrayView2<'_, f32>, &[i64])>,
+    ) -> Result<LossValue, TrainError> {
         let size = projections.size();
         if size.len() != 2 || size[0] != (batch * views) as i64 {
             return Err(TrainError::Shape(format!(
@@ -146,12 +165,15 @@ impl LossBridge {
                 let view = ArrayView3::from_shape((batch, views, dim), &features).map_err(|e| {
                     TrainError::Shape(format!("projections to [batch, views, dim]: {e}"))
                 })?;
-                let input = SupConInput {
-                    features: view,
+                // One process is the group of one: the same code, every collective a copy.
+                let output = supcon_loss::distributed::supcon_across_ranks(
+                    comm,
+                    backend,
+                    view,
                     labels,
-                    queue: queue.map(|(keys, labels)| Queue { keys, labels }),
-                };
-                let output = backend.compute(&input, &self.options)?;
+                    queue.map(|(keys, labels)| Queue { keys, labels }),
+                    &self.options,
+                )?;
                 let grad = output.grad.as_standard_layout();
                 let grad = grad
                     .as_slice()
@@ -162,6 +184,10 @@ impl LossBridge {
                     anchors: output.anchors,
                 })
             }
+            _ if comm.world_size() > 1 => Err(TrainError::Config(format!(
+                "the {} loss backend does not run across ranks; use --loss-backend cpu",
+                self.backend_name()
+            ))),
             Engine::Tch(_) => {
                 let features = projections.view([batch as i64, views as i64, dim]);
                 let labels = labels.map(|l| Tensor::from_slice(l).to_device(device));
@@ -207,52 +233,6 @@ impl LossBridge {
                 })
             }
         }
-    }
-}
-
-impl LossBridge {
-    /// [`LossBridge::backward`] for the part of a global batch that this rank holds: the loss
-    /// of the whole batch (every rank's `projections`, gathered) and, in the projections'
-    /// gradients, this rank's share of its gradient (`supcon_loss::distributed`). Over one
-    /// rank it is [`LossBridge::backward`]. Across ranks the loss runs on the CPU backend.
-    pub fn backward_across(
-        &self,
-        comm: &dyn supcon_collectives::Collectives,
-        projections: &Tensor,
-        batch: usize,
-        views: usize,
-        labels: Option<&[i64]>,
-        queue: Option<(ArrayView2<'_, f32>, &[i64])>,
-    ) -> Result<LossValue, TrainError> {
-        if comm.world_size() == 1 {
-            return self.backward(projections, batch, views, labels, queue);
-        }
-        let Engine::Cpu(backend) = &self.engine else {
-            return Err(TrainError::Config(format!(
-                "the {} loss backend does not run across ranks; use --loss-backend cpu",
-                self.backend_name()
-            )));
-        };
-        let (features, dim) = to_host(projections, batch, views)?;
-        let view = ArrayView3::from_shape((batch, views, dim), &features)
-            .map_err(|e| TrainError::Shape(format!("projections to [batch, views, dim]: {e}")))?;
-        let output = supcon_loss::distributed::supcon_across_ranks(
-            comm,
-            backend,
-            view,
-            labels,
-            queue.map(|(keys, labels)| Queue { keys, labels }),
-            &self.options,
-        )?;
-        let grad = output.grad.as_standard_layout();
-        let grad = grad
-            .as_slice()
-            .ok_or_else(|| TrainError::Shape("loss gradient layout".into()))?;
-        crate::pipeline::methods::backward_from_host(projections, grad)?;
-        Ok(LossValue {
-            loss: output.loss,
-            anchors: output.anchors,
-        })
     }
 }
 

@@ -29,6 +29,9 @@ pub fn infer(
     device: Device,
     forward: &dyn Fn(&Tensor) -> Tensor,
 ) -> Result<Array2<f32>, TrainError> {
+    if dataset.is_empty() {
+        return Ok(Array2::zeros((0, 0)));
+    }
     let mut rows: Vec<f32> = Vec::new();
     let mut dim = 0usize;
     let indices: Vec<usize> = shard(dataset.len(), comm.rank(), comm.world_size()).collect();

@@ -254,8 +254,8 @@ fn run_resumable(
 ) -> Result<TrainState, TrainError> {
     let last = run.last_checkpoint(spec.stage);
     let mut resume = None;
-    if resuming && last.exists() {
-        let checkpoint = Checkpoint::load(&last)?;
+    if resuming && dist::exists_on_rank_zero(spec.comm, &last)? {
+        let checkpoint = dist::load_checkpoint(spec.comm, &last)?;
         let state = checkpoint.require_state()?.clone();
         check_resumable(spec, &state, &last)?;
         model.restore(&checkpoint)?;
@@ -375,7 +375,7 @@ pub fn linear(
     session: &mut Session,
     encoder_checkpoint: &Path,
 ) -> Result<LinearOutcome, TrainError> {
-    let checkpoint = Checkpoint::load(encoder_checkpoint)?;
+    let checkpoint = dist::load_checkpoint(&*session.comm, encoder_checkpoint)?;
     if let Some(state) = &checkpoint.state {
         if state.stage != Stage::Pretrain {
             return Err(TrainError::checkpoint(

@@ -370,11 +370,6 @@ pub fn run_stage(
         }
     }
     progress.finish();
-    // The stage's checkpoints are on disk before any rank reads them (the next stage loads
-    // the encoder from rank 0's file).
-    spec.comm
-        .barrier()
-        .map_err(dist::failed("barrier at the end of the stage"))?;
     Ok(state)
 }
 

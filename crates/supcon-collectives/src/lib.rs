@@ -487,6 +487,34 @@ pub(crate) fn check_kinds(
     }
 }
 
+/// The checks every transport applies to an all-gather of equal lengths.
+pub(crate) fn check_all_gather(
+    world: usize,
+    local: &Buffer<'_>,
+    gathered: &BufferMut<'_>,
+) -> Result<(), CollectiveError> {
+    check_kinds("all_gather", local, gathered)?;
+    check_len(
+        "all_gather",
+        "gathered buffer (world size × local length)",
+        gathered.len(),
+        local.len() * world,
+    )
+}
+
+/// A broadcast's root must be one of the ranks.
+pub(crate) fn check_root(root: usize, world: usize) -> Result<(), CollectiveError> {
+    if root < world {
+        Ok(())
+    } else {
+        Err(CollectiveError::Root {
+            operation: "broadcast",
+            root,
+            world,
+        })
+    }
+}
+
 /// The shape checks every transport applies to an all-gather of varying lengths.
 pub(crate) fn check_varcount(
     world: usize,

@@ -6,7 +6,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::single::copy_into;
 use crate::{
-    check_kinds, check_len, check_varcount, Buffer, BufferMut, CollectiveError, Collectives,
+    check_all_gather, check_len, check_root, check_varcount, Buffer, BufferMut, CollectiveError,
+    Collectives,
 };
 
 /// An owned copy of one rank's buffer.
@@ -269,13 +270,7 @@ impl Collectives for LocalGroup {
         local: Buffer<'_>,
         mut gathered: BufferMut<'_>,
     ) -> Result<(), CollectiveError> {
-        check_kinds("all_gather", &local, &gathered)?;
-        check_len(
-            "all_gather",
-            "gathered buffer (world size × local length)",
-            gathered.len(),
-            local.len() * self.world_size(),
-        )?;
+        check_all_gather(self.world_size(), &local, &gathered)?;
         let all = self.exchange("all_gather", local)?;
         let mut offset = 0;
         for theirs in all.iter() {
@@ -316,13 +311,7 @@ impl Collectives for LocalGroup {
     }
 
     fn broadcast(&self, mut values: BufferMut<'_>, root: usize) -> Result<(), CollectiveError> {
-        if root >= self.world_size() {
-            return Err(CollectiveError::Root {
-                operation: "broadcast",
-                root,
-                world: self.world_size(),
-            });
-        }
+        check_root(root, self.world_size())?;
         let all = self.exchange("broadcast", values.as_ref())?;
         let source = all[root].data.view();
         check_len(

@@ -10,7 +10,7 @@ use mpi::traits::*;
 use mpi::Count;
 
 use crate::{
-    check_kinds, check_len, check_varcount, Buffer, BufferMut, CollectiveError, Collectives,
+    check_all_gather, check_root, check_varcount, Buffer, BufferMut, CollectiveError, Collectives,
 };
 
 /// The ranks of `MPI_COMM_WORLD`. Created once per process ([`MpiCollectives::init`]); MPI is
@@ -123,13 +123,7 @@ impl Collectives for MpiCollectives {
         local: Buffer<'_>,
         gathered: BufferMut<'_>,
     ) -> Result<(), CollectiveError> {
-        check_kinds("all_gather", &local, &gathered)?;
-        check_len(
-            "all_gather",
-            "gathered buffer (world size × local length)",
-            gathered.len(),
-            local.len() * self.size,
-        )?;
+        check_all_gather(self.size, &local, &gathered)?;
         Self::count("all_gather", gathered.len())?;
         typed_pair!(local, gathered, |l, o| self.world.all_gather_into(l, o));
         Ok(())
@@ -160,13 +154,7 @@ impl Collectives for MpiCollectives {
     }
 
     fn broadcast(&self, values: BufferMut<'_>, root: usize) -> Result<(), CollectiveError> {
-        if root >= self.size {
-            return Err(CollectiveError::Root {
-                operation: "broadcast",
-                root,
-                world: self.size,
-            });
-        }
+        check_root(root, self.size)?;
         Self::count("broadcast", values.len())?;
         let root = self.world.process_at_rank(root as i32);
         match values {

@@ -9,7 +9,7 @@ use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DeviceRepr, ValidAsZero
 use cudarc::nccl::{Comm, Id, NcclType, ReduceOp};
 
 use crate::{
-    check_kinds, check_len, check_varcount, local_rank, Buffer, BufferMut, CollectiveError,
+    check_all_gather, check_root, check_varcount, local_rank, Buffer, BufferMut, CollectiveError,
     Collectives, CollectivesExt, MpiCollectives,
 };
 
@@ -224,13 +224,7 @@ impl Collectives for NcclCollectives {
         local: Buffer<'_>,
         gathered: BufferMut<'_>,
     ) -> Result<(), CollectiveError> {
-        check_kinds("all_gather", &local, &gathered)?;
-        check_len(
-            "all_gather",
-            "gathered buffer (world size × local length)",
-            gathered.len(),
-            local.len() * self.world_size(),
-        )?;
+        check_all_gather(self.world_size(), &local, &gathered)?;
         let counts = vec![local.len(); self.world_size()];
         self.all_gather_varcount(local, &counts, gathered)
     }
@@ -260,13 +254,7 @@ impl Collectives for NcclCollectives {
     }
 
     fn broadcast(&self, values: BufferMut<'_>, root: usize) -> Result<(), CollectiveError> {
-        if root >= self.world_size() {
-            return Err(CollectiveError::Root {
-                operation: "broadcast",
-                root,
-                world: self.world_size(),
-            });
-        }
+        check_root(root, self.world_size())?;
         match values {
             BufferMut::F32(v) => self.broadcast_typed(v, root),
             BufferMut::F64(v) => self.broadcast_typed(v, root),

@@ -1,7 +1,7 @@
 //! One process: every collective is the identity.
 
 use crate::{
-    check_kinds, check_len, check_varcount, Buffer, BufferMut, CollectiveError, Collectives,
+    check_all_gather, check_root, check_varcount, Buffer, BufferMut, CollectiveError, Collectives,
 };
 
 /// The group of one: rank 0 of 1. Every collective returns what it was given, so code written
@@ -31,8 +31,7 @@ impl Collectives for SingleProcess {
         local: Buffer<'_>,
         mut gathered: BufferMut<'_>,
     ) -> Result<(), CollectiveError> {
-        check_kinds("all_gather", &local, &gathered)?;
-        check_len("all_gather", "gathered buffer", gathered.len(), local.len())?;
+        check_all_gather(1, &local, &gathered)?;
         copy_into(local, &mut gathered, 0);
         Ok(())
     }
@@ -49,14 +48,7 @@ impl Collectives for SingleProcess {
     }
 
     fn broadcast(&self, _values: BufferMut<'_>, root: usize) -> Result<(), CollectiveError> {
-        if root != 0 {
-            return Err(CollectiveError::Root {
-                operation: "broadcast",
-                root,
-                world: 1,
-            });
-        }
-        Ok(())
+        check_root(root, 1)
     }
 
     fn barrier(&self) -> Result<(), CollectiveError> {

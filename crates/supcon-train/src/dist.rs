@@ -50,6 +50,20 @@ pub struct DataParallelTensors {
     pub statistics: Vec<Tensor>,
 }
 
+impl DataParallelTensors {
+    /// The parameters `optimizer` trains and the given running statistics.
+    pub fn new(optimizer: &crate::optim::Optimizer, statistics: Vec<Tensor>) -> Self {
+        Self {
+            parameters: optimizer
+                .params()
+                .iter()
+                .map(|(_, p)| p.shallow_clone())
+                .collect(),
+            statistics,
+        }
+    }
+}
+
 /// The running statistics of a variable store: floating-point variables that are not trained
 /// (BatchNorm's `running_mean` and `running_var`).
 pub fn running_statistics(vs: &VarStore) -> Vec<Tensor> {

@@ -35,9 +35,7 @@ pub fn execute(cli: &Cli, comm: Comm) -> Result<String, TrainError> {
         Command::Train { run, with_baseline } => {
             let mut session = open_session(run, "train", Stage::Pretrain, cli.quiet, comm)?;
             let report = pipeline::train(&mut session, *with_baseline)?;
-            Ok(report
-                .map(|report| finished(&session, &report))
-                .unwrap_or_default())
+            Ok(finished(&session, report.as_ref()))
         }
         Command::Pretrain { run } => {
             let mut session = open_session(run, "pretrain", Stage::Pretrain, cli.quiet, comm)?;
@@ -76,9 +74,7 @@ pub fn execute(cli: &Cli, comm: Comm) -> Result<String, TrainError> {
                 let method = evaluate::evaluate_supcon(session, &test, &outcome, stages)?;
                 evaluate::finish_report(session, &test, vec![method])
             })?;
-            Ok(report
-                .map(|report| finished(&session, &report))
-                .unwrap_or_default())
+            Ok(finished(&session, report.as_ref()))
         }
         Command::Ce { run } => {
             let mut session = open_session(run, "ce", Stage::Ce, cli.quiet, comm)?;
@@ -88,9 +84,7 @@ pub fn execute(cli: &Cli, comm: Comm) -> Result<String, TrainError> {
                 let method = evaluate::evaluate_ce(session, &test, &checkpoint, summary)?;
                 evaluate::finish_report(session, &test, vec![method])
             })?;
-            Ok(report
-                .map(|report| finished(&session, &report))
-                .unwrap_or_default())
+            Ok(finished(&session, report.as_ref()))
         }
         Command::Eval {
             run,
@@ -155,7 +149,12 @@ table:  {}
     ))
 }
 
-fn finished(session: &Session, report: &crate::report::Report) -> String {
+/// What a training command prints: the report's table and where the run is (rank 0; the
+/// other ranks of a data-parallel run have no report and print nothing).
+fn finished(session: &Session, report: Option<&crate::report::Report>) -> String {
+    let Some(report) = report else {
+        return String::new();
+    };
     format!(
         "\n{}\nrun folder: {}\nreport:     {}\n",
         report.summary_table(),

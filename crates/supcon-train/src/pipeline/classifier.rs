@@ -183,15 +183,7 @@ impl<'a> ClassifierTraining<'a> {
     }
 
     fn data_parallel(&self) -> DataParallelTensors {
-        DataParallelTensors {
-            parameters: self
-                .optimizer
-                .params()
-                .iter()
-                .map(|(_, p)| p.shallow_clone())
-                .collect(),
-            statistics: dist::running_statistics(&self.vs),
-        }
+        DataParallelTensors::new(&self.optimizer, dist::running_statistics(&self.vs))
     }
 
     /// [`infer`] with this stage's evaluation settings.

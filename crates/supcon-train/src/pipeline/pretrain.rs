@@ -157,15 +157,7 @@ impl StageModel for PretrainModel {
     fn data_parallel(&self) -> DataParallelTensors {
         let mut statistics = dist::running_statistics(&self.vs);
         statistics.extend(self.method.statistics());
-        DataParallelTensors {
-            parameters: self
-                .optimizer
-                .params()
-                .iter()
-                .map(|(_, p)| p.shallow_clone())
-                .collect(),
-            statistics,
-        }
+        DataParallelTensors::new(&self.optimizer, statistics)
     }
 
     fn validate(&mut self) -> Result<Option<f64>, TrainError> {

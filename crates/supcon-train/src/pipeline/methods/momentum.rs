@@ -209,22 +209,18 @@ mod tests {
     #[test]
     fn keys_shuffled_across_ranks_are_the_keys_of_one_process() {
         let config = ModelConfig::new(Architecture::ResNetTiny).with_in_channels(1);
-        // One identical encoder and batch per rank (libtorch tensors are not shared).
-        let setup = || {
-            tch::manual_seed(5);
-            let online = VarStore::new(Device::Cpu);
-            SupConModel::new(&online.root(), &config).unwrap();
-            let encoder = MomentumEncoder::new(&online, &config, 0.99, Device::Cpu).unwrap();
-            let images = Tensor::randn([10, 1, 12, 12], (tch::Kind::Float, Device::Cpu))
-                + Tensor::arange(10, (tch::Kind::Float, Device::Cpu)).view([10, 1, 1, 1]);
-            (encoder, images)
-        };
+        let online = VarStore::new(Device::Cpu);
+        SupConModel::new(&online.root(), &config).unwrap();
+        // Copies of one encoder and one batch: one for the whole batch, one per rank
+        // (libtorch tensors are not shared between threads).
+        let encoder = || MomentumEncoder::new(&online, &config, 0.99, Device::Cpu).unwrap();
+        let images = Tensor::randn([10, 1, 12, 12], (tch::Kind::Float, Device::Cpu))
+            + Tensor::arange(10, (tch::Kind::Float, Device::Cpu)).view([10, 1, 1, 1]);
         for groups in [1, 2, 4] {
-            let (encoder, images) = setup();
-            let (whole, _, dim) = host_rows(&encoder.keys_shuffled(&images, groups, 21)).unwrap();
+            let (whole, _, dim) = host_rows(&encoder().keys_shuffled(&images, groups, 21)).unwrap();
             let ranks: Vec<_> = supcon_collectives::LocalGroup::new(2)
                 .into_iter()
-                .map(|comm| (comm, setup()))
+                .map(|comm| (comm, (encoder(), images.copy())))
                 .collect();
             let parts: Vec<Vec<f32>> = std::thread::scope(|scope| {
                 let handles: Vec<_> = ranks

@@ -160,7 +160,10 @@ pub fn check_resumable(
         return Err(TrainError::checkpoint(
             path,
             format!(
-                "was written by a run on {} rank(s) and this run has {ranks}: resume it on {}                  (e.g. mpirun -np {} …). Another number of ranks splits each batch                  differently (BatchNorm statistics, the sampling of the global batch), so the                  run would not continue exactly",
+                "was written by a run on {} rank(s) and this run has {ranks}: resume it on {} \
+                 (e.g. mpirun -np {} …). Another number of ranks splits each batch differently \
+                 (BatchNorm statistics, the sampling of the global batch), so the run would not \
+                 continue exactly",
                 state.world_size, state.world_size, state.world_size
             ),
         ));

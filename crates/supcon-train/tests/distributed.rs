@@ -371,6 +371,71 @@ fn a_killed_rank_ends_the_job_and_the_run_resumes_exactly_on_as_many_ranks() {
     );
 }
 
+/// Ctrl-C at the terminal reaches mpirun, which forwards SIGINT to every rank: the ranks agree
+/// on the step to stop at, rank 0 writes the checkpoint and prints the resume command (with
+/// its launcher), and the run resumes to the end on as many ranks. (mpirun forwards the
+/// signal a second or so late, hence 20 short epochs.)
+#[test]
+fn ctrl_c_stops_every_rank_at_one_step_with_a_checkpoint() {
+    require_mpirun();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("interrupted.log");
+    let args = common::pretrain_args(
+        "interrupted",
+        dir.path(),
+        &[
+            "data.train_per_class=30",
+            "pretrain.epochs=20",
+            "pretrain.batch_size=32",
+            "threads=1",
+        ],
+    );
+    let mut job = mpirun(2)
+        .args(&args)
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .unwrap();
+    let metrics = dir.path().join("interrupted/metrics.jsonl");
+    common::wait_until(&mut job, "its first step", || {
+        std::fs::read_to_string(&metrics).is_ok_and(|m| m.lines().next().is_some())
+    });
+    let sent = Command::new("kill")
+        .args(["-INT", &job.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = job.wait().unwrap();
+    let message = std::fs::read_to_string(&log).unwrap();
+    // mpirun reports the ranks' 130 as a failure of the job.
+    assert!(!status.success(), "{status}\n{message}");
+    assert!(
+        message.contains("resume with:") && message.contains("mpirun -np 2"),
+        "{message}"
+    );
+    assert_eq!(
+        message.matches("checkpoint written").count(),
+        1,
+        "rank 0 alone speaks:\n{message}"
+    );
+    let checkpoint = dir
+        .path()
+        .join("interrupted/checkpoints/pretrain-last.safetensors");
+    let state = Checkpoint::load(&checkpoint).unwrap().state.unwrap();
+    assert!(
+        state.global_step < 160,
+        "stopped at step {}",
+        state.global_step
+    );
+    run(
+        mpirun(2)
+            .args(["pretrain", "--quiet", "--resume"])
+            .arg(dir.path().join("interrupted")),
+        true,
+    );
+    let state = Checkpoint::load(&checkpoint).unwrap().state.unwrap();
+    assert_eq!((state.epoch, state.global_step), (20, 160));
+}
+
 /// A rank whose data is missing (another machine without the files) ends the job at once with
 /// its error and rank, instead of leaving rank 0 waiting.
 #[test]

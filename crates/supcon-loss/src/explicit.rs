@@ -2,7 +2,7 @@
 //! [`crate::nce`]): input checks that name the input and the index, L2 norms, the
 //! normalization's backward pass, softplus and the logistic function.
 
-use ndarray::{ArrayView1, ArrayViewD, Axis, Dimension};
+use ndarray::{ArrayView1, ArrayViewD, ArrayViewMut1, Axis, Dimension};
 
 use crate::{Element, LossError};
 
@@ -94,6 +94,24 @@ fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
         flat /= len.max(1);
     }
     index
+}
+
+/// Writes `row` into `out`, L2-normalized when `normalize` (in f64, rounded once to `T`), and
+/// returns the `1/‖row‖` it used (1 when not normalizing): how every loss lays out its rows.
+pub(crate) fn write_row<T: Element>(
+    row: ArrayView1<'_, T>,
+    mut out: ArrayViewMut1<'_, T>,
+    normalize: bool,
+) -> f64 {
+    if !normalize {
+        out.assign(&row);
+        return 1.0;
+    }
+    let inv = inverse_norm(row, true);
+    for (o, &e) in out.iter_mut().zip(row.iter()) {
+        *o = T::from_f64(e.to_f64() * inv);
+    }
+    inv
 }
 
 /// 1/‖x‖ without overflow or underflow in the squares; 1 when not normalizing.

@@ -120,6 +120,7 @@ use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array2, Array3, ArrayView2, ArrayView3};
 use rayon::prelude::*;
 
+use crate::explicit::write_row;
 use crate::{Element, LossError};
 
 /// Rows per parallel task, and the block length along the inner dimension of the products.
@@ -522,15 +523,9 @@ impl<T: Element> Prepared<T> {
         for c in 0..crops {
             for b in 0..batch {
                 let x = input.features.slice(s![b, c, ..]);
-                let mut out = rows.row_mut(c * batch + b);
+                let inv = write_row(x, rows.row_mut(c * batch + b), options.normalize);
                 if options.normalize {
-                    let inv = inverse_norm(x.iter().map(|e| e.to_f64()));
                     inv_norms.push(inv);
-                    for (o, &e) in out.iter_mut().zip(x.iter()) {
-                        *o = T::from_f64(e.to_f64() * inv);
-                    }
-                } else {
-                    out.assign(&x);
                 }
             }
         }
@@ -662,18 +657,10 @@ impl<T: Element> Prepared<T> {
     }
 }
 
-/// `1/‖x‖`, scaled by the largest entry so that neither tiny nor huge rows under- or overflow.
-fn inverse_norm(values: impl Iterator<Item = f64> + Clone) -> f64 {
-    let largest = values.clone().fold(0.0f64, |m, x| m.max(x.abs()));
-    let scaled: f64 = values.map(|x| (x / largest) * (x / largest)).sum();
-    1.0 / (largest * scaled.sqrt())
-}
-
 fn normalized_rows<T: Element>(x: ArrayView2<'_, T>) -> Array2<T> {
-    let mut out = x.to_owned();
-    for mut row in out.rows_mut() {
-        let inv = inverse_norm(row.iter().map(|e| e.to_f64()));
-        row.mapv_inplace(|e| T::from_f64(e.to_f64() * inv));
+    let mut out = Array2::<T>::zeros(x.dim());
+    for (row, out) in x.outer_iter().zip(out.outer_iter_mut()) {
+        write_row(row, out, true);
     }
     out
 }

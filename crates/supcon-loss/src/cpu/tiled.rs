@@ -24,6 +24,7 @@ use rayon::prelude::*;
 
 use super::fast_exp::exp;
 use super::kernels;
+use crate::explicit::write_row;
 
 use crate::{ContrastMode, Element, LossError, LossOutput, SupConInput, SupConOptions, Variant};
 
@@ -175,28 +176,14 @@ impl<T: Element> Prepared<T> {
         }
         for (j, &(b, v)) in source.iter().enumerate() {
             let x = input.features.slice(s![b, v, ..]);
-            let mut out = rows.row_mut(j);
+            let inv = write_row(x, rows.row_mut(j), options.normalize);
             if options.normalize {
-                let inv = inverse_norm(x.iter().map(|e| e.to_f64()));
                 inv_norms.push(inv);
-                for (o, &e) in out.iter_mut().zip(x.iter()) {
-                    *o = T::from_f64(e.to_f64() * inv);
-                }
-            } else {
-                out.assign(&x);
             }
         }
         if let Some(queue) = &input.queue {
             for (k, key) in queue.keys.outer_iter().enumerate() {
-                let mut out = rows.row_mut(trainable + k);
-                if options.normalize {
-                    let inv = inverse_norm(key.iter().map(|e| e.to_f64()));
-                    for (o, &e) in out.iter_mut().zip(key.iter()) {
-                        *o = T::from_f64(e.to_f64() * inv);
-                    }
-                } else {
-                    out.assign(&key);
-                }
+                write_row(key, rows.row_mut(trainable + k), options.normalize);
             }
         }
 
@@ -262,13 +249,6 @@ impl<T: Element> Prepared<T> {
         }
         sums
     }
-}
-
-/// 1/‖x‖ without overflow or underflow in the squares (validation rejected all-zero rows).
-fn inverse_norm(values: impl Iterator<Item = f64> + Clone) -> f64 {
-    let largest = values.clone().fold(0.0f64, |m, x| m.max(x.abs()));
-    let scaled: f64 = values.map(|x| (x / largest) * (x / largest)).sum();
-    1.0 / (largest * scaled.sqrt())
 }
 
 /// Dense class ids of the samples and of the queue keys, and their count.

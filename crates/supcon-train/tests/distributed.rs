@@ -436,6 +436,20 @@ fn ctrl_c_stops_every_rank_at_one_step_with_a_checkpoint() {
     assert_eq!((state.epoch, state.global_step), (20, 160));
 }
 
+/// A batch that cannot give every rank an image is refused before the first step.
+#[test]
+fn a_batch_smaller_than_the_number_of_ranks_is_refused() {
+    require_mpirun();
+    let dir = tempfile::tempdir().unwrap();
+    let args = common::pretrain_args("tiny", dir.path(), &["pretrain.batch_size=2"]);
+    let output = run(mpirun(3).args(&args), false);
+    let text = stderr(&output);
+    assert!(
+        text.contains("a batch of 2 images cannot be split between 3 ranks"),
+        "{text}"
+    );
+}
+
 /// A rank whose data is missing (another machine without the files) ends the job at once with
 /// its error and rank, instead of leaving rank 0 waiting.
 #[test]

@@ -163,13 +163,14 @@ pub fn epoch_permutation(len: usize, seed: u64, stream: u64, epoch: u32) -> Vec<
     order
 }
 
-/// Number of batches of an epoch of `len` images.
-pub fn batches_per_epoch(len: usize, batch_size: usize, drop_last: bool) -> u64 {
-    if drop_last {
-        (len / batch_size) as u64
-    } else {
-        len.div_ceil(batch_size) as u64
-    }
+/// Number of batches of an epoch of `len` images split between `ranks` ranks. A last, smaller
+/// batch is kept unless `drop_last`, or unless it has fewer images than there are ranks (a rank
+/// would have none to train on: at most `ranks − 1` images an epoch are left out, the one way a
+/// data-parallel epoch differs from one process's).
+pub fn batches_per_epoch(len: usize, batch_size: usize, drop_last: bool, ranks: usize) -> u64 {
+    let (full, rest) = (len / batch_size, len % batch_size);
+    let keep_rest = !drop_last && rest > 0 && rest >= ranks;
+    (full + usize::from(keep_rest)) as u64
 }
 
 /// Where a rank's images lie in the step's global batch. In one process the two are the same;
@@ -345,7 +346,11 @@ mod tests {
         let mut sorted = a.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, (0..100).collect::<Vec<_>>());
-        assert_eq!(batches_per_epoch(10, 4, true), 2);
-        assert_eq!(batches_per_epoch(10, 4, false), 3);
+        assert_eq!(batches_per_epoch(10, 4, true, 1), 2);
+        assert_eq!(batches_per_epoch(10, 4, false, 1), 3);
+        // The last batch of 2 images gives each of 2 ranks one; of 3 ranks, one has none.
+        assert_eq!(batches_per_epoch(10, 4, false, 2), 3);
+        assert_eq!(batches_per_epoch(10, 4, false, 3), 2);
+        assert_eq!(batches_per_epoch(8, 4, false, 3), 2);
     }
 }

@@ -83,7 +83,12 @@ pub struct StageSpec<'a> {
 impl StageSpec<'_> {
     /// Optimizer steps per epoch.
     pub fn steps_per_epoch(&self) -> u64 {
-        batches_per_epoch(self.dataset.len(), self.batch_size, self.drop_last)
+        batches_per_epoch(
+            self.dataset.len(),
+            self.batch_size,
+            self.drop_last,
+            self.comm.world_size(),
+        )
     }
 
     fn fresh_state(&self) -> TrainState {
@@ -180,6 +185,14 @@ pub fn run_stage(
     resume: Option<TrainState>,
 ) -> Result<TrainState, TrainError> {
     let steps_per_epoch = spec.steps_per_epoch();
+    let ranks = spec.comm.world_size();
+    if spec.batch_size < ranks {
+        return Err(TrainError::Config(format!(
+            "{}: a batch of {} images cannot be split between {ranks} ranks; raise the batch \
+             size to at least the number of ranks",
+            spec.stage, spec.batch_size
+        )));
+    }
     if steps_per_epoch == 0 {
         return Err(TrainError::Config(format!(
             "{}: {} training images are fewer than one batch of {}",

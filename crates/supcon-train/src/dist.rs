@@ -126,11 +126,9 @@ pub fn gather_rows(comm: &dyn Collectives, local: Array2<f32>) -> Result<Array2<
     }
     let dim = local.ncols();
     let values: Vec<f32> = local.iter().copied().collect();
-    let gathered = comm
-        .gather_all(&values)
-        .map_err(failed("all-gather of inference outputs"))?;
-    let rows = gathered.values.len() / dim.max(1);
-    Array2::from_shape_vec((rows, dim), gathered.values)
+    let gathered = gather(comm, &values, "all-gather of inference outputs")?;
+    let rows = gathered.len() / dim.max(1);
+    Array2::from_shape_vec((rows, dim), gathered)
         .map_err(|e| TrainError::Shape(format!("gathered rows: {e}")))
 }
 
@@ -218,6 +216,23 @@ pub fn exists_on_rank_zero(comm: &dyn Collectives, path: &Path) -> Result<bool, 
 pub fn sum(comm: &dyn Collectives, values: &mut [f64]) -> Result<(), TrainError> {
     comm.all_reduce_sum_in_place(values)
         .map_err(failed("all-reduce of the step's loss"))
+}
+
+/// The whole batch's value from this rank's `share` of it (a loss weighted by the rank's
+/// share of the images): the sum over the ranks.
+pub fn total(comm: &dyn Collectives, share: f64) -> Result<f64, TrainError> {
+    let mut total = [share];
+    sum(comm, &mut total)?;
+    Ok(total[0])
+}
+
+/// Every rank's `values`, concatenated in rank order (`what`: for the error).
+pub fn gather<T: supcon_collectives::Scalar>(
+    comm: &dyn Collectives,
+    values: &[T],
+    what: &'static str,
+) -> Result<Vec<T>, TrainError> {
+    Ok(comm.gather_all(values).map_err(failed(what))?.values)
 }
 
 /// `supcon check-ranks`: every collective between the ranks of this job, then the SupCon /

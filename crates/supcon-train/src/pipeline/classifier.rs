@@ -117,15 +117,14 @@ fn cross_entropy_step(
         -100,
     )? * share;
     loss.f_backward()?;
-    let mut total = [loss.double_value(&[])];
-    dist::sum(comm, &mut total)?;
+    let total = dist::total(comm, loss.double_value(&[]))?;
     let correct = logits
         .argmax(-1, false)
         .eq_tensor(labels)
         .sum(Kind::Int64)
         .int64_value(&[]);
     Ok(StepResult {
-        loss: total[0],
+        loss: total,
         correct: Some(correct as u64),
     })
 }

@@ -15,7 +15,7 @@
 //! rank's keys join the (replicated) queue in the global batch's order: the run computes what
 //! one process computes on the global batch.
 
-use supcon_collectives::CollectivesExt;
+use crate::dist::gather;
 use tch::Tensor;
 
 use super::momentum::MomentumEncoder;
@@ -154,14 +154,8 @@ impl ContrastiveMethod for InBatch {
             .bridge
             .backward_across(comm, &projections, n, views, labels, queue)?;
         // Every rank's keys, in the global batch's order.
-        let keys = comm
-            .gather_all(&keys)
-            .map_err(crate::dist::failed("all-gather of the queue keys"))?
-            .values;
-        let key_labels = comm
-            .gather_all(&key_labels)
-            .map_err(crate::dist::failed("all-gather of the queue labels"))?
-            .values;
+        let keys = gather(comm, &keys, "all-gather of the queue keys")?;
+        let key_labels = gather(comm, &key_labels, "all-gather of the queue labels")?;
         state.pending = Some((keys, key_labels));
         Ok(value.loss)
     }

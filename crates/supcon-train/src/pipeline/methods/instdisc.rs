@@ -17,10 +17,10 @@
 //! embeddings of the whole batch into its bank, so the banks stay identical and equal to the
 //! bank of one process.
 
+use crate::dist::gather;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use supcon_collectives::CollectivesExt;
 use supcon_loss::{nce_loss, NceInput, NceOptions};
 use supcon_models::SupConModel;
 use tch::nn::ModuleT;
@@ -139,9 +139,10 @@ impl InstDisc {
 }
 
 impl InstDisc {
-    /// Z from the first batch, as `nce_loss` estimates it (`N · mean e^{s}` over every query's
-    /// negatives), over the whole batch: each rank's log-sum-exp of its own similarities, from
-    /// its own estimate, combined over the ranks.
+    /// Z from the first batch of a data-parallel run, as `nce_loss` estimates it from one
+    /// process's batch (`N · mean e^{s}` over every query's negatives), over the whole batch:
+    /// each rank's log-sum-exp of its own similarities, from its own estimate, combined over the
+    /// ranks. (One process lets `nce_loss` estimate Z as it computes the loss.)
     fn estimate_partition(
         &self,
         input: &NceInput<'_, f32>,
@@ -149,9 +150,6 @@ impl InstDisc {
     ) -> Result<f64, TrainError> {
         let local = nce_loss(input, &self.options)?.partition;
         let comm = &*self.comm;
-        if comm.world_size() == 1 {
-            return Ok(local);
-        }
         let n = (self.bank.len() / self.dim) as f64;
         let pairs = |images: usize| (images * self.negatives) as f64;
         // ln Z_r = ln N + LSE_r − ln(b_r·m)  ⇒  LSE_r, then LSE = ln Σ_r e^{LSE_r}.
@@ -160,10 +158,7 @@ impl InstDisc {
         } else {
             local.ln() - n.ln() + pairs(batch.indices.len()).ln()
         };
-        let all = comm
-            .gather_all(&[lse])
-            .map_err(crate::dist::failed("all-gather of the partition estimates"))?
-            .values;
+        let all = gather(comm, &[lse], "all-gather of the partition estimates")?;
         let max = all.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let lse = max + all.iter().map(|l| (l - max).exp()).sum::<f64>().ln();
         Ok((n.ln() + lse - pairs(batch.global.len()).ln()).exp())
@@ -201,34 +196,28 @@ impl ContrastiveMethod for InstDisc {
             negatives,
         );
         let comm = &*self.comm;
-        if self.options.partition.is_none() {
+        let estimating = self.options.partition.is_none();
+        if estimating && comm.world_size() > 1 {
             let z = self.estimate_partition(&input, batch)?;
-            tracing::info!(
-                partition = z,
-                "instdisc: Z estimated on the first batch, kept from now on"
-            );
             self.options = self.options.clone().with_partition(Some(z));
         }
         let out = nce_loss(&input, &self.options)?;
+        if estimating {
+            tracing::info!(
+                partition = out.partition,
+                "instdisc: Z estimated on the first batch, kept from now on"
+            );
+            self.options = self.options.clone().with_partition(Some(out.partition));
+        }
         // This rank's share of the whole batch's mean.
         let share = batch.share();
         let grad: Vec<f32> = out.grad.iter().map(|&g| g * share as f32).collect();
         backward_from_host(&embeddings, &grad)?;
         let indices: Vec<i64> = batch.indices.iter().map(|&i| i as i64).collect();
-        let indices = comm
-            .gather_all(&indices)
-            .map_err(crate::dist::failed(
-                "all-gather of the batch's image indices",
-            ))?
-            .values;
-        let embeddings = comm
-            .gather_all(&queries)
-            .map_err(crate::dist::failed("all-gather of the embeddings"))?
-            .values;
+        let indices = gather(comm, &indices, "all-gather of the batch's image indices")?;
+        let embeddings = gather(comm, &queries, "all-gather of the embeddings")?;
         self.pending = Some((indices.iter().map(|&i| i as usize).collect(), embeddings));
-        let mut total = [out.loss * share];
-        crate::dist::sum(comm, &mut total)?;
-        Ok(total[0])
+        crate::dist::total(comm, out.loss * share)
     }
 
     fn after_step(&mut self) -> Result<(), TrainError> {

@@ -199,9 +199,7 @@ impl ContrastiveMethod for Moco {
             (loss, [k1, k0].concat())
         };
         self.pending = Some(pending);
-        let mut total = [loss];
-        crate::dist::sum(comm, &mut total)?;
-        Ok(total[0])
+        crate::dist::total(comm, loss)
     }
 
     fn after_step(&mut self) -> Result<(), TrainError> {

@@ -9,7 +9,7 @@ use supcon_models::{ModelConfig, SupConModel};
 use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Tensor};
 
-use supcon_collectives::{shard, Collectives, CollectivesExt};
+use supcon_collectives::{shard, Collectives};
 
 use super::host_rows;
 use crate::dist;
@@ -112,8 +112,8 @@ impl MomentumEncoder {
 }
 
 impl MomentumEncoder {
-    /// [`Self::keys_shuffled`] of the step's whole batch when each rank holds a part of it
-    /// (`local`, the rows `offset..` of `global_len` images): MoCo's shuffle across GPUs. The
+    /// [`Self::keys_shuffled`] of the step's whole batch when each rank holds a consecutive
+    /// part of it (`local`, in rank order): MoCo's shuffle across GPUs. The
     /// images are gathered, shuffled with `seed` (the same on every rank), cut into the same
     /// groups as in one process, and each rank forwards its share of the groups; the keys of
     /// every rank are gathered and put back in the images' order. Returns the keys of the
@@ -132,12 +132,10 @@ impl MomentumEncoder {
         }
         let size = local.size();
         let pixels: Vec<f32> = Vec::try_from(local.to_device(Device::Cpu).flatten(0, -1))?;
-        let gathered = comm
-            .gather_all(&pixels)
-            .map_err(dist::failed("all-gather of the key images"))?;
+        let gathered = dist::gather(comm, &pixels, "all-gather of the key images")?;
         let per_image: usize = size[1..].iter().product::<i64>() as usize;
-        let n = gathered.values.len() / per_image.max(1);
-        let images = Tensor::from_slice(&gathered.values)
+        let n = gathered.len() / per_image.max(1);
+        let images = Tensor::from_slice(&gathered)
             .view([n as i64, size[1], size[2], size[3]])
             .to_device(local.device());
         // The groups of one process (see `keys_shuffled`), this rank's share of them.
@@ -152,10 +150,7 @@ impl MomentumEncoder {
                 .keys(&images.index_select(0, &Tensor::from_slice(rows).to_device(local.device())));
             keys.extend(host_rows(&group_keys)?.0);
         }
-        let shuffled = comm
-            .gather_all(&keys)
-            .map_err(dist::failed("all-gather of the keys"))?
-            .values;
+        let shuffled = dist::gather(comm, &keys, "all-gather of the keys")?;
         let dim = shuffled.len() / n.max(1);
         let mut ordered = vec![0f32; shuffled.len()];
         for (position, &image) in order.iter().enumerate() {

@@ -17,8 +17,8 @@
 //! rank then computes the swapped prediction of its own images, and every rank's embeddings
 //! join the (replicated) queue.
 
+use crate::dist::gather;
 use serde::{Deserialize, Serialize};
-use supcon_collectives::CollectivesExt;
 use supcon_loss::{swav_codes, swav_generic, swav_with_codes, SwavInput, SwavOptions};
 use supcon_models::SupConModel;
 use tch::nn::{ModuleT, VarStore};
@@ -219,10 +219,7 @@ impl ContrastiveMethod for Swav {
                 .chunks_exact(crops * dim)
                 .flat_map(|image| image[..ASSIGNMENT_CROPS * dim].iter().copied())
                 .collect();
-            let all = comm
-                .gather_all(&assigned)
-                .map_err(crate::dist::failed("all-gather of the assignment crops"))?
-                .values;
+            let all = gather(comm, &assigned, "all-gather of the assignment crops")?;
             let images = all.len() / (ASSIGNMENT_CROPS * dim);
             let mut whole = SwavInput::new(
                 super::views_view(&all, images, ASSIGNMENT_CROPS, dim)?,
@@ -243,9 +240,7 @@ impl ContrastiveMethod for Swav {
             let share = batch.share();
             out.grad_features.mapv_inplace(|g| g * share as f32);
             out.grad_prototypes.mapv_inplace(|g| g * share as f32);
-            let mut total = [out.loss * share];
-            crate::dist::sum(comm, &mut total)?;
-            out.loss = total[0];
+            out.loss = crate::dist::total(comm, out.loss * share)?;
             out
         };
         // Split ∂L/∂features back into the global and local outputs' row order.
@@ -291,11 +286,7 @@ impl ContrastiveMethod for Swav {
                             .copied()
                     })
                     .collect();
-                crops.push(
-                    comm.gather_all(&rows)
-                        .map_err(crate::dist::failed("all-gather of the queued embeddings"))?
-                        .values,
-                );
+                crops.push(gather(comm, &rows, "all-gather of the queued embeddings")?);
             }
             Some(crops)
         } else {

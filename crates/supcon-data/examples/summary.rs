@@ -36,6 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let options = ImageFolderOptions {
             resize: size.map(|s| (s, s)),
             color: ColorMode::Rgb,
+            ..Default::default()
         };
         let start = Instant::now();
         let dataset = load_image_folder(root, &options)?;

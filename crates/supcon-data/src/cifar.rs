@@ -307,7 +307,8 @@ fn check_cifar_shape(dataset: &Dataset, format: &'static str) -> Result<(), Data
 pub fn encode_cifar10(dataset: &Dataset) -> Result<Vec<u8>, DataError> {
     check_cifar_shape(dataset, "CIFAR-10")?;
     let mut out = Vec::with_capacity(dataset.len() * CIFAR10_RECORD_BYTES);
-    for (index, (image, label)) in dataset.iter().enumerate() {
+    for (index, sample) in dataset.iter().enumerate() {
+        let (image, label) = sample?;
         if !(0..10).contains(&label) {
             return Err(encode_error(
                 "CIFAR-10",
@@ -315,7 +316,7 @@ pub fn encode_cifar10(dataset: &Dataset) -> Result<Vec<u8>, DataError> {
             ));
         }
         out.push(label as u8);
-        hwc_to_planar(image, &mut out);
+        hwc_to_planar(&image, &mut out);
     }
     Ok(out)
 }
@@ -336,7 +337,8 @@ pub fn encode_cifar100(dataset: &Dataset, coarse_labels: &[i64]) -> Result<Vec<u
         ));
     }
     let mut out = Vec::with_capacity(dataset.len() * CIFAR100_RECORD_BYTES);
-    for (index, ((image, fine), &coarse)) in dataset.iter().zip(coarse_labels).enumerate() {
+    for (index, (sample, &coarse)) in dataset.iter().zip(coarse_labels).enumerate() {
+        let (image, fine) = sample?;
         if !(0..20).contains(&coarse) || !(0..100).contains(&fine) {
             return Err(encode_error(
                 "CIFAR-100",
@@ -347,7 +349,7 @@ pub fn encode_cifar100(dataset: &Dataset, coarse_labels: &[i64]) -> Result<Vec<u
         }
         out.push(coarse as u8);
         out.push(fine as u8);
-        hwc_to_planar(image, &mut out);
+        hwc_to_planar(&image, &mut out);
     }
     Ok(out)
 }

@@ -8,14 +8,27 @@
 //! `C = 1`, colour images `C = 3` (R, G, B). Values are the raw 0–255 intensities.
 //!
 //! Labels are `i64` (the type `supcon-loss` takes), always in `0..num_classes`.
+//!
+//! # Streamed datasets
+//!
+//! A dataset can also leave its pixels on disk: an [`ImageStore`] (an image folder or tar
+//! shards, see [`crate::open_image_folder`] and [`crate::open_shards`]) decodes an image when
+//! it is read, so memory holds the file index and the labels, not the images. Every operation
+//! works on both kinds; [`Dataset::read_images`] is how a consumer gets pixels from either.
+//!
+//! An **unlabeled** dataset ([`Dataset::is_labeled`] false) has one pseudo-class, so that its
+//! labels stay indices; methods that need labels must check and refuse it.
 
+use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+use crate::store::ImageStore;
 use crate::DataError;
 
 /// Height, width and channel count of every image of a dataset.
@@ -114,15 +127,46 @@ pub struct ChannelStats {
     pub count: u64,
 }
 
-/// Images (`u8`, contiguous HWC per image, see the module docs), `i64` labels and class names.
+/// Where a dataset's pixels are.
+#[derive(Clone, Debug)]
+enum Images {
+    /// Decoded, contiguous, in dataset order (see the module docs).
+    Memory(Vec<u8>),
+    /// Decoded when read: image `i` of the dataset is image `ids[i]` of `store`.
+    Stored {
+        store: Arc<dyn ImageStore>,
+        ids: Vec<usize>,
+    },
+}
+
+impl PartialEq for Images {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Images::Memory(a), Images::Memory(b)) => a == b,
+            (Images::Stored { store: a, ids: i }, Images::Stored { store: b, ids: j }) => {
+                Arc::ptr_eq(a, b) && i == j
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Images {}
+
+/// Images (`u8`, HWC per image, in memory or read from an [`ImageStore`], see the module docs),
+/// `i64` labels and class names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Dataset {
-    pixels: Vec<u8>,
+    images: Images,
     shape: ImageShape,
     labels: Vec<i64>,
     class_names: Vec<String>,
     partition: Partition,
+    labeled: bool,
 }
+
+/// The class name of every image of an unlabeled dataset.
+pub const UNLABELED_CLASS: &str = "(unlabeled)";
 
 impl Dataset {
     /// Checks that `pixels.len() == labels.len() · shape.len()`, that the shape has no zero
@@ -170,12 +214,107 @@ impl Dataset {
             });
         }
         Ok(Self {
-            pixels,
+            images: Images::Memory(pixels),
             shape,
             labels,
             class_names,
             partition: Partition::Unspecified,
+            labeled: true,
         })
+    }
+
+    /// A dataset whose images stay in `store` (every one of its images, in its order), each of
+    /// `shape`; `labels` (one per image, in `0..class_names.len()`) or `None` for unlabeled
+    /// images.
+    pub fn stored(
+        store: Arc<dyn ImageStore>,
+        shape: ImageShape,
+        labels: Option<Vec<i64>>,
+        class_names: Vec<String>,
+    ) -> Result<Self, DataError> {
+        let count = store.len();
+        let labeled = labels.is_some();
+        let (labels, class_names) = match labels {
+            Some(labels) => (labels, class_names),
+            None => (vec![0; count], vec![UNLABELED_CLASS.to_owned()]),
+        };
+        if labels.len() != count {
+            return Err(DataError::LabelCount {
+                images: count,
+                labels: labels.len(),
+            });
+        }
+        // The same checks as an in-memory dataset, on an empty pixel buffer of no images.
+        Dataset::new(Vec::new(), shape, Vec::new(), Vec::new())?;
+        let num_classes = class_names.len();
+        if let Some((index, &label)) = labels
+            .iter()
+            .enumerate()
+            .find(|(_, &l)| l < 0 || l as u64 >= num_classes as u64)
+        {
+            return Err(DataError::LabelOutOfRange {
+                index,
+                label,
+                num_classes,
+            });
+        }
+        Ok(Self {
+            images: Images::Stored {
+                store,
+                ids: (0..count).collect(),
+            },
+            shape,
+            labels,
+            class_names,
+            partition: Partition::Unspecified,
+            labeled,
+        })
+    }
+
+    /// False for images without labels (see the module docs).
+    pub fn is_labeled(&self) -> bool {
+        self.labeled
+    }
+
+    /// True when the pixels are in memory; false when they are read from disk on demand.
+    pub fn is_in_memory(&self) -> bool {
+        matches!(self.images, Images::Memory(_))
+    }
+
+    /// The same images decoded into memory (a no-op for an in-memory dataset). Decodes in
+    /// parallel; the error reported is the first in dataset order.
+    pub fn into_memory(self) -> Result<Dataset, DataError> {
+        if self.is_in_memory() {
+            return Ok(self);
+        }
+        let all: Vec<usize> = (0..self.len()).collect();
+        let mut pixels = Vec::with_capacity(self.len() * self.shape.len());
+        for image in self.read_images(&all)? {
+            pixels.extend_from_slice(&image);
+        }
+        Ok(Dataset {
+            images: Images::Memory(pixels),
+            ..self
+        })
+    }
+
+    /// The images of each shard of a sharded dataset, as runs of consecutive indices (in
+    /// dataset order); `None` when the images are not read from shards.
+    pub fn shard_runs(&self) -> Option<Vec<std::ops::Range<usize>>> {
+        let Images::Stored { store, ids } = &self.images else {
+            return None;
+        };
+        let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut previous = None;
+        for (index, &id) in ids.iter().enumerate() {
+            let shard = store.shard_of(id)?;
+            match runs.last_mut() {
+                Some(run) if previous == Some(shard) => run.end = index + 1,
+                _ => runs.push(index..index + 1),
+            }
+            previous = Some(shard);
+        }
+        Some(runs)
     }
 
     /// The same dataset tagged with `partition`.
@@ -219,16 +358,51 @@ impl Dataset {
         &self.labels
     }
 
-    /// All pixels, image after image, HWC inside each image.
-    pub fn pixels(&self) -> &[u8] {
-        &self.pixels
+    /// All pixels, image after image, HWC inside each image; `None` for a streamed dataset
+    /// (see [`Dataset::into_memory`]).
+    pub fn pixels(&self) -> Option<&[u8]> {
+        match &self.images {
+            Images::Memory(pixels) => Some(pixels),
+            Images::Stored { .. } => None,
+        }
     }
 
-    /// Image `index` as `H·W·C` bytes in HWC order. Panics when `index >= len()`, like slice
-    /// indexing; use [`Dataset::get`] for a checked access.
-    pub fn image(&self, index: usize) -> &[u8] {
-        let n = self.shape.len();
-        &self.pixels[index * n..(index + 1) * n]
+    /// Image `index` as `H·W·C` bytes in HWC order: borrowed from memory, or read and decoded
+    /// from the store.
+    pub fn read_image(&self, index: usize) -> Result<Cow<'_, [u8]>, DataError> {
+        let len = self.len();
+        if index >= len {
+            return Err(DataError::IndexOutOfRange { index, len });
+        }
+        match &self.images {
+            Images::Memory(pixels) => {
+                let n = self.shape.len();
+                Ok(Cow::Borrowed(&pixels[index * n..(index + 1) * n]))
+            }
+            Images::Stored { store, ids } => {
+                let bytes = store.read(ids[index])?;
+                if bytes.len() != self.shape.len() {
+                    return Err(DataError::WrongImageSize {
+                        source_name: store.describe(ids[index]),
+                        expected: self.shape,
+                        bytes: bytes.len(),
+                    });
+                }
+                Ok(Cow::Owned(bytes))
+            }
+        }
+    }
+
+    /// The images at `indices`, in that order: [`Dataset::read_image`] of each, decoded in
+    /// parallel (rayon's pool) for a streamed dataset. The error reported is the first in
+    /// `indices` order, whatever the thread scheduling.
+    pub fn read_images(&self, indices: &[usize]) -> Result<Vec<Cow<'_, [u8]>>, DataError> {
+        if self.is_in_memory() {
+            return indices.iter().map(|&i| self.read_image(i)).collect();
+        }
+        let read: Vec<Result<Cow<'_, [u8]>, DataError>> =
+            indices.par_iter().map(|&i| self.read_image(i)).collect();
+        read.into_iter().collect()
     }
 
     /// Label of image `index`. Panics when `index >= len()`.
@@ -236,21 +410,11 @@ impl Dataset {
         self.labels[index]
     }
 
-    /// Image and label `index`, or `None` past the end.
-    pub fn get(&self, index: usize) -> Option<(&[u8], i64)> {
-        (index < self.len()).then(|| (self.image(index), self.labels[index]))
-    }
-
-    /// Images with their labels, in order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&[u8], i64)> + '_ {
-        self.pixels
-            .chunks_exact(self.shape.len())
-            .zip(self.labels.iter().copied())
-    }
-
-    /// Takes the dataset apart: `(pixels, shape, labels, class_names)`.
-    pub fn into_parts(self) -> (Vec<u8>, ImageShape, Vec<i64>, Vec<String>) {
-        (self.pixels, self.shape, self.labels, self.class_names)
+    /// Images with their labels, in order (read one after the other for a streamed dataset).
+    pub fn iter(
+        &self,
+    ) -> impl ExactSizeIterator<Item = Result<(Cow<'_, [u8]>, i64), DataError>> + '_ {
+        (0..self.len()).map(|i| Ok((self.read_image(i)?, self.labels[i])))
     }
 
     /// Number of images of each class, indexed by class.
@@ -376,7 +540,8 @@ impl Dataset {
 
     /// Per-channel mean and (population) standard deviation in `[0, 1]` units.
     ///
-    /// Exact: a 256-bin histogram per channel (in parallel over images), then `f64` sums.
+    /// Exact: a 256-bin histogram per channel (in parallel over images), then `f64` sums. A
+    /// streamed dataset decodes every image once; measure a [`Dataset::sample`] of a large one.
     pub fn channel_stats(&self) -> Result<ChannelStats, DataError> {
         if self.is_empty() {
             return Err(DataError::EmptyDataset {
@@ -384,31 +549,17 @@ impl Dataset {
             });
         }
         let channels = self.shape.channels;
-        // Chunks of whole images, large enough to amortise a histogram per chunk.
-        let chunk = self.shape.len() * 256;
-        let histograms = self
-            .pixels
-            .par_chunks(chunk)
-            .map(|part| {
-                let mut histogram = vec![[0u64; 256]; channels];
-                for (c, channel_histogram) in histogram.iter_mut().enumerate() {
-                    for &value in part.iter().skip(c).step_by(channels) {
-                        channel_histogram[value as usize] += 1;
-                    }
-                }
-                histogram
-            })
-            .reduce(
-                || vec![[0u64; 256]; channels],
-                |mut a, b| {
-                    for (ha, hb) in a.iter_mut().zip(&b) {
-                        for (x, y) in ha.iter_mut().zip(hb) {
-                            *x += y;
-                        }
-                    }
-                    a
-                },
-            );
+        let histograms = match &self.images {
+            // Chunks of whole images, large enough to amortise a histogram per chunk.
+            Images::Memory(pixels) => pixels
+                .par_chunks(self.shape.len() * 256)
+                .map(|part| Ok(channel_histograms(part, channels)))
+                .try_reduce(|| vec![[0u64; 256]; channels], add_histograms),
+            Images::Stored { .. } => (0..self.len())
+                .into_par_iter()
+                .map(|i| Ok(channel_histograms(&self.read_image(i)?, channels)))
+                .try_reduce(|| vec![[0u64; 256]; channels], add_histograms),
+        }?;
         let count = (self.len() * self.shape.height * self.shape.width) as u64;
         let mut mean = Vec::with_capacity(channels);
         let mut std = Vec::with_capacity(channels);
@@ -434,21 +585,64 @@ impl Dataset {
         Ok(ChannelStats { mean, std, count })
     }
 
+    /// `count` images drawn without replacement by a ChaCha8 generator seeded with `seed`, in
+    /// dataset order; the whole dataset when it has `count` images or fewer.
+    pub fn sample(&self, count: usize, seed: u64) -> Dataset {
+        if count >= self.len() {
+            return self.clone();
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut indices = rand::seq::index::sample(&mut rng, self.len(), count).into_vec();
+        indices.sort_unstable();
+        self.subset_unchecked(&indices)
+    }
+
     /// [`Dataset::subset`] for indices known to be in range.
     fn subset_unchecked(&self, indices: &[usize]) -> Dataset {
-        let n = self.shape.len();
-        let mut pixels = Vec::with_capacity(indices.len() * n);
-        let mut labels = Vec::with_capacity(indices.len());
-        for &i in indices {
-            pixels.extend_from_slice(self.image(i));
-            labels.push(self.labels[i]);
-        }
+        let images = match &self.images {
+            Images::Memory(pixels) => {
+                let n = self.shape.len();
+                let mut subset = Vec::with_capacity(indices.len() * n);
+                for &i in indices {
+                    subset.extend_from_slice(&pixels[i * n..(i + 1) * n]);
+                }
+                Images::Memory(subset)
+            }
+            Images::Stored { store, ids } => Images::Stored {
+                store: Arc::clone(store),
+                ids: indices.iter().map(|&i| ids[i]).collect(),
+            },
+        };
         Dataset {
-            pixels,
+            images,
             shape: self.shape,
-            labels,
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
             class_names: self.class_names.clone(),
             partition: self.partition,
+            labeled: self.labeled,
         }
     }
+}
+
+/// A 256-bin histogram of each channel of HWC `bytes`.
+fn channel_histograms(bytes: &[u8], channels: usize) -> Vec<[u64; 256]> {
+    let mut histogram = vec![[0u64; 256]; channels];
+    for (c, channel_histogram) in histogram.iter_mut().enumerate() {
+        for &value in bytes.iter().skip(c).step_by(channels) {
+            channel_histogram[value as usize] += 1;
+        }
+    }
+    histogram
+}
+
+fn add_histograms(
+    mut a: Vec<[u64; 256]>,
+    b: Vec<[u64; 256]>,
+) -> Result<Vec<[u64; 256]>, DataError> {
+    for (ha, hb) in a.iter_mut().zip(&b) {
+        for (x, y) in ha.iter_mut().zip(hb) {
+            *x += y;
+        }
+    }
+    Ok(a)
 }

@@ -193,6 +193,72 @@ pub enum DataError {
         /// Width of `path`, in pixels.
         found_width: usize,
     },
+    /// An image member of a tar shard could not be decoded.
+    #[error("unreadable image {member} in shard {shard}")]
+    ShardMember {
+        /// The `.tar` file.
+        shard: PathBuf,
+        /// The member's name inside it.
+        member: String,
+        /// The `image` crate's decoding error.
+        #[source]
+        source: image::ImageError,
+    },
+    /// A tar shard is malformed (its headers could not be read).
+    #[error("cannot index tar shard {path}")]
+    Tar {
+        /// The `.tar` file.
+        path: PathBuf,
+        /// The reader's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A sample of a tar shard is incomplete.
+    #[error("shard {shard}: sample `{key}` {reason}")]
+    ShardSample {
+        /// The `.tar` file.
+        shard: PathBuf,
+        /// The sample's key (its members' names up to the first dot).
+        key: String,
+        /// What is missing.
+        reason: &'static str,
+    },
+    /// A `.cls` member does not hold a class index.
+    #[error("shard {shard}: label member {member} holds `{text}`, not a class index (0, 1, …)")]
+    ShardLabel {
+        /// The `.tar` file.
+        shard: PathBuf,
+        /// The `.cls` member.
+        member: String,
+        /// Its text (the first 40 characters).
+        text: String,
+    },
+    /// A shard list that names no usable shard.
+    #[error("shard list `{pattern}` {reason}")]
+    ShardPattern {
+        /// The pattern or path as given.
+        pattern: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A store's image decoded to another size than the dataset's images.
+    #[error("{source_name} decoded to {bytes} bytes, but images of this dataset are {expected}")]
+    WrongImageSize {
+        /// Where the image was read from.
+        source_name: String,
+        /// The dataset's image shape.
+        expected: crate::ImageShape,
+        /// Bytes the store returned.
+        bytes: usize,
+    },
+    /// Labels given for a store do not match its number of images.
+    #[error("{labels} labels for {images} images")]
+    LabelCount {
+        /// Images in the store.
+        images: usize,
+        /// Labels given.
+        labels: usize,
+    },
     /// The pixel buffer's length does not match `count × height × width × channels`.
     #[error("pixel buffer holds {actual} bytes, expected {expected} ({count} images of {shape})")]
     PixelCount {

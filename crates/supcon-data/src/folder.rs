@@ -5,46 +5,16 @@
 //! `.`) are skipped. Inside a class folder every file ending in `.png`, `.jpg` or `.jpeg`
 //! (any case) is an image, found recursively and taken in sorted path order; other files are
 //! ignored. The format is read from the file's bytes, not its extension.
+//!
+//! [`load_image_folder`] decodes everything into memory; [`open_image_folder`] only indexes the
+//! files and decodes each image when it is read (a streamed dataset), with or without labels.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use image::imageops::FilterType;
-use image::{DynamicImage, ImageReader};
-use rayon::prelude::*;
-
-use crate::{DataError, Dataset, ImageShape};
-
-/// Gray or colour pixels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum ColorMode {
-    /// One channel: `image`'s luma conversion (Rec. 709 weights) of colour images.
-    Gray,
-    /// Three channels R, G, B; gray images are replicated.
-    #[default]
-    Rgb,
-}
-
-impl ColorMode {
-    /// Channels per pixel: 1 for [`ColorMode::Gray`], 3 for [`ColorMode::Rgb`].
-    pub fn channels(self) -> usize {
-        match self {
-            ColorMode::Gray => 1,
-            ColorMode::Rgb => 3,
-        }
-    }
-}
-
-/// How to read an image folder.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct ImageFolderOptions {
-    /// `Some((height, width))`: resize every image to it (bilinear, no aspect-ratio keeping).
-    /// `None`: keep the sizes, which must then all be equal.
-    pub resize: Option<(u32, u32)>,
-    /// Channels to convert every image to. torchvision's `ImageFolder` loader always converts to
-    /// RGB, i.e. [`ColorMode::Rgb`] (the default).
-    pub color: ColorMode,
-}
+use crate::store::FileStore;
+use crate::{DataError, Dataset, ImageFolderOptions};
 
 fn is_image_file(path: &Path) -> bool {
     path.extension()
@@ -117,105 +87,56 @@ pub fn scan_image_folder(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>, Dat
     Ok(classes)
 }
 
-fn decode(path: &Path) -> Result<DynamicImage, DataError> {
-    let image_error = |source| DataError::Image {
-        path: path.to_path_buf(),
-        source,
-    };
-    ImageReader::open(path)
-        .map_err(|source| DataError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .with_guessed_format()
-        .map_err(|source| DataError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .decode()
-        .map_err(image_error)
-}
-
-/// One decoded image: its size and its bytes (HWC).
-struct Decoded {
-    height: usize,
-    width: usize,
-    bytes: Vec<u8>,
-}
-
-/// Decodes, resizes and converts one image.
-fn load_one(path: &Path, options: &ImageFolderOptions) -> Result<Decoded, DataError> {
-    let mut image = decode(path)?;
-    if let Some((height, width)) = options.resize {
-        if (image.height(), image.width()) != (height, width) {
-            // Triangle = bilinear interpolation (with antialiasing when shrinking).
-            image = image.resize_exact(width, height, FilterType::Triangle);
-        }
-    }
-    let (height, width) = (image.height() as usize, image.width() as usize);
-    let bytes = match options.color {
-        ColorMode::Gray => image.into_luma8().into_raw(),
-        ColorMode::Rgb => image.into_rgb8().into_raw(),
-    };
-    Ok(Decoded {
-        height,
-        width,
-        bytes,
-    })
-}
-
-/// Reads an image folder into a [`Dataset`]: labels are class-folder indices in sorted order,
-/// images are decoded in parallel and stored in sorted order.
-///
-/// Errors: no class folder, an empty class folder, an unreadable image (named), or images of
-/// different sizes when `options.resize` is `None`.
-pub fn load_image_folder(root: &Path, options: &ImageFolderOptions) -> Result<Dataset, DataError> {
-    if let Some((height, width)) = options.resize {
-        if height == 0 || width == 0 {
-            return Err(DataError::InvalidShape {
-                shape: ImageShape::new(height as usize, width as usize, options.color.channels()),
-                reason: "resize to a zero side",
-            });
-        }
-    }
-    let classes = scan_image_folder(root)?;
-    let files: Vec<(&Path, i64)> = classes
-        .iter()
-        .enumerate()
-        .flat_map(|(label, (_, paths))| paths.iter().map(move |p| (p.as_path(), label as i64)))
-        .collect();
-    // Decode everything, then report the first failure in file order, so that the error a
-    // user sees does not depend on thread scheduling.
-    let decoded: Vec<Result<Decoded, DataError>> = files
-        .par_iter()
-        .map(|(path, _)| load_one(path, options))
-        .collect();
-    let decoded: Vec<Decoded> = decoded.into_iter().collect::<Result<_, _>>()?;
-    let (height, width) = (decoded[0].height, decoded[0].width);
-    if let Some((index, odd)) = decoded
-        .iter()
-        .enumerate()
-        .find(|(_, d)| (d.height, d.width) != (height, width))
-    {
-        return Err(DataError::MixedImageSizes {
-            path: files[index].0.to_path_buf(),
-            first: files[0].0.to_path_buf(),
-            height,
-            width,
-            found_height: odd.height,
-            found_width: odd.width,
+/// Every image file under `root` (recursively, sorted), for an unlabeled folder whose images
+/// need not sit in class folders.
+pub fn scan_unlabeled_folder(root: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let mut images = Vec::new();
+    collect_images(root, &mut images, &mut HashSet::new())?;
+    if images.is_empty() {
+        return Err(DataError::EmptyClass {
+            path: root.to_path_buf(),
         });
     }
-    let shape = ImageShape::new(height, width, options.color.channels());
-    let mut pixels = Vec::with_capacity(decoded.len() * shape.len());
-    for image in decoded {
-        pixels.extend_from_slice(&image.bytes);
-    }
-    tracing::debug!(images = files.len(), classes = classes.len(), %shape, root = %root.display(), "read image folder");
-    Dataset::new(
-        pixels,
-        shape,
-        files.iter().map(|&(_, label)| label).collect(),
-        classes.into_iter().map(|(name, _)| name).collect(),
-    )
+    Ok(images)
+}
+
+/// Indexes an image folder without decoding it: a streamed [`Dataset`] that reads each image
+/// when asked for it. `labeled`: labels are class-folder indices in sorted order (as
+/// [`load_image_folder`]); otherwise every image file under `root` is one unlabeled image.
+///
+/// Errors: no class folder, an empty class folder, an unreadable folder; without a resize, an
+/// unreadable first image (its size is every image's). Later images are checked when read.
+pub fn open_image_folder(
+    root: &Path,
+    options: &ImageFolderOptions,
+    labeled: bool,
+) -> Result<Dataset, DataError> {
+    let (paths, labels, class_names) = if labeled {
+        let classes = scan_image_folder(root)?;
+        let mut paths = Vec::new();
+        let mut labels = Vec::new();
+        let mut names = Vec::with_capacity(classes.len());
+        for (label, (name, images)) in classes.into_iter().enumerate() {
+            labels.extend(std::iter::repeat_n(label as i64, images.len()));
+            paths.extend(images);
+            names.push(name);
+        }
+        (paths, Some(labels), names)
+    } else {
+        (scan_unlabeled_folder(root)?, None, Vec::new())
+    };
+    let count = paths.len();
+    let store = FileStore::new(paths, *options)?;
+    let shape = store.shape();
+    tracing::debug!(images = count, classes = class_names.len(), %shape, root = %root.display(), "indexed image folder");
+    Dataset::stored(Arc::new(store), shape, labels, class_names)
+}
+
+/// Reads an image folder into memory: [`open_image_folder`] with labels, every image decoded
+/// (in parallel, stored in sorted order, the same bytes a streamed read gives).
+///
+/// Errors: no class folder, an empty class folder, an unreadable image (the first in file
+/// order, named), or images of different sizes when `options.resize` is `None`.
+pub fn load_image_folder(root: &Path, options: &ImageFolderOptions) -> Result<Dataset, DataError> {
+    open_image_folder(root, options, true)?.into_memory()
 }

@@ -213,12 +213,14 @@ pub fn encode_idx(dataset: &Dataset) -> Result<(Vec<u8>, Vec<u8>), DataError> {
         u32::try_from(value).map_err(|_| encode_error(format!("{what} {value} exceeds u32")))
     };
     let count = as_u32(dataset.len(), "count")?;
-    let mut images = Vec::with_capacity(16 + dataset.pixels().len());
+    let mut images = Vec::with_capacity(16 + dataset.len() * shape.len());
     images.extend_from_slice(&IDX_IMAGES_MAGIC.to_be_bytes());
     images.extend_from_slice(&count.to_be_bytes());
     images.extend_from_slice(&as_u32(shape.height, "height")?.to_be_bytes());
     images.extend_from_slice(&as_u32(shape.width, "width")?.to_be_bytes());
-    images.extend_from_slice(dataset.pixels());
+    for sample in dataset.iter() {
+        images.extend_from_slice(&sample?.0);
+    }
     let mut labels = Vec::with_capacity(8 + dataset.len());
     labels.extend_from_slice(&IDX_LABELS_MAGIC.to_be_bytes());
     labels.extend_from_slice(&count.to_be_bytes());

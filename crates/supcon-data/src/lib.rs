@@ -1,5 +1,7 @@
 //! Dataset readers for contrastive learning: IDX (MNIST / Fashion-MNIST), CIFAR-10 / CIFAR-100
-//! binary batches and image folders, all into one in-memory [`Dataset`].
+//! binary batches, image folders and WebDataset tar shards, all into one [`Dataset`] type whose
+//! images are in memory or, streamed, decoded from disk when read ([`open_image_folder`],
+//! [`open_shards`]; labeled or not).
 //!
 //! A [`Dataset`] holds `u8` pixels, contiguous and **HWC** inside each image (image `i`,
 //! row `y`, column `x`, channel `c` is byte `i·H·W·C + (y·W + x)·C + c`), `i64` labels in
@@ -32,6 +34,8 @@ mod folder;
 mod idx;
 pub mod location;
 mod mnist;
+mod shards;
+mod store;
 
 use std::io::Read;
 use std::path::Path;
@@ -43,15 +47,17 @@ pub use cifar::{
     CIFAR100_RECORD_BYTES, CIFAR10_CLASS_NAMES, CIFAR10_RECORD_BYTES, CIFAR_IMAGE_BYTES,
     CIFAR_SIDE,
 };
-pub use dataset::{ChannelStats, Dataset, ImageShape, Partition, Split};
+pub use dataset::{ChannelStats, Dataset, ImageShape, Partition, Split, UNLABELED_CLASS};
 pub use error::{DataError, ParseError};
-pub use folder::{load_image_folder, scan_image_folder, ColorMode, ImageFolderOptions};
+pub use folder::{load_image_folder, open_image_folder, scan_image_folder, scan_unlabeled_folder};
 pub use idx::{
     check_labels, encode_idx, idx_label_offset, load_idx, parse_idx_images, parse_idx_labels,
     IdxImages, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC,
 };
 pub use location::DATA_ENV;
 pub use mnist::{idx_file_names, FashionMnist, Mnist};
+pub use shards::{expand_braces, open_shards, shard_order, shard_paths, ShardStore};
+pub use store::{ColorMode, FileStore, Fit, ImageFolderOptions, ImageStore};
 
 /// The two bytes every gzip stream starts with.
 pub const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];

@@ -143,9 +143,12 @@ fn cifar10_written_then_read_round_trip() {
     assert_eq!(read.len(), 3 + 4 + 5 + 6 + 7);
     assert_eq!(read.partition(), Partition::Train);
     assert_eq!(read.shape(), ImageShape::new(32, 32, 3));
-    let expected_pixels: Vec<u8> = train.iter().flat_map(|d| d.pixels().to_vec()).collect();
+    let expected_pixels: Vec<u8> = train
+        .iter()
+        .flat_map(|d| d.pixels().unwrap().to_vec())
+        .collect();
     let expected_labels: Vec<i64> = train.iter().flat_map(|d| d.labels().to_vec()).collect();
-    assert_eq!(read.pixels(), expected_pixels.as_slice());
+    assert_eq!(read.pixels().unwrap(), expected_pixels.as_slice());
     assert_eq!(read.labels(), expected_labels.as_slice());
     // No batches.meta.txt: the built-in names.
     assert_eq!(read.class_names()[0], CIFAR10_CLASS_NAMES[0]);
@@ -154,7 +157,7 @@ fn cifar10_written_then_read_round_trip() {
     let meta: String = (0..10).map(|c| format!("name{c}\n")).collect::<String>() + "\n";
     write(dir.path(), "batches.meta.txt", meta.as_bytes());
     let read = Cifar10::load_dir(dir.path(), Split::Test).unwrap();
-    assert_eq!(read.pixels(), test.pixels());
+    assert_eq!(read.pixels().unwrap(), test.pixels().unwrap());
     assert_eq!(read.partition(), Partition::Test);
     assert_eq!(read.class_names()[9], "name9");
 }
@@ -193,7 +196,7 @@ fn cifar100_round_trip_with_either_label_as_target() {
     );
     let read = Cifar100::load_dir(dir.path(), Split::Train, Cifar100Label::Fine).unwrap();
     assert_eq!(read.labels(), fine.labels());
-    assert_eq!(read.pixels(), fine.pixels());
+    assert_eq!(read.pixels().unwrap(), fine.pixels().unwrap());
     assert_eq!(read.num_classes(), 100);
     assert_eq!(read.class_names()[99], CIFAR100_FINE_NAMES[99]);
     let read = Cifar100::load_dir(dir.path(), Split::Train, Cifar100Label::Coarse).unwrap();

@@ -72,11 +72,14 @@ fn images_are_hwc_slices() {
         .flat_map(|y| (0..2).flat_map(move |x| (0..3).map(move |c| (100 * y + 10 * x + c) as u8)))
         .collect();
     let d = Dataset::new(pixels, ImageShape::new(2, 2, 3), vec![0], names(1)).unwrap();
-    let image = d.image(0);
+    let image = d.read_image(0).unwrap();
     let (w, c) = (2, 3);
     assert_eq!(image[(w + 1) * c + 2], 112);
-    assert_eq!(d.get(0).unwrap().1, 0);
-    assert!(d.get(1).is_none());
+    assert_eq!(d.label(0), 0);
+    assert!(matches!(
+        d.read_image(1),
+        Err(DataError::IndexOutOfRange { index: 1, len: 1 })
+    ));
     assert_eq!(d.iter().len(), 1);
 }
 
@@ -85,7 +88,7 @@ fn subsets_copy_the_right_images() {
     let d = tagged(vec![0, 1, 0, 2, 1, 0, 2], 3);
     let s = d.subset(&[6, 0, 0]).unwrap();
     assert_eq!(s.labels(), &[2, 0, 0]);
-    assert_eq!(s.image(0)[0], 6);
+    assert_eq!(s.read_image(0).unwrap()[0], 6);
     assert_eq!(s.class_names(), d.class_names());
     assert!(matches!(
         d.subset(&[7]).unwrap_err(),
@@ -94,7 +97,7 @@ fn subsets_copy_the_right_images() {
 
     let first = d.first_per_class(2);
     assert_eq!(first.labels(), &[0, 1, 0, 2, 1, 2]);
-    assert_eq!(first.image(5)[0], 6);
+    assert_eq!(first.read_image(5).unwrap()[0], 6);
     let half = d.fraction_per_class(0.5).unwrap();
     // Class 0 has 3 → round(1.5) = 2; classes 1 and 2 have 2 → 1.
     assert_eq!(half.class_counts(), vec![2, 1, 1]);
@@ -112,7 +115,11 @@ fn split_is_reproducible_and_seed_dependent() {
     let (t2, v2) = d.train_validation_split(0.2, 11).unwrap();
     assert_eq!((&t1, &v1), (&t2, &v2));
     let (_, v3) = d.train_validation_split(0.2, 12).unwrap();
-    assert_ne!(v1.pixels(), v3.pixels(), "another seed, another split");
+    assert_ne!(
+        v1.pixels().unwrap(),
+        v3.pixels().unwrap(),
+        "another seed, another split"
+    );
     assert_eq!(v1.class_counts(), vec![20, 20, 20]);
     assert_eq!(
         (t1.partition(), v1.partition()),
@@ -149,14 +156,15 @@ proptest! {
         let (train, validation) = d.train_validation_split(fraction, seed).unwrap();
         prop_assert_eq!(train.len() + validation.len(), d.len());
         // Image i carries byte i % 256; with < 256 images the bytes are the original indices.
-        let train_idx: Vec<u8> = train.iter().map(|(im, _)| im[0]).collect();
-        let val_idx: Vec<u8> = validation.iter().map(|(im, _)| im[0]).collect();
+        let train_idx: Vec<u8> = train.iter().map(|s| s.unwrap().0[0]).collect();
+        let val_idx: Vec<u8> = validation.iter().map(|s| s.unwrap().0[0]).collect();
         prop_assert!(train_idx.windows(2).all(|w| w[0] < w[1]));
         prop_assert!(val_idx.windows(2).all(|w| w[0] < w[1]));
         let mut all: Vec<u8> = train_idx.iter().chain(&val_idx).copied().collect();
         all.sort_unstable();
         prop_assert_eq!(all, (0..d.len()).map(|i| i as u8).collect::<Vec<_>>());
-        for (i, (image, label)) in validation.iter().enumerate() {
+        for (i, sample) in validation.iter().enumerate() {
+            let (image, label) = sample.unwrap();
             prop_assert_eq!(labels[image[0] as usize], label, "validation sample {}", i);
         }
         let counts = d.class_counts();

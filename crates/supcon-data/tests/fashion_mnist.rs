@@ -22,7 +22,7 @@ fn train_split_has_the_published_size_shape_and_balance() {
     let train = load(Split::Train);
     assert_eq!(train.len(), 60_000);
     assert_eq!(train.shape(), ImageShape::new(28, 28, 1));
-    assert_eq!(train.pixels().len(), 60_000 * 784);
+    assert_eq!(train.pixels().unwrap().len(), 60_000 * 784);
     assert_eq!(train.partition(), Partition::Train);
     assert_eq!(train.class_counts(), vec![6_000; 10]);
     assert_eq!(train.class_names()[0], "T-shirt/top");
@@ -52,7 +52,7 @@ fn pixels_match_the_published_statistics() {
     );
     assert!((stats.std[0] - 0.3530).abs() < 5e-4, "std {}", stats.std[0]);
     // First image: row 14 (a known row of the ankle boot), and the pixel sum of the image.
-    let first = load(Split::Train).image(0);
+    let first = load(Split::Train).read_image(0).unwrap();
     assert_eq!(first.len(), 784);
     assert_eq!(first.iter().map(|&p| u64::from(p)).sum::<u64>(), 76_247);
     assert_eq!(&first[14 * 28..14 * 28 + 6], &[0, 0, 1, 4, 6, 7]);

@@ -20,6 +20,7 @@ fn rgb(options_resize: Option<(u32, u32)>) -> ImageFolderOptions {
     ImageFolderOptions {
         resize: options_resize,
         color: ColorMode::Rgb,
+        ..Default::default()
     }
 }
 
@@ -42,11 +43,20 @@ fn classes_are_sorted_and_pngs_are_read_exactly() {
     assert_eq!(dataset.labels(), &[0, 1, 1]);
     assert_eq!(dataset.shape(), ImageShape::new(4, 5, 3));
     // Sorted paths inside a class: a.png (seed 50) before b.png (seed 100). HWC layout.
-    assert_eq!(dataset.image(1), rgb_image(5, 4, 50).as_raw().as_slice());
-    assert_eq!(dataset.image(2), rgb_image(5, 4, 100).as_raw().as_slice());
+    assert_eq!(
+        dataset.read_image(1).unwrap(),
+        rgb_image(5, 4, 50).as_raw().as_slice()
+    );
+    assert_eq!(
+        dataset.read_image(2).unwrap(),
+        rgb_image(5, 4, 100).as_raw().as_slice()
+    );
     let pixel =
         |image: &[u8], y: usize, x: usize| image[(y * 5 + x) * 3..(y * 5 + x) * 3 + 3].to_vec();
-    assert_eq!(pixel(dataset.image(0), 3, 2), vec![12, 13, 10]);
+    assert_eq!(
+        pixel(&dataset.read_image(0).unwrap(), 3, 2),
+        vec![12, 13, 10]
+    );
 }
 
 #[test]
@@ -68,21 +78,25 @@ fn jpeg_and_gray_and_format_from_content() {
         &ImageFolderOptions {
             resize: None,
             color: ColorMode::Gray,
+            ..Default::default()
         },
     )
     .unwrap();
     assert_eq!(gray.shape(), ImageShape::new(16, 16, 1));
     // JPEG is lossy, but a flat image stays within a couple of levels.
     assert!(
-        gray.image(0).iter().all(|&v| v.abs_diff(200) <= 2),
+        gray.read_image(0)
+            .unwrap()
+            .iter()
+            .all(|&v| v.abs_diff(200) <= 2),
         "{:?}",
-        &gray.image(0)[..8]
+        &gray.read_image(0).unwrap()[..8]
     );
-    assert!(gray.image(1).iter().all(|&v| v == 30));
+    assert!(gray.read_image(1).unwrap().iter().all(|&v| v == 30));
     let colour = load_image_folder(r, &rgb(None)).unwrap();
     assert_eq!(colour.shape().channels, 3);
     assert!(
-        colour.image(1).iter().all(|&v| v == 30),
+        colour.read_image(1).unwrap().iter().all(|&v| v == 30),
         "gray replicated to RGB"
     );
 }
@@ -122,8 +136,16 @@ fn resize_makes_mixed_sizes_loadable() {
     let dataset = load_image_folder(r, &rgb(Some((6, 4)))).unwrap();
     assert_eq!(dataset.shape(), ImageShape::new(6, 4, 3));
     // Bilinear resizing of a flat image keeps it flat.
-    assert!(dataset.image(0).chunks(3).all(|p| p == [10, 20, 30]));
-    assert!(dataset.image(1).chunks(3).all(|p| p == [40, 50, 60]));
+    assert!(dataset
+        .read_image(0)
+        .unwrap()
+        .chunks(3)
+        .all(|p| p == [10, 20, 30]));
+    assert!(dataset
+        .read_image(1)
+        .unwrap()
+        .chunks(3)
+        .all(|p| p == [40, 50, 60]));
 }
 
 #[test]

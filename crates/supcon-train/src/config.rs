@@ -88,6 +88,7 @@ pub struct DataConfig {
     /// Fraction of the training set held out (stratified) for model selection.
     pub validation_fraction: f64,
     /// Keep only this many training images per class (before the validation split); 0 = all.
+    /// Labeled images only (with `labels = false`, the evaluation set's).
     #[serde(default)]
     pub train_per_class: usize,
     /// Keep only this many test images per class; 0 = all.
@@ -100,6 +101,93 @@ pub struct DataConfig {
     /// Image folders: `rgb` (default) or `gray`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub color: Option<String>,
+    /// Image folders and shards: how an image of another aspect ratio meets `image_size`:
+    /// `stretch` (default) or `center-crop` (shorter side to the size, then the centre).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fit: Option<String>,
+    /// Image folders: read each image from disk when a batch needs it instead of decoding the
+    /// whole folder up front (tar shards are always streamed).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub stream: bool,
+    /// False: the training images have no labels (an unlabeled folder, every image file under
+    /// `path`, or shards without `.cls` members); stage 1 trains on them and the linear stage,
+    /// kNN and the test read the labeled set `eval_dataset` / `eval_path`.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub labels: bool,
+    /// With `labels = false`: the labeled data set of the evaluation (a name, `folder` or
+    /// `shards`), read like `dataset` with `eval_path` as its `path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_dataset: Option<String>,
+    /// With `labels = false`: where `eval_dataset` lives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_path: Option<PathBuf>,
+    /// Tar shards: the test split's shards (a brace pattern, a `.tar` or a folder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_path: Option<PathBuf>,
+    /// Tar shards: samples in WebDataset's shuffle buffer (the shards are shuffled per epoch
+    /// too); 1 reads each shard in order; 0 shuffles all images as an in-memory data set
+    /// (the same batches as the same images in memory, at the cost of reads across shards).
+    #[serde(default = "default_shuffle_buffer")]
+    pub shuffle_buffer: usize,
+    /// Batches prepared ahead of the step in a background thread (reading, decoding and
+    /// augmenting on rayon's pool); absent: 2 for streamed images, 0 for images in memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefetch: Option<usize>,
+    /// Streamed images: the normalisation statistics are measured on this many training
+    /// images (a seeded sample; all of them when there are fewer).
+    #[serde(default = "default_stats_images")]
+    pub stats_images: usize,
+}
+
+impl DataConfig {
+    /// The labeled data set: this one, or with `labels = false` the one `eval_dataset` and
+    /// `eval_path` name (read with the same image settings when it is a folder or shards).
+    pub fn labeled(&self) -> Result<DataConfig, TrainError> {
+        if self.labels {
+            return Ok(self.clone());
+        }
+        let dataset = self.eval_dataset.clone().ok_or_else(|| {
+            TrainError::Config(
+                "data.labels = false needs data.eval_dataset (and data.eval_path): the labeled \
+                 images of the linear stage, kNN and the test"
+                    .into(),
+            )
+        })?;
+        let named = dataset.parse::<supcon_data::DatasetName>().is_ok();
+        Ok(DataConfig {
+            dataset,
+            path: self.eval_path.clone(),
+            labels: true,
+            eval_dataset: None,
+            eval_path: None,
+            // A data set known by name has its own image format.
+            image_size: self.image_size.filter(|_| !named),
+            color: self.color.clone().filter(|_| !named),
+            fit: self.fit.clone().filter(|_| !named),
+            stream: self.stream && !named,
+            ..self.clone()
+        })
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+fn default_shuffle_buffer() -> usize {
+    1000
+}
+
+fn default_stats_images() -> usize {
+    10_000
 }
 
 /// Contrastive method of stage 1 (each one a module of `pipeline::methods`).
@@ -545,6 +633,18 @@ impl RunConfig {
             );
         }
         crate::pipeline::data::DataSource::parse(&self.data)?;
+        if !self.data.labels {
+            if self.pretrain.method == Method::Supcon {
+                return bad(
+                    "data.labels",
+                    format!(
+                        "{} needs labels; train a self-supervised method (simclr, moco, instdisc, swav) on unlabeled images",
+                        self.pretrain.method.as_str()
+                    ),
+                );
+            }
+            crate::pipeline::data::DataSource::parse(&self.data.labeled()?)?;
+        }
         self.model
             .validate()
             .map_err(|e| TrainError::Config(format!("model: {e}")))?;

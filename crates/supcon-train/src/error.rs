@@ -49,8 +49,9 @@ pub enum TrainError {
     #[error("data: {context}: {source}")]
     Data {
         context: String,
+        /// Boxed: image decoding errors are large, and every `Result` carries the variant.
         #[source]
-        source: supcon_data::DataError,
+        source: Box<supcon_data::DataError>,
     },
     /// The augmentation pipeline failed or could not be built.
     #[error("augmentation: {0}")]
@@ -107,7 +108,7 @@ impl TrainError {
     pub fn data(context: impl Into<String>, source: supcon_data::DataError) -> Self {
         TrainError::Data {
             context: context.into(),
-            source,
+            source: Box::new(source),
         }
     }
 

@@ -49,7 +49,10 @@ fn train(
     let indices: Vec<usize> = (0..16).collect();
     let mut losses = Vec::new();
     for epoch in 0..steps {
-        let batch = model.prepare(&data, &indices, epoch).unwrap();
+        let batch = model
+            .batch_recipe()
+            .prepare(&data, &indices, epoch)
+            .unwrap();
         let result = model.forward_backward(&batch).unwrap();
         assert!(result.loss.is_finite() && result.loss > 0.0, "{result:?}");
         losses.push(result.loss);

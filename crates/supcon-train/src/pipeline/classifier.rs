@@ -15,7 +15,7 @@ use crate::config::RunConfig;
 use crate::dist::{self, Comm, DataParallelTensors};
 use crate::error::TrainError;
 use crate::optim::Optimizer;
-use crate::pipeline::data::{augment_pipeline, prepare_batch, PreparedBatch};
+use crate::pipeline::data::{augment_pipeline, prepare_batch, BatchRecipe, PreparedBatch};
 use crate::pipeline::runner::{StageModel, StepResult};
 
 /// Runs `forward` (no gradient) over every image of `dataset`, unaugmented (normalised only),
@@ -341,17 +341,15 @@ struct StoredFeatures {
 }
 
 impl StageModel for LinearModel<'_> {
-    fn prepare(
-        &self,
-        dataset: &Dataset,
-        indices: &[usize],
-        epoch: u32,
-    ) -> Result<PreparedBatch, TrainError> {
+    fn batch_recipe(&self) -> BatchRecipe {
         if self.stored.is_some() {
             // The features are stored: the step needs the labels and indices only.
-            return Ok(PreparedBatch::without_pixels(dataset, indices));
+            return BatchRecipe::LabelsOnly;
         }
-        prepare_batch(&self.augmenter, dataset, indices, epoch, 1)
+        BatchRecipe::Views {
+            augmenter: self.augmenter.clone(),
+            views: 1,
+        }
     }
 
     fn forward_backward(&mut self, batch: &PreparedBatch) -> Result<StepResult, TrainError> {
@@ -448,13 +446,11 @@ impl<'a> CeModel<'a> {
 }
 
 impl StageModel for CeModel<'_> {
-    fn prepare(
-        &self,
-        dataset: &Dataset,
-        indices: &[usize],
-        epoch: u32,
-    ) -> Result<PreparedBatch, TrainError> {
-        prepare_batch(&self.augmenter, dataset, indices, epoch, 1)
+    fn batch_recipe(&self) -> BatchRecipe {
+        BatchRecipe::Views {
+            augmenter: self.augmenter.clone(),
+            views: 1,
+        }
     }
 
     fn forward_backward(&mut self, batch: &PreparedBatch) -> Result<StepResult, TrainError> {

@@ -1,10 +1,16 @@
 //! Loading the data set, splitting it, and turning index batches into input tensors.
 
+use std::borrow::Cow;
+use std::ops::Range;
+
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use supcon_augment::{presets, Augmenter, ImageRef, MultiCropAugmenter, Pipeline};
-use supcon_data::{load_image_folder, ColorMode, Dataset, DatasetName, ImageFolderOptions, Split};
+use supcon_data::{
+    open_image_folder, open_shards, shard_paths, ColorMode, Dataset, DatasetName, Fit,
+    ImageFolderOptions, Split,
+};
 use tch::{Device, Tensor};
 
 use crate::config::{DataConfig, EvalSplit, RunConfig};
@@ -14,26 +20,61 @@ use crate::error::TrainError;
 pub struct TrainData {
     pub train: Dataset,
     pub validation: Dataset,
-    /// Per-channel mean and standard deviation of `train` (in [0, 1] units), for normalisation.
+    /// With `data.labels = false`: the unlabeled images of stage 1 (`train` and `validation`
+    /// are then the labeled evaluation set's). `None`: stage 1 trains on `train`.
+    pub unlabeled: Option<Dataset>,
+    /// Per-channel mean and standard deviation of stage 1's images (in [0, 1] units), for
+    /// normalisation.
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
+}
+
+impl TrainData {
+    /// The images of contrastive pre-training.
+    pub fn pretrain_set(&self) -> &Dataset {
+        self.unlabeled.as_ref().unwrap_or(&self.train)
+    }
 }
 
 fn load_split(config: &DataConfig, split: Split) -> Result<Dataset, TrainError> {
     let location = config.path.as_deref();
     let context = format!("{} ({} split)", config.dataset, split_name(split));
+    let data_error = |e| TrainError::data(context.clone(), e);
     match DataSource::parse(config)? {
-        DataSource::Named(name) => name
-            .load(split, location)
-            .map_err(|e| TrainError::data(context, e)),
-        DataSource::Folder(options) => {
+        DataSource::Named(name) => name.load(split, location).map_err(data_error),
+        DataSource::Folder { options, stream } => {
             let root = location.ok_or_else(|| {
                 TrainError::Config(
-                    "data.dataset = \"folder\" needs data.path (or --data): a folder with train/ and test/ inside".into(),
+                    "data.dataset = \"folder\" needs data.path (or --data): a folder with train/ and test/ inside (unlabeled: the folder of images)".into(),
                 )
             })?;
-            load_image_folder(&root.join(split_name(split)), &options)
-                .map_err(|e| TrainError::data(context, e))
+            // Unlabeled images are every image file under the folder given.
+            let root = if config.labels {
+                root.join(split_name(split))
+            } else {
+                root.to_path_buf()
+            };
+            let dataset = open_image_folder(&root, &options, config.labels).map_err(data_error)?;
+            if stream {
+                Ok(dataset)
+            } else {
+                dataset.into_memory().map_err(data_error)
+            }
+        }
+        DataSource::Shards(options) => {
+            let (key, pattern) = match split {
+                Split::Train => ("data.path", location),
+                Split::Test => ("data.test_path", config.test_path.as_deref()),
+            };
+            let pattern = pattern.ok_or_else(|| {
+                TrainError::Config(format!(
+                    "data.dataset = \"shards\" needs {key}: the {} split's shards, e.g. 'dir/{}-{{000000..000009}}.tar'",
+                    split_name(split),
+                    split_name(split)
+                ))
+            })?;
+            let paths = shard_paths(pattern).map_err(data_error)?;
+            open_shards(&paths, &options, config.labels).map_err(data_error)
         }
     }
 }
@@ -45,59 +86,108 @@ fn split_name(split: Split) -> &'static str {
     }
 }
 
-/// Where the images come from: a data set this project knows by name, or an image folder.
+/// Where the images come from: a data set this project knows by name, an image folder, or tar
+/// shards.
 #[derive(Clone, Debug, PartialEq)]
 pub enum DataSource {
     Named(DatasetName),
     /// torchvision's `ImageFolder` layout under `data.path`: `train/<class>/*.png|jpg` and
-    /// `test/<class>/*`, resized to `data.image_size` and read as `data.color`.
-    Folder(ImageFolderOptions),
+    /// `test/<class>/*`, resized to `data.image_size` and read as `data.color`; `stream`: read
+    /// when a batch needs them.
+    Folder {
+        options: ImageFolderOptions,
+        stream: bool,
+    },
+    /// WebDataset tar shards (`data.path`, `data.test_path`), always streamed.
+    Shards(ImageFolderOptions),
 }
 
 impl DataSource {
     /// The source `config` names; unknown names are an error listing the valid ones.
     pub fn parse(config: &DataConfig) -> Result<Self, TrainError> {
-        if config.dataset.trim().eq_ignore_ascii_case("folder") {
-            let color = match config.color.as_deref().unwrap_or("rgb") {
-                "rgb" => ColorMode::Rgb,
-                "gray" => ColorMode::Gray,
-                other => {
-                    return Err(TrainError::Config(format!(
-                        "data.color `{other}` is not one of rgb, gray"
-                    )))
+        let kind = config.dataset.trim().to_ascii_lowercase();
+        if kind == "folder" || kind == "shards" {
+            let options = image_options(config)?;
+            return Ok(if kind == "folder" {
+                DataSource::Folder {
+                    options,
+                    stream: config.stream,
                 }
-            };
-            return Ok(DataSource::Folder(ImageFolderOptions {
-                resize: config.image_size.map(|side| (side, side)),
-                color,
-            }));
+            } else {
+                DataSource::Shards(options)
+            });
         }
-        if config.image_size.is_some() || config.color.is_some() {
+        if config.image_size.is_some() || config.color.is_some() || config.fit.is_some() {
             return Err(TrainError::Config(format!(
-                "data.image_size and data.color apply to image folders only, not to `{}`",
+                "data.image_size, data.color and data.fit apply to image folders and shards only, not to `{}`",
+                config.dataset
+            )));
+        }
+        if config.stream || !config.labels {
+            return Err(TrainError::Config(format!(
+                "data.stream and data.labels = false apply to image folders and shards only, not to `{}`",
                 config.dataset
             )));
         }
         config.dataset.parse().map(DataSource::Named).map_err(|_| {
             let names: Vec<&str> = DatasetName::ALL.iter().map(|n| n.as_str()).collect();
             TrainError::Config(format!(
-                "data.dataset `{}` is not one of {}, folder",
+                "data.dataset `{}` is not one of {}, folder, shards",
                 config.dataset,
                 names.join(", ")
             ))
         })
     }
+
+    /// Whether the images stay on disk until a batch needs them.
+    pub fn is_streamed(&self) -> bool {
+        match self {
+            DataSource::Named(_) => false,
+            DataSource::Folder { stream, .. } => *stream,
+            DataSource::Shards(_) => true,
+        }
+    }
 }
 
-/// Loads the training set, limits it per class when asked, and carves the stratified
-/// validation split (seeded with the run's seed).
+/// How images of a folder or shards are decoded.
+fn image_options(config: &DataConfig) -> Result<ImageFolderOptions, TrainError> {
+    let color = match config.color.as_deref().unwrap_or("rgb") {
+        "rgb" => ColorMode::Rgb,
+        "gray" => ColorMode::Gray,
+        other => {
+            return Err(TrainError::Config(format!(
+                "data.color `{other}` is not one of rgb, gray"
+            )))
+        }
+    };
+    let fit = match config.fit.as_deref().unwrap_or("stretch") {
+        "stretch" => Fit::Stretch,
+        "center-crop" => Fit::CenterCrop,
+        other => {
+            return Err(TrainError::Config(format!(
+                "data.fit `{other}` is not one of stretch, center-crop"
+            )))
+        }
+    };
+    Ok(ImageFolderOptions {
+        resize: config.image_size.map(|side| (side, side)),
+        fit,
+        color,
+    })
+}
+
+/// Loads the labeled training set, limits it per class when asked, and carves the stratified
+/// validation split (seeded with the run's seed); with `data.labels = false`, also the
+/// unlabeled images of stage 1. The normalisation statistics are those of stage 1's images
+/// (of a seeded sample of `data.stats_images` of them when they are streamed).
 pub fn load_train(config: &RunConfig) -> Result<TrainData, TrainError> {
-    let mut full = load_split(&config.data, Split::Train)?;
-    if config.data.train_per_class > 0 {
-        full = full.first_per_class(config.data.train_per_class);
+    let labeled = config.data.labeled()?;
+    let mut full = load_split(&labeled, Split::Train)?;
+    if labeled.train_per_class > 0 {
+        full = full.first_per_class(labeled.train_per_class);
     }
-    let (train, validation) = if config.data.validation_fraction > 0.0 {
-        full.train_validation_split(config.data.validation_fraction, config.seed)
+    let (train, validation) = if labeled.validation_fraction > 0.0 {
+        full.train_validation_split(labeled.validation_fraction, config.seed)
             .map_err(|e| TrainError::data("validation split", e))?
     } else {
         let empty = full
@@ -105,7 +195,29 @@ pub fn load_train(config: &RunConfig) -> Result<TrainData, TrainError> {
             .map_err(|e| TrainError::data("empty validation split", e))?;
         (full, empty)
     };
-    let stats = train
+    let unlabeled = if config.data.labels {
+        None
+    } else {
+        // `train_per_class` limits the labeled set only: unlabeled images have no class.
+        let images = load_split(&config.data, Split::Train)?;
+        if images.shape() != train.shape() {
+            return Err(TrainError::Config(format!(
+                "the unlabeled images are {} but the labeled ones ({}) are {}: set data.image_size \
+                 and data.color so that they match",
+                images.shape(),
+                labeled.dataset,
+                train.shape()
+            )));
+        }
+        Some(images)
+    };
+    let pretrain_set = unlabeled.as_ref().unwrap_or(&train);
+    let measured = if pretrain_set.is_in_memory() {
+        pretrain_set.clone()
+    } else {
+        pretrain_set.sample(config.data.stats_images.max(1), config.seed)
+    };
+    let stats = measured
         .channel_stats()
         .map_err(|e| TrainError::data("channel statistics", e))?;
     if stats.mean.len() as i64 != config.model.in_channels {
@@ -121,6 +233,7 @@ pub fn load_train(config: &RunConfig) -> Result<TrainData, TrainError> {
         std: stats.std.iter().map(|&s| (s as f32).max(1e-3)).collect(),
         train,
         validation,
+        unlabeled,
     })
 }
 
@@ -135,9 +248,10 @@ pub fn load_evaluation_split(config: &RunConfig, data: &TrainData) -> Result<Dat
 
 /// Loads the test set (read once, for the final evaluation).
 pub fn load_test(config: &RunConfig) -> Result<Dataset, TrainError> {
-    let mut test = load_split(&config.data, Split::Test)?;
-    if config.data.test_per_class > 0 {
-        test = test.first_per_class(config.data.test_per_class);
+    let labeled = config.data.labeled()?;
+    let mut test = load_split(&labeled, Split::Test)?;
+    if labeled.test_per_class > 0 {
+        test = test.first_per_class(labeled.test_per_class);
     }
     Ok(test)
 }
@@ -156,11 +270,39 @@ pub fn augment_pipeline(
 /// The order of the training images in `epoch`: a permutation drawn from (seed, stage, epoch)
 /// alone, so a resumed run sees the same batches.
 pub fn epoch_permutation(len: usize, seed: u64, stream: u64, epoch: u32) -> Vec<usize> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(stream.wrapping_mul(1 << 32) ^ u64::from(epoch));
+    let mut rng = epoch_generator(seed, stream, epoch);
     let mut order: Vec<usize> = (0..len).collect();
     order.shuffle(&mut rng);
     order
+}
+
+/// The order of `dataset`'s images in `epoch`: [`epoch_permutation`], or for tar shards with
+/// a `shuffle_buffer` WebDataset's order (shards shuffled, then samples through the buffer),
+/// drawn from the same (seed, stage, epoch) generator. `shard_runs` is
+/// [`Dataset::shard_runs`], computed once per stage. Shards with `shuffle_buffer` 0 get the
+/// permutation of an in-memory data set (reads then jump between shards).
+pub fn epoch_order(
+    len: usize,
+    shard_runs: Option<&[Range<usize>]>,
+    shuffle_buffer: usize,
+    seed: u64,
+    stream: u64,
+    epoch: u32,
+) -> Vec<usize> {
+    match shard_runs {
+        Some(runs) if shuffle_buffer > 0 => supcon_data::shard_order(
+            runs,
+            shuffle_buffer,
+            &mut epoch_generator(seed, stream, epoch),
+        ),
+        _ => epoch_permutation(len, seed, stream, epoch),
+    }
+}
+
+fn epoch_generator(seed: u64, stream: u64, epoch: u32) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream.wrapping_mul(1 << 32) ^ u64::from(epoch));
+    rng
 }
 
 /// Number of batches of an epoch of `len` images split between `ranks` ranks. A last, smaller
@@ -264,14 +406,60 @@ impl PreparedBatch {
     }
 }
 
-/// The image `index` of `dataset` as an augmentation input.
-pub fn image_ref(dataset: &Dataset, index: usize) -> ImageRef<'_> {
+/// The images at `indices` (from memory, or read and decoded for a streamed data set).
+fn read_images<'a>(
+    dataset: &'a Dataset,
+    indices: &[usize],
+) -> Result<Vec<Cow<'a, [u8]>>, TrainError> {
+    dataset
+        .read_images(indices)
+        .map_err(|e| TrainError::data("reading the images of a batch", e))
+}
+
+/// Images of `dataset` as augmentation inputs.
+fn image_refs<'a>(dataset: &Dataset, images: &'a [Cow<'_, [u8]>]) -> Vec<ImageRef<'a>> {
     let shape = dataset.shape();
-    ImageRef {
-        data: dataset.image(index),
-        height: shape.height,
-        width: shape.width,
-        channels: shape.channels,
+    images
+        .iter()
+        .map(|data| ImageRef {
+            data,
+            height: shape.height,
+            width: shape.width,
+            channels: shape.channels,
+        })
+        .collect()
+}
+
+/// How a stage turns image indices into its input batch: a pure function of (data set, indices,
+/// epoch), so that it can run ahead of the step in another thread (see `data.prefetch`) and a
+/// resumed run prepares the same batches.
+#[derive(Clone, Debug)]
+pub enum BatchRecipe {
+    /// `views` augmented views of each image.
+    Views { augmenter: Augmenter, views: usize },
+    /// Global views and smaller local crops (multi-crop).
+    MultiCrop(MultiCropAugmenter),
+    /// Labels and indices only: the stage reads stored features.
+    LabelsOnly,
+}
+
+impl BatchRecipe {
+    /// The batch of the images at `indices` for `epoch`.
+    pub fn prepare(
+        &self,
+        dataset: &Dataset,
+        indices: &[usize],
+        epoch: u32,
+    ) -> Result<PreparedBatch, TrainError> {
+        match self {
+            BatchRecipe::Views { augmenter, views } => {
+                prepare_batch(augmenter, dataset, indices, epoch, *views)
+            }
+            BatchRecipe::MultiCrop(augmenter) => {
+                prepare_multicrop_batch(augmenter, dataset, indices, epoch)
+            }
+            BatchRecipe::LabelsOnly => Ok(PreparedBatch::without_pixels(dataset, indices)),
+        }
     }
 }
 
@@ -283,7 +471,8 @@ pub fn prepare_batch(
     epoch: u32,
     views: usize,
 ) -> Result<PreparedBatch, TrainError> {
-    let images: Vec<ImageRef<'_>> = indices.iter().map(|&i| image_ref(dataset, i)).collect();
+    let decoded = read_images(dataset, indices)?;
+    let images = image_refs(dataset, &decoded);
     let ids: Vec<u64> = indices.iter().map(|&i| i as u64).collect();
     let [c, h, w] = augmenter.view_shape(&images)?;
     let mut pixels = vec![0f32; indices.len() * views * c * h * w];
@@ -304,7 +493,8 @@ pub fn prepare_multicrop_batch(
     indices: &[usize],
     epoch: u32,
 ) -> Result<PreparedBatch, TrainError> {
-    let images: Vec<ImageRef<'_>> = indices.iter().map(|&i| image_ref(dataset, i)).collect();
+    let decoded = read_images(dataset, indices)?;
+    let images = image_refs(dataset, &decoded);
     let ids: Vec<u64> = indices.iter().map(|&i| i as u64).collect();
     let shapes = augmenter.view_shapes(&images)?;
     let mut crops: Vec<CropBatch> = augmenter

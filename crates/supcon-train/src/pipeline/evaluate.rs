@@ -143,7 +143,8 @@ impl<'a> Evaluator<'a> {
         let (c, h, w) = (shape.channels, shape.height, shape.width);
         // [n, C, H, W] in [0, 1] (the corruptions' domain); normalisation happens in `classify`.
         let mut images = Array4::<f32>::zeros((subset.len(), c, h, w));
-        for (i, (pixels, _)) in subset.iter().enumerate() {
+        for (i, sample) in subset.iter().enumerate() {
+            let (pixels, _) = sample.map_err(|e| TrainError::data("test images", e))?;
             for y in 0..h {
                 for x in 0..w {
                     for ch in 0..c {
@@ -332,7 +333,7 @@ pub fn finish_report(
     let input = ReportInput {
         run_name,
         evaluated_on: session.config.eval.split.as_str().to_string(),
-        dataset: Some(session.config.data.dataset.clone()),
+        dataset: Some(data_description(session, test)?),
         class_names,
         stages,
         evaluations: methods.iter().map(|m| m.evaluation.clone()).collect(),
@@ -348,4 +349,26 @@ pub fn finish_report(
         session.metrics.write_scalars(step, &scalars)?;
     }
     Ok(report)
+}
+
+/// The report's description of the data, e.g. `fashion-mnist (54000 train / 6000 val / 10000
+/// test)`; unlabeled pre-training images are named before the labeled set.
+fn data_description(session: &Session, test: &Dataset) -> Result<String, TrainError> {
+    let data = &session.data;
+    let labeled = format!(
+        "{} ({} train / {} val / {} {})",
+        session.config.data.labeled()?.dataset,
+        data.train.len(),
+        data.validation.len(),
+        test.len(),
+        session.config.eval.split.as_str()
+    );
+    Ok(match &data.unlabeled {
+        Some(images) => format!(
+            "{} of {} unlabeled images for pre-training; {labeled}",
+            session.config.data.dataset,
+            images.len()
+        ),
+        None => labeled,
+    })
 }

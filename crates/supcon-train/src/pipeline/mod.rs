@@ -140,6 +140,8 @@ impl Session {
             run = %run.root().display(),
             train = data.train.len(),
             validation = data.validation.len(),
+            unlabeled = data.unlabeled.as_ref().map(|d| d.len()),
+            streamed = !data.pretrain_set().is_in_memory(),
             device = ?device,
             ranks = comm.world_size(),
             transport = comm.transport(),
@@ -240,6 +242,8 @@ fn stage_spec<'a>(
         quiet,
         setup_seconds: 0.0,
         comm,
+        prefetch: config.data.prefetch,
+        shuffle_buffer: config.data.shuffle_buffer,
     }
 }
 
@@ -312,12 +316,16 @@ fn run_stage_of(
         quiet,
         ..
     } = session;
+    let dataset = match stage {
+        Stage::Pretrain => data.pretrain_set(),
+        Stage::Linear | Stage::Ce => &data.train,
+    };
     let spec = StageSpec {
         setup_seconds,
         ..stage_spec(
             config,
             &**comm,
-            &data.train,
+            dataset,
             num_classes,
             resume_command,
             *quiet,
@@ -337,7 +345,7 @@ pub fn pretrain(session: &mut Session) -> Result<(StageSummary, PathBuf), TrainE
         size,
         &mean,
         &std,
-        session.data.train.len(),
+        session.data.pretrain_set().len(),
         session.comm.clone(),
     )?;
     tracing::info!(
@@ -534,11 +542,14 @@ fn same_as_rank_zero(
     // Where the data lives may differ between machines; what is read may not.
     let mut comparable = config.clone();
     comparable.data.path = None;
+    comparable.data.eval_path = None;
+    comparable.data.test_path = None;
     let ours = format!(
-        "{}\n# {} training and {} validation images, {} classes",
+        "{}\n# {} training, {} validation and {} pre-training images, {} classes",
         comparable.to_toml()?,
         data.train.len(),
         data.validation.len(),
+        data.pretrain_set().len(),
         data.train.num_classes()
     );
     let theirs = comm

@@ -5,7 +5,6 @@
 use std::collections::BTreeSet;
 
 use supcon_augment::{Augmenter, CropGroup, MultiCropAugmenter};
-use supcon_data::Dataset;
 use supcon_models::SupConModel;
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
@@ -15,26 +14,17 @@ use crate::config::RunConfig;
 use crate::dist::{self, Comm, DataParallelTensors};
 use crate::error::TrainError;
 use crate::optim::Optimizer;
-use crate::pipeline::data::{
-    augment_pipeline, prepare_batch, prepare_multicrop_batch, PreparedBatch,
-};
+use crate::pipeline::data::{augment_pipeline, BatchRecipe, PreparedBatch};
 use crate::pipeline::methods::{self, ContrastiveMethod, MethodContext};
 use crate::pipeline::runner::{StageModel, StepResult};
-
-/// How the views of a batch are drawn.
-enum Views {
-    /// `views` views of the image's size.
-    Same { augmenter: Augmenter, views: usize },
-    /// The views plus smaller local crops (multi-crop).
-    MultiCrop(MultiCropAugmenter),
-}
 
 /// The online encoder + head, its optimizer, the augmentation, and the run's method.
 pub struct PretrainModel {
     pub vs: VarStore,
     pub model: SupConModel,
     optimizer: Optimizer,
-    views: Views,
+    /// How the views of a batch are drawn.
+    views: BatchRecipe,
     method: Box<dyn ContrastiveMethod>,
     /// Names of the method's own trainable tensors (skipped while the method freezes them).
     method_trainable: BTreeSet<String>,
@@ -81,7 +71,7 @@ impl PretrainModel {
         let views = if multicrop.local_views > 0 {
             let local =
                 augment_pipeline(&multicrop.local_augment, multicrop.local_size, mean, std)?;
-            Views::MultiCrop(MultiCropAugmenter::new(
+            BatchRecipe::MultiCrop(MultiCropAugmenter::new(
                 vec![
                     CropGroup {
                         pipeline: global,
@@ -95,7 +85,7 @@ impl PretrainModel {
                 seed,
             )?)
         } else {
-            Views::Same {
+            BatchRecipe::Views {
                 augmenter: Augmenter::new(global, seed),
                 views: pretrain.views,
             }
@@ -118,20 +108,8 @@ impl PretrainModel {
 }
 
 impl StageModel for PretrainModel {
-    fn prepare(
-        &self,
-        dataset: &Dataset,
-        indices: &[usize],
-        epoch: u32,
-    ) -> Result<PreparedBatch, TrainError> {
-        match &self.views {
-            Views::Same { augmenter, views } => {
-                prepare_batch(augmenter, dataset, indices, epoch, *views)
-            }
-            Views::MultiCrop(augmenter) => {
-                prepare_multicrop_batch(augmenter, dataset, indices, epoch)
-            }
-        }
+    fn batch_recipe(&self) -> BatchRecipe {
+        self.views.clone()
     }
 
     fn forward_backward(&mut self, batch: &PreparedBatch) -> Result<StepResult, TrainError> {

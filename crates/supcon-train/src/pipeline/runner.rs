@@ -16,7 +16,9 @@ use crate::dist::{self, DataParallelTensors};
 use crate::error::TrainError;
 use crate::metrics_log::{MetricRecord, MetricsWriter, RecordKind, Stage};
 use crate::optim::LrSchedule;
-use crate::pipeline::data::{batches_per_epoch, epoch_permutation, GlobalBatch, PreparedBatch};
+use crate::pipeline::data::{
+    batches_per_epoch, epoch_order, BatchRecipe, GlobalBatch, PreparedBatch,
+};
 use crate::progress::{ProgressMode, StageProgress};
 use crate::run_dir::RunDir;
 
@@ -31,13 +33,9 @@ pub struct StepResult {
 
 /// A stage's model as the loop sees it.
 pub trait StageModel {
-    /// Augments the images at `indices` for `epoch` (a pure function of its arguments).
-    fn prepare(
-        &self,
-        dataset: &Dataset,
-        indices: &[usize],
-        epoch: u32,
-    ) -> Result<PreparedBatch, TrainError>;
+    /// How the stage's batches are prepared from image indices (run ahead of the step when
+    /// `data.prefetch` asks for it).
+    fn batch_recipe(&self) -> BatchRecipe;
     /// Clears gradients, runs forward and backward; does not change parameters. Leaves this
     /// rank's share of the whole batch's gradient (see [`crate::dist`]).
     fn forward_backward(&mut self, batch: &PreparedBatch) -> Result<StepResult, TrainError>;
@@ -78,6 +76,11 @@ pub struct StageSpec<'a> {
     pub setup_seconds: f64,
     /// The ranks the stage runs on (one process: [`supcon_collectives::SingleProcess`]).
     pub comm: &'a dyn Collectives,
+    /// Batches prepared ahead of the step in a background thread; `None`: 2 when the images
+    /// are streamed from disk, 0 when they are in memory.
+    pub prefetch: Option<usize>,
+    /// Tar shards: WebDataset's shuffle buffer (see [`epoch_order`]).
+    pub shuffle_buffer: usize,
 }
 
 impl StageSpec<'_> {
@@ -113,6 +116,12 @@ impl StageSpec<'_> {
             best_epoch: None,
             world_size: self.comm.world_size(),
         }
+    }
+
+    /// Batches prepared ahead of the step.
+    fn prefetch_depth(&self) -> usize {
+        self.prefetch
+            .unwrap_or(if self.dataset.is_in_memory() { 0 } else { 2 })
     }
 
     /// Stream id of the stage's shuffling (stages do not share permutations).
@@ -231,93 +240,114 @@ pub fn run_stage(
         )
     };
     let log_every = spec.checkpoints.log_every_steps.max(1);
+    let recipe = model.batch_recipe();
+    let shard_runs = spec.dataset.shard_runs();
     while state.epoch < spec.epochs {
         let epoch = state.epoch;
-        let order = epoch_permutation(spec.dataset.len(), spec.seed, spec.stream(), epoch);
+        let order = epoch_order(
+            spec.dataset.len(),
+            shard_runs.as_deref(),
+            spec.shuffle_buffer,
+            spec.seed,
+            spec.stream(),
+            epoch,
+        );
         progress.start_epoch(epoch, state.step_in_epoch);
         let mut window_images = 0u64;
         let mut window_seconds = 0.0f64;
-        for step_in_epoch in state.step_in_epoch..steps_per_epoch {
-            let started = Instant::now();
-            let from = step_in_epoch as usize * spec.batch_size;
-            let to = (from + spec.batch_size).min(order.len());
-            let global = &order[from..to];
-            let mine = shard(global.len(), rank, world);
-            let mut batch = model.prepare(spec.dataset, &global[mine.clone()], epoch)?;
-            batch.global = GlobalBatch {
-                indices: global.to_vec(),
-                offset: mine.start,
-            };
-            let lr = schedule.lr(state.global_step);
-            let result = model.forward_backward(&batch)?;
-            dist::all_reduce_step(spec.comm, &model.data_parallel())?;
-            // Every rank learns the whole batch's correct count and whether any was
-            // interrupted, so that all of them stop at the same step.
-            let mut counts = [
-                result.correct.unwrap_or(0) as f64,
-                f64::from(u8::from(crate::pipeline::interrupted())),
-            ];
-            dist::sum(spec.comm, &mut counts)?;
-            let (correct, interrupted) =
-                (result.correct.map(|_| counts[0] as u64), counts[1] > 0.0);
-            if !result.loss.is_finite() {
-                return Err(TrainError::NonFiniteLoss {
-                    stage: spec.stage.to_string(),
-                    epoch,
-                    step: state.global_step,
-                    lr,
-                    loss: result.loss,
-                    batch: batch_statistics(&batch),
-                });
-            }
-            model.update(lr)?;
-            let seconds = started.elapsed().as_secs_f64();
-            let images = global.len() as u64;
-            state.global_step += 1;
-            state.step_in_epoch = step_in_epoch + 1;
-            state.wall_seconds += seconds;
-            state.images_seen += images;
-            state.epoch_loss_sum += result.loss;
-            state.epoch_steps += 1;
-            if let Some(correct) = correct {
-                state.epoch_correct += correct;
-                state.epoch_seen += images;
-            }
-            window_images += images;
-            window_seconds += seconds;
-            let images_per_second = window_images as f64 / window_seconds.max(1e-9);
-            progress.step(result.loss, lr, images_per_second);
-            if state.global_step % log_every == 0 {
-                metrics.write(&MetricRecord {
-                    stage: spec.stage,
-                    kind: RecordKind::Step,
-                    epoch,
-                    step: state.global_step,
-                    loss: result.loss,
-                    lr,
-                    images_per_second,
-                    val_top1: None,
-                    train_top1: None,
-                    wall_seconds: state.wall_seconds,
+        let steps = state.step_in_epoch..steps_per_epoch;
+        let epoch_batches = EpochBatches {
+            dataset: spec.dataset,
+            recipe: &recipe,
+            order: &order,
+            batch_size: spec.batch_size,
+            rank,
+            world,
+            epoch,
+        };
+        // Scoped: a batch thread lives for one epoch and ends when the loop leaves it (an
+        // error or an interrupt drops the receiver, which stops the thread at its next batch).
+        std::thread::scope(|scope| -> Result<(), TrainError> {
+            let mut batches =
+                prefetched(scope, steps.clone(), spec.prefetch_depth(), &epoch_batches);
+            for step_in_epoch in steps {
+                let started = Instant::now();
+                let batch = batches.next().unwrap_or_else(|| {
+                    Err(TrainError::Shape("the batch thread stopped early".into()))
                 })?;
-                window_images = 0;
-                window_seconds = 0.0;
+                let global = &batch.global.indices;
+                let lr = schedule.lr(state.global_step);
+                let result = model.forward_backward(&batch)?;
+                dist::all_reduce_step(spec.comm, &model.data_parallel())?;
+                // Every rank learns the whole batch's correct count and whether any was
+                // interrupted, so that all of them stop at the same step.
+                let mut counts = [
+                    result.correct.unwrap_or(0) as f64,
+                    f64::from(u8::from(crate::pipeline::interrupted())),
+                ];
+                dist::sum(spec.comm, &mut counts)?;
+                let (correct, interrupted) =
+                    (result.correct.map(|_| counts[0] as u64), counts[1] > 0.0);
+                if !result.loss.is_finite() {
+                    return Err(TrainError::NonFiniteLoss {
+                        stage: spec.stage.to_string(),
+                        epoch,
+                        step: state.global_step,
+                        lr,
+                        loss: result.loss,
+                        batch: batch_statistics(&batch),
+                    });
+                }
+                model.update(lr)?;
+                let seconds = started.elapsed().as_secs_f64();
+                let images = global.len() as u64;
+                state.global_step += 1;
+                state.step_in_epoch = step_in_epoch + 1;
+                state.wall_seconds += seconds;
+                state.images_seen += images;
+                state.epoch_loss_sum += result.loss;
+                state.epoch_steps += 1;
+                if let Some(correct) = correct {
+                    state.epoch_correct += correct;
+                    state.epoch_seen += images;
+                }
+                window_images += images;
+                window_seconds += seconds;
+                let images_per_second = window_images as f64 / window_seconds.max(1e-9);
+                progress.step(result.loss, lr, images_per_second);
+                if state.global_step % log_every == 0 {
+                    metrics.write(&MetricRecord {
+                        stage: spec.stage,
+                        kind: RecordKind::Step,
+                        epoch,
+                        step: state.global_step,
+                        loss: result.loss,
+                        lr,
+                        images_per_second,
+                        val_top1: None,
+                        train_top1: None,
+                        wall_seconds: state.wall_seconds,
+                    })?;
+                    window_images = 0;
+                    window_seconds = 0.0;
+                }
+                let every = spec.checkpoints.every_steps;
+                if (every > 0 && state.global_step % every == 0) || interrupted {
+                    save(&state, model, &last_path)?;
+                    tracing::debug!(step = state.global_step, "checkpoint written");
+                }
+                if interrupted {
+                    progress.finish();
+                    return Err(TrainError::Interrupted {
+                        stage: spec.stage.to_string(),
+                        epoch,
+                        step: state.global_step,
+                        resume_command: spec.resume_command.clone(),
+                    });
+                }
             }
-            let every = spec.checkpoints.every_steps;
-            if (every > 0 && state.global_step % every == 0) || interrupted {
-                save(&state, model, &last_path)?;
-                tracing::debug!(step = state.global_step, "checkpoint written");
-            }
-            if interrupted {
-                progress.finish();
-                return Err(TrainError::Interrupted {
-                    stage: spec.stage.to_string(),
-                    epoch,
-                    step: state.global_step,
-                    resume_command: spec.resume_command.clone(),
-                });
-            }
-        }
+            Ok(())
+        })?;
         // End of the epoch: validation, records, checkpoints.
         let started = Instant::now();
         let val_top1 = model.validate()?;
@@ -387,6 +417,63 @@ pub fn run_stage(
     }
     progress.finish();
     Ok(state)
+}
+
+/// What the batches of one epoch are made from; shared with the batch thread.
+struct EpochBatches<'a> {
+    dataset: &'a Dataset,
+    recipe: &'a BatchRecipe,
+    /// The epoch's order of the images ([`epoch_order`]).
+    order: &'a [usize],
+    batch_size: usize,
+    rank: usize,
+    world: usize,
+    epoch: u32,
+}
+
+impl EpochBatches<'_> {
+    /// The batch of step `step`: this rank's share of the global batch, prepared with the
+    /// recipe (a pure function of its arguments: any thread may run it).
+    fn batch(&self, step: u64) -> Result<PreparedBatch, TrainError> {
+        let from = step as usize * self.batch_size;
+        let to = (from + self.batch_size).min(self.order.len());
+        let global = &self.order[from..to];
+        let mine = shard(global.len(), self.rank, self.world);
+        let mut batch = self
+            .recipe
+            .prepare(self.dataset, &global[mine.clone()], self.epoch)?;
+        batch.global = GlobalBatch {
+            indices: global.to_vec(),
+            offset: mine.start,
+        };
+        Ok(batch)
+    }
+}
+
+/// The batches of `steps`, in order: prepared when asked for (`depth` 0), or by a thread of
+/// `scope` that keeps up to `depth` of them ready (reading and decoding images, augmenting)
+/// while the step before runs. Memory is bounded by `depth` batches whatever the data set.
+fn prefetched<'scope, 'env>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    steps: std::ops::Range<u64>,
+    depth: usize,
+    batches: &'env EpochBatches<'env>,
+) -> Box<dyn Iterator<Item = Result<PreparedBatch, TrainError>> + 'env> {
+    if depth == 0 {
+        return Box::new(steps.map(|step| batches.batch(step)));
+    }
+    let (sender, receiver) = std::sync::mpsc::sync_channel(depth);
+    scope.spawn(move || {
+        for step in steps {
+            let batch = batches.batch(step);
+            let failed = batch.is_err();
+            // A closed channel: the loop stopped (error or interrupt), so stop too.
+            if sender.send(batch).is_err() || failed {
+                break;
+            }
+        }
+    });
+    Box::new(receiver.into_iter())
 }
 
 /// Mean, standard deviation, min and max of a batch's pixels, and whether any is non-finite:

@@ -298,6 +298,33 @@ impl Dataset {
         })
     }
 
+    /// The dataset without the images that cannot be read (corrupt, truncated, of another
+    /// size, unreadable files), and what was wrong with each one left out (in dataset order).
+    /// Every image is decoded once (in parallel), so the images left are known good when the
+    /// run starts and every rank of a data-parallel run drops the same ones. An in-memory
+    /// dataset is returned as it is: its images were decoded when it was read.
+    pub fn without_unreadable(self) -> (Dataset, Vec<DataError>) {
+        if self.is_in_memory() {
+            return (self, Vec::new());
+        }
+        let checked: Vec<Option<DataError>> = (0..self.len())
+            .into_par_iter()
+            .map(|i| self.read_image(i).err())
+            .collect();
+        let mut keep = Vec::with_capacity(self.len());
+        let mut unreadable = Vec::new();
+        for (index, error) in checked.into_iter().enumerate() {
+            match error {
+                None => keep.push(index),
+                Some(error) => unreadable.push(error),
+            }
+        }
+        if unreadable.is_empty() {
+            return (self, unreadable);
+        }
+        (self.subset_unchecked(&keep), unreadable)
+    }
+
     /// The images of each shard of a sharded dataset, as runs of consecutive indices (in
     /// dataset order); `None` when the images are not read from shards.
     pub fn shard_runs(&self) -> Option<Vec<std::ops::Range<usize>>> {

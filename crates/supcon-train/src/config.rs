@@ -133,6 +133,11 @@ pub struct DataConfig {
     /// augmenting on rayon's pool); absent: 2 for streamed images, 0 for images in memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefetch: Option<usize>,
+    /// Images that cannot be read (corrupt, truncated, of another size) are left out and
+    /// counted in the report, instead of stopping the run with the file's name. Every image
+    /// is decoded once when the data set is opened to find them (an epoch of decoding).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub skip_corrupt: bool,
     /// Streamed images: the normalisation statistics are measured on this many training
     /// images (a seeded sample; all of them when there are fewer).
     #[serde(default = "default_stats_images")]

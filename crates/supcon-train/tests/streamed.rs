@@ -335,6 +335,28 @@ fn a_corrupt_streamed_image_is_named_and_loses_no_checkpoint() {
         .filter(|r| r.kind == RecordKind::Epoch)
         .count();
     assert_eq!(epochs, 2);
+
+    // Asked to skip unreadable images, a run leaves this one (and a test image) out and says
+    // so in its report.
+    std::fs::write(&bad, &good[..good.len() / 3]).unwrap();
+    let bad_test = folder.join("test/c0/00001.png");
+    std::fs::write(&bad_test, b"not a png").unwrap();
+    let skip_sets = [sets.clone(), vec!["data.skip_corrupt=true".into()]].concat();
+    run(
+        supcon().args(command("train", "skip", &runs, &skip_sets)),
+        true,
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(runs.join("skip/report.json")).unwrap()).unwrap();
+    let dataset = report["dataset"].as_str().unwrap_or_default();
+    assert!(
+        dataset.contains("299 train") && dataset.contains("99 test"),
+        "{dataset}"
+    );
+    assert!(
+        dataset.contains("2 unreadable image(s) left out"),
+        "{dataset}"
+    );
 }
 
 /// A run on tar shards in WebDataset's order, killed in the middle of an epoch, resumes to the

@@ -437,7 +437,7 @@ fn embed(
     let dataset = match split {
         "train" => data.train.clone(),
         "validation" => data.validation.clone(),
-        _ => pipeline::data::load_test(&config)?,
+        _ => pipeline::data::load_test(&config)?.images,
     };
     let augmenter = supcon_augment::Augmenter::new(
         pipeline::data::augment_pipeline("none", dataset.shape().height, &data.mean, &data.std)?,

@@ -27,6 +27,8 @@ pub struct TrainData {
     /// normalisation.
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
+    /// Images left out because they could not be read (`data.skip_corrupt`).
+    pub unreadable: usize,
 }
 
 impl TrainData {
@@ -36,7 +38,31 @@ impl TrainData {
     }
 }
 
-fn load_split(config: &DataConfig, split: Split) -> Result<Dataset, TrainError> {
+/// [`read_split`], less its unreadable images when `data.skip_corrupt` (each one logged);
+/// returns how many were left out.
+fn load_split(config: &DataConfig, split: Split) -> Result<(Dataset, usize), TrainError> {
+    let dataset = read_split(config, split)?;
+    if !config.skip_corrupt {
+        return Ok((dataset, 0));
+    }
+    let (dataset, unreadable) = dataset.without_unreadable();
+    for error in unreadable.iter().take(20) {
+        tracing::warn!(
+            split = split_name(split),
+            "skipping an unreadable image: {error}"
+        );
+    }
+    if !unreadable.is_empty() {
+        tracing::warn!(
+            "{}: {} unreadable image(s) left out (data.skip_corrupt)",
+            split_name(split),
+            unreadable.len()
+        );
+    }
+    Ok((dataset, unreadable.len()))
+}
+
+fn read_split(config: &DataConfig, split: Split) -> Result<Dataset, TrainError> {
     let location = config.path.as_deref();
     let context = format!("{} ({} split)", config.dataset, split_name(split));
     let data_error = |e| TrainError::data(context.clone(), e);
@@ -182,7 +208,7 @@ fn image_options(config: &DataConfig) -> Result<ImageFolderOptions, TrainError> 
 /// (of a seeded sample of `data.stats_images` of them when they are streamed).
 pub fn load_train(config: &RunConfig) -> Result<TrainData, TrainError> {
     let labeled = config.data.labeled()?;
-    let mut full = load_split(&labeled, Split::Train)?;
+    let (mut full, mut unreadable) = load_split(&labeled, Split::Train)?;
     if labeled.train_per_class > 0 {
         full = full.first_per_class(labeled.train_per_class);
     }
@@ -199,7 +225,8 @@ pub fn load_train(config: &RunConfig) -> Result<TrainData, TrainError> {
         None
     } else {
         // `train_per_class` limits the labeled set only: unlabeled images have no class.
-        let images = load_split(&config.data, Split::Train)?;
+        let (images, skipped) = load_split(&config.data, Split::Train)?;
+        unreadable += skipped;
         if images.shape() != train.shape() {
             return Err(TrainError::Config(format!(
                 "the unlabeled images are {} but the labeled ones ({}) are {}: set data.image_size \
@@ -234,26 +261,51 @@ pub fn load_train(config: &RunConfig) -> Result<TrainData, TrainError> {
         train,
         validation,
         unlabeled,
+        unreadable,
     })
+}
+
+/// The images of the final evaluation, and how many were left out as unreadable.
+pub struct EvaluationSet {
+    pub images: Dataset,
+    /// Images left out because they could not be read (`data.skip_corrupt`).
+    pub unreadable: usize,
+}
+
+impl std::ops::Deref for EvaluationSet {
+    type Target = Dataset;
+
+    fn deref(&self) -> &Dataset {
+        &self.images
+    }
 }
 
 /// The images of the final evaluation: the test set, or the validation split when
 /// `eval.split = "validation"` (tuning runs that must not read the test set).
-pub fn load_evaluation_split(config: &RunConfig, data: &TrainData) -> Result<Dataset, TrainError> {
+pub fn load_evaluation_split(
+    config: &RunConfig,
+    data: &TrainData,
+) -> Result<EvaluationSet, TrainError> {
     match config.eval.split {
         EvalSplit::Test => load_test(config),
-        EvalSplit::Validation => Ok(data.validation.clone()),
+        EvalSplit::Validation => Ok(EvaluationSet {
+            images: data.validation.clone(),
+            unreadable: 0,
+        }),
     }
 }
 
 /// Loads the test set (read once, for the final evaluation).
-pub fn load_test(config: &RunConfig) -> Result<Dataset, TrainError> {
+pub fn load_test(config: &RunConfig) -> Result<EvaluationSet, TrainError> {
     let labeled = config.data.labeled()?;
-    let mut test = load_split(&labeled, Split::Test)?;
+    let (mut test, unreadable) = load_split(&labeled, Split::Test)?;
     if labeled.test_per_class > 0 {
         test = test.first_per_class(labeled.test_per_class);
     }
-    Ok(test)
+    Ok(EvaluationSet {
+        images: test,
+        unreadable,
+    })
 }
 
 /// The augmentation pipeline named `name` (a preset or a recipe such as

@@ -18,7 +18,7 @@ use crate::eval::{
     RobustnessReport,
 };
 use crate::pipeline::classifier::{infer, FrozenEncoder};
-use crate::pipeline::data::augment_pipeline;
+use crate::pipeline::data::{augment_pipeline, EvaluationSet};
 use crate::pipeline::{LinearOutcome, Session, StageSummary};
 use crate::plots::{EmbeddingsForPlot, PlotOptions};
 use crate::report::{write_report, MethodEvaluation, Report, ReportInput, StageReport};
@@ -299,7 +299,7 @@ pub fn evaluate_ce(
 /// Writes the plots, `report.json` and `report.md`; returns the report.
 pub fn finish_report(
     session: &Session,
-    test: &Dataset,
+    test: &EvaluationSet,
     methods: Vec<MethodResult>,
 ) -> Result<Report, TrainError> {
     let mut stages = Vec::new();
@@ -353,9 +353,9 @@ pub fn finish_report(
 
 /// The report's description of the data, e.g. `fashion-mnist (54000 train / 6000 val / 10000
 /// test)`; unlabeled pre-training images are named before the labeled set.
-fn data_description(session: &Session, test: &Dataset) -> Result<String, TrainError> {
+fn data_description(session: &Session, test: &EvaluationSet) -> Result<String, TrainError> {
     let data = &session.data;
-    let labeled = format!(
+    let mut labeled = format!(
         "{} ({} train / {} val / {} {})",
         session.config.data.labeled()?.dataset,
         data.train.len(),
@@ -363,6 +363,12 @@ fn data_description(session: &Session, test: &Dataset) -> Result<String, TrainEr
         test.len(),
         session.config.eval.split.as_str()
     );
+    let unreadable = data.unreadable + test.unreadable;
+    if unreadable > 0 {
+        labeled.push_str(&format!(
+            "; {unreadable} unreadable image(s) left out (data.skip_corrupt)"
+        ));
+    }
     Ok(match &data.unlabeled {
         Some(images) => format!(
             "{} of {} unlabeled images for pre-training; {labeled}",

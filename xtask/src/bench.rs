@@ -14,9 +14,12 @@ pub fn run(args: &[String]) -> Result<()> {
         "loss" => crate::bench_loss::run(rest),
         "augment" => crate::bench_augment::run(rest),
         "train" => crate::bench_train::run(rest),
+        "data" => crate::bench_data::run(rest),
         "interop" => crate::bench_interop::run(rest),
         other => {
-            bail!("unknown benchmark `{other}`; expected one of: loss, augment, train, interop")
+            bail!(
+                "unknown benchmark `{other}`; expected one of: loss, augment, train, data, interop"
+            )
         }
     }
 }

@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_augment;
+mod bench_data;
 mod bench_interop;
 mod bench_loss;
 mod bench_train;
@@ -27,7 +28,7 @@ commands:
                         tests of the whole workspace (this is what CI runs)
   train [ARGS...]       build the `supcon` binary (release) and run the default two-stage recipe on
                         Fashion-MNIST; ARGS go to `supcon train`
-  bench <what> [ARGS]   side-by-side benchmarks: loss | augment | train (see docs/src/benchmarks.md),
+  bench <what> [ARGS]   side-by-side benchmarks: loss | augment | train | data (see docs/src/benchmarks.md),
                         and interop: a PyTorch SupContrast ResNet-18's weights loaded into
                         supcon-models, max |difference| of the outputs (see docs/src/models.md)
   gpu-test              build the GPU test binaries and run them where a GPU is present

@@ -282,15 +282,26 @@ impl Dataset {
     }
 
     /// The same images decoded into memory (a no-op for an in-memory dataset). Decodes in
-    /// parallel; the error reported is the first in dataset order.
+    /// parallel, each image straight into its place in the one buffer (peak memory: the
+    /// pixels, plus an image per thread); the error reported is the first in dataset order.
     pub fn into_memory(self) -> Result<Dataset, DataError> {
         if self.is_in_memory() {
             return Ok(self);
         }
-        let all: Vec<usize> = (0..self.len()).collect();
-        let mut pixels = Vec::with_capacity(self.len() * self.shape.len());
-        for image in self.read_images(&all)? {
-            pixels.extend_from_slice(&image);
+        let mut pixels = vec![0u8; self.len() * self.shape.len()];
+        let first_error = pixels
+            .par_chunks_mut(self.shape.len())
+            .enumerate()
+            .filter_map(|(index, out)| match self.read_image(index) {
+                Ok(image) => {
+                    out.copy_from_slice(&image);
+                    None
+                }
+                Err(error) => Some((index, error)),
+            })
+            .min_by_key(|(index, _)| *index);
+        if let Some((_, error)) = first_error {
+            return Err(error);
         }
         Ok(Dataset {
             images: Images::Memory(pixels),

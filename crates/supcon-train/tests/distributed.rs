@@ -5,6 +5,8 @@
 #![cfg(feature = "mpi")]
 
 mod common;
+#[path = "common/images.rs"]
+mod images;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -146,6 +148,74 @@ fn two_ranks_train_what_one_process_trains() {
     // The report says on how many ranks each stage ran.
     let report = std::fs::read_to_string(two.join("report.json")).unwrap();
     assert!(report.contains("\"ranks\": 2"), "{report}");
+}
+
+/// Two ranks streaming tar shards — each reading and decoding only its share of every global
+/// batch — train what one process trains on the same images decoded into memory (the shards
+/// with `data.shuffle_buffer = 0`: the same permutation as in memory).
+#[test]
+fn two_ranks_streaming_shards_train_what_one_process_trains_in_memory() {
+    require_mpirun();
+    let dir = tempfile::tempdir().unwrap();
+    let (folder, shards) = (dir.path().join("folder"), dir.path().join("shards"));
+    images::write_folder(&folder);
+    images::write_shards(&folder, &shards, 3, true);
+    let with = |name: &str, sets: Vec<String>| -> Vec<String> {
+        let mut args = small_run(name, dir.path());
+        for set in [
+            "data.train_per_class=0".to_string(),
+            "data.test_per_class=0".into(),
+            "data.color=gray".into(),
+        ]
+        .into_iter()
+        .chain(sets)
+        {
+            args.push("--set".into());
+            args.push(set);
+        }
+        args
+    };
+    let memory = with(
+        "memory",
+        vec![
+            "data.dataset=folder".into(),
+            format!("data.path={}", folder.display()),
+        ],
+    );
+    let streamed = with(
+        "streamed",
+        vec![
+            "data.dataset=shards".into(),
+            format!(
+                "data.path={}",
+                shards.join("train-{000000..000002}.tar").display()
+            ),
+            format!(
+                "data.test_path={}",
+                shards.join("test-{000000..000002}.tar").display()
+            ),
+            "data.shuffle_buffer=0".into(),
+        ],
+    );
+    run(supcon().args(memory), true);
+    run(mpirun(2).args(streamed), true);
+    let (a, b) = (
+        steps_of(&dir.path().join("memory")),
+        steps_of(&dir.path().join("streamed")),
+    );
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((x.stage, x.step), (y.stage, y.step));
+        let relative = (x.loss - y.loss).abs() / x.loss.abs();
+        assert!(
+            relative < 5e-6,
+            "{} step {}: loss {} in memory on one process, {} streamed on two ranks",
+            x.stage,
+            x.step,
+            x.loss,
+            y.loss
+        );
+    }
 }
 
 /// Every method computes across two ranks what it computes in one process: the same loss at

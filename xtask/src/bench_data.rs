@@ -10,7 +10,8 @@
 //!    `ImageFolder` + `DataLoader` with `w` worker processes (`benches/data_torchvision.py`),
 //!    for each `w` of `--workers`.
 //! 2. **Memory**: peak resident memory of one epoch over a folder of `--epoch-images` 28×28
-//!    PNGs (Fashion-MNIST cycled, default one million), streamed and decoded into memory first.
+//!    PNGs (Fashion-MNIST cycled, default one million): streamed, streamed from the same images
+//!    packed into WebDataset shards of 10 000, and decoded into memory first.
 //!
 //! Writes `target/bench-results/data.json`.
 
@@ -194,11 +195,21 @@ pub fn run(args: &[String]) -> Result<()> {
             &format!("png-28-{}", o.epoch_images),
             &["generate-png".into(), o.epoch_images.to_string()],
         )?;
-        for mode in ["--stream", "--memory"] {
+        let shards = generated(
+            &exe,
+            &format!("shards-28-{}", o.epoch_images),
+            &[
+                "pack-shards".into(),
+                pngs.display().to_string(),
+                (o.epoch_images / 10_000).max(1).to_string(),
+            ],
+        )?;
+        for mode in ["--stream", "--shards", "--memory"] {
+            let source = if mode == "--shards" { &shards } else { &pngs };
             let line = measured(
                 Command::new(&exe)
                     .arg("epoch")
-                    .arg(&pngs)
+                    .arg(source)
                     .arg(mode)
                     .args(["--threads", "2"])
                     .args(["--batch", "256"]),

@@ -4,8 +4,9 @@
 //! ```text
 //! stream_throughput generate-jpeg <dir> <images> <side>   # Fashion-MNIST upsampled, RGB JPEGs
 //! stream_throughput generate-png <dir> <images>           # Fashion-MNIST 28×28 gray PNGs
-//! stream_throughput throughput <dir> [--threads N] [--batch B] [--batches K] [--size S]
-//! stream_throughput epoch <dir> --stream|--memory [--threads N] [--batch B]
+//! stream_throughput pack-shards <out> <folder> <shards>    # a labeled folder as WebDataset shards
+//! stream_throughput throughput <dir> [--threads N] [--batch B] [--batches K]
+//! stream_throughput epoch <dir> --stream|--memory|--shards [--threads N] [--batch B]
 //! ```
 //!
 //! `throughput`: the SupContrast two-view recipe (`presets::supcon_cifar` at the images' side,
@@ -15,8 +16,9 @@
 //! views) and `img_per_cpu_s`.
 //!
 //! `epoch`: one epoch over every image of the folder (`presets::fashion_mnist`, two views),
-//! streamed or first decoded into memory; one JSON line with the peak resident memory
-//! (`VmHWM`) of the process, which is what the streamed path keeps flat.
+//! streamed, first decoded into memory, or streamed from the `*.tar` shards in `<dir>`; one
+//! JSON line with the peak resident memory (`VmHWM`) of the process, which is what the streamed
+//! paths keep flat.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -26,7 +28,10 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use supcon_augment::{presets, Augmenter, ImageRef};
-use supcon_data::{open_image_folder, ColorMode, Dataset, FashionMnist, ImageFolderOptions, Split};
+use supcon_data::{
+    open_image_folder, open_shards, scan_image_folder, shard_paths, ColorMode, Dataset,
+    FashionMnist, ImageFolderOptions, Split,
+};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -123,11 +128,19 @@ fn generate_png(dir: &Path, count: usize) -> Result<(), Error> {
     Ok(())
 }
 
+/// Where an epoch's images come from.
+#[derive(Clone, Copy, PartialEq)]
+enum Source {
+    Stream,
+    Memory,
+    Shards,
+}
+
 struct Options {
     threads: usize,
     batch: usize,
     batches: usize,
-    stream: bool,
+    source: Source,
 }
 
 fn options(args: &[String]) -> Result<Options, Error> {
@@ -135,7 +148,7 @@ fn options(args: &[String]) -> Result<Options, Error> {
         threads: 2,
         batch: 64,
         batches: 30,
-        stream: true,
+        source: Source::Stream,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -146,8 +159,9 @@ fn options(args: &[String]) -> Result<Options, Error> {
             "--threads" => o.threads = value("--threads")?,
             "--batch" => o.batch = value("--batch")?,
             "--batches" => o.batches = value("--batches")?,
-            "--stream" => o.stream = true,
-            "--memory" => o.stream = false,
+            "--stream" => o.source = Source::Stream,
+            "--memory" => o.source = Source::Memory,
+            "--shards" => o.source = Source::Shards,
             other => return Err(format!("unknown option `{other}`").into()),
         }
     }
@@ -237,10 +251,13 @@ fn epoch(dir: &Path, o: &Options) -> Result<(), Error> {
         color: ColorMode::Gray,
         ..Default::default()
     };
-    let mut dataset = open_image_folder(dir, &gray, true)?;
+    let mut dataset = match o.source {
+        Source::Shards => open_shards(&shard_paths(dir)?, &gray, true)?,
+        Source::Stream | Source::Memory => open_image_folder(dir, &gray, true)?,
+    };
     let indexed = start.elapsed().as_secs_f64();
     let rss_indexed = peak_rss_mib();
-    if !o.stream {
+    if o.source == Source::Memory {
         dataset = dataset.into_memory()?;
     }
     let loaded = start.elapsed().as_secs_f64();
@@ -249,12 +266,47 @@ fn epoch(dir: &Path, o: &Options) -> Result<(), Error> {
     let (images, seconds, _) = time_batches(&dataset, &augmenter, &order, o.batch)?;
     println!(
         "{{\"mode\": \"{}\", \"images\": {images}, \"peak_rss_mib\": {}, \"rss_after_index_mib\": {}, \"index_seconds\": {indexed:.1}, \"load_seconds\": {loaded:.1}, \"epoch_seconds\": {seconds:.1}, \"img_per_s\": {:.1}, \"threads\": {}}}",
-        if o.stream { "stream" } else { "memory" },
+        match o.source {
+            Source::Stream => "stream",
+            Source::Memory => "memory",
+            Source::Shards => "shards",
+        },
         json_number(peak_rss_mib()),
         json_number(rss_indexed),
         images as f64 / seconds,
         o.threads,
     );
+    Ok(())
+}
+
+/// Writes the labeled image folder `folder` as `count` WebDataset shards `out/train-NNNNNN.tar`
+/// (`<key>.png` with the file's bytes, `<key>.cls`), in the folder's order.
+fn pack_shards(out: &Path, folder: &Path, count: usize) -> Result<(), Error> {
+    let files: Vec<(PathBuf, usize)> = scan_image_folder(folder)?
+        .into_iter()
+        .enumerate()
+        .flat_map(|(label, (_, paths))| paths.into_iter().map(move |p| (p, label)))
+        .collect();
+    std::fs::create_dir_all(out)?;
+    let per_shard = files.len().div_ceil(count.max(1));
+    for (s, chunk) in files.chunks(per_shard).enumerate() {
+        let file = std::fs::File::create(out.join(format!("train-{s:06}.tar")))?;
+        let mut builder = tar::Builder::new(std::io::BufWriter::new(file));
+        for (i, (path, label)) in chunk.iter().enumerate() {
+            let key = format!("{s:06}-{i:07}");
+            for (name, bytes) in [
+                (format!("{key}.png"), std::fs::read(path)?),
+                (format!("{key}.cls"), label.to_string().into_bytes()),
+            ] {
+                let mut header = tar::Header::new_gnu();
+                header.set_size(bytes.len() as u64);
+                header.set_mode(0o644);
+                header.set_cksum();
+                builder.append_data(&mut header, name, bytes.as_slice())?;
+            }
+        }
+        builder.into_inner()?;
+    }
     Ok(())
 }
 
@@ -278,6 +330,11 @@ fn main() -> Result<(), Error> {
     match command {
         "generate-jpeg" => generate_jpeg(dir, count(0)?, count(1)? as u32),
         "generate-png" => generate_png(dir, count(0)?),
+        "pack-shards" => pack_shards(
+            dir,
+            Path::new(rest.first().ok_or("the image folder is missing")?),
+            count(1)?,
+        ),
         "throughput" | "epoch" => {
             let o = options(rest)?;
             rayon::ThreadPoolBuilder::new()

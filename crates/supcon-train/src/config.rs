@@ -139,7 +139,9 @@ pub struct DataConfig {
     #[serde(default, skip_serializing_if = "is_false")]
     pub skip_corrupt: bool,
     /// Streamed images: the normalisation statistics are measured on this many training
-    /// images (a seeded sample; all of them when there are fewer).
+    /// images (a seeded sample; all of them when there are fewer, or with 0). In memory they
+    /// are always measured on every image, so a streamed run trains exactly as in memory when
+    /// its training set has at most this many images, or with 0.
     #[serde(default = "default_stats_images")]
     pub stats_images: usize,
 }

@@ -205,7 +205,8 @@ fn image_options(config: &DataConfig) -> Result<ImageFolderOptions, TrainError> 
 /// Loads the labeled training set, limits it per class when asked, and carves the stratified
 /// validation split (seeded with the run's seed); with `data.labels = false`, also the
 /// unlabeled images of stage 1. The normalisation statistics are those of stage 1's images
-/// (of a seeded sample of `data.stats_images` of them when they are streamed).
+/// (of a seeded sample of `data.stats_images` of them when they are streamed and more
+/// numerous; 0 measures them all).
 pub fn load_train(config: &RunConfig) -> Result<TrainData, TrainError> {
     let labeled = config.data.labeled()?;
     let (mut full, mut unreadable) = load_split(&labeled, Split::Train)?;
@@ -239,10 +240,11 @@ pub fn load_train(config: &RunConfig) -> Result<TrainData, TrainError> {
         Some(images)
     };
     let pretrain_set = unlabeled.as_ref().unwrap_or(&train);
-    let measured = if pretrain_set.is_in_memory() {
+    let stats_images = config.data.stats_images;
+    let measured = if pretrain_set.is_in_memory() || stats_images == 0 {
         pretrain_set.clone()
     } else {
-        pretrain_set.sample(config.data.stats_images.max(1), config.seed)
+        pretrain_set.sample(stats_images, config.seed)
     };
     let stats = measured
         .channel_stats()

@@ -218,10 +218,10 @@ pub fn run(args: &[String]) -> Result<()> {
             println!(
                 "epoch over {} images {}: peak RSS {} MiB ({} MiB after indexing), {} img/s",
                 o.epoch_images,
-                if mode == "--stream" {
-                    "streamed "
-                } else {
-                    "in memory"
+                match mode {
+                    "--stream" => "streamed ",
+                    "--shards" => "in shards",
+                    _ => "in memory",
                 },
                 field(&line, "peak_rss_mib").map_or("-".into(), |v| format!("{v:.0}")),
                 field(&line, "rss_after_index_mib").map_or("-".into(), |v| format!("{v:.0}")),

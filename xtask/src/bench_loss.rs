@@ -3,7 +3,10 @@
 //! the same machine in the same run, with the same thread count.
 //!
 //! Each (backend, size) runs in its own process (`supcon-loss`'s `bench_backends` example,
-//! release build) so that its peak resident memory is its own. Results go to
+//! release build) so that its peak resident memory is its own, `--runs` times (5 by default),
+//! the two sides alternating so that a slow spell of the machine hits both; each process
+//! reports the median of its repetitions, and the bench prints the median and the range of
+//! those over the runs (times and ratios), not a best run. Results go to
 //! `target/bench-results/loss.json`.
 
 use crate::util::{build_release, field, machine, project_root, write_bench_result};
@@ -12,9 +15,10 @@ use std::path::PathBuf;
 use std::process::Command;
 
 const HELP: &str = "\
-cargo xtask bench loss [--rows 512,2048,8192] [--dim 128] [--classes 10] [--threads 2] [--reps N]
+cargo xtask bench loss [--rows 512,2048,8192] [--dim 128] [--classes 10] [--threads 2] [--reps N] [--runs 5]
 
-Forward + backward of the SupCon loss (2 views, random labels): CPU reference vs libtorch.";
+Forward + backward of the SupCon loss (2 views, random labels): CPU reference vs libtorch,
+each size measured in --runs processes per side (alternating); medians and ranges over them.";
 
 struct Options {
     rows: Vec<usize>,
@@ -22,6 +26,7 @@ struct Options {
     classes: usize,
     threads: usize,
     reps: Option<usize>,
+    runs: usize,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
@@ -31,6 +36,7 @@ fn parse(args: &[String]) -> Result<Options> {
         classes: 10,
         threads: 2,
         reps: None,
+        runs: 5,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -53,6 +59,7 @@ fn parse(args: &[String]) -> Result<Options> {
             "--classes" => options.classes = value.parse()?,
             "--threads" => options.threads = value.parse()?,
             "--reps" => options.reps = Some(value.parse()?),
+            "--runs" => options.runs = value.parse::<usize>()?.max(1),
             other => bail!("unknown option `{other}`\n\n{HELP}"),
         }
     }
@@ -115,6 +122,51 @@ fn measure(exe: &PathBuf, backend: &str, rows: usize, o: &Options) -> Result<Mea
     })
 }
 
+/// Median, smallest and largest of some values (the median of an even count is the mean of
+/// the middle two).
+#[derive(Clone, Copy)]
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Spread {
+    fn of(values: &[f64]) -> Spread {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let median = if n % 2 == 1 {
+            sorted[n / 2]
+        } else {
+            0.5 * (sorted[n / 2 - 1] + sorted[n / 2])
+        };
+        Spread {
+            median,
+            min: sorted[0],
+            max: sorted[n - 1],
+        }
+    }
+
+    /// `12.3 [11.9–13.0]`
+    fn show(self, precision: usize) -> String {
+        format!(
+            "{:.p$} [{:.p$}–{:.p$}]",
+            self.median,
+            self.min,
+            self.max,
+            p = precision
+        )
+    }
+
+    fn json(self) -> String {
+        format!(
+            "{{\"median\": {:.3}, \"min\": {:.3}, \"max\": {:.3}}}",
+            self.median, self.min, self.max
+        )
+    }
+}
+
 fn opt(v: Option<f64>) -> String {
     v.map_or("null".into(), |v| format!("{v:.1}"))
 }
@@ -142,7 +194,11 @@ pub fn run(args: &[String]) -> Result<()> {
         o.dim, o.classes, o.threads
     );
     eprintln!(
-        "{:>6} {:>12} {:>14} {:>8} {:>14} {:>16} {:>16} {:>16}",
+        "{} run(s) per side; median [range] over the runs of each process's median time",
+        o.runs
+    );
+    eprintln!(
+        "{:>6} {:>24} {:>24} {:>22} {:>10} {:>14} {:>16} {:>15}",
         "N",
         "ours (ms)",
         "libtorch (ms)",
@@ -154,31 +210,57 @@ pub fn run(args: &[String]) -> Result<()> {
     );
     let mut rows = Vec::new();
     for &n in &o.rows {
-        let ours = measure(&exe, "cpu", n, &o)?;
-        let theirs = measure(&exe, "tch", n, &o)?;
-        // Ours without the similarity cache: the O(N·D)-memory path large N takes.
-        let streaming = measure(&exe, "cpu-streaming", n, &o)?;
-        let rel = (ours.loss - theirs.loss).abs() / ours.loss.abs().max(1e-12);
+        let mut ours = Vec::new();
+        let mut theirs = Vec::new();
+        let mut streaming = Vec::new();
+        for _ in 0..o.runs {
+            ours.push(measure(&exe, "cpu", n, &o)?);
+            theirs.push(measure(&exe, "tch", n, &o)?);
+            // Ours without the similarity cache: the O(N·D)-memory path large N takes.
+            streaming.push(measure(&exe, "cpu-streaming", n, &o)?);
+        }
+        let (first_ours, first_theirs) = (&ours[0], &theirs[0]);
+        let rel = (first_ours.loss - first_theirs.loss).abs() / first_ours.loss.abs().max(1e-12);
         if rel > 1e-3 {
             bail!(
                 "N = {n}: the backends disagree (cpu loss {}, libtorch loss {})",
-                ours.loss,
-                theirs.loss
+                first_ours.loss,
+                first_theirs.loss
             );
         }
-        let ratio = theirs.median_ms / ours.median_ms;
+        let times = |ms: &[Measurement]| ms.iter().map(|m| m.median_ms).collect::<Vec<_>>();
+        let (ours_ms, theirs_ms, streaming_ms) = (times(&ours), times(&theirs), times(&streaming));
+        let per_run_ratios: Vec<f64> = theirs_ms.iter().zip(&ours_ms).map(|(t, o)| t / o).collect();
+        let (ours_spread, theirs_spread) = (Spread::of(&ours_ms), Spread::of(&theirs_ms));
+        let ratio = theirs_spread.median / ours_spread.median;
+        let ratio_range = Spread::of(&per_run_ratios);
+        let streaming_spread = Spread::of(&streaming_ms);
         eprintln!(
-            "{n:>6} {:>12.2} {:>14.2} {ratio:>7.2}x {:>14} {:>16} {:>16.2} {:>16}",
-            ours.median_ms,
-            theirs.median_ms,
-            opt(ours.extra_rss_mib),
-            opt(theirs.extra_rss_mib),
-            streaming.median_ms,
-            opt(streaming.extra_rss_mib)
+            "{n:>6} {:>24} {:>24} {:>22} {:>10} {:>14} {:>16} {:>15}",
+            ours_spread.show(2),
+            theirs_spread.show(2),
+            format!(
+                "{ratio:.2}x [{:.2}–{:.2}]",
+                ratio_range.min, ratio_range.max
+            ),
+            opt(first_ours.extra_rss_mib),
+            opt(first_theirs.extra_rss_mib),
+            format!("{:.2}", streaming_spread.median),
+            opt(streaming[0].extra_rss_mib)
         );
+        let list = |values: &[f64]| {
+            values
+                .iter()
+                .map(|v| format!("{v:.3}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         rows.push(format!(
-            "  {{\"n\": {n}, \"dim\": {}, \"classes\": {}, \"threads\": {}, \
+            "  {{\"n\": {n}, \"dim\": {}, \"classes\": {}, \"threads\": {}, \"runs\": {}, \
              \"ours_ms\": {:.3}, \"libtorch_ms\": {:.3}, \"ratio\": {ratio:.3}, \
+             \"ratio_min\": {:.3}, \"ratio_max\": {:.3}, \
+             \"ours\": {}, \"libtorch\": {}, \
+             \"ours_runs_ms\": [{}], \"libtorch_runs_ms\": [{}], \
              \"ours_min_ms\": {:.3}, \"libtorch_min_ms\": {:.3}, \
              \"ours_peak_rss_mib\": {}, \"libtorch_peak_rss_mib\": {}, \
              \"ours_extra_rss_mib\": {}, \"libtorch_extra_rss_mib\": {}, \
@@ -187,17 +269,27 @@ pub fn run(args: &[String]) -> Result<()> {
             o.dim,
             o.classes,
             o.threads,
-            ours.median_ms,
-            theirs.median_ms,
-            ours.min_ms,
-            theirs.min_ms,
-            opt(ours.peak_rss_mib),
-            opt(theirs.peak_rss_mib),
-            opt(ours.extra_rss_mib),
-            opt(theirs.extra_rss_mib),
-            streaming.median_ms,
-            opt(streaming.extra_rss_mib),
-            ours.loss,
+            o.runs,
+            ours_spread.median,
+            theirs_spread.median,
+            ratio_range.min,
+            ratio_range.max,
+            ours_spread.json(),
+            theirs_spread.json(),
+            list(&ours_ms),
+            list(&theirs_ms),
+            ours.iter().map(|m| m.min_ms).fold(f64::INFINITY, f64::min),
+            theirs
+                .iter()
+                .map(|m| m.min_ms)
+                .fold(f64::INFINITY, f64::min),
+            opt(first_ours.peak_rss_mib),
+            opt(first_theirs.peak_rss_mib),
+            opt(first_ours.extra_rss_mib),
+            opt(first_theirs.extra_rss_mib),
+            streaming_spread.median,
+            opt(streaming[0].extra_rss_mib),
+            first_ours.loss,
             machine.replace('"', "'"),
         ));
     }

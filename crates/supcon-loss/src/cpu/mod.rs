@@ -1,6 +1,8 @@
 //! The CPU backend: tiled, streaming, parallel (rayon), generic over `f32` / `f64`.
 
 mod fast_exp;
+
+pub(crate) use fast_exp::{exp, exp_f32};
 mod kernels;
 mod tiled;
 

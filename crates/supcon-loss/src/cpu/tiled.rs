@@ -310,13 +310,6 @@ impl OnlineLse {
         self.sum += kernels::exp_sum(dots, inv_tau, self.max);
     }
 
-    /// Folds in already scaled values (the few positives of a row, for `L_in`), through the
-    /// same kernels as [`Self::add_dots`] (`x·1 = x` exactly): equal inputs in equal positions
-    /// give a bit-identical sum.
-    fn add_values(&mut self, values: &[f64]) {
-        self.add_dots(values, 1.0);
-    }
-
     fn raise_max(&mut self, top: f64) {
         if top > self.max {
             self.sum *= exp(self.max - top);
@@ -422,6 +415,8 @@ fn forward<T: Element>(
                     for part in around_diagonal(w, i.checked_sub(j0)) {
                         all[r].add_dots(&values[part.clone()], inv_tau);
                         if with_positives {
+                            // The positives' dots through the same kernel: equal dots in
+                            // equal positions give a bit-identical sum.
                             let yi = prep.class[i];
                             pos_values.clear();
                             pos_values.extend(
@@ -429,9 +424,9 @@ fn forward<T: Element>(
                                     .iter()
                                     .zip(&prep.class[j0 + part.start..j0 + part.end])
                                     .filter(|&(_, &yj)| yj == yi)
-                                    .map(|(&dot, _)| dot.to_f64() * inv_tau),
+                                    .map(|(&dot, _)| dot),
                             );
-                            pos[r].add_values(&pos_values);
+                            pos[r].add_dots(&pos_values, inv_tau);
                         }
                     }
                 }
@@ -487,19 +482,18 @@ struct Coefficients<'a> {
 /// `e^{x−LSE_j} + e^{x−LSE_k} = e^{x−μ}·(e^{μ−LSE_j} + e^{μ−LSE_k})` for a block of rows j and
 /// columns k, with μ the smallest finite `LSE` of the block: one exponential per similarity
 /// instead of two. The factors lie in (0, 1] and `x − μ ≤ LSE_j − μ`, so nothing overflows or
-/// underflows while the block's finite `LSE`s span at most [`Self::MAX_SPREAD`] (always, for
-/// normalized rows: the span is at most 2/τ + ln M); wider blocks take the two-exponential
-/// path.
-struct Factored {
-    shift: f64,
-    row_factors: Vec<f64>,
-    column_factors: Vec<f64>,
+/// underflows while the block's finite `LSE`s span at most `T::EXP_SPAN` (for normalized rows
+/// the span is at most 2/τ + ln M: always within f64's 600, and within f32's 60 for τ ≥ 0.04 at
+/// M = 65 536); wider blocks take the two-exponential path, in `f64`.
+struct Factored<T> {
+    shift: T,
+    row_factors: Vec<T>,
+    column_factors: Vec<T>,
 }
 
-impl Factored {
-    /// Far below `ln(f64::MAX) ≈ 709`, leaving room for the products.
-    const MAX_SPREAD: f64 = 600.0;
-
+impl<T: Element> Factored<T> {
+    /// `T::EXP_SPAN`: 600 for `f64` (far below `ln(f64::MAX) ≈ 709`), 60 for `f32` (below
+    /// `ln(f32::MAX) ≈ 88`), leaving room for the products.
     fn new(row_lse: &[f64], column_lse: &[f64]) -> Option<Self> {
         let (low, high) = row_lse
             .iter()
@@ -508,12 +502,18 @@ impl Factored {
             .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &l| {
                 (lo.min(l), hi.max(l))
             });
-        if low > high || high - low > Self::MAX_SPREAD {
+        if low > high || high - low > T::EXP_SPAN {
             return None; // no finite LSE (all coefficients 0) or too wide a span
         }
-        let factors = |lse: &[f64]| lse.iter().map(|&l| exp(low - l)).collect();
+        // The shift as the kernel sees it (rounded to T), so that the factors cancel it exactly.
+        let shift = T::from_f64(low);
+        let factors = |lse: &[f64]| {
+            lse.iter()
+                .map(|&l| T::from_f64(exp(shift.to_f64() - l)))
+                .collect()
+        };
         Some(Self {
-            shift: low,
+            shift,
             row_factors: factors(row_lse),
             column_factors: factors(column_lse),
         })
@@ -598,7 +598,7 @@ fn backward<T: Element>(
                 };
                 let mut g = coefficient_block.slice_mut(s![.., ..w]);
                 let column_lse = &lse_rows[k0..k0 + w];
-                let factored = Factored::new(&lse_rows[j0..j0 + height], column_lse);
+                let factored = Factored::<T>::new(&lse_rows[j0..j0 + height], column_lse);
                 for r in 0..height {
                     let j = j0 + r;
                     let values = row(&sims, r);
@@ -609,7 +609,7 @@ fn backward<T: Element>(
                     match &factored {
                         Some(f) => kernels::factored_pair_softmax(
                             values,
-                            inv_tau,
+                            T::from_f64(inv_tau),
                             f.shift,
                             f.row_factors[r],
                             &f.column_factors,

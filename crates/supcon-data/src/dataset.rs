@@ -201,18 +201,7 @@ impl Dataset {
                 shape,
             });
         }
-        let num_classes = class_names.len();
-        if let Some((index, &label)) = labels
-            .iter()
-            .enumerate()
-            .find(|(_, &l)| l < 0 || l as u64 >= num_classes as u64)
-        {
-            return Err(DataError::LabelOutOfRange {
-                index,
-                label,
-                num_classes,
-            });
-        }
+        labels_in_range(&labels, class_names.len())?;
         Ok(Self {
             images: Images::Memory(pixels),
             shape,
@@ -246,18 +235,7 @@ impl Dataset {
         }
         // The same checks as an in-memory dataset, on an empty pixel buffer of no images.
         Dataset::new(Vec::new(), shape, Vec::new(), Vec::new())?;
-        let num_classes = class_names.len();
-        if let Some((index, &label)) = labels
-            .iter()
-            .enumerate()
-            .find(|(_, &l)| l < 0 || l as u64 >= num_classes as u64)
-        {
-            return Err(DataError::LabelOutOfRange {
-                index,
-                label,
-                num_classes,
-            });
-        }
+        labels_in_range(&labels, class_names.len())?;
         Ok(Self {
             images: Images::Stored {
                 store,
@@ -659,6 +637,22 @@ impl Dataset {
             partition: self.partition,
             labeled: self.labeled,
         }
+    }
+}
+
+/// Every label in `0..num_classes`, or the first that is not.
+fn labels_in_range(labels: &[i64], num_classes: usize) -> Result<(), DataError> {
+    match labels
+        .iter()
+        .enumerate()
+        .find(|(_, &l)| l < 0 || l as u64 >= num_classes as u64)
+    {
+        Some((index, &label)) => Err(DataError::LabelOutOfRange {
+            index,
+            label,
+            num_classes,
+        }),
+        None => Ok(()),
     }
 }
 

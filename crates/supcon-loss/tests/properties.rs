@@ -261,6 +261,32 @@ fn assert_shards_add_up(problem: &Problem, bounds: &[usize], backend: &CpuBacken
     );
 }
 
+/// Shrunk by proptest from `tiled_matches_dense` (failing about one run in twenty) when
+/// `assert_close` compared gradients under 1e-6 at 1e-9 of 1e-6: one sample, two views, no
+/// labels, so each anchor's only other row is its positive, the loss is 0 and the gradient
+/// cancels exactly to 0 in exact arithmetic; the tiled and dense backends, summing in other
+/// orders, leave 2.2e-15 of terms of order |x|/τ.
+#[test]
+fn regression_tiled_gradient_that_cancels_to_zero() {
+    let problem = Problem {
+        features: ndarray::array![[[0.9099196659021197], [0.15849206752544226]]],
+        labels: None,
+        queue: None,
+        options: SupConOptions::default()
+            .with_temperature(0.05)
+            .with_base_temperature(None)
+            .with_variant(Variant::Out)
+            .with_contrast_mode(ContrastMode::All)
+            .with_normalize(false),
+    };
+    let want = problem.reference();
+    assert!(common::max_abs(&want.grad) < 1e-12, "{:?}", want.grad);
+    for cache in [0, usize::MAX] {
+        let got = problem.run_with(&CpuBackend::new().with_tile(1).with_cache_bytes(cache));
+        assert_close("tiled vs dense", &got, &want, 1e-9);
+    }
+}
+
 /// Shrunk by proptest from `shards_add_up_to_the_whole_batch` when it compared at 1e-10 of the
 /// gradient's scale alone: two samples of one class, one view, so every anchor's only other
 /// row is its positive, the loss is 0 and the whole batch's gradient cancels exactly to 0; the

@@ -279,6 +279,20 @@ fn a_corrupt_streamed_image_is_named_and_loses_no_checkpoint() {
         dataset.contains("2 unreadable image(s) left out"),
         "{dataset}"
     );
+    // The same with the folder decoded into memory: the check comes before the decoding.
+    let in_memory = [skip_sets, vec!["data.stream=false".into()]].concat();
+    run(
+        supcon().args(command("train", "skip-memory", &runs, &in_memory)),
+        true,
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(runs.join("skip-memory/report.json")).unwrap())
+            .unwrap();
+    let dataset = report["dataset"].as_str().unwrap_or_default();
+    assert!(
+        dataset.contains("2 unreadable image(s) left out"),
+        "{dataset}"
+    );
 }
 
 /// A run on tar shards in WebDataset's order, killed in the middle of an epoch, resumes to the

@@ -38,37 +38,53 @@ impl TrainData {
     }
 }
 
-/// [`read_split`], less its unreadable images when `data.skip_corrupt` (each one logged);
-/// returns how many were left out.
+/// The images of `split` ([`open_split`]), less the unreadable ones when `data.skip_corrupt`
+/// (each one logged), decoded into memory unless the source streams; returns how many were
+/// left out. The check comes before the decoding into memory, so that a corrupt file of an
+/// in-memory folder is skipped too rather than failing the load.
 fn load_split(config: &DataConfig, split: Split) -> Result<(Dataset, usize), TrainError> {
-    let dataset = read_split(config, split)?;
-    if !config.skip_corrupt {
-        return Ok((dataset, 0));
-    }
-    let (dataset, unreadable) = dataset.without_unreadable();
-    for error in unreadable.iter().take(20) {
-        tracing::warn!(
-            split = split_name(split),
-            "skipping an unreadable image: {error}"
-        );
-    }
-    if !unreadable.is_empty() {
-        tracing::warn!(
-            "{}: {} unreadable image(s) left out (data.skip_corrupt)",
-            split_name(split),
-            unreadable.len()
-        );
-    }
-    Ok((dataset, unreadable.len()))
+    let opened = open_split(config, split)?;
+    let (opened, unreadable) = if config.skip_corrupt {
+        let (dataset, unreadable) = opened.without_unreadable();
+        for error in unreadable.iter().take(20) {
+            tracing::warn!(
+                split = split_name(split),
+                "skipping an unreadable image: {error}"
+            );
+        }
+        if !unreadable.is_empty() {
+            tracing::warn!(
+                "{}: {} unreadable image(s) left out (data.skip_corrupt)",
+                split_name(split),
+                unreadable.len()
+            );
+        }
+        (dataset, unreadable.len())
+    } else {
+        (opened, 0)
+    };
+    let dataset = if DataSource::parse(config)?.is_streamed() {
+        opened
+    } else {
+        opened
+            .into_memory()
+            .map_err(|e| TrainError::data(split_context(config, split), e))?
+    };
+    Ok((dataset, unreadable))
 }
 
-fn read_split(config: &DataConfig, split: Split) -> Result<Dataset, TrainError> {
+fn split_context(config: &DataConfig, split: Split) -> String {
+    format!("{} ({} split)", config.dataset, split_name(split))
+}
+
+/// The images of `split` as the source gives them: in memory for a named data set, indexed on
+/// disk for folders and shards.
+fn open_split(config: &DataConfig, split: Split) -> Result<Dataset, TrainError> {
     let location = config.path.as_deref();
-    let context = format!("{} ({} split)", config.dataset, split_name(split));
-    let data_error = |e| TrainError::data(context.clone(), e);
+    let data_error = |e| TrainError::data(split_context(config, split), e);
     match DataSource::parse(config)? {
         DataSource::Named(name) => name.load(split, location).map_err(data_error),
-        DataSource::Folder { options, stream } => {
+        DataSource::Folder { options, .. } => {
             let root = location.ok_or_else(|| {
                 TrainError::Config(
                     "data.dataset = \"folder\" needs data.path (or --data): a folder with train/ and test/ inside (unlabeled: the folder of images)".into(),
@@ -80,12 +96,7 @@ fn read_split(config: &DataConfig, split: Split) -> Result<Dataset, TrainError> 
             } else {
                 root.to_path_buf()
             };
-            let dataset = open_image_folder(&root, &options, config.labels).map_err(data_error)?;
-            if stream {
-                Ok(dataset)
-            } else {
-                dataset.into_memory().map_err(data_error)
-            }
+            open_image_folder(&root, &options, config.labels).map_err(data_error)
         }
         DataSource::Shards(options) => {
             let (key, pattern) = match split {

@@ -177,16 +177,7 @@ impl Dataset {
         labels: Vec<i64>,
         class_names: Vec<String>,
     ) -> Result<Self, DataError> {
-        let per_image = shape.checked_len().ok_or(DataError::InvalidShape {
-            shape,
-            reason: "H·W·C overflows",
-        })?;
-        if per_image == 0 {
-            return Err(DataError::InvalidShape {
-                shape,
-                reason: "a side is zero",
-            });
-        }
+        let per_image = image_len(shape)?;
         let expected = per_image
             .checked_mul(labels.len())
             .ok_or(DataError::InvalidShape {
@@ -233,8 +224,7 @@ impl Dataset {
                 labels: labels.len(),
             });
         }
-        // The same checks as an in-memory dataset, on an empty pixel buffer of no images.
-        Dataset::new(Vec::new(), shape, Vec::new(), Vec::new())?;
+        image_len(shape)?;
         labels_in_range(&labels, class_names.len())?;
         Ok(Self {
             images: Images::Stored {
@@ -637,6 +627,21 @@ impl Dataset {
             partition: self.partition,
             labeled: self.labeled,
         }
+    }
+}
+
+/// Bytes per image of `shape`, refusing a zero side or an overflowing size.
+fn image_len(shape: ImageShape) -> Result<usize, DataError> {
+    match shape.checked_len() {
+        None => Err(DataError::InvalidShape {
+            shape,
+            reason: "H·W·C overflows",
+        }),
+        Some(0) => Err(DataError::InvalidShape {
+            shape,
+            reason: "a side is zero",
+        }),
+        Some(len) => Ok(len),
     }
 }
 

@@ -251,7 +251,10 @@ pub(crate) fn check_finite(t: &Tensor, what: &'static str) -> Result<(), LossErr
     Err(LossError::NonFinite { what, index, value })
 }
 
-fn normalize_rows(x: &Tensor, what: &'static str, views: i64) -> Result<Tensor, LossError> {
+/// The L2 norms of `x`'s rows (last axis, kept as an axis of size 1), or
+/// [`LossError::ZeroNorm`] naming the first zero row: `[b, v]` for a 3-d `x` with `views` rows
+/// per sample, `[row]` for a 2-d one (one device synchronization).
+pub(crate) fn row_norms(x: &Tensor, what: &'static str, views: i64) -> Result<Tensor, LossError> {
     let norms = x.norm_scalaropt_dim(2.0, [-1i64].as_slice(), true);
     let zero = norms.eq(0.0);
     if zero.any().int64_value(&[]) != 0 {
@@ -263,7 +266,11 @@ fn normalize_rows(x: &Tensor, what: &'static str, views: i64) -> Result<Tensor, 
         };
         return Err(LossError::ZeroNorm { what, index });
     }
-    Ok(x / norms)
+    Ok(norms)
+}
+
+fn normalize_rows(x: &Tensor, what: &'static str, views: i64) -> Result<Tensor, LossError> {
+    Ok(x / row_norms(x, what, views)?)
 }
 
 /// [`crate::LossBackend`] on libtorch: copies the features into a tensor on `device`, runs

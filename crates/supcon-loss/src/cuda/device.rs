@@ -491,8 +491,9 @@ mod zero_copy {
         /// synchronization of the default stream (the loss is read back).
         ///
         /// Inputs are checked with the rules of every entry point ([`crate::check_shape`]),
-        /// the finiteness of features and keys on the device (one synchronization, no copy)
-        /// and, for this backend, that the tensors are f32 on this backend's device. Without
+        /// the finiteness of features and keys and, with `normalize`, their zero rows on the
+        /// device (a synchronization each, no copy) and, for this backend, that the tensors
+        /// are f32 on this backend's device. Without
         /// batch labels the queue labels are not read.
         pub fn compute_tch(
             &self,
@@ -537,6 +538,14 @@ mod zero_copy {
                 }
                 None => (None, &[][..]),
             };
+            // The kernels would divide a zero row by its norm: found here, as the other
+            // entry points find it (a NaN loss was all the GPU showed before).
+            if options.normalize {
+                crate::tch_backend::row_norms(features, "features", views as i64).map(drop)?;
+                if let Some(keys) = &keys {
+                    crate::tch_backend::row_norms(keys, "queue keys", 1).map(drop)?;
+                }
+            }
             let k = keys.as_ref().map_or(0, |t| t.size()[0] as usize);
             let problem = Problem::new(batch, views, dim, k, options.contrast_mode)?;
             let index = ClassIndex::new(&problem, labels, queue_labels)?;

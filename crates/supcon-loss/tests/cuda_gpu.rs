@@ -3,7 +3,7 @@
 //! docs/src/gpu.md explains how to run the test binary on a GPU host without Rust.
 //!
 //! Tolerances (stated in `supcon_loss::cuda`'s docs):
-//! - f32: |loss − ref| ≤ 1e-4·max(1, |ref|), max|grad − ref| ≤ 1e-3·max|ref| + 1e-7.
+//! - f32: |loss − ref| ≤ 1e-4·max(1, |ref|), max|grad − ref| ≤ 1e-3·max(max|ref|, 1e-3/τ).
 //! - TF32 score tiles: 5e-3 and 2e-2 in the same forms.
 #![cfg(feature = "cuda")]
 
@@ -42,7 +42,17 @@ fn assert_close(case: &Case, gpu: &LossOutput, cpu: &LossOutput, loss_tol: f64, 
         gpu.loss,
         cpu.loss
     );
-    let scale = cpu.grad.iter().fold(0.0f32, |m, g| m.max(g.abs()));
+    // A gradient that cancels to ~0 is compared absolutely, to grad_tol·1e-3/τ: its terms are
+    // of order 1/τ and a few ulp of them remain. The case that showed it on an H200: dim 1
+    // with `normalize` (a unit vector of one coordinate cannot move, so the exact gradient is
+    // 0), where the GPU's rsqrtf left 2.4e-7–3.8e-6 and the CPU 1e-14
+    // (`regression_gpu_gradient_of_one_dimensional_unit_rows_is_rounding`).
+    let floor = 1e-3 / case.options.temperature as f32;
+    let scale = cpu
+        .grad
+        .iter()
+        .fold(0.0f32, |m, g| m.max(g.abs()))
+        .max(floor);
     let worst = gpu
         .grad
         .iter()
@@ -53,7 +63,7 @@ fn assert_close(case: &Case, gpu: &LossOutput, cpu: &LossOutput, loss_tol: f64, 
         "non-finite gradient on {case:?}"
     );
     assert!(
-        worst <= grad_tol * scale + 1e-7,
+        worst <= grad_tol * scale,
         "gradient off by {worst} (largest element {scale}) on {case:?}"
     );
 }
@@ -211,7 +221,29 @@ fn gpu_rejects_inputs_like_the_cpu_backend() {
     let input = SupConInput::new(features.view(), None);
     let gpu = backend(Precision::F32).compute(&input, &SupConOptions::default());
     let cpu = CpuBackend::default().compute(&input, &SupConOptions::default());
-    assert_eq!(gpu.unwrap_err(), cpu.unwrap_err());
+    // Debug strings: the error holds the NaN it found, and NaN != NaN.
+    assert_eq!(
+        format!("{:?}", gpu.unwrap_err()),
+        format!("{:?}", cpu.unwrap_err())
+    );
+}
+
+/// proptest's shrunk failure from the first run on a GPU (H200, 2026-12-04), frozen: the
+/// gradient is exactly 0 and the GPU's is rounding of terms of order 1/τ.
+#[test]
+#[ignore = "needs a CUDA GPU: run `cargo xtask gpu-test`"]
+fn regression_gpu_gradient_of_one_dimensional_unit_rows_is_rounding() {
+    let case = Case {
+        batch: 17,
+        views: 2,
+        dim: 1,
+        queue: 0,
+        classes: None,
+        options: SupConOptions::new(0.05).with_normalize(true),
+        seed: 33_047_328_170_276,
+    };
+    check(&case, Precision::F32);
+    check(&case, Precision::Tf32);
 }
 
 #[cfg(feature = "tch")]

@@ -166,6 +166,10 @@ def main():
             else:
                 last_ok = mid
         final = run(last_ok, argparse.Namespace(**{**vars(args), "warmup": 1, "iters": 3}))
+        if "error" in final:
+            # Seen on an H200: N ran once in the search, then the confirmation ran out of
+            # memory (the allocator's cache after many sizes). N is still the largest that ran.
+            final = {**final, "n": last_ok, "confirmation_failed": True}
         final["largest_n"] = True
         final["first_oom_n"] = first_fail
         print(json.dumps(final), flush=True)

@@ -101,17 +101,20 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class ResNetTiny(nn.Module):
-    """supcon-models' resnet_tiny: SupContrast's CIFAR ResNet with widths 16/32/64, 1 block each."""
+class CifarResNet(nn.Module):
+    """SupContrast's CIFAR ResNet (3x3 stem, no max-pool, BasicBlocks). The default is
+    supcon-models' resnet_tiny (widths 16/32/64, 1 block each); ARCHITECTURES["resnet18"] is
+    SupContrast's resnet18 (widths 64/128/256/512, 2 blocks each)."""
 
-    def __init__(self, in_channels=1, widths=(16, 32, 64)):
+    def __init__(self, in_channels=1, widths=(16, 32, 64), blocks=(1, 1, 1)):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         layers, in_planes = [], widths[0]
-        for i, planes in enumerate(widths):
-            layers.append(BasicBlock(in_planes, planes, 1 if i == 0 else 2))
-            in_planes = planes
+        for i, (planes, count) in enumerate(zip(widths, blocks)):
+            for k in range(count):
+                layers.append(BasicBlock(in_planes, planes, 2 if i > 0 and k == 0 else 1))
+                in_planes = planes
         self.layers = nn.Sequential(*layers)
         self.feature_dim = in_planes
 
@@ -121,10 +124,16 @@ class ResNetTiny(nn.Module):
         return torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
 
 
+ARCHITECTURES = {
+    "resnet-tiny": dict(widths=(16, 32, 64), blocks=(1, 1, 1)),
+    "resnet18": dict(widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2)),
+}
+
+
 class SupConResNet(nn.Module):
-    def __init__(self, feat_dim=128):
+    def __init__(self, architecture="resnet-tiny", feat_dim=128):
         super().__init__()
-        self.encoder = ResNetTiny()
+        self.encoder = CifarResNet(**ARCHITECTURES[architecture])
         d = self.encoder.feature_dim
         self.head = nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, feat_dim))
 
@@ -177,6 +186,8 @@ def main():
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="resnet-tiny")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the GPU side of the train bench)")
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
@@ -184,7 +195,8 @@ def main():
     dataset = FashionMNIST(args.data, TwoCropTransform(fashion_mnist_transform()))
     loader = DataLoader(dataset, batch_size=args.batch, shuffle=True, num_workers=args.workers,
                         persistent_workers=args.workers > 0, drop_last=True)
-    model = SupConResNet()
+    device = torch.device(args.device)
+    model = SupConResNet(args.arch).to(device)
     criterion = SupConLoss(temperature=0.1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     total = args.warmup_steps + args.steps
@@ -198,7 +210,8 @@ def main():
             if done == args.warmup_steps:
                 start = time.perf_counter()
                 images = 0
-            x = torch.cat([views[0], views[1]], dim=0)
+            x = torch.cat([views[0], views[1]], dim=0).to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
             bsz = labels.shape[0]
             features = model(x)
             f1, f2 = torch.split(features, [bsz, bsz], dim=0)
@@ -212,6 +225,8 @@ def main():
             done += 1
             if done == total:
                 break
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     rate = images / seconds
     result = {
@@ -226,6 +241,8 @@ def main():
         "first_loss": round(losses[0], 4),
         "last_loss": round(losses[-1], 4),
         "torch": torch.__version__,
+        "arch": args.arch,
+        "device": args.device,
     }
     if args.json:
         print(json.dumps(result))

@@ -10,7 +10,8 @@
 //! N is the number of feature rows V·B (V = 2 views, B = N/2 samples), as in the PyTorch
 //! script `benches/supcon_dense_pytorch.py`; options: L_out, contrast mode All, τ = τ_base = 0.1,
 //! random labels from `--classes` classes, rows L2-normalized on the host. Sizes above 100 000
-//! rows run one warm-up and one timed evaluation (each takes seconds). docs/src/benchmarks/gpu.md
+//! rows run one timed evaluation after at most one warm-up (`--warmup 0`: none; each takes
+//! seconds). docs/src/benchmarks/gpu.md
 //! explains the fields and how to compare with the physical limit.
 
 #[cfg(feature = "cuda")]
@@ -68,7 +69,11 @@ fn main() -> anyhow::Result<()> {
         }
         let labels: Vec<i64> = (0..batch).map(|_| rng.random_range(0..classes)).collect();
         let input = SupConInput::new(features.view(), Some(&labels));
-        let (w, k) = if n > 100_000 { (1, 1) } else { (warmup, iters) };
+        let (w, k) = if n > 100_000 {
+            (warmup.min(1), 1)
+        } else {
+            (warmup, iters)
+        };
         let (free_before, total) = backend.memory_info()?;
         let mut times = backend.time_compute(&input, &options, w, k)?;
         times.sort_by(f32::total_cmp);

@@ -545,9 +545,54 @@ pub fn resolve(
     for item in overrides {
         apply_override(&mut table, item)?;
     }
-    let config = from_table(table)?;
+    let config = from_table(table.clone())?;
+    check_method_tables(&table, config.pretrain.method)?;
     config.validate()?;
     Ok(config)
+}
+
+/// Another method's table (`[pretrain.swav]` under `method = "moco"`) would be read by nothing:
+/// an error, like a misspelt key. (Resolved `config.toml` files leave those tables out.)
+fn check_method_tables(table: &toml::Table, method: Method) -> Result<(), TrainError> {
+    let Some(pretrain) = table.get("pretrain").and_then(toml::Value::as_table) else {
+        return Ok(());
+    };
+    match pretrain
+        .keys()
+        .find(|key| is_other_methods_table(key, method))
+    {
+        Some(other) => Err(TrainError::Config(format!(
+            "[pretrain.{other}] is read only with pretrain.method = \"{other}\", and the method \
+             is \"{}\": drop the table, or pass --method {other}",
+            method.as_str()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// `key` of `[pretrain]` names a method's own table, and not `method`'s.
+fn is_other_methods_table(key: &str, method: Method) -> bool {
+    key != method.as_str()
+        && <Method as clap::ValueEnum>::value_variants()
+            .iter()
+            .any(|m| m.as_str() == key)
+}
+
+/// The presets whose recipe is `method`'s (named in errors as a starting point).
+fn presets_of(method: Method) -> Vec<&'static str> {
+    PRESETS
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| {
+            preset_table(name, 0).is_ok_and(|table| {
+                let preset_method = table
+                    .get("pretrain")
+                    .and_then(|p| p.get("method"))
+                    .and_then(toml::Value::as_str);
+                preset_method == Some(method.as_str())
+            })
+        })
+        .collect()
 }
 
 /// Reads a resolved configuration (a run folder's `config.toml`).
@@ -625,9 +670,18 @@ impl RunConfig {
         resolve(name, None, &[])
     }
 
-    /// The resolved configuration as TOML (what `config.toml` holds).
+    /// The resolved configuration as TOML (what `config.toml` holds). The other methods' tables
+    /// are left out, so the file can be given back with `--config`, where they are errors.
     pub fn to_toml(&self) -> Result<String, TrainError> {
-        toml::to_string_pretty(self).map_err(|e| TrainError::Config(e.to_string()))
+        let error = |e: &dyn std::fmt::Display| TrainError::Config(e.to_string());
+        let mut table = toml::Table::try_from(self).map_err(|e| error(&e))?;
+        if let Some(pretrain) = table
+            .get_mut("pretrain")
+            .and_then(toml::Value::as_table_mut)
+        {
+            pretrain.retain(|key, _| !is_other_methods_table(key, self.pretrain.method));
+        }
+        toml::to_string_pretty(&table).map_err(|e| error(&e))
     }
 
     /// Rejects values that cannot work, naming the key.
@@ -661,19 +715,30 @@ impl RunConfig {
         }
         let method = crate::pipeline::methods::info(p.method);
         let name = p.method.as_str();
+        // `--method X` on another method's preset lands here first: name the fix.
+        let fix = |views: usize| {
+            let presets = presets_of(p.method);
+            let start = match presets.as_slice() {
+                [] => String::new(),
+                names => format!(", or start from --preset {}", names.join(" / ")),
+            };
+            format!("pass --views {views}{start}")
+        };
         if p.views < method.min_views {
             return bad(
                 "pretrain.views",
                 format!(
-                    "{name} needs at least {} views, got {}",
-                    method.min_views, p.views
+                    "{name} needs at least {} views, got {}: {}",
+                    method.min_views,
+                    p.views,
+                    fix(method.min_views)
                 ),
             );
         }
         if let Some(max) = method.max_views.filter(|&max| p.views > max) {
             return bad(
                 "pretrain.views",
-                format!("{name} uses {max} view(s), got {}", p.views),
+                format!("{name} uses {max} view(s), got {}: {}", p.views, fix(max)),
             );
         }
         let in_batch = matches!(p.method, Method::Supcon | Method::Simclr);
@@ -812,6 +877,55 @@ mod tests {
             std::fs::write(&path, text).unwrap();
             assert_eq!(load_resolved(&path).unwrap(), config, "preset {name}");
         }
+    }
+
+    #[test]
+    fn another_methods_table_is_an_error_and_config_toml_leaves_them_out() {
+        let err = resolve(
+            "quick-cpu",
+            None,
+            &[
+                "pretrain.method=moco".into(),
+                "pretrain.views=2".into(),
+                "pretrain.swav.prototypes=10".into(),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("[pretrain.swav]"), "{err}");
+        assert!(err.contains("\"moco\""), "{err}");
+        // The method's own table is read; every preset's config.toml goes back in as --config.
+        for (name, _) in PRESETS {
+            let config = RunConfig::preset(name).unwrap();
+            let text = config.to_toml().unwrap();
+            let tables: Vec<&str> = ["moco", "instdisc", "swav"]
+                .into_iter()
+                .filter(|m| text.contains(&format!("[pretrain.{m}]")))
+                .collect();
+            let own = config.pretrain.method.as_str();
+            assert!(tables.iter().all(|m| *m == own), "{name}: {tables:?}");
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("config.toml");
+            std::fs::write(&path, text).unwrap();
+            assert_eq!(resolve(name, Some(&path), &[]).unwrap(), config, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_method_without_its_views_names_the_fix() {
+        let err = resolve("quick-cpu", None, &["pretrain.method=simclr".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--views 2"), "{err}");
+        assert!(err.contains("--preset quick-cpu-simclr"), "{err}");
+        let err = resolve("quick-cpu-moco-v2", None, &["pretrain.views=3".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--views 2"), "{err}");
+        assert!(
+            err.contains("quick-cpu-moco-v1 / quick-cpu-moco-v2"),
+            "{err}"
+        );
     }
 
     #[test]

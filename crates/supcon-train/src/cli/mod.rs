@@ -221,11 +221,16 @@ pub struct LossArgs {
     pub prototype_grad_out: Option<PathBuf>,
 }
 
+/// Every embedded preset, for `--preset`'s check and help.
+fn preset_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(crate::config::PRESETS.iter().map(|(name, _)| *name))
+}
+
 /// Where the configuration comes from.
 #[derive(Args, Debug, Clone, Default)]
 pub struct ConfigArgs {
-    /// Preset to start from: quick-cpu (default), paper-cifar, gpu-fashion.
-    #[arg(long, value_name = "NAME")]
+    /// Preset to start from (default: quick-cpu; the book's Training page describes each).
+    #[arg(long, value_name = "NAME", value_parser = preset_names())]
     pub preset: Option<String>,
     /// TOML file whose keys override the preset's (unknown keys are errors).
     #[arg(long, value_name = "FILE")]
@@ -330,4 +335,26 @@ pub struct RunArgs {
     /// that must not read the test set.
     #[arg(long, value_enum, value_name = "SPLIT")]
     pub evaluate_on: Option<EvalSplit>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    #[test]
+    fn train_help_lists_every_preset() {
+        let mut command = Cli::command();
+        let help = command
+            .find_subcommand_mut("train")
+            .expect("a train subcommand")
+            .render_long_help()
+            .to_string();
+        for (name, _) in crate::config::PRESETS {
+            assert!(
+                help.contains(name),
+                "`supcon train --help` omits {name}:\n{help}"
+            );
+        }
+    }
 }

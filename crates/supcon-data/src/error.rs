@@ -87,7 +87,7 @@ pub enum ParseError {
 #[non_exhaustive]
 pub enum DataError {
     /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         /// The file (or folder, when listing one) that could not be read.
         path: PathBuf,
@@ -96,7 +96,7 @@ pub enum DataError {
         source: std::io::Error,
     },
     /// A file starts with the gzip magic but does not decompress.
-    #[error("{path}: corrupt or truncated gzip stream: {source}")]
+    #[error("{path}: corrupt or truncated gzip stream")]
     Gzip {
         /// The compressed file.
         path: PathBuf,
@@ -105,7 +105,7 @@ pub enum DataError {
         source: std::io::Error,
     },
     /// A file's bytes are malformed.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Parse {
         /// The file whose (decompressed) bytes are malformed.
         path: PathBuf,
@@ -154,7 +154,7 @@ pub enum DataError {
         found: usize,
     },
     /// An image file could not be opened or decoded.
-    #[error("unreadable image {path}: {source}")]
+    #[error("unreadable image {path}")]
     Image {
         /// The image file.
         path: PathBuf,

@@ -100,7 +100,7 @@ fn wrong_magic_names_the_file_and_the_numbers() {
         }
         other => panic!("unexpected {other}"),
     }
-    let text = err.to_string();
+    let text = chain(&err);
     assert!(
         text.contains("images") && text.contains("byte 0") && text.contains("0x00000801"),
         "{text}"
@@ -231,7 +231,7 @@ fn label_out_of_range_names_entry_and_offset() {
         }
         other => panic!("unexpected {other}"),
     }
-    assert!(err.to_string().contains("byte 10"), "{err}");
+    assert!(chain(&err).contains("byte 10"), "{err}");
 }
 
 #[test]
@@ -319,4 +319,15 @@ mod round_trip {
             prop_assert_eq!(parsed, labels);
         }
     }
+}
+
+/// The error and its causes, `: `-separated (a message names its layer; the cause is its source).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(source) = cause {
+        line = format!("{line}: {source}");
+        cause = source.source();
+    }
+    line
 }

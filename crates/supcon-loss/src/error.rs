@@ -93,7 +93,7 @@ pub enum LossError {
     #[error("backend error: {0}")]
     Backend(String),
     /// libtorch, the CUDA driver or the thread pool failed; its error is kept as the source.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Library {
         /// What the backend was doing, e.g. `"CUDA launch supcon_forward_lout"`.
         context: String,

@@ -23,7 +23,7 @@ use crate::{
 #[non_exhaustive]
 pub enum NpyLossError {
     /// A `.npy` file could not be read as the array the loss needs.
-    #[error("{what} {}: not {expected} .npy file: {source}", path.display())]
+    #[error("{what} {}: not {expected} .npy file", path.display())]
     Read {
         /// E.g. `"features"`.
         what: &'static str,
@@ -36,7 +36,7 @@ pub enum NpyLossError {
         source: ReadNpyError,
     },
     /// A gradient file could not be written.
-    #[error("writing {}: {source}", path.display())]
+    #[error("writing {}", path.display())]
     Write {
         /// The file.
         path: PathBuf,

@@ -36,21 +36,21 @@ pub enum ModelError {
         problems: Vec<TensorMismatch>,
     },
     /// Reading, writing or renaming a checkpoint file failed.
-    #[error("checkpoint {}: {source}", path.display())]
+    #[error("checkpoint {}", path.display())]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
     /// libtorch (or tch's safetensors reader/writer) failed on a checkpoint.
-    #[error("checkpoint {}: {source}", path.display())]
+    #[error("checkpoint {}", path.display())]
     CheckpointFormat {
         path: PathBuf,
         #[source]
         source: tch::TchError,
     },
     /// Any other libtorch error.
-    #[error("libtorch: {0}")]
+    #[error("libtorch")]
     Torch(#[from] tch::TchError),
 }
 

@@ -231,10 +231,7 @@ mod tests {
             assert!(t.equal(o), "{name}");
         }
         let mut bigger = model(&ModelConfig::new(Architecture::ResNetSmall).with_in_channels(1));
-        let err = ckpt
-            .load_into("model", &mut bigger)
-            .unwrap_err()
-            .to_string();
+        let err = crate::error::chain(&ckpt.load_into("model", &mut bigger).unwrap_err());
         assert!(err.contains("does not fit the model"), "{err}");
     }
 
@@ -243,15 +240,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.safetensors");
         std::fs::write(&path, b"not a checkpoint at all").unwrap();
-        let err = Checkpoint::load(&path).err().unwrap().to_string();
+        let err = crate::error::chain(&Checkpoint::load(&path).err().unwrap());
         assert!(
             err.contains("bad.safetensors") && err.contains("safetensors"),
             "{err}"
         );
-        let err = Checkpoint::load(&dir.path().join("none"))
-            .err()
-            .unwrap()
-            .to_string();
+        let err = crate::error::chain(&Checkpoint::load(&dir.path().join("none")).err().unwrap());
         assert!(err.to_lowercase().contains("no such file"), "{err}");
     }
 }

@@ -610,7 +610,7 @@ pub fn load_resolved(path: &Path) -> Result<RunConfig, TrainError> {
 fn strip_config_prefix(e: &TrainError) -> String {
     match e {
         TrainError::Config(message) => message.clone(),
-        other => other.to_string(),
+        other => crate::error::chain(other),
     }
 }
 

@@ -1,4 +1,7 @@
 //! The crate's error type: every failure names what was wrong and where.
+//!
+//! Each layer's message says what that layer adds and keeps the cause as its `source()`, never
+//! in its text: [`chain`] prints the whole story once, `: `-separated (what `main` prints).
 
 use std::path::{Path, PathBuf};
 
@@ -7,14 +10,14 @@ use std::path::{Path, PathBuf};
 #[non_exhaustive]
 pub enum TrainError {
     /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
     /// Writing a file's new content failed; the old file is untouched.
-    #[error("writing {} (temporary {}): {source}", path.display(), tmp.display())]
+    #[error("writing {} (temporary {})", path.display(), tmp.display())]
     Write {
         path: PathBuf,
         tmp: PathBuf,
@@ -25,7 +28,7 @@ pub enum TrainError {
     #[error("{}: {message}", path.display())]
     Json { path: PathBuf, message: String },
     /// A `.npy` file could not be read as the array a command needs.
-    #[error("{}: not {expected} .npy file: {source}", path.display())]
+    #[error("{}: not {expected} .npy file", path.display())]
     Npy {
         path: PathBuf,
         /// What the file should hold, e.g. `a [batch, views, dim] f32`.
@@ -46,7 +49,7 @@ pub enum TrainError {
     #[error("checkpoint {}: {message}", path.display())]
     Checkpoint { path: PathBuf, message: String },
     /// A data set could not be found, read or split; `context` says which and what for.
-    #[error("data: {context}: {source}")]
+    #[error("data: {context}")]
     Data {
         context: String,
         /// Boxed: image decoding errors are large, and every `Result` carries the variant.
@@ -54,23 +57,23 @@ pub enum TrainError {
         source: Box<supcon_data::DataError>,
     },
     /// The augmentation pipeline failed or could not be built.
-    #[error("augmentation: {0}")]
+    #[error("augmentation")]
     Augment(#[from] supcon_augment::AugmentError),
     /// Building a model or loading its weights failed.
-    #[error("model: {0}")]
+    #[error("model")]
     Model(#[from] supcon_models::ModelError),
     /// An evaluation (kNN, geometry, classification, robustness) rejected its input.
-    #[error("evaluation: {0}")]
+    #[error("evaluation")]
     Eval(#[from] crate::eval::EvalError),
     /// Arrays or tensors of the run do not fit together (a queue, optimizer state or output
     /// of an unexpected shape); the message names them.
     #[error("shape: {0}")]
     Shape(String),
     /// libtorch reported an error.
-    #[error("libtorch: {0}")]
+    #[error("libtorch")]
     Tch(#[from] tch::TchError),
     /// The loss backend rejected its input or failed.
-    #[error("loss: {0}")]
+    #[error("loss")]
     Loss(#[from] supcon_loss::LossError),
     /// The loss became NaN or infinite; the last good checkpoint is kept.
     #[error("non-finite loss ({loss}) at {stage} epoch {epoch} step {step} (lr {lr:.6}); {batch}")]
@@ -126,5 +129,38 @@ impl TrainError {
             path: path.to_path_buf(),
             message: message.into(),
         }
+    }
+}
+
+/// `error` and its causes (`source()` chain) on one line, `: `-separated.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(source) = cause {
+        line.push_str(": ");
+        line.push_str(&source.to_string());
+        cause = source.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chain_says_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let error = TrainError::data(
+            "fashion-mnist (train split)",
+            supcon_data::DataError::Io {
+                path: "/data/train.gz".into(),
+                source: io,
+            },
+        );
+        assert_eq!(
+            chain(&error),
+            "data: fashion-mnist (train split): cannot read /data/train.gz: no such file"
+        );
     }
 }

@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         match supcon_collectives::connect(cli.collectives.into(), None) {
             Ok(comm) => Rc::from(comm),
             Err(e) => {
-                eprintln!("error: {}", error_chain(&e));
+                eprintln!("error: {}", supcon_train::error::chain(&e));
                 return ExitCode::FAILURE;
             }
         };
@@ -85,28 +85,15 @@ fn main() -> ExitCode {
         }
         Err(e) if ranks > 1 => {
             // The others may be waiting in a collective for this rank: end the whole job.
-            eprintln!("rank {rank} of {ranks}: error: {}", error_chain(&e));
+            eprintln!(
+                "rank {rank} of {ranks}: error: {}",
+                supcon_train::error::chain(&e)
+            );
             comm.abort(1)
         }
         Err(e) => {
-            eprintln!("error: {}", error_chain(&e));
+            eprintln!("error: {}", supcon_train::error::chain(&e));
             ExitCode::FAILURE
         }
     }
-}
-
-/// The error and its causes (`source()` chain) on one line, `: `-separated; a cause whose text
-/// the message before it already contains is not repeated.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut line = error.to_string();
-    let mut cause = error.source();
-    while let Some(source) = cause {
-        let text = source.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        cause = source.source();
-    }
-    line
 }

@@ -449,7 +449,7 @@ pub fn write_report(run_dir: &Path, input: ReportInput<'_>) -> Result<Report, Tr
     };
     if let Err(e) = crate::plots::write_run_plots(run_dir, &records, input.pca, &input.plot_options)
     {
-        tracing::warn!("plots not written: {e}");
+        tracing::warn!("plots not written: {}", crate::error::chain(&e));
     }
     report.write(run_dir)?;
     Ok(report)

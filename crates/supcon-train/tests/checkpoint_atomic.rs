@@ -58,7 +58,7 @@ fn a_write_that_dies_half_way_keeps_the_last_good_checkpoint() {
 
     // A torn file where the checkpoint should be is reported, not half-loaded.
     std::fs::write(&path, &good[..good.len() / 2]).unwrap();
-    let err = Checkpoint::load(&path).err().unwrap().to_string();
+    let err = supcon_train::error::chain(&Checkpoint::load(&path).err().unwrap());
     assert!(err.contains("pretrain-last.safetensors"), "{err}");
 
     // A successful save replaces the file as a whole.

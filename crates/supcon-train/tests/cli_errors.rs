@@ -54,7 +54,8 @@ fn a_misspelt_config_key_is_named_and_nothing_is_created() {
         false,
     );
     assert!(
-        stderr(&output).contains("unknown preset `nope`"),
+        stderr(&output).contains("invalid value 'nope' for '--preset <NAME>'")
+            && stderr(&output).contains("quick-cpu-swav"),
         "{}",
         stderr(&output)
     );

@@ -63,7 +63,7 @@ pub enum EvalError {
     #[error("singular value decomposition failed: {0}")]
     Linalg(String),
     /// The caller's classifier failed; its error is kept as the source.
-    #[error("classifier failed on {context}: {source}")]
+    #[error("classifier failed on {context}")]
     Classifier {
         context: String,
         #[source]

@@ -49,7 +49,8 @@ fn load_split(config: &DataConfig, split: Split) -> Result<(Dataset, usize), Tra
         for error in unreadable.iter().take(20) {
             tracing::warn!(
                 split = split_name(split),
-                "skipping an unreadable image: {error}"
+                "skipping an unreadable image: {}",
+                crate::error::chain(error)
             );
         }
         if !unreadable.is_empty() {

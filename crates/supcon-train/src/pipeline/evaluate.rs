@@ -104,7 +104,10 @@ impl<'a> Evaluator<'a> {
         ) {
             Ok(g) => Some(g),
             Err(e) => {
-                tracing::warn!("embedding geometry not measured: {e}");
+                tracing::warn!(
+                    "embedding geometry not measured: {}",
+                    crate::error::chain(&e)
+                );
                 None
             }
         };

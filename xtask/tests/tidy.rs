@@ -238,3 +238,107 @@ fn build_scripts_include_nothing_from_other_crates() {
         }
     }
 }
+
+/// Every file or folder under `dir` whose name is `name` (the code map names files by name).
+fn find_named(dir: &Path, name: &str, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.file_name().is_some_and(|n| n == name) {
+            out.push(path.clone());
+        }
+        if path.is_dir() && !path.ends_with("target") {
+            find_named(&path, name, out);
+        }
+    }
+}
+
+#[test]
+fn architecture_code_map_names_what_exists() {
+    let text = read(&root().join("ARCHITECTURE.md"));
+    let map = text
+        .split("## Code map")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("ARCHITECTURE.md has a code map");
+    let mut rows = 0;
+    for row in map.lines().filter(|l| l.starts_with("| `")) {
+        rows += 1;
+        let mut cells = row.split(" | ");
+        let path = cells
+            .next()
+            .unwrap()
+            .trim_start_matches("| ")
+            .trim_matches('`');
+        let dir = root().join(path.trim_end_matches('/'));
+        assert!(
+            dir.exists(),
+            "ARCHITECTURE.md's code map names {path}, which is missing"
+        );
+        // The files and folders a row's text names (`plan.rs`, `pipeline/`), globs aside.
+        let what = cells.collect::<Vec<_>>().join(" | ");
+        // Where the row's names live: its path, and any folder the row names from the root.
+        let mut places = vec![dir.clone()];
+        places.extend(
+            what.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(|name| root().join(name.trim_end_matches('/')))
+                .filter(|p| p.is_dir()),
+        );
+        for name in what.split('`').skip(1).step_by(2) {
+            let named = name.trim_end_matches('/');
+            let is_path = name.ends_with(".rs") || name.ends_with('/');
+            if !is_path || named.contains('*') || !dir.is_dir() || root().join(named).exists() {
+                continue;
+            }
+            let (last, parent) = match named.rsplit_once('/') {
+                Some((parent, last)) => (last, Some(parent)),
+                None => (named, None),
+            };
+            let mut found = Vec::new();
+            for place in &places {
+                find_named(place, last, &mut found);
+            }
+            found.retain(|p| {
+                parent.is_none_or(|parent| p.parent().is_some_and(|d| d.ends_with(parent)))
+            });
+            assert!(
+                !found.is_empty(),
+                "ARCHITECTURE.md's code map names `{name}` under {path}; nothing there has that name"
+            );
+        }
+    }
+    assert!(rows >= 10, "the code map's rows were not found ({rows})");
+}
+
+#[test]
+fn error_messages_do_not_repeat_their_source() {
+    // A message that prints its source also returns it from `source()`: `main` would print it
+    // twice. Each layer says what it adds; `supcon_train::error::chain` prints the causes.
+    let mut files = Vec::new();
+    rust_files(&root().join("crates"), &mut files);
+    for file in files {
+        let text = read(&file);
+        let lines: Vec<&str> = text.lines().collect();
+        for (n, line) in lines.iter().enumerate() {
+            let Some(message) = line.trim().strip_prefix("#[error(") else {
+                continue;
+            };
+            let rel = file.strip_prefix(root()).unwrap().display();
+            assert!(
+                !message.contains("{source}"),
+                "{rel}:{}: the message prints its source",
+                n + 1
+            );
+            let from_follows = lines[n + 1..].iter().take(3).any(|l| l.contains("#[from]"));
+            assert!(
+                !(message.contains("{0}") && from_follows),
+                "{rel}:{}: the message prints its #[from] source",
+                n + 1
+            );
+        }
+    }
+}

@@ -10,7 +10,8 @@
 # tests and the bad-input table), loss (ours f32/TF32 vs PyTorch's dense loss), loss-1m (TF32 at
 # N = 1 000 000), profile (ncu's time per kernel at N = 8 192), train (3 epochs of gpu-fashion
 # and PyTorch's SupContrast step on the same GPU), train-cuda-loss (the same through our CUDA
-# loss), train-long (gpu-fashion, 30 epochs, every evaluation).
+# loss), train-long (gpu-fashion, 30 epochs, every evaluation), ce-long (its CE baseline, 30
+# epochs).
 #
 # `run` writes every step's output to $OUT/session.log (default OUT: /tmp/gpu-session), copies
 # the training run's report beside it, and prints a summary last. Each step has its own time
@@ -122,13 +123,15 @@ EOF
                 --csv "$dir/bin/bench_cuda" --precision "$precision" --sizes 8192 --warmup 0 --iters 1
         done
     }
-    supcon_train() { # name limit options...
-        local name=$1 limit=$2
-        shift 2
-        step "$name" "$limit" env LD_PRELOAD="$preload" "$dir/bin/supcon" train --preset gpu-fashion \
-            --device cuda --data "$data" --runs-dir /tmp/gpu-runs --name "$name" --quiet "$@"
+    supcon_run() { # command name limit options...
+        local command=$1 name=$2 limit=$3
+        shift 3
+        step "$name" "$limit" env LD_PRELOAD="$preload" "$dir/bin/supcon" "$command" \
+            --preset gpu-fashion --device cuda --data "$data" --runs-dir /tmp/gpu-runs \
+            --name "$name" --quiet "$@"
         cp "/tmp/gpu-runs/$name/report.md" "$OUT/$name.md" 2>/dev/null
     }
+    supcon_train() { supcon_run train "$@"; }
     train() {
         supcon_train train_cuda 110 --epochs 3 --set pretrain.optim.warmup_epochs=0.5 \
             --set linear.epochs=2 --set eval.robustness=false
@@ -141,6 +144,9 @@ EOF
     }
     train-long() {
         supcon_train train_long 240 --epochs 30
+    }
+    ce-long() { # the cross-entropy baseline at train-long's 30 epochs
+        supcon_run ce ce_long 240 --epochs 30
     }
     for name in "${steps[@]}"; do
         "$name"

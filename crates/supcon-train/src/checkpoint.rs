@@ -17,8 +17,8 @@ use supcon_models::ModelConfig;
 use tch::{nn::VarStore, Kind, Tensor};
 
 use crate::error::TrainError;
-use crate::metrics_log::Stage;
-use crate::run_dir::write_atomic_with;
+use crate::files::write_atomic_with;
+use crate::vocabulary::Stage;
 
 /// Name of the tensor that carries the JSON training state.
 pub const STATE_TENSOR: &str = "__train_state__";

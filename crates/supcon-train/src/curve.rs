@@ -9,8 +9,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::error::TrainError;
-use crate::metrics_log::Stage;
 use crate::report::{Report, REPORT_JSON};
+use crate::vocabulary::Stage;
 
 /// One finished run of one method.
 #[derive(Clone, Debug, PartialEq)]
@@ -26,6 +26,20 @@ pub struct CurvePoint {
     pub knn_top1: Option<f64>,
     /// Mean top-1 under the corruptions, when the run measured it.
     pub corrupted_top1: Option<f64>,
+}
+
+/// The figure's lines: one per method, in order of first appearance, each point
+/// (training minutes, top-1 %).
+pub fn accuracy_series(points: &[CurvePoint]) -> Vec<(String, Vec<(f64, f64)>)> {
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for p in points {
+        let point = (p.train_seconds / 60.0, 100.0 * p.top1);
+        match series.iter_mut().find(|(method, _)| *method == p.method) {
+            Some((_, line)) => line.push(point),
+            None => series.push((p.method.clone(), vec![point])),
+        }
+    }
+    series
 }
 
 /// The points of one report: one per evaluated method.

@@ -14,6 +14,7 @@ pub mod curve;
 pub mod dist;
 pub mod error;
 pub mod eval;
+pub mod files;
 pub mod loss_bridge;
 pub mod metrics_log;
 pub mod optim;
@@ -24,6 +25,7 @@ pub mod queue;
 pub mod report;
 pub mod run_dir;
 pub mod tensorboard;
+pub mod vocabulary;
 
 pub use error::TrainError;
 

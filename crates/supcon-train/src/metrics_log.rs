@@ -17,7 +17,6 @@
 //! Evaluation inputs elsewhere in the crate: embeddings as `ndarray::Array2<f32>` `[n, dim]`
 //! with labels `Vec<i64>`, logits as `Array2<f32>` `[n, classes]`.
 
-use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -25,63 +24,9 @@ use std::path::{Path, PathBuf};
 use crate::error::TrainError;
 use crate::run_dir::RunDir;
 use crate::tensorboard::{EventWriter, Scalar};
-
-/// File name of the metrics log inside a run folder.
-pub const METRICS_FILE: &str = "metrics.jsonl";
-
-/// Which training stage a record belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stage {
-    /// Stage 1: contrastive pre-training (SupCon or SimCLR).
-    Pretrain,
-    /// Stage 2: linear classifier on the frozen encoder.
-    Linear,
-    /// The cross-entropy baseline.
-    Ce,
-}
-
-impl Stage {
-    /// The name used in file names and the log.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Pretrain => "pretrain",
-            Stage::Linear => "linear",
-            Stage::Ce => "ce",
-        }
-    }
-}
-
-impl std::fmt::Display for Stage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Whether a record is logged after one optimizer step or summarises an epoch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RecordKind {
-    /// After an optimizer step (every `log_every` steps).
-    Step,
-    /// At the end of an epoch.
-    Epoch,
-}
-
-/// One line of `metrics.jsonl`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct MetricRecord {
-    pub stage: Stage,
-    pub kind: RecordKind,
-    pub epoch: u32,
-    pub step: u64,
-    pub loss: f64,
-    pub lr: f64,
-    pub images_per_second: f64,
-    pub val_top1: Option<f64>,
-    pub train_top1: Option<f64>,
-    pub wall_seconds: f64,
-}
+// The record's schema is shared vocabulary; re-exported where the log's readers look for it.
+pub use crate::run_dir::METRICS_FILE;
+pub use crate::vocabulary::{MetricRecord, RecordKind, Stage};
 
 /// Appends records to a run's `metrics.jsonl`, one flushed line each (a crash loses at most
 /// the line being written; [`read_metrics`] skips a torn last line), and the same scalars to
@@ -210,7 +155,7 @@ pub fn truncate_metrics(
         text.push_str(&line);
         text.push('\n');
     }
-    crate::run_dir::write_atomic(path, text.as_bytes())
+    crate::files::write_atomic(path, text.as_bytes())
 }
 
 #[cfg(test)]

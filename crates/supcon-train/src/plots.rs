@@ -12,13 +12,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use ndarray::{Array1, Array2, ArrayView2, Axis};
-use ndarray_linalg::{Eigh, UPLO};
+use ndarray::{ArrayView2, Axis};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
 use crate::error::TrainError;
-use crate::metrics_log::{MetricRecord, RecordKind, Stage};
+use crate::vocabulary::{MetricRecord, RecordKind, Stage};
 
 /// Folder of the plots inside a run folder.
 pub const PLOTS_DIR: &str = "plots";
@@ -107,7 +106,7 @@ fn render_png(
     size: (u32, u32),
     draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> Result<(), String>,
 ) -> Result<(), TrainError> {
-    crate::run_dir::write_atomic_with(path, |tmp| {
+    crate::files::write_atomic_with(path, |tmp| {
         // The temporary keeps the `.png` extension: the bitmap backend picks the encoder by it.
         let root = BitMapBackend::new(tmp, size).into_drawing_area();
         root.fill(&WHITE)
@@ -338,31 +337,19 @@ pub fn plot_accuracy(
     Ok(true)
 }
 
-/// Top-1 (%) against training wall time (minutes), a line per method: the accuracy-versus-time
-/// figure of `supcon curve`. `split` names the y axis (`test`, or `validation`).
+/// Top-1 (%) against training wall time (minutes), a line per method (`(name, points)`, each
+/// point `(minutes, top-1 %)`): the accuracy-versus-time figure of `supcon curve`. `split`
+/// names the y axis (`test`, or `validation`).
 pub fn plot_accuracy_vs_time(
-    points: &[crate::curve::CurvePoint],
+    methods: Vec<(String, Vec<(f64, f64)>)>,
     split: &str,
     path: &Path,
     options: &PlotOptions,
 ) -> Result<(), TrainError> {
-    let mut methods: Vec<&str> = Vec::new();
-    for p in points {
-        if !methods.contains(&p.method.as_str()) {
-            methods.push(&p.method);
-        }
-    }
     let series = methods
-        .iter()
+        .into_iter()
         .enumerate()
-        .map(|(index, method)| {
-            let data = points
-                .iter()
-                .filter(|p| p.method == *method)
-                .map(|p| (p.train_seconds / 60.0, 100.0 * p.top1))
-                .collect();
-            (method.to_string(), colour(index), data)
-        })
+        .map(|(index, (method, data))| (method, colour(index), data))
         .collect();
     let y_desc = format!("{split} top-1 (%)");
     let panel = Panel {
@@ -376,56 +363,6 @@ pub fn plot_accuracy_vs_time(
     render_png(path, (options.width, options.height + 200), |root| {
         draw_panel(root, &panel, text)
     })
-}
-
-/// The 2-D principal-component projection of `embeddings` (`[n, dim]`, centred inside) and
-/// the fraction of the variance each of the two components explains.
-pub fn pca_2d(embeddings: ArrayView2<'_, f32>) -> Result<(Array2<f32>, [f64; 2]), TrainError> {
-    let (n, dim) = embeddings.dim();
-    let invalid =
-        |message: String| TrainError::Shape(format!("PCA of embeddings {n}×{dim}: {message}"));
-    if n < 2 || dim == 0 {
-        return Err(invalid("needs at least 2 rows and 1 column".into()));
-    }
-    let x: Array2<f64> = embeddings.mapv(f64::from);
-    let mean: Array1<f64> = x
-        .mean_axis(Axis(0))
-        .ok_or_else(|| invalid("empty".into()))?;
-    let centred = &x - &mean;
-    let covariance = centred.t().dot(&centred) / (n as f64 - 1.0);
-    if covariance.iter().any(|v| !v.is_finite()) {
-        return Err(invalid("non-finite values".into()));
-    }
-    let (eigenvalues, eigenvectors) = covariance
-        .eigh(UPLO::Lower)
-        .map_err(|e| invalid(format!("eigen-decomposition failed: {e}")))?;
-    // Eigenvalues come in ascending order: the last two are the principal components.
-    let total: f64 = eigenvalues.iter().map(|v| v.max(0.0)).sum();
-    let mut projection = Array2::<f32>::zeros((n, 2));
-    let mut explained = [0.0; 2];
-    for (component, explained_part) in explained.iter_mut().enumerate().take(dim) {
-        let index = dim - 1 - component;
-        let mut vector = eigenvectors.column(index).to_owned();
-        // Fix the sign (the largest entry positive) so plots of one run are reproducible.
-        let largest =
-            vector
-                .iter()
-                .copied()
-                .fold(0.0f64, |acc, v| if v.abs() > acc.abs() { v } else { acc });
-        if largest < 0.0 {
-            vector.mapv_inplace(|v| -v);
-        }
-        let scores = centred.dot(&vector);
-        projection
-            .column_mut(component)
-            .assign(&scores.mapv(|v| v as f32));
-        *explained_part = if total > 0.0 {
-            eigenvalues[index].max(0.0) / total
-        } else {
-            0.0
-        };
-    }
-    Ok((projection, explained))
 }
 
 /// Scatter of the 2-D PCA of `embeddings`, one colour per class (legend with `class_names`
@@ -451,7 +388,7 @@ pub fn plot_embedding_pca(
     let rows: Vec<usize> = (0..embeddings.nrows()).step_by(stride).collect();
     let subset = embeddings.select(Axis(0), &rows);
     let labels: Vec<i64> = rows.iter().map(|&i| labels[i]).collect();
-    let (projection, explained) = pca_2d(subset.view())?;
+    let (projection, explained) = crate::eval::geometry::pca_2d(subset.view())?;
     let mut classes: Vec<i64> = labels.clone();
     classes.sort_unstable();
     classes.dedup();
@@ -552,37 +489,6 @@ pub fn write_run_plots(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::array;
-
-    #[test]
-    fn pca_finds_the_direction_of_largest_variance() {
-        // Points spread along (1, 1, 0) with a little spread along (0, 0, 1).
-        let x = Array2::from_shape_fn((50, 3), |(i, c)| {
-            let t = i as f32 - 25.0;
-            match c {
-                0 | 1 => t,
-                _ => 0.1 * ((i % 5) as f32 - 2.0),
-            }
-        });
-        let (projection, explained) = pca_2d(x.view()).unwrap();
-        assert!(explained[0] > 0.99, "{explained:?}");
-        assert!(explained[0] + explained[1] > 0.999, "{explained:?}");
-        // PC1 score of row i is (i − 24.5)·√2 (the mean of i − 25 is −0.5) up to the sign,
-        // which is fixed so that the largest entry of the component is positive.
-        for i in [0usize, 10, 49] {
-            let expected = (i as f32 - 24.5) * 2f32.sqrt();
-            assert!(
-                (projection[[i, 0]] - expected).abs() < 1e-3,
-                "row {i}: {}",
-                projection[[i, 0]]
-            );
-        }
-        let one_column = array![[1.0f32], [2.0], [4.0]];
-        let (p, e) = pca_2d(one_column.view()).unwrap();
-        assert_eq!(p.column(1).iter().filter(|&&v| v != 0.0).count(), 0);
-        assert!((e[0] - 1.0).abs() < 1e-12);
-        assert!(pca_2d(array![[1.0f32, 2.0]].view()).is_err());
-    }
 
     #[test]
     fn padded_ranges_are_never_empty() {

@@ -283,7 +283,7 @@ impl StageProgress {
     }
 
     /// The epoch summarised by `record` is done: one line with its figures.
-    pub fn finish_epoch(&self, record: &crate::metrics_log::MetricRecord) {
+    pub fn finish_epoch(&self, record: &crate::vocabulary::MetricRecord) {
         let mut line = format!(
             "{} epoch {}/{}: loss {:.4}, {:.0} img/s",
             self.stage,
@@ -406,9 +406,9 @@ mod tests {
         stage.step(1.0, 0.1, 10.0);
         let status = stage.progress().status().unwrap();
         assert_eq!((status.step, status.total_steps), (7, 12));
-        stage.finish_epoch(&crate::metrics_log::MetricRecord {
-            stage: crate::metrics_log::Stage::Pretrain,
-            kind: crate::metrics_log::RecordKind::Epoch,
+        stage.finish_epoch(&crate::vocabulary::MetricRecord {
+            stage: crate::vocabulary::Stage::Pretrain,
+            kind: crate::vocabulary::RecordKind::Epoch,
             epoch: 1,
             step: 8,
             loss: 1.0,

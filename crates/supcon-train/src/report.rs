@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::TrainError;
 use crate::eval::{ClassificationMetrics, EmbeddingGeometry, KnnResult, RobustnessReport};
-use crate::metrics_log::Stage;
-use crate::run_dir::write_atomic;
+use crate::files::write_atomic;
+use crate::tensorboard::Scalar;
+use crate::vocabulary::Stage;
 
 /// File name of the JSON report inside a run folder.
 pub const REPORT_JSON: &str = "report.json";
@@ -91,6 +92,29 @@ pub struct MethodEvaluation {
 }
 
 impl MethodEvaluation {
+    /// The final test-set figures of one method, those measured: `eval/<method>/top1`, `top5`
+    /// (the classifier), `knn_top1`, `knn_top5` (weighted kNN on the encoder's embeddings) and
+    /// `mean_corrupted_top1` (the corruption sweep).
+    pub fn scalars(&self) -> Vec<Scalar> {
+        let tag = |name: &str| format!("eval/{}/{name}", self.method);
+        let mut scalars = Vec::new();
+        if let Some(c) = &self.classification {
+            scalars.push(Scalar::new(tag("top1"), c.top1));
+            scalars.push(Scalar::new(tag("top5"), c.top5));
+        }
+        if let Some(knn) = &self.knn {
+            scalars.push(Scalar::new(tag("knn_top1"), knn.top1));
+            scalars.push(Scalar::new(tag("knn_top5"), knn.top5));
+        }
+        if let Some(r) = &self.robustness {
+            scalars.push(Scalar::new(
+                tag("mean_corrupted_top1"),
+                r.mean_corrupted_top1,
+            ));
+        }
+        scalars
+    }
+
     /// An evaluation of `method` with nothing measured yet.
     pub fn new(method: &str) -> Self {
         Self {
@@ -441,7 +465,7 @@ pub fn write_report(run_dir: &Path, input: ReportInput<'_>) -> Result<Report, Tr
         evaluations: input.evaluations,
     };
     report.fill_stage_accuracies();
-    let metrics_path = run_dir.join(crate::metrics_log::METRICS_FILE);
+    let metrics_path = run_dir.join(crate::run_dir::METRICS_FILE);
     let records = if metrics_path.exists() {
         crate::metrics_log::read_metrics(&metrics_path)?
     } else {

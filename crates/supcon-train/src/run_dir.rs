@@ -13,7 +13,7 @@
 //!   tensorboard/events.out.tfevents.<time>.<host>.<pid>   the scalars, see tensorboard
 //! ```
 //!
-//! Every file that a crash must not destroy is written with [`write_atomic`]: into a temporary
+//! Every file that a crash must not destroy is written with [`write_atomic`] (`files`): into a temporary
 //! file in the same folder, flushed to disk, then renamed over the old one (a rename within one
 //! file system is atomic on POSIX), so a reader sees the old file or the new one, never half.
 
@@ -21,7 +21,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::error::TrainError;
-use crate::metrics_log::{Stage, METRICS_FILE};
+use crate::vocabulary::Stage;
 
 /// File name of the resolved configuration.
 pub const CONFIG_FILE: &str = "config.toml";
@@ -29,32 +29,10 @@ pub const CONFIG_FILE: &str = "config.toml";
 /// Folder of the TensorBoard events files (one per process that logged scalars).
 pub const TENSORBOARD_DIR: &str = "tensorboard";
 
-/// Writes `bytes` to `path` atomically (the project's one writer, `supcon-atomic`).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    supcon_atomic::write(path, bytes).map_err(atomic_error)
-}
+pub use crate::files::{write_atomic, write_atomic_with};
 
-/// Runs `write` on a temporary path beside `path`, then renames it over `path`
-/// (`supcon-atomic`): when `write` fails the temporary is removed and `path` left untouched.
-pub fn write_atomic_with<E: std::error::Error + Send + Sync + 'static>(
-    path: &Path,
-    write: impl FnOnce(&Path) -> Result<(), E>,
-) -> Result<(), TrainError> {
-    supcon_atomic::write_with(path, write).map_err(atomic_error)
-}
-
-fn atomic_error<E: std::error::Error + Send + Sync + 'static>(
-    e: supcon_atomic::AtomicWriteError<E>,
-) -> TrainError {
-    match e {
-        supcon_atomic::AtomicWriteError::Io { path, source } => TrainError::Io { path, source },
-        supcon_atomic::AtomicWriteError::Write { path, tmp, source } => TrainError::Write {
-            path,
-            tmp,
-            source: Box::new(source),
-        },
-    }
-}
+/// File name of the metrics log inside a run folder (see `metrics_log`).
+pub const METRICS_FILE: &str = "metrics.jsonl";
 
 /// How to treat a run folder that already exists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,13 +136,9 @@ impl RunDir {
     /// The checkpoint a classifier stage is tested with (the one rule of the pipeline and
     /// `supcon eval`): the best-validation one when the stage selected an epoch and wrote it,
     /// otherwise the last one.
-    pub fn chosen_checkpoint(
-        &self,
-        stage: Stage,
-        state: &crate::checkpoint::TrainState,
-    ) -> PathBuf {
+    pub fn chosen_checkpoint(&self, stage: Stage, best_epoch: Option<u32>) -> PathBuf {
         let best = self.best_checkpoint(stage);
-        if state.best_epoch.is_some() && best.exists() {
+        if best_epoch.is_some() && best.exists() {
             best
         } else {
             self.last_checkpoint(stage)

@@ -3,7 +3,7 @@
 //!
 //! Every scalar goes through [`crate::metrics_log::MetricsWriter`]: each record it writes to
 //! `metrics.jsonl` is also appended here ([`record_scalars`] names the tags), and the final
-//! evaluation adds its accuracies ([`evaluation_scalars`]). The events file lives in the run
+//! evaluation adds its accuracies (`report::MethodEvaluation::scalars`). The events file lives in the run
 //! folder's `tensorboard/` ([`crate::run_dir::RunDir::tensorboard`]) and is named like
 //! TensorFlow's, `events.out.tfevents.<unix seconds>.<hostname>.<pid>`; a resumed run starts a
 //! new one (TensorBoard reads every file of a folder, in name order, and a step logged again
@@ -35,8 +35,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::TrainError;
-use crate::metrics_log::{MetricRecord, RecordKind};
-use crate::report::MethodEvaluation;
+use crate::vocabulary::{MetricRecord, RecordKind};
 
 /// `file_version` of the first event of a file.
 pub const FILE_VERSION: &str = "brain.Event:2";
@@ -230,29 +229,6 @@ pub fn record_scalars(record: &MetricRecord) -> Vec<Scalar> {
     scalars
 }
 
-/// The final test-set figures of one method, those measured: `eval/<method>/top1`, `top5`
-/// (the classifier), `knn_top1`, `knn_top5` (weighted kNN on the encoder's embeddings) and
-/// `mean_corrupted_top1` (the corruption sweep).
-pub fn evaluation_scalars(evaluation: &MethodEvaluation) -> Vec<Scalar> {
-    let tag = |name: &str| format!("eval/{}/{name}", evaluation.method);
-    let mut scalars = Vec::new();
-    if let Some(c) = &evaluation.classification {
-        scalars.push(Scalar::new(tag("top1"), c.top1));
-        scalars.push(Scalar::new(tag("top5"), c.top5));
-    }
-    if let Some(knn) = &evaluation.knn {
-        scalars.push(Scalar::new(tag("knn_top1"), knn.top1));
-        scalars.push(Scalar::new(tag("knn_top5"), knn.top5));
-    }
-    if let Some(r) = &evaluation.robustness {
-        scalars.push(Scalar::new(
-            tag("mean_corrupted_top1"),
-            r.mean_corrupted_top1,
-        ));
-    }
-    scalars
-}
-
 /// `events.out.tfevents.<unix seconds>.<hostname>.<pid>`, TensorFlow's name (characters of the
 /// host name other than letters, digits, `-`, `_` and `.` become `_`).
 pub fn events_file_name(unix_seconds: u64, hostname: &str, pid: u32) -> String {
@@ -383,7 +359,7 @@ impl EventWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics_log::Stage;
+    use crate::vocabulary::Stage;
 
     #[test]
     fn crc32c_matches_the_standard_test_vectors() {

@@ -14,9 +14,9 @@ use crate::config::{self, EvalSplit, RunConfig, DEFAULT_PRESET};
 use crate::dist::Comm;
 use crate::error::TrainError;
 use crate::loss_bridge::LossBridge;
-use crate::metrics_log::Stage;
 use crate::pipeline::{self, evaluate, Session, SessionOptions};
 use crate::run_dir::Reuse;
+use crate::vocabulary::Stage;
 use supcon_collectives::SingleProcess;
 
 /// Runs the command on the ranks of `comm` (one process: the group of one); returns what to
@@ -133,12 +133,12 @@ fn curve(runs: &Path) -> Result<String, TrainError> {
     let table = crate::curve::markdown_table(&points, &split);
     let png = runs.join(CURVE_PNG);
     crate::plots::plot_accuracy_vs_time(
-        &points,
+        crate::curve::accuracy_series(&points),
         &split,
         &png,
         &crate::plots::PlotOptions::default(),
     )?;
-    crate::run_dir::write_atomic(&runs.join(CURVE_MD), table.as_bytes())?;
+    crate::files::write_atomic(&runs.join(CURVE_MD), table.as_bytes())?;
     Ok(format!(
         "{table}
 figure: {}
@@ -383,7 +383,9 @@ fn evaluate_run(
         let outcome = pipeline::LinearOutcome {
             summary: pipeline::StageSummary::from_state(linear_state),
             encoder,
-            classifier_checkpoint: session.run.chosen_checkpoint(Stage::Linear, linear_state),
+            classifier_checkpoint: session
+                .run
+                .chosen_checkpoint(Stage::Linear, linear_state.best_epoch),
         };
         let stages = vec![
             pipeline::StageSummary::from_state(pretrain.require_state()?),
@@ -396,7 +398,7 @@ fn evaluate_run(
     let ce_last = session.run.last_checkpoint(Stage::Ce);
     if ce_last.exists() {
         let state = Checkpoint::load(&ce_last)?.require_state()?.clone();
-        let chosen = session.run.chosen_checkpoint(Stage::Ce, &state);
+        let chosen = session.run.chosen_checkpoint(Stage::Ce, state.best_epoch);
         methods.push(evaluate::evaluate_ce(
             &session,
             &test,
@@ -452,15 +454,10 @@ fn embed(
             ));
         }
         let mut vs = tch::nn::VarStore::new(device);
-        let model = supcon_models::CrossEntropyModel::new(
-            &vs.root(),
-            &config.model,
-            checkpoint
-                .state
-                .as_ref()
-                .map(|s| s.num_classes)
-                .unwrap_or(10) as i64,
-        )?;
+        // A CE checkpoint has its state (that is how it is known to be CE): its class count
+        // sizes the classifier the weights are loaded into.
+        let classes = checkpoint.require_state()?.num_classes as i64;
+        let model = supcon_models::CrossEntropyModel::new(&vs.root(), &config.model, classes)?;
         checkpoint.load_into("model", &mut vs)?;
         pipeline::classifier::infer(&SingleProcess, &dataset, &augmenter, batch, device, &|x| {
             tch::nn::ModuleT::forward_t(&model.encoder, x, false)
@@ -496,7 +493,7 @@ where
     A::Elem: ndarray_npy::WritableElement,
     D: ndarray::Dimension,
 {
-    crate::run_dir::write_atomic_with(path, |tmp| ndarray_npy::write_npy(tmp, array))
+    crate::files::write_atomic_with(path, |tmp| ndarray_npy::write_npy(tmp, array))
 }
 
 /// `supcon loss`: one of supcon-loss's losses on .npy files, through `supcon_loss::npy`.

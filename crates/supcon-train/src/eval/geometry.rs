@@ -7,8 +7,8 @@
 //! normalise their inputs first (as the loss sees them). The effective rank is taken of the
 //! embedding matrix as given (not centred), as RankMe (Garrido et al. 2023) does.
 
-use ndarray::{s, Array2, ArrayView2, Axis};
-use ndarray_linalg::SVD;
+use ndarray::{s, Array1, Array2, ArrayView2, Axis};
+use ndarray_linalg::{Eigh, SVD, UPLO};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -157,9 +157,9 @@ pub fn effective_rank(embeddings: ArrayView2<'_, f32>) -> Result<f64, EvalError>
         });
     }
     let x: Array2<f64> = embeddings.mapv(f64::from);
-    let (_, singular_values, _) = x
-        .svd(false, false)
-        .map_err(|e| EvalError::Linalg(format!("{e} (matrix {:?})", embeddings.dim())))?;
+    let (_, singular_values, _) = x.svd(false, false).map_err(|e| {
+        EvalError::Linalg(format!("SVD failed: {e} (matrix {:?})", embeddings.dim()))
+    })?;
     Ok(effective_rank_of_spectrum(&singular_values.to_vec()))
 }
 
@@ -231,10 +231,88 @@ pub fn embedding_geometry(
     })
 }
 
+/// The 2-D principal-component projection of `embeddings` (`[n, dim]`, centred inside) and
+/// the fraction of the variance each of the two components explains.
+pub fn pca_2d(embeddings: ArrayView2<'_, f32>) -> Result<(Array2<f32>, [f64; 2]), EvalError> {
+    let (n, dim) = embeddings.dim();
+    let invalid =
+        |message: &str| EvalError::Linalg(format!("PCA of embeddings {n}×{dim}: {message}"));
+    if n < 2 || dim == 0 {
+        return Err(invalid("needs at least 2 rows and 1 column"));
+    }
+    let x: Array2<f64> = embeddings.mapv(f64::from);
+    let mean: Array1<f64> = x.mean_axis(Axis(0)).ok_or_else(|| invalid("empty"))?;
+    let centred = &x - &mean;
+    let covariance = centred.t().dot(&centred) / (n as f64 - 1.0);
+    if covariance.iter().any(|v| !v.is_finite()) {
+        return Err(invalid("non-finite values"));
+    }
+    let (eigenvalues, eigenvectors) = covariance
+        .eigh(UPLO::Lower)
+        .map_err(|e| invalid(&format!("eigen-decomposition failed: {e}")))?;
+    // Eigenvalues come in ascending order: the last two are the principal components.
+    let total: f64 = eigenvalues.iter().map(|v| v.max(0.0)).sum();
+    let mut projection = Array2::<f32>::zeros((n, 2));
+    let mut explained = [0.0; 2];
+    for (component, explained_part) in explained.iter_mut().enumerate().take(dim) {
+        let index = dim - 1 - component;
+        let mut vector = eigenvectors.column(index).to_owned();
+        // Fix the sign (the largest entry positive) so plots of one run are reproducible.
+        let largest =
+            vector
+                .iter()
+                .copied()
+                .fold(0.0f64, |acc, v| if v.abs() > acc.abs() { v } else { acc });
+        if largest < 0.0 {
+            vector.mapv_inplace(|v| -v);
+        }
+        let scores = centred.dot(&vector);
+        projection
+            .column_mut(component)
+            .assign(&scores.mapv(|v| v as f32));
+        *explained_part = if total > 0.0 {
+            eigenvalues[index].max(0.0) / total
+        } else {
+            0.0
+        };
+    }
+    Ok((projection, explained))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use ndarray::{array, Array2};
+
+    #[test]
+    fn pca_finds_the_direction_of_largest_variance() {
+        // Points spread along (1, 1, 0) with a little spread along (0, 0, 1).
+        let x = Array2::from_shape_fn((50, 3), |(i, c)| {
+            let t = i as f32 - 25.0;
+            match c {
+                0 | 1 => t,
+                _ => 0.1 * ((i % 5) as f32 - 2.0),
+            }
+        });
+        let (projection, explained) = pca_2d(x.view()).unwrap();
+        assert!(explained[0] > 0.99, "{explained:?}");
+        assert!(explained[0] + explained[1] > 0.999, "{explained:?}");
+        // PC1 score of row i is (i − 24.5)·√2 (the mean of i − 25 is −0.5) up to the sign,
+        // which is fixed so that the largest entry of the component is positive.
+        for i in [0usize, 10, 49] {
+            let expected = (i as f32 - 24.5) * 2f32.sqrt();
+            assert!(
+                (projection[[i, 0]] - expected).abs() < 1e-3,
+                "row {i}: {}",
+                projection[[i, 0]]
+            );
+        }
+        let one_column = array![[1.0f32], [2.0], [4.0]];
+        let (p, e) = pca_2d(one_column.view()).unwrap();
+        assert_eq!(p.column(1).iter().filter(|&&v| v != 0.0).count(), 0);
+        assert!((e[0] - 1.0).abs() < 1e-12);
+        assert!(pca_2d(array![[1.0f32, 2.0]].view()).is_err());
+    }
 
     #[test]
     fn alignment_of_identical_views_is_zero_and_of_opposite_views_four() {

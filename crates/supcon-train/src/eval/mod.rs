@@ -60,7 +60,7 @@ pub enum EvalError {
     InvalidOption { what: &'static str, message: String },
     #[error("{what}: non-finite value at row {row}")]
     NonFinite { what: &'static str, row: usize },
-    #[error("singular value decomposition failed: {0}")]
+    #[error("linear algebra: {0}")]
     Linalg(String),
     /// The caller's classifier failed; its error is kept as the source.
     #[error("classifier failed on {context}")]

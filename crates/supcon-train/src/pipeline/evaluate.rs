@@ -348,7 +348,7 @@ pub fn finish_report(
     // ended (after the report: a failing events file does not cost it).
     for m in &methods {
         let step = m.stages.last().map_or(0, |s| s.steps);
-        let scalars = crate::tensorboard::evaluation_scalars(&m.evaluation);
+        let scalars = m.evaluation.scalars();
         session.metrics.write_scalars(step, &scalars)?;
     }
     Ok(report)

@@ -29,8 +29,9 @@ use crate::checkpoint::{Checkpoint, TrainState};
 use crate::config::RunConfig;
 use crate::dist::{self, Comm};
 use crate::error::TrainError;
-use crate::metrics_log::{truncate_metrics, MetricsWriter, RecordKind, Stage};
+use crate::metrics_log::{truncate_metrics, MetricsWriter};
 use crate::run_dir::{write_atomic, Reuse, RunDir};
+use crate::vocabulary::{RecordKind, Stage};
 use classifier::{CeModel, FrozenEncoder, LinearModel};
 use data::TrainData;
 use pretrain::PretrainModel;
@@ -429,7 +430,9 @@ pub fn linear(
             setup_seconds,
         )?
     };
-    let classifier_checkpoint = session.run.chosen_checkpoint(Stage::Linear, &state);
+    let classifier_checkpoint = session
+        .run
+        .chosen_checkpoint(Stage::Linear, state.best_epoch);
     Ok(LinearOutcome {
         summary: StageSummary::from_state(&state),
         encoder,
@@ -456,7 +459,7 @@ pub fn ce(session: &mut Session) -> Result<(StageSummary, PathBuf), TrainError> 
         )?;
         run_stage_of(session, Stage::Ce, "ce".into(), &mut model, 0.0)?
     };
-    let chosen = session.run.chosen_checkpoint(Stage::Ce, &state);
+    let chosen = session.run.chosen_checkpoint(Stage::Ce, state.best_epoch);
     Ok((StageSummary::from_state(&state), chosen))
 }
 

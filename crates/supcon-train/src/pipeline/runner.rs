@@ -14,13 +14,14 @@ use crate::checkpoint::{self, Checkpoint, TrainState, FORMAT_VERSION};
 use crate::config::CheckpointConfig;
 use crate::dist::{self, DataParallelTensors};
 use crate::error::TrainError;
-use crate::metrics_log::{MetricRecord, MetricsWriter, RecordKind, Stage};
+use crate::metrics_log::MetricsWriter;
 use crate::optim::LrSchedule;
 use crate::pipeline::data::{
     batches_per_epoch, epoch_order, BatchRecipe, GlobalBatch, PreparedBatch,
 };
 use crate::progress::{ProgressMode, StageProgress};
 use crate::run_dir::RunDir;
+use crate::vocabulary::{MetricRecord, RecordKind, Stage};
 
 /// What one forward/backward pass produced.
 #[derive(Clone, Copy, Debug)]

@@ -1,9 +1,10 @@
 //! Weighted k-nearest-neighbour accuracy on embeddings.
 //!
-//! The protocol of InstDisc (Wu et al. 2018) as implemented in solo-learn's `WeightedKNNClassifier`:
-//! embeddings are L2-normalised, similarity is the cosine, the `k` most similar bank samples
-//! each vote for their class with weight `exp(sim / T)` (T = 0.07), and the class with the
-//! largest summed weight is the prediction. The training embeddings are the bank and the
+//! The weighted vote of InstDisc (Wu et al. 2018), as solo-learn's `WeightedKNNClassifier`
+//! implements it: embeddings are L2-normalised, similarity is the cosine, the `k` most similar
+//! bank samples each vote for their class with weight `exp(sim / T)`, and the class with the
+//! largest summed weight is the prediction. The defaults, k = 20 and T = 0.07, are solo-learn's;
+//! InstDisc's paper and code use k = 200 (with T = 0.07). The training embeddings are the bank and the
 //! test embeddings the queries.
 //!
 //! Memory stays bounded for a 60 000 × 10 000 evaluation: queries are taken in blocks (in
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{argmax, checked_labels, in_top_k, EvalError};
 
-/// Settings of the kNN evaluation. The defaults are InstDisc's / solo-learn's.
+/// Settings of the kNN evaluation. The defaults are solo-learn's (InstDisc uses k = 200).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KnnOptions {
     /// Neighbours that vote (20).

@@ -96,9 +96,10 @@ use ndarray::{s, Array2, ArrayView2, ArrayView3, Axis};
 use rayon::prelude::*;
 
 use crate::explicit::{
-    add_scaled, check_finite, check_len, check_nonzero_rows, check_not_empty, check_temperature,
-    dot_f64, inverse_norm, normalization_backward, sigmoid, softplus, OnlineSoftmax,
+    add_scaled, check_len, check_not_empty, check_temperature, dot_f64, inverse_norm,
+    normalization_backward, sigmoid, softplus, OnlineSoftmax,
 };
+use crate::input::{check_finite, check_nonzero_rows};
 use crate::{Element, LossError};
 
 /// Queries per block (and per parallel task).

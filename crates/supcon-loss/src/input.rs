@@ -1,6 +1,6 @@
 //! Borrowed inputs, the output, and the validation every backend shares.
 
-use ndarray::{Array3, ArrayView2, ArrayView3};
+use ndarray::{Array3, ArrayView2, ArrayView3, ArrayViewD, Axis, Dimension};
 
 use crate::{Element, LossError, SupConOptions};
 
@@ -198,51 +198,66 @@ fn check_features<T: Element>(
     normalize: bool,
 ) -> Result<(), LossError> {
     // Finiteness first, over the whole array, so the error names the first bad element.
-    for ((b, v, d), &x) in features.indexed_iter() {
-        let x = x.to_f64();
-        if !x.is_finite() {
-            return Err(LossError::NonFinite {
-                what: "features",
-                index: vec![b, v, d],
-                value: x,
-            });
-        }
-    }
+    check_finite("features", features.into_dyn())?;
     if normalize {
-        for (b, sample) in features.outer_iter().enumerate() {
-            for (v, row) in sample.outer_iter().enumerate() {
-                if row.iter().all(|x| x.to_f64() == 0.0) {
-                    return Err(LossError::ZeroNorm {
-                        what: "features",
-                        index: vec![b, v],
-                    });
-                }
-            }
-        }
+        check_nonzero_rows("features", features.into_dyn())?;
     }
     Ok(())
 }
 
 fn check_keys<T: Element>(keys: ArrayView2<'_, T>, normalize: bool) -> Result<(), LossError> {
-    for ((k, d), &x) in keys.indexed_iter() {
-        let x = x.to_f64();
-        if !x.is_finite() {
-            return Err(LossError::NonFinite {
-                what: "queue keys",
-                index: vec![k, d],
-                value: x,
+    check_finite("queue keys", keys.into_dyn())?;
+    if normalize {
+        check_nonzero_rows("queue keys", keys.into_dyn())?;
+    }
+    Ok(())
+}
+
+/// The one finiteness check of every host entry point (SupCon, InfoNCE, NCE, SwAV):
+/// `NonFinite` naming the first NaN or infinity of `values` in row-major order.
+pub(crate) fn check_finite<T: Element>(
+    what: &'static str,
+    values: ArrayViewD<'_, T>,
+) -> Result<(), LossError> {
+    // The common case (all finite) without building indices.
+    if values.iter().all(|x| x.to_f64().is_finite()) {
+        return Ok(());
+    }
+    match values.indexed_iter().find(|(_, x)| !x.to_f64().is_finite()) {
+        Some((index, &x)) => Err(LossError::NonFinite {
+            what,
+            index: index.slice().to_vec(),
+            value: x.to_f64(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// `ZeroNorm` naming the first all-zero row (last axis) of `values`; the index leaves out the
+/// last axis (`[b]` for `[B, D]`, `[b, j]` for `[B, m, D]`).
+pub(crate) fn check_nonzero_rows<T: Element>(
+    what: &'static str,
+    values: ArrayViewD<'_, T>,
+) -> Result<(), LossError> {
+    let last = values.ndim().saturating_sub(1);
+    let outer: Vec<usize> = values.shape()[..last].to_vec();
+    for (flat, row) in values.lanes(Axis(last)).into_iter().enumerate() {
+        if row.iter().all(|x| x.to_f64() == 0.0) {
+            return Err(LossError::ZeroNorm {
+                what,
+                index: unravel(flat, &outer),
             });
         }
     }
-    if normalize {
-        for (k, row) in keys.outer_iter().enumerate() {
-            if row.iter().all(|x| x.to_f64() == 0.0) {
-                return Err(LossError::ZeroNorm {
-                    what: "queue keys",
-                    index: vec![k],
-                });
-            }
-        }
-    }
     Ok(())
+}
+
+/// The row-major multi-index of `flat` in `shape`.
+fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
+    let mut index = vec![0; shape.len()];
+    for (i, &len) in shape.iter().enumerate().rev() {
+        index[i] = flat % len.max(1);
+        flat /= len.max(1);
+    }
+    index
 }

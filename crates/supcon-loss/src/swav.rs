@@ -121,6 +121,7 @@ use ndarray::{s, Array2, Array3, ArrayView2, ArrayView3};
 use rayon::prelude::*;
 
 use crate::explicit::write_row;
+use crate::input::{check_finite, check_nonzero_rows};
 use crate::{Element, LossError};
 
 /// Rows per parallel task, and the block length along the inner dimension of the products.
@@ -365,56 +366,15 @@ pub fn validate_swav<T: Element>(
         }),
         options,
     )?;
-    check_finite3("features", input.features)?;
-    check_finite2("prototypes", input.prototypes)?;
+    check_finite("features", input.features.into_dyn())?;
+    check_finite("prototypes", input.prototypes.into_dyn())?;
     if let Some(queue) = &input.queue {
-        check_finite3("queue", *queue)?;
+        check_finite("queue", queue.view().into_dyn())?;
     }
     if options.normalize {
-        check_rows_nonzero("features", input.features)?;
+        check_nonzero_rows("features", input.features.into_dyn())?;
         if let Some(queue) = &input.queue {
-            check_rows_nonzero("queue", *queue)?;
-        }
-    }
-    Ok(())
-}
-
-/// The first non-finite value of a `[i, j, k]` input (row-major), as `NonFinite`.
-fn check_finite3<T: Element>(what: &'static str, x: ArrayView3<'_, T>) -> Result<(), LossError> {
-    match x.indexed_iter().find(|(_, v)| !v.to_f64().is_finite()) {
-        Some(((i, j, k), &v)) => Err(LossError::NonFinite {
-            what,
-            index: vec![i, j, k],
-            value: v.to_f64(),
-        }),
-        None => Ok(()),
-    }
-}
-
-/// The first non-finite value of a `[i, j]` input (row-major), as `NonFinite`.
-fn check_finite2<T: Element>(what: &'static str, x: ArrayView2<'_, T>) -> Result<(), LossError> {
-    match x.indexed_iter().find(|(_, v)| !v.to_f64().is_finite()) {
-        Some(((i, j), &v)) => Err(LossError::NonFinite {
-            what,
-            index: vec![i, j],
-            value: v.to_f64(),
-        }),
-        None => Ok(()),
-    }
-}
-
-fn check_rows_nonzero<T: Element>(
-    what: &'static str,
-    x: ArrayView3<'_, T>,
-) -> Result<(), LossError> {
-    for (i, outer) in x.outer_iter().enumerate() {
-        for (j, row) in outer.outer_iter().enumerate() {
-            if row.iter().all(|v| v.to_f64() == 0.0) {
-                return Err(LossError::ZeroNorm {
-                    what,
-                    index: vec![i, j],
-                });
-            }
+            check_nonzero_rows("queue", queue.view().into_dyn())?;
         }
     }
     Ok(())
@@ -479,7 +439,7 @@ pub fn swav_with_codes<T: Element>(
             actual: format!("{:?}", codes.shape()),
         });
     }
-    check_finite3("codes", codes)?;
+    check_finite("codes", codes.into_dyn())?;
     let _span = span(input, options, "swav_with_codes");
     let prep = Prepared::new(input, options);
     let scores = product(prep.rows.view(), input.prototypes.t());

@@ -178,7 +178,7 @@ impl LossBridge {
                 let grad = grad
                     .as_slice()
                     .ok_or_else(|| TrainError::Shape("loss gradient layout".into()))?;
-                crate::pipeline::methods::backward_from_host(projections, grad)?;
+                backward_from_host(projections, grad)?;
                 Ok(LossValue {
                     loss: output.loss,
                     anchors: output.anchors,
@@ -252,7 +252,7 @@ pub fn to_host(
     batch: usize,
     views: usize,
 ) -> Result<(Vec<f32>, usize), TrainError> {
-    let (values, rows, dim) = crate::pipeline::methods::host_rows(projections)?;
+    let (values, rows, dim) = host_rows(projections)?;
     if rows != batch * views {
         return Err(TrainError::Shape(format!(
             "projections have {rows} rows, expected {} for {batch} images × {views} views",
@@ -260,4 +260,35 @@ pub fn to_host(
         )));
     }
     Ok((values, dim))
+}
+
+/// Rows `[n, dim]` of a 2-D tensor copied to the host as f32.
+pub fn host_rows(tensor: &Tensor) -> Result<(Vec<f32>, usize, usize), TrainError> {
+    let size = tensor.size();
+    if size.len() != 2 {
+        return Err(TrainError::Shape(format!(
+            "expected a [rows, dim] tensor, got shape {size:?}"
+        )));
+    }
+    let (rows, dim) = (size[0] as usize, size[1] as usize);
+    let host = tensor
+        .detach()
+        .to_device(Device::Cpu)
+        .to_kind(Kind::Float)
+        .contiguous();
+    let mut values = vec![0f32; rows * dim];
+    host.f_copy_data(&mut values, rows * dim)?;
+    Ok((values, rows, dim))
+}
+
+/// Back-propagates a host gradient `∂L/∂outputs` (same shape as `outputs`) into the graph of
+/// `outputs` through the surrogate `Σ outputs ⊙ stop_grad(grad)`, whose gradient with respect
+/// to `outputs` is exactly `grad` (tch 0.24 has no `backward` with a given gradient).
+pub fn backward_from_host(outputs: &Tensor, grad: &[f32]) -> Result<(), TrainError> {
+    let grad = Tensor::from_slice(grad)
+        .reshape(outputs.size())
+        .to_device(outputs.device())
+        .to_kind(outputs.kind());
+    (outputs * grad).sum(Kind::Float).f_backward()?;
+    Ok(())
 }

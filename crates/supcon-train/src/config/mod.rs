@@ -23,12 +23,14 @@ use std::path::PathBuf;
 use supcon_models::ModelConfig;
 
 use crate::error::TrainError;
-use crate::pipeline::methods::instdisc::InstDiscConfig;
-use crate::pipeline::methods::moco::MocoConfig;
-use crate::pipeline::methods::swav::SwavConfig;
 
+mod data;
+pub mod methods;
 mod presets;
 mod validate;
+
+pub use data::DataSource;
+pub use methods::{InstDiscConfig, MocoConfig, SwavConfig};
 
 pub use presets::{apply_override, load_resolved, preset_text, resolve, DEFAULT_PRESET, PRESETS};
 
@@ -376,7 +378,7 @@ impl PretrainConfig {
     /// τ after applying the method's default (its registry entry).
     pub fn temperature(&self) -> f64 {
         self.temperature
-            .unwrap_or_else(|| (crate::pipeline::methods::info(self.method).temperature)(self))
+            .unwrap_or_else(|| (methods::spec(self.method).temperature)(self))
     }
 }
 

@@ -14,7 +14,7 @@ impl RunConfig {
                 format!("{} is not in [0, 1)", self.data.validation_fraction),
             );
         }
-        crate::pipeline::data::DataSource::parse(&self.data)?;
+        super::DataSource::parse(&self.data)?;
         if !self.data.labels {
             if self.pretrain.method == Method::Supcon {
                 return bad(
@@ -25,7 +25,7 @@ impl RunConfig {
                     ),
                 );
             }
-            crate::pipeline::data::DataSource::parse(&self.data.labeled()?)?;
+            super::DataSource::parse(&self.data.labeled()?)?;
         }
         self.model
             .validate()
@@ -34,7 +34,7 @@ impl RunConfig {
         if p.batch_size < 2 {
             return bad("pretrain.batch_size", format!("{} < 2", p.batch_size));
         }
-        let method = crate::pipeline::methods::info(p.method);
+        let method = super::methods::spec(p.method);
         let name = p.method.as_str();
         // `--method X` on another method's preset lands here first: name the fix.
         let fix = |views: usize| {

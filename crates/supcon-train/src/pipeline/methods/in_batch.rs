@@ -19,7 +19,7 @@ use crate::dist::gather;
 use tch::Tensor;
 
 use super::momentum::MomentumEncoder;
-use super::{ContrastiveMethod, MethodContext, MethodInfo};
+use super::{ContrastiveMethod, MethodContext};
 use crate::checkpoint::{varstore_tensors, Checkpoint};
 use crate::config::Method;
 use crate::error::TrainError;
@@ -28,22 +28,6 @@ use crate::pipeline::data::PreparedBatch;
 use crate::queue::KeyQueue;
 use supcon_models::SupConModel;
 use tch::nn::ModuleT;
-
-/// SupCon's registry entry: τ = 0.1 (SupContrast's), one view or more.
-pub const SUPCON: MethodInfo = MethodInfo {
-    temperature: |_| 0.1,
-    min_views: 1,
-    max_views: None,
-    build,
-};
-
-/// SimCLR's registry entry: τ = 0.5 (SupContrast's SimCLR setting), two views or more.
-pub const SIMCLR: MethodInfo = MethodInfo {
-    temperature: |_| 0.5,
-    min_views: 2,
-    max_views: None,
-    build,
-};
 
 /// The momentum encoder and its queue.
 struct LabelQueue {
@@ -63,7 +47,7 @@ pub struct InBatch {
     queue: Option<LabelQueue>,
 }
 
-fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, TrainError> {
+pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, TrainError> {
     let pretrain = &context.config.pretrain;
     let ranks = context.comm.world_size();
     if ranks > 1 && pretrain.loss_backend != crate::config::LossBackendKind::Cpu {

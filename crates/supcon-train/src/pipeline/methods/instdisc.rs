@@ -20,7 +20,6 @@
 use crate::dist::gather;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 use supcon_loss::{nce_loss, NceInput, NceOptions};
 use supcon_models::SupConModel;
 use tch::nn::ModuleT;
@@ -28,68 +27,11 @@ use tch::{Device, Kind, Tensor};
 
 use super::{
     backward_from_host, batch_seed, host_rows, random_unit_rows, rows_view, ContrastiveMethod,
-    MethodContext, MethodInfo,
+    MethodContext,
 };
 use crate::checkpoint::Checkpoint;
 use crate::error::TrainError;
 use crate::pipeline::data::PreparedBatch;
-
-/// InstDisc's settings (`[pretrain.instdisc]`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct InstDiscConfig {
-    /// m, bank entries drawn per image as negatives (4096 in the paper).
-    pub negatives: usize,
-    /// β, the weight of the old entry in the bank update (0.5 in the paper).
-    pub bank_momentum: f64,
-    /// Z, when given; absent: estimated on the first batch, then fixed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub partition: Option<f64>,
-}
-
-impl Default for InstDiscConfig {
-    fn default() -> Self {
-        Self {
-            negatives: 4096,
-            bank_momentum: 0.5,
-            partition: None,
-        }
-    }
-}
-
-impl InstDiscConfig {
-    /// Rejects values that cannot work, naming the key.
-    pub fn validate(&self) -> Result<(), TrainError> {
-        let bad = |key: &str, why: String| {
-            Err(TrainError::Config(format!(
-                "pretrain.instdisc.{key}: {why}"
-            )))
-        };
-        if self.negatives == 0 {
-            return bad("negatives", "must be at least 1".into());
-        }
-        if !(0.0..1.0).contains(&self.bank_momentum) {
-            return bad(
-                "bank_momentum",
-                format!("{} is not in [0, 1)", self.bank_momentum),
-            );
-        }
-        if let Some(z) = self.partition {
-            if !(z.is_finite() && z > 0.0) {
-                return bad("partition", format!("{z} is not a positive number"));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// InstDisc's registry entry: τ = 0.07, one view.
-pub const INSTDISC: MethodInfo = MethodInfo {
-    temperature: |_| 0.07,
-    min_views: 1,
-    max_views: Some(1),
-    build,
-};
 
 /// The memory bank and the NCE loss.
 pub struct InstDisc {
@@ -106,7 +48,7 @@ pub struct InstDisc {
     pending: Option<(Vec<usize>, Vec<f32>)>,
 }
 
-fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, TrainError> {
+pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, TrainError> {
     let pretrain = &context.config.pretrain;
     let settings = &pretrain.instdisc;
     let dim = context.config.model.projection_dim as usize;

@@ -20,7 +20,6 @@
 //! enqueues all of them, and each rank's queries meet their own keys. The result is what one
 //! process computes with `shuffle_groups` groups.
 
-use serde::{Deserialize, Serialize};
 use supcon_loss::{infonce_loss, InfoNceInput, InfoNceOptions, Negatives};
 use supcon_models::SupConModel;
 use tch::nn::ModuleT;
@@ -29,78 +28,12 @@ use tch::{Device, Tensor};
 use super::momentum::MomentumEncoder;
 use super::{
     backward_from_host, batch_seed, host_rows, random_unit_rows, rows_view, select_view,
-    ContrastiveMethod, MethodContext, MethodInfo,
+    ContrastiveMethod, MethodContext,
 };
 use crate::checkpoint::{varstore_tensors, Checkpoint};
-use crate::config::PretrainConfig;
 use crate::error::TrainError;
 use crate::pipeline::data::PreparedBatch;
 use crate::queue::KeyQueue;
-
-/// MoCo's settings (`[pretrain.moco]`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MocoConfig {
-    /// 1 or 2: the default temperature (0.07 or 0.2).
-    pub version: u8,
-    /// K, keys in the queue (65 536 on ImageNet; a few thousand suit Fashion-MNIST's 54 000).
-    pub queue: usize,
-    /// m of the key encoder's moving average.
-    pub momentum: f64,
-    /// Use both directions (q₀·k₁ and q₁·k₀) and enqueue both keys.
-    pub symmetric: bool,
-    /// Groups of the shuffled BatchNorm of the key encoder (MoCo's per-GPU sub-batches).
-    pub shuffle_groups: usize,
-}
-
-impl Default for MocoConfig {
-    fn default() -> Self {
-        Self {
-            version: 2,
-            queue: 4096,
-            momentum: 0.999,
-            symmetric: false,
-            shuffle_groups: 4,
-        }
-    }
-}
-
-impl MocoConfig {
-    /// Rejects values that cannot work, naming the key.
-    pub fn validate(&self) -> Result<(), TrainError> {
-        let bad =
-            |key: &str, why: String| Err(TrainError::Config(format!("pretrain.moco.{key}: {why}")));
-        if !matches!(self.version, 1 | 2) {
-            return bad("version", format!("{} is not 1 or 2", self.version));
-        }
-        if self.queue == 0 {
-            return bad("queue", "MoCo needs a queue of at least one key".into());
-        }
-        if !(0.0..1.0).contains(&self.momentum) {
-            return bad("momentum", format!("{} is not in [0, 1)", self.momentum));
-        }
-        if self.shuffle_groups == 0 {
-            return bad("shuffle_groups", "must be at least 1".into());
-        }
-        Ok(())
-    }
-}
-
-/// MoCo's registry entry: two views.
-pub const MOCO: MethodInfo = MethodInfo {
-    temperature,
-    min_views: 2,
-    max_views: Some(2),
-    build,
-};
-
-fn temperature(config: &PretrainConfig) -> f64 {
-    if config.moco.version == 1 {
-        0.07
-    } else {
-        0.2
-    }
-}
 
 /// Query encoder's loss against the momentum keys and the queue.
 pub struct Moco {
@@ -116,7 +49,7 @@ pub struct Moco {
     pending: Option<Vec<f32>>,
 }
 
-fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, TrainError> {
+pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, TrainError> {
     let pretrain = &context.config.pretrain;
     let moco = &pretrain.moco;
     let dim = context.config.model.projection_dim as usize;

@@ -5,8 +5,10 @@
 //! run's [`ContrastiveMethod`], which owns everything particular to it (momentum encoder, key
 //! queue, memory bank, prototypes), computes its loss with `supcon-loss`, back-propagates it
 //! into the online network, updates its own state after the optimizer step and names its
-//! checkpoint groups. [`info`] is the registry: adding a method is its own module, one
-//! [`Method`] variant and one line in `info`.
+//! checkpoint groups. [`build`] is the registry. Adding a method: its module here and one arm
+//! in [`build`]; on the schema side a [`Method`] variant and its arm in
+//! `config::methods::spec` (views, default τ), plus its settings table there if it has one.
+//! The schema lives apart so that the configuration never imports the pipeline.
 //!
 //! | method | module | positives of an anchor | negatives | loss (`supcon-loss`) |
 //! |---|---|---|---|---|
@@ -24,11 +26,12 @@ pub mod swav;
 
 use ndarray::{ArrayView2, ArrayView3};
 use tch::nn::VarStore;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use crate::checkpoint::Checkpoint;
 use crate::config::{Method, RunConfig};
 use crate::error::TrainError;
+pub use crate::loss_bridge::{backward_from_host, host_rows};
 use crate::pipeline::data::PreparedBatch;
 use supcon_models::SupConModel;
 
@@ -88,63 +91,15 @@ pub struct MethodContext<'a> {
     pub comm: crate::dist::Comm,
 }
 
-/// A registry entry: a method's defaults and constructor.
-pub struct MethodInfo {
-    /// τ when the config does not set one (the method's published value).
-    pub temperature: fn(&crate::config::PretrainConfig) -> f64,
-    /// The fewest augmented views per image the method works with.
-    pub min_views: usize,
-    /// The most views it uses (`None`: any number).
-    pub max_views: Option<usize>,
-    /// Builds the method for a run.
-    pub build: fn(&MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, TrainError>,
-}
-
-/// The registry: every [`Method`]'s entry.
-pub fn info(method: Method) -> &'static MethodInfo {
-    match method {
-        Method::Supcon => &in_batch::SUPCON,
-        Method::Simclr => &in_batch::SIMCLR,
-        Method::Moco => &moco::MOCO,
-        Method::Instdisc => &instdisc::INSTDISC,
-        Method::Swav => &swav::SWAV,
-    }
-}
-
-/// The method of `config`'s stage 1, built.
+/// The registry: builds the method of `config`'s stage 1 (its settings and requirements are
+/// `config::methods`).
 pub fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, TrainError> {
-    (info(context.config.pretrain.method).build)(context)
-}
-
-/// Rows `[n, dim]` of a 2-D tensor copied to the host as f32.
-pub fn host_rows(tensor: &Tensor) -> Result<(Vec<f32>, usize, usize), TrainError> {
-    let size = tensor.size();
-    if size.len() != 2 {
-        return Err(TrainError::Shape(format!(
-            "expected a [rows, dim] tensor, got shape {size:?}"
-        )));
+    match context.config.pretrain.method {
+        Method::Supcon | Method::Simclr => in_batch::build(context),
+        Method::Moco => moco::build(context),
+        Method::Instdisc => instdisc::build(context),
+        Method::Swav => swav::build(context),
     }
-    let (rows, dim) = (size[0] as usize, size[1] as usize);
-    let host = tensor
-        .detach()
-        .to_device(Device::Cpu)
-        .to_kind(Kind::Float)
-        .contiguous();
-    let mut values = vec![0f32; rows * dim];
-    host.f_copy_data(&mut values, rows * dim)?;
-    Ok((values, rows, dim))
-}
-
-/// Back-propagates a host gradient `∂L/∂outputs` (same shape as `outputs`) into the graph of
-/// `outputs` through the surrogate `Σ outputs ⊙ stop_grad(grad)`, whose gradient with respect
-/// to `outputs` is exactly `grad` (tch 0.24 has no `backward` with a given gradient).
-pub fn backward_from_host(outputs: &Tensor, grad: &[f32]) -> Result<(), TrainError> {
-    let grad = Tensor::from_slice(grad)
-        .reshape(outputs.size())
-        .to_device(outputs.device())
-        .to_kind(outputs.kind());
-    (outputs * grad).sum(Kind::Float).f_backward()?;
-    Ok(())
 }
 
 /// `[rows, dim]` view of host rows.

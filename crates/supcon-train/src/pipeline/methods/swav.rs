@@ -18,77 +18,16 @@
 //! join the (replicated) queue.
 
 use crate::dist::gather;
-use serde::{Deserialize, Serialize};
 use supcon_loss::{swav_codes, swav_generic, swav_with_codes, SwavInput, SwavOptions};
 use supcon_models::SupConModel;
 use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Kind, Tensor};
 
-use super::{host_rows, random_unit_rows, ContrastiveMethod, MethodContext, MethodInfo};
+use super::{host_rows, random_unit_rows, ContrastiveMethod, MethodContext};
 use crate::checkpoint::Checkpoint;
 use crate::error::TrainError;
 use crate::pipeline::data::PreparedBatch;
 use crate::queue::KeyQueue;
-
-/// SwAV's settings (`[pretrain.swav]`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SwavConfig {
-    /// K, the prototypes (3 000 on ImageNet; a few hundred suit ten classes).
-    pub prototypes: usize,
-    /// ε of Sinkhorn–Knopp.
-    pub epsilon: f64,
-    /// Sinkhorn–Knopp iterations.
-    pub sinkhorn_iterations: usize,
-    /// Epochs at the start during which the prototypes do not move.
-    pub freeze_prototypes_epochs: u32,
-    /// Embeddings kept per assignment crop for the codes of small batches; 0: no queue.
-    pub queue: usize,
-    /// The epoch (from 0) from which the queue is filled.
-    pub queue_start_epoch: u32,
-}
-
-impl Default for SwavConfig {
-    fn default() -> Self {
-        Self {
-            prototypes: 100,
-            epsilon: 0.05,
-            sinkhorn_iterations: 3,
-            freeze_prototypes_epochs: 1,
-            queue: 0,
-            queue_start_epoch: 0,
-        }
-    }
-}
-
-impl SwavConfig {
-    /// Rejects values that cannot work, naming the key.
-    pub fn validate(&self) -> Result<(), TrainError> {
-        let bad =
-            |key: &str, why: String| Err(TrainError::Config(format!("pretrain.swav.{key}: {why}")));
-        if self.prototypes < 2 {
-            return bad("prototypes", format!("{} < 2", self.prototypes));
-        }
-        if !(self.epsilon.is_finite() && self.epsilon > 0.0) {
-            return bad(
-                "epsilon",
-                format!("{} is not a positive number", self.epsilon),
-            );
-        }
-        if self.sinkhorn_iterations == 0 {
-            return bad("sinkhorn_iterations", "must be at least 1".into());
-        }
-        Ok(())
-    }
-}
-
-/// SwAV's registry entry: τ = 0.1, two global views (and any number of local crops).
-pub const SWAV: MethodInfo = MethodInfo {
-    temperature: |_| 0.1,
-    min_views: 2,
-    max_views: Some(2),
-    build,
-};
 
 /// The crops whose codes are computed (SwAV's `crops_for_assign`: the two global views).
 const ASSIGNMENT_CROPS: usize = 2;
@@ -110,7 +49,7 @@ pub struct Swav {
     pending: Option<Vec<Vec<f32>>>,
 }
 
-fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, TrainError> {
+pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, TrainError> {
     let config = &context.config.pretrain;
     let settings = &config.swav;
     let dim = context.config.model.projection_dim as usize;

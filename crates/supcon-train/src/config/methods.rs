@@ -1,0 +1,205 @@
+//! Each contrastive method's part of the schema: its settings table (`[pretrain.moco]`, …) and
+//! its requirements (views, default τ), which validation reads. Schema-side, so that the
+//! configuration never imports the pipeline; the methods themselves are
+//! `pipeline::methods::*`, built by that registry.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Method, PretrainConfig};
+use crate::error::TrainError;
+
+/// What a method asks of the configuration.
+pub struct MethodSpec {
+    /// τ when the config does not set one (the method's published value).
+    pub temperature: fn(&PretrainConfig) -> f64,
+    /// The fewest augmented views per image the method works with.
+    pub min_views: usize,
+    /// The most views it uses (`None`: any number).
+    pub max_views: Option<usize>,
+}
+
+/// Every [`Method`]'s requirements.
+pub fn spec(method: Method) -> MethodSpec {
+    match method {
+        // τ = 0.1 (SupContrast's), one view or more.
+        Method::Supcon => MethodSpec {
+            temperature: |_| 0.1,
+            min_views: 1,
+            max_views: None,
+        },
+        // τ = 0.5 (SupContrast's SimCLR setting), two views or more.
+        Method::Simclr => MethodSpec {
+            temperature: |_| 0.5,
+            min_views: 2,
+            max_views: None,
+        },
+        // τ 0.07 (v1) or 0.2 (v2), two views.
+        Method::Moco => MethodSpec {
+            temperature: |config| if config.moco.version == 1 { 0.07 } else { 0.2 },
+            min_views: 2,
+            max_views: Some(2),
+        },
+        // τ = 0.07, one view.
+        Method::Instdisc => MethodSpec {
+            temperature: |_| 0.07,
+            min_views: 1,
+            max_views: Some(1),
+        },
+        // τ = 0.1, two global views (and any number of local crops).
+        Method::Swav => MethodSpec {
+            temperature: |_| 0.1,
+            min_views: 2,
+            max_views: Some(2),
+        },
+    }
+}
+
+/// MoCo's settings (`[pretrain.moco]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MocoConfig {
+    /// 1 or 2: the default temperature (0.07 or 0.2).
+    pub version: u8,
+    /// K, keys in the queue (65 536 on ImageNet; a few thousand suit Fashion-MNIST's 54 000).
+    pub queue: usize,
+    /// m of the key encoder's moving average.
+    pub momentum: f64,
+    /// Use both directions (q₀·k₁ and q₁·k₀) and enqueue both keys.
+    pub symmetric: bool,
+    /// Groups of the shuffled BatchNorm of the key encoder (MoCo's per-GPU sub-batches).
+    pub shuffle_groups: usize,
+}
+
+impl Default for MocoConfig {
+    fn default() -> Self {
+        Self {
+            version: 2,
+            queue: 4096,
+            momentum: 0.999,
+            symmetric: false,
+            shuffle_groups: 4,
+        }
+    }
+}
+
+impl MocoConfig {
+    /// Rejects values that cannot work, naming the key.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad =
+            |key: &str, why: String| Err(TrainError::Config(format!("pretrain.moco.{key}: {why}")));
+        if !matches!(self.version, 1 | 2) {
+            return bad("version", format!("{} is not 1 or 2", self.version));
+        }
+        if self.queue == 0 {
+            return bad("queue", "MoCo needs a queue of at least one key".into());
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return bad("momentum", format!("{} is not in [0, 1)", self.momentum));
+        }
+        if self.shuffle_groups == 0 {
+            return bad("shuffle_groups", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// InstDisc's settings (`[pretrain.instdisc]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InstDiscConfig {
+    /// m, bank entries drawn per image as negatives (4096 in the paper).
+    pub negatives: usize,
+    /// β, the weight of the old entry in the bank update (0.5 in the paper).
+    pub bank_momentum: f64,
+    /// Z, when given; absent: estimated on the first batch, then fixed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<f64>,
+}
+
+impl Default for InstDiscConfig {
+    fn default() -> Self {
+        Self {
+            negatives: 4096,
+            bank_momentum: 0.5,
+            partition: None,
+        }
+    }
+}
+
+impl InstDiscConfig {
+    /// Rejects values that cannot work, naming the key.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |key: &str, why: String| {
+            Err(TrainError::Config(format!(
+                "pretrain.instdisc.{key}: {why}"
+            )))
+        };
+        if self.negatives == 0 {
+            return bad("negatives", "must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&self.bank_momentum) {
+            return bad(
+                "bank_momentum",
+                format!("{} is not in [0, 1)", self.bank_momentum),
+            );
+        }
+        if let Some(z) = self.partition {
+            if !(z.is_finite() && z > 0.0) {
+                return bad("partition", format!("{z} is not a positive number"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// SwAV's settings (`[pretrain.swav]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SwavConfig {
+    /// K, the prototypes (3 000 on ImageNet; a few hundred suit ten classes).
+    pub prototypes: usize,
+    /// ε of Sinkhorn–Knopp.
+    pub epsilon: f64,
+    /// Sinkhorn–Knopp iterations.
+    pub sinkhorn_iterations: usize,
+    /// Epochs at the start during which the prototypes do not move.
+    pub freeze_prototypes_epochs: u32,
+    /// Embeddings kept per assignment crop for the codes of small batches; 0: no queue.
+    pub queue: usize,
+    /// The epoch (from 0) from which the queue is filled.
+    pub queue_start_epoch: u32,
+}
+
+impl Default for SwavConfig {
+    fn default() -> Self {
+        Self {
+            prototypes: 100,
+            epsilon: 0.05,
+            sinkhorn_iterations: 3,
+            freeze_prototypes_epochs: 1,
+            queue: 0,
+            queue_start_epoch: 0,
+        }
+    }
+}
+
+impl SwavConfig {
+    /// Rejects values that cannot work, naming the key.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad =
+            |key: &str, why: String| Err(TrainError::Config(format!("pretrain.swav.{key}: {why}")));
+        if self.prototypes < 2 {
+            return bad("prototypes", format!("{} < 2", self.prototypes));
+        }
+        if !(self.epsilon.is_finite() && self.epsilon > 0.0) {
+            return bad(
+                "epsilon",
+                format!("{} is not a positive number", self.epsilon),
+            );
+        }
+        if self.sinkhorn_iterations == 0 {
+            return bad("sinkhorn_iterations", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}

@@ -20,6 +20,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use crate::error::TrainError;
 use crate::run_dir::RunDir;
@@ -28,28 +29,26 @@ use crate::tensorboard::{EventWriter, Scalar};
 pub use crate::run_dir::METRICS_FILE;
 pub use crate::vocabulary::{MetricRecord, RecordKind, Stage};
 
-/// Appends records to a run's `metrics.jsonl`, one flushed line each (a crash loses at most
-/// the line being written; [`read_metrics`] skips a torn last line), and the same scalars to
-/// the run's TensorBoard events file ([`crate::tensorboard`]): the one path of every scalar a
-/// run logs.
-pub struct MetricsWriter {
-    path: PathBuf,
-    /// `None`: records are dropped ([`MetricsWriter::discard`]).
-    out: Option<BufWriter<File>>,
-    tensorboard: Option<EventWriter>,
+/// Where a run's metrics go (burn-train's `MetricLogger` is the model): each sink receives
+/// every record and every set of extra scalars. [`MetricsWriter`] hands them to its sinks in
+/// order; a new destination (CSV, a tracking server) is one more implementation.
+pub trait MetricSink {
+    /// One step or epoch record.
+    fn record(&mut self, record: &MetricRecord) -> Result<(), TrainError>;
+    /// Scalars that are no record (the final evaluation's), at `step`. Sinks whose schema has
+    /// no place for them ignore them.
+    fn scalars(&mut self, step: u64, scalars: &[Scalar]) -> Result<(), TrainError>;
 }
 
-impl MetricsWriter {
-    /// The writer of a run: its `metrics.jsonl` (appended to, created when missing) and a new
-    /// events file in its `tensorboard/` folder (created with the first record).
-    pub fn for_run(run: &RunDir) -> Result<Self, TrainError> {
-        let mut writer = Self::append(&run.metrics_path())?;
-        writer.tensorboard = Some(EventWriter::new(&run.tensorboard()));
-        Ok(writer)
-    }
+/// `metrics.jsonl`: one flushed line per record (a crash loses at most the line being written;
+/// [`read_metrics`] skips a torn last line). Extra scalars have no line.
+pub struct JsonlSink {
+    path: PathBuf,
+    out: BufWriter<File>,
+}
 
-    /// Opens (creating it when missing) `metrics.jsonl` alone for appending, without
-    /// TensorBoard events (see [`MetricsWriter::for_run`]).
+impl JsonlSink {
+    /// Opens `path` for appending, creating it when missing.
     pub fn append(path: &Path) -> Result<Self, TrainError> {
         let file = OpenOptions::new()
             .create(true)
@@ -58,52 +57,94 @@ impl MetricsWriter {
             .map_err(|source| TrainError::io(path, source))?;
         Ok(Self {
             path: path.to_path_buf(),
-            out: Some(BufWriter::new(file)),
-            tensorboard: None,
+            out: BufWriter::new(file),
         })
+    }
+}
+
+impl MetricSink for JsonlSink {
+    fn record(&mut self, record: &MetricRecord) -> Result<(), TrainError> {
+        let line = serde_json::to_string(record).map_err(|e| TrainError::Json {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?;
+        writeln!(self.out, "{line}")
+            .and_then(|()| self.out.flush())
+            .map_err(|source| TrainError::io(&self.path, source))
+    }
+
+    fn scalars(&mut self, _step: u64, _scalars: &[Scalar]) -> Result<(), TrainError> {
+        Ok(())
+    }
+}
+
+/// TensorBoard's events file: every record's scalars and the extra ones.
+impl MetricSink for EventWriter {
+    fn record(&mut self, record: &MetricRecord) -> Result<(), TrainError> {
+        self.write_record(record)
+    }
+
+    fn scalars(&mut self, step: u64, scalars: &[Scalar]) -> Result<(), TrainError> {
+        self.write_scalars(step, scalars)
+    }
+}
+
+/// The one path of every scalar a run logs: its sinks, in order — `metrics.jsonl` first, so a
+/// failing events file never costs a metrics line.
+pub struct MetricsWriter {
+    /// Locked for the extra scalars, which the evaluation writes through a shared session.
+    sinks: Mutex<Vec<Box<dyn MetricSink + Send>>>,
+}
+
+impl MetricsWriter {
+    /// The writer of a run: its `metrics.jsonl` (appended to, created when missing) and a new
+    /// events file in its `tensorboard/` folder (created with the first record).
+    pub fn for_run(run: &RunDir) -> Result<Self, TrainError> {
+        let jsonl = JsonlSink::append(&run.metrics_path())?;
+        Ok(Self::with_sinks(vec![
+            Box::new(jsonl),
+            Box::new(EventWriter::new(&run.tensorboard())),
+        ]))
+    }
+
+    /// `metrics.jsonl` alone, appended to (created when missing), without TensorBoard events
+    /// (see [`MetricsWriter::for_run`]).
+    pub fn append(path: &Path) -> Result<Self, TrainError> {
+        Ok(Self::with_sinks(vec![Box::new(JsonlSink::append(path)?)]))
     }
 
     /// A writer that drops every record: the ranks of a data-parallel run other than rank 0,
     /// which alone writes the run's logs.
     pub fn discard() -> Self {
+        Self::with_sinks(Vec::new())
+    }
+
+    /// A writer to `sinks`, in order.
+    pub fn with_sinks(sinks: Vec<Box<dyn MetricSink + Send>>) -> Self {
         Self {
-            path: PathBuf::new(),
-            out: None,
-            tensorboard: None,
+            sinks: Mutex::new(sinks),
         }
     }
 
-    /// Writes one record as a line and flushes it, then appends its scalars to the events
-    /// file. The line is written first, so a failing events file never costs a metrics line.
+    fn sinks(&self) -> std::sync::MutexGuard<'_, Vec<Box<dyn MetricSink + Send>>> {
+        // A sink that panicked leaves nothing the others depend on half-written.
+        self.sinks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Hands one record to every sink, in order; the first error stops it.
     pub fn write(&mut self, record: &MetricRecord) -> Result<(), TrainError> {
-        let line = serde_json::to_string(record).map_err(|e| TrainError::Json {
-            path: self.path.clone(),
-            message: e.to_string(),
-        })?;
-        let Some(out) = self.out.as_mut() else {
-            return Ok(());
-        };
-        writeln!(out, "{line}")
-            .and_then(|()| out.flush())
-            .map_err(|source| TrainError::io(&self.path, source))?;
-        match &self.tensorboard {
-            Some(events) => events.write_record(record),
-            None => Ok(()),
-        }
+        self.sinks()
+            .iter_mut()
+            .try_for_each(|sink| sink.record(record))
     }
 
-    /// Appends scalars that are no `metrics.jsonl` record (the final evaluation's) to the
-    /// events file, at `step`; nothing without one.
+    /// Hands scalars that are no `metrics.jsonl` record (the final evaluation's) to every sink.
     pub fn write_scalars(&self, step: u64, scalars: &[Scalar]) -> Result<(), TrainError> {
-        match &self.tensorboard {
-            Some(events) => events.write_scalars(step, scalars),
-            None => Ok(()),
-        }
-    }
-
-    /// The TensorBoard events writer, when this writer has one.
-    pub fn tensorboard(&self) -> Option<&EventWriter> {
-        self.tensorboard.as_ref()
+        self.sinks()
+            .iter_mut()
+            .try_for_each(|sink| sink.scalars(step, scalars))
     }
 }
 

@@ -139,7 +139,46 @@ fn a_runs_metrics_writer_logs_every_record_to_both_files() {
     alone
         .write_scalars(1, &[Scalar::new("eval/ce/top1", 0.5)])
         .unwrap();
-    assert!(alone.tensorboard().is_none());
+    assert_eq!(read_metrics(&path).unwrap().len(), 1);
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "only run/ and alone.jsonl: {names:?}");
+}
+
+/// A sink of one's own, beside the run's: it sees every record and the extra scalars.
+#[test]
+fn a_metrics_writer_hands_everything_to_each_sink() {
+    use std::sync::{Arc, Mutex};
+    use supcon_train::metrics_log::MetricSink;
+    #[derive(Default)]
+    struct Collect(Arc<Mutex<Vec<String>>>);
+    impl MetricSink for Collect {
+        fn record(&mut self, record: &MetricRecord) -> Result<(), TrainError> {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{} {}", record.stage, record.step));
+            Ok(())
+        }
+        fn scalars(&mut self, step: u64, scalars: &[Scalar]) -> Result<(), TrainError> {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{step}: {} scalars", scalars.len()));
+            Ok(())
+        }
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut metrics = MetricsWriter::with_sinks(vec![Box::new(Collect(seen.clone()))]);
+    metrics
+        .write(&record(Stage::Pretrain, RecordKind::Step, 3, None))
+        .unwrap();
+    metrics
+        .write_scalars(3, &[Scalar::new("eval/supcon/top1", 0.9)])
+        .unwrap();
+    assert_eq!(*seen.lock().unwrap(), ["pretrain 3", "3: 1 scalars"]);
 }
 
 #[test]

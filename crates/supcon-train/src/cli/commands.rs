@@ -370,50 +370,7 @@ fn evaluate_run(
         },
         crate::dist::single_process(),
     )?;
-    let test = pipeline::data::load_evaluation_split(&session.config, &session.data)?;
-    let mut methods = Vec::new();
-    let pretrain_last = session.run.last_checkpoint(Stage::Pretrain);
-    let linear_last = session.run.last_checkpoint(Stage::Linear);
-    if pretrain_last.exists() && linear_last.exists() {
-        let pretrain = Checkpoint::load(&pretrain_last)?;
-        let linear = Checkpoint::load(&linear_last)?;
-        let encoder =
-            pipeline::classifier::FrozenEncoder::load(&session.config, &pretrain, session.device)?;
-        let linear_state = linear.require_state()?;
-        let outcome = pipeline::LinearOutcome {
-            summary: pipeline::StageSummary::from_state(linear_state),
-            encoder,
-            classifier_checkpoint: session
-                .run
-                .chosen_checkpoint(Stage::Linear, linear_state.best_epoch),
-        };
-        let stages = vec![
-            pipeline::StageSummary::from_state(pretrain.require_state()?),
-            outcome.summary.clone(),
-        ];
-        methods.push(evaluate::evaluate_supcon(
-            &session, &test, &outcome, stages,
-        )?);
-    }
-    let ce_last = session.run.last_checkpoint(Stage::Ce);
-    if ce_last.exists() {
-        let state = Checkpoint::load(&ce_last)?.require_state()?.clone();
-        let chosen = session.run.chosen_checkpoint(Stage::Ce, state.best_epoch);
-        methods.push(evaluate::evaluate_ce(
-            &session,
-            &test,
-            &chosen,
-            pipeline::StageSummary::from_state(&state),
-        )?);
-    }
-    if methods.is_empty() {
-        return Err(TrainError::RunDir {
-            path: run.to_path_buf(),
-            message: "no finished stage to evaluate (needs pretrain + linear, or ce, checkpoints)"
-                .into(),
-        });
-    }
-    evaluate::finish_report(&session, &test, methods)
+    evaluate::evaluate_checkpoints(&session)
 }
 
 fn embed(

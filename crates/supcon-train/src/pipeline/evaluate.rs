@@ -22,6 +22,7 @@ use crate::pipeline::data::{augment_pipeline, EvaluationSet};
 use crate::pipeline::{LinearOutcome, Session, StageSummary};
 use crate::plots::{EmbeddingsForPlot, PlotOptions};
 use crate::report::{write_report, MethodEvaluation, Report, ReportInput, StageReport};
+use crate::vocabulary::Stage;
 
 /// Everything measured for one method (SupCon / SimCLR + linear, or CE).
 pub struct MethodResult {
@@ -380,4 +381,51 @@ fn data_description(session: &Session, test: &EvaluationSet) -> Result<String, T
         ),
         None => labeled,
     })
+}
+
+/// Evaluates a run again from its checkpoints (`supcon eval`): SupCon's encoder + linear
+/// classifier when both stages finished, the CE baseline when it did, then the report — what
+/// the end of `train` evaluates, read back from the run folder.
+pub fn evaluate_checkpoints(session: &Session) -> Result<Report, TrainError> {
+    let test = super::data::load_evaluation_split(&session.config, &session.data)?;
+    let mut methods = Vec::new();
+    let pretrain_last = session.run.last_checkpoint(Stage::Pretrain);
+    let linear_last = session.run.last_checkpoint(Stage::Linear);
+    if pretrain_last.exists() && linear_last.exists() {
+        let pretrain = Checkpoint::load(&pretrain_last)?;
+        let linear = Checkpoint::load(&linear_last)?;
+        let encoder = FrozenEncoder::load(&session.config, &pretrain, session.device)?;
+        let linear_state = linear.require_state()?;
+        let outcome = LinearOutcome {
+            summary: StageSummary::from_state(linear_state),
+            encoder,
+            classifier_checkpoint: session
+                .run
+                .chosen_checkpoint(Stage::Linear, linear_state.best_epoch),
+        };
+        let stages = vec![
+            StageSummary::from_state(pretrain.require_state()?),
+            outcome.summary.clone(),
+        ];
+        methods.push(evaluate_supcon(session, &test, &outcome, stages)?);
+    }
+    let ce_last = session.run.last_checkpoint(Stage::Ce);
+    if ce_last.exists() {
+        let state = Checkpoint::load(&ce_last)?.require_state()?.clone();
+        let chosen = session.run.chosen_checkpoint(Stage::Ce, state.best_epoch);
+        methods.push(evaluate_ce(
+            session,
+            &test,
+            &chosen,
+            StageSummary::from_state(&state),
+        )?);
+    }
+    if methods.is_empty() {
+        return Err(TrainError::RunDir {
+            path: session.run.root().to_path_buf(),
+            message: "no finished stage to evaluate (needs pretrain + linear, or ce, checkpoints)"
+                .into(),
+        });
+    }
+    finish_report(session, &test, methods)
 }

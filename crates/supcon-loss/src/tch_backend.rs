@@ -223,11 +223,26 @@ pub fn validate_tensors(
         },
         options,
     )?;
-    check_finite(features, "features")?;
-    if let Some((keys, _)) = queue {
-        check_finite(keys, "queue keys")?;
+    match queue {
+        Some((keys, _)) => check_all_finite(&[(features, "features"), (keys, "queue keys")]),
+        None => check_all_finite(&[(features, "features")]),
     }
-    Ok(())
+}
+
+/// [`check_finite`] over several tensors with one device synchronization when all are finite
+/// (the common case); the error names the first bad value of the first bad tensor, in order.
+pub(crate) fn check_all_finite(tensors: &[(&Tensor, &'static str)]) -> Result<(), LossError> {
+    let flags: Vec<Tensor> = tensors
+        .iter()
+        .filter(|(t, _)| t.numel() > 0)
+        .map(|(t, _)| t.isfinite().all())
+        .collect();
+    if flags.is_empty() || Tensor::stack(&flags, 0).all().int64_value(&[]) != 0 {
+        return Ok(());
+    }
+    tensors
+        .iter()
+        .try_for_each(|(t, what)| check_finite(t, what))
 }
 
 /// [`LossError::NonFinite`] naming the first NaN or infinity of `t` (row-major index), if any.
@@ -443,8 +458,9 @@ use crate::explicit::check_temperature;
 /// - `negatives`: `[K, D]` (shared, MoCo's queue) or `[B, m, D]` (per query), detached inside.
 ///
 /// With `normalize`, every row is L2-normalized first. Returns the scalar loss (the mean over
-/// the B queries); `loss.backward()` fills `queries.grad()`. Shapes, τ and (with `normalize`)
-/// zero rows are checked; finiteness is not (it would need a device-to-host sync).
+/// the B queries); `loss.backward()` fills `queries.grad()`. Shapes, τ, finiteness and (with
+/// `normalize`) zero rows are checked, with the errors of [`crate::infonce_loss`] (one
+/// device synchronization for the finiteness of all three inputs).
 pub fn infonce_loss_tensor(
     queries: &Tensor,
     positives: &Tensor,
@@ -473,6 +489,11 @@ pub fn infonce_loss_tensor(
     } else {
         check_per_query_negatives(negatives, batch, dim)?;
     }
+    check_all_finite(&[
+        (queries, "queries"),
+        (positives, "positives"),
+        (negatives, "negatives"),
+    ])?;
     let q = maybe_normalize(queries, "queries", options.normalize)?;
     let k = maybe_normalize(&positives.detach(), "positives", options.normalize)?;
     let negatives = maybe_normalize(&negatives.detach(), "negatives", options.normalize)?;
@@ -502,8 +523,8 @@ pub fn infonce_loss_tensor(
 /// With `options.partition = None`, Z is estimated as `N · mean(exp(s_neg/τ))` over all
 /// query–negative pairs and detached (no gradient through Z). Returns the loss and the Z used.
 /// Unlike [`crate::nce_loss`] this is the direct formula (what InstDisc's code computes, without
-/// its 1e-7): it can underflow for extreme similarities. Shapes, τ, N, Z and (with
-/// `normalize`) zero rows are checked; finiteness is not.
+/// its 1e-7): it can underflow for extreme similarities. Shapes, τ, N, Z, finiteness and
+/// (with `normalize`) zero rows are checked, with the errors of [`crate::nce_loss`].
 pub fn nce_loss_tensor(
     queries: &Tensor,
     positives: &Tensor,
@@ -513,6 +534,11 @@ pub fn nce_loss_tensor(
     options.check()?;
     let (batch, dim) = check_query_shapes(queries, positives)?;
     let m = check_per_query_negatives(negatives, batch, dim)?;
+    check_all_finite(&[
+        (queries, "queries"),
+        (positives, "positives"),
+        (negatives, "negatives"),
+    ])?;
     let q = maybe_normalize(queries, "queries", options.normalize)?;
     let k = maybe_normalize(&positives.detach(), "positives", options.normalize)?;
     let negatives = maybe_normalize(&negatives.detach(), "negatives", options.normalize)?;
@@ -563,9 +589,9 @@ use crate::{SwavInput, SwavOptions, SwavOutput};
 /// - `queue`: `[A, Q, D]` stored features, detached (no gradient); normalized with `normalize`.
 ///
 /// Sinkhorn runs in the features' kind without log-space stabilization, as SwAV's does, so it
-/// needs scores below about 88·ε in `f32` (unit rows with ε = 0.05 are far from it). Options and
-/// shapes are checked like [`crate::validate_swav`] (the same errors); finiteness is not (it would
-/// need a device-to-host sync; [`swav_tch`] checks it on the host).
+/// needs scores below about 88·ε in `f32` (unit rows with ε = 0.05 are far from it). Options, shapes
+/// and finiteness are checked like [`crate::validate_swav`] (the same errors; one device
+/// synchronization for the finiteness).
 pub fn swav_loss_tensor(
     features: &Tensor,
     prototypes: &Tensor,
@@ -608,6 +634,9 @@ pub fn swav_loss_tensor_with_codes(
         queue_shape.map(|(a, q, d)| [as_usize(a), as_usize(q), as_usize(d)]),
         options,
     )?;
+    let mut inputs = vec![(features, "features"), (prototypes, "prototypes")];
+    inputs.extend(queue.map(|q| (q, "queue")));
+    check_all_finite(&inputs)?;
     let kind = features.kind();
     let device = features.device();
     let z = if options.normalize {

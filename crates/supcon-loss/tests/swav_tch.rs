@@ -209,3 +209,28 @@ fn rejects_what_the_cpu_rejects() {
     let tch = swav_tch(&inputs.input(), &options, Device::Cpu).unwrap_err();
     assert_eq!(format!("{cpu:?}"), format!("{tch:?}"));
 }
+
+/// The tensor function itself (not only the host wrapper) names a non-finite value as the CPU
+/// does, prototypes and queue included.
+#[test]
+fn tensor_function_names_non_finite_values_like_the_cpu() {
+    let problem = random_swav_problem(8, (4, 2, 8), 5, 0, SwavOptions::default());
+    let mut inputs = Inputs::of(&problem);
+    inputs.prototypes[[4, 7]] = f32::NEG_INFINITY;
+    let options = SwavOptions::default();
+    let cpu = swav_generic(&inputs.input(), &options).unwrap_err();
+    let features = Tensor::from_slice(inputs.features.as_slice().unwrap()).reshape([4, 2, 8]);
+    let prototypes = Tensor::from_slice(inputs.prototypes.as_slice().unwrap()).reshape([5, 8]);
+    let tch = swav_loss_tensor_with_codes(&features, &prototypes, None, &options).unwrap_err();
+    assert_eq!(format!("{cpu:?}"), format!("{tch:?}"));
+    assert!(
+        matches!(
+            &tch,
+            LossError::NonFinite {
+                what: "prototypes",
+                ..
+            }
+        ),
+        "{tch:?}"
+    );
+}

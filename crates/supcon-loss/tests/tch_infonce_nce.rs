@@ -222,3 +222,37 @@ fn tensor_functions_reject_what_the_cpu_rejects() {
         Err(LossError::ZeroNorm { what: "negatives", index }) if index == vec![2, 1]
     ));
 }
+
+/// A NaN or infinity anywhere gives the CPU functions' `NonFinite`, naming the same input and
+/// index, in the same order (queries, positives, negatives).
+#[test]
+fn tensor_functions_name_non_finite_values_like_the_cpu() {
+    let mut p = random_infonce(2, 4, 3, 5, false, InfoNceOptions::default());
+    let OwnedNegatives::PerQuery(negatives) = &mut p.negatives else {
+        unreachable!("per-query negatives requested")
+    };
+    negatives[[2, 1, 0]] = f64::INFINITY;
+    p.positives[[3, 2]] = f64::NAN;
+    let cpu = supcon_loss::infonce_loss(&p.input(), &p.options).unwrap_err();
+    let OwnedNegatives::PerQuery(negatives) = &p.negatives else {
+        unreachable!()
+    };
+    let (q, k, n) = (
+        tensor(&p.queries, Kind::Double),
+        tensor(&p.positives, Kind::Double),
+        tensor(negatives, Kind::Double),
+    );
+    let tch = infonce_loss_tensor(&q, &k, &n, &p.options).unwrap_err();
+    assert_eq!(format!("{cpu:?}"), format!("{tch:?}"));
+    assert!(
+        matches!(&tch, LossError::NonFinite { what: "positives", index, .. } if *index == vec![3, 2])
+    );
+
+    let options = NceOptions::default().with_dataset_size(10);
+    let k = tensor(&p.queries, Kind::Double);
+    let nce = nce_loss_tensor(&q, &k, &n, &options).unwrap_err();
+    assert!(
+        matches!(&nce, LossError::NonFinite { what: "negatives", index, .. } if *index == vec![2, 1, 0]),
+        "{nce:?}"
+    );
+}

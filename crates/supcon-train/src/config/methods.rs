@@ -203,3 +203,34 @@ impl SwavConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What every method must provide on the schema side, listed and checked for each: a name
+    /// that round-trips through the config, views and τ that make sense, and a preset to start
+    /// from (named by `--method X`'s errors). The pipeline side (`pipeline::methods::build`) is
+    /// an exhaustive `match`: the compiler refuses a method without it.
+    #[test]
+    fn every_method_provides_what_the_schema_needs() {
+        for &method in <Method as clap::ValueEnum>::value_variants() {
+            let name = method.as_str();
+            let parsed: Method = toml::Value::String(name.into())
+                .try_into()
+                .unwrap_or_else(|e| panic!("{name} does not parse back: {e}"));
+            assert_eq!(parsed, method);
+            let spec = spec(method);
+            assert!(spec.min_views >= 1, "{name}");
+            assert!(
+                spec.max_views.is_none_or(|max| max >= spec.min_views),
+                "{name}"
+            );
+            let preset = super::super::presets::presets_of(method);
+            assert!(!preset.is_empty(), "{name} has no preset to start from");
+            let config = super::super::RunConfig::preset(preset[0]).unwrap();
+            let tau = (spec.temperature)(&config.pretrain);
+            assert!(tau > 0.0 && tau.is_finite(), "{name}: default τ {tau}");
+        }
+    }
+}

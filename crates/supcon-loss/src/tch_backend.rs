@@ -223,10 +223,9 @@ pub fn validate_tensors(
         },
         options,
     )?;
-    match queue {
-        Some((keys, _)) => check_all_finite(&[(features, "features"), (keys, "queue keys")]),
-        None => check_all_finite(&[(features, "features")]),
-    }
+    let mut inputs = vec![(features, "features")];
+    inputs.extend(queue.map(|(keys, _)| (keys, "queue keys")));
+    check_all_finite(&inputs)
 }
 
 /// [`check_finite`] over several tensors with one device synchronization when all are finite
@@ -726,16 +725,15 @@ fn swav_sinkhorn(out: &Tensor, epsilon: f64, iterations: usize) -> Tensor {
     q.tr()
 }
 
-/// The SwAV loss of host `f32` inputs through libtorch on `device`: validates with
-/// [`crate::validate_swav`] (finiteness included), runs [`swav_loss_tensor_with_codes`] and
-/// autograd, and copies the loss, both gradients and the codes back. The counterpart of
-/// [`crate::swav`] that the tests compare it with.
+/// The SwAV loss of host `f32` inputs through libtorch on `device`: runs
+/// [`swav_loss_tensor_with_codes`] (which validates like [`crate::validate_swav`], finiteness
+/// included) and autograd, and copies the loss, both gradients and the codes back. The
+/// counterpart of [`crate::swav`] that the tests compare it with.
 pub fn swav_tch(
     input: &SwavInput<'_>,
     options: &SwavOptions,
     device: Device,
 ) -> Result<SwavOutput, LossError> {
-    crate::validate_swav(input, options)?;
     let (batch, crops, dim) = input.features.dim();
     let k = input.prototypes.nrows();
     let features = to_tensor(input.features.into_dyn(), device)?.set_requires_grad(true);

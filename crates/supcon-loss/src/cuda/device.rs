@@ -491,8 +491,8 @@ mod zero_copy {
         /// synchronization of the default stream (the loss is read back).
         ///
         /// Inputs are checked with the rules of every entry point ([`crate::check_shape`]),
-        /// the finiteness of features and keys and, with `normalize`, their zero rows on the
-        /// device (a synchronization each, no copy) and, for this backend, that the tensors
+        /// the finiteness of features and keys (one synchronization) and, with `normalize`,
+        /// their zero rows on the device (no copy) and, for this backend, that the tensors
         /// are f32 on this backend's device. Without
         /// batch labels the queue labels are not read.
         pub fn compute_tch(
@@ -530,12 +530,11 @@ mod zero_copy {
                 },
                 options,
             )?;
-            crate::tch_backend::check_finite(features, "features")?;
+            let mut inputs = vec![(features, "features")];
+            inputs.extend(queue.map(|(keys, _)| (keys, "queue keys")));
+            crate::tch_backend::check_all_finite(&inputs)?;
             let (keys, queue_labels) = match queue {
-                Some((keys, key_labels)) => {
-                    crate::tch_backend::check_finite(keys, "queue keys")?;
-                    (Some(keys.contiguous()), key_labels)
-                }
+                Some((keys, key_labels)) => (Some(keys.contiguous()), key_labels),
                 None => (None, &[][..]),
             };
             // The kernels would divide a zero row by its norm: found here, as the other

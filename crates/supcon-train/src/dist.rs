@@ -132,6 +132,26 @@ pub fn gather_rows(comm: &dyn Collectives, local: Array2<f32>) -> Result<Array2<
         .map_err(|e| TrainError::Shape(format!("gathered rows: {e}")))
 }
 
+/// Every rank's rows `[n_r, dim]` of a tensor (detached), stacked in rank order on the
+/// tensor's device. One process: the rows themselves, no copy; across ranks they travel
+/// through the host, where the collectives are.
+pub fn gather_tensor_rows(
+    comm: &dyn Collectives,
+    local: &Tensor,
+    what: &'static str,
+) -> Result<Tensor, TrainError> {
+    let local = local.detach();
+    if comm.world_size() == 1 {
+        return Ok(local);
+    }
+    let dim = local.size().get(1).copied().unwrap_or(1);
+    let values = to_host(&[&local])?;
+    let gathered = gather(comm, &values, what)?;
+    Ok(Tensor::from_slice(&gathered)
+        .view([-1, dim])
+        .to_device(local.device()))
+}
+
 /// The tensors' values, concatenated, as host `f32`.
 fn to_host(tensors: &[&Tensor]) -> Result<Vec<f32>, TrainError> {
     let mut flat = Vec::with_capacity(tensors.iter().map(|t| t.numel()).sum());

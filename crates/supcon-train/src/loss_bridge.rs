@@ -16,7 +16,12 @@
 //!   the share of its own anchors (`supcon_loss::distributed`); one process is the group of
 //!   one, so the CPU path is the same code in both.
 //!
-//! Only the CPU backend copies the projections to the host.
+//! Only the CPU backend copies the projections to the host. The same holds for the methods
+//! with their own losses (MoCo's InfoNCE, InstDisc's NCE, SwAV): with `tch` their losses are
+//! `supcon-loss`'s libtorch tensor functions on the training device, their queues, banks and
+//! prototypes stay there, and [`host_copies`] lets a test prove that nothing came back.
+
+use std::cell::Cell;
 
 use ndarray::{ArrayView2, ArrayView3};
 use supcon_collectives::{Collectives, SingleProcess};
@@ -132,7 +137,7 @@ impl LossBridge {
         batch: usize,
         views: usize,
         labels: Option<&[i64]>,
-        queue: Option<(ArrayView2<'_, f32>, &[i64])>,
+        queue: Option<(&Tensor, &[i64])>,
     ) -> Result<LossValue, TrainError> {
         self.backward_across(&SingleProcess, projections, batch, views, labels, queue)
     }
@@ -148,7 +153,7 @@ impl LossBridge {
         batch: usize,
         views: usize,
         labels: Option<&[i64]>,
-        queue: Option<(ArrayView2<'_, f32>, &[i64])>,
+        queue: Option<(&Tensor, &[i64])>,
     ) -> Result<LossValue, TrainError> {
         let size = projections.size();
         if size.len() != 2 || size[0] != (batch * views) as i64 {
@@ -165,13 +170,22 @@ impl LossBridge {
                 let view = ArrayView3::from_shape((batch, views, dim), &features).map_err(|e| {
                     TrainError::Shape(format!("projections to [batch, views, dim]: {e}"))
                 })?;
+                let keys = queue.map(|(keys, _)| host_rows(keys)).transpose()?;
+                let queue = match (&keys, queue) {
+                    (Some((values, rows, dim)), Some((_, labels))) => Some(Queue {
+                        keys: ArrayView2::from_shape((*rows, *dim), values.as_slice())
+                            .map_err(|e| TrainError::Shape(format!("queue keys: {e}")))?,
+                        labels,
+                    }),
+                    _ => None,
+                };
                 // One process is the group of one: the same code, every collective a copy.
                 let output = supcon_loss::distributed::supcon_across_ranks(
                     comm,
                     backend,
                     view,
                     labels,
-                    queue.map(|(keys, labels)| Queue { keys, labels }),
+                    queue,
                     &self.options,
                 )?;
                 let grad = output.grad.as_standard_layout();
@@ -191,18 +205,19 @@ impl LossBridge {
             Engine::Tch(_) => {
                 let features = projections.view([batch as i64, views as i64, dim]);
                 let labels = labels.map(|l| Tensor::from_slice(l).to_device(device));
-                let queue = queue.map(|(keys, key_labels)| queue_tensors(keys, key_labels, device));
+                let queue = queue.map(|(keys, key_labels)| {
+                    (
+                        keys.to_device(device),
+                        Tensor::from_slice(key_labels).to_device(device),
+                    )
+                });
                 let (loss, anchors) = supcon_loss_tensor_with_anchors(
                     &features,
                     labels.as_ref(),
                     queue.as_ref().map(|(k, l)| (k, l)),
                     &self.options,
                 )?;
-                loss.f_backward()?;
-                let value = loss.f_double_value(&[])?;
-                if !value.is_finite() {
-                    return Err(supcon_loss::LossError::Overflow { value }.into());
-                }
+                let value = backward_scalar(&loss, 1.0)?;
                 Ok(LossValue {
                     loss: value,
                     anchors,
@@ -214,8 +229,12 @@ impl LossBridge {
                     .to_kind(Kind::Float)
                     .contiguous()
                     .view([batch as i64, views as i64, dim]);
-                let keys = queue
-                    .map(|(keys, key_labels)| (queue_tensors(keys, &[], device).0, key_labels));
+                let keys = queue.map(|(keys, key_labels)| {
+                    (
+                        keys.to_device(device).to_kind(Kind::Float).contiguous(),
+                        key_labels,
+                    )
+                });
                 let out = backend.compute_tch(
                     &features,
                     labels,
@@ -236,16 +255,6 @@ impl LossBridge {
     }
 }
 
-/// Host queue keys and labels as tensors on `device`.
-fn queue_tensors(keys: ArrayView2<'_, f32>, labels: &[i64], device: Device) -> (Tensor, Tensor) {
-    let (k, d) = keys.dim();
-    let keys = keys.as_standard_layout();
-    let keys = Tensor::from_slice(keys.as_slice().unwrap_or(&[]))
-        .reshape([k as i64, d as i64])
-        .to_device(device);
-    (keys, Tensor::from_slice(labels).to_device(device))
-}
-
 /// Copies `[batch·views, dim]` projections to a host `Vec<f32>`; returns it and `dim`.
 pub fn to_host(
     projections: &Tensor,
@@ -262,8 +271,20 @@ pub fn to_host(
     Ok((values, dim))
 }
 
+thread_local! {
+    static HOST_COPIES: Cell<usize> = const { Cell::new(0) };
+}
+
+/// How many times this thread copied a loss input to the host with [`host_rows`] (every CPU
+/// loss reads its inputs through it): a test runs the `tch` loss backend's steps and checks
+/// that the count does not move.
+pub fn host_copies() -> usize {
+    HOST_COPIES.with(Cell::get)
+}
+
 /// Rows `[n, dim]` of a 2-D tensor copied to the host as f32.
 pub fn host_rows(tensor: &Tensor) -> Result<(Vec<f32>, usize, usize), TrainError> {
+    HOST_COPIES.with(|count| count.set(count.get() + 1));
     let size = tensor.size();
     if size.len() != 2 {
         return Err(TrainError::Shape(format!(
@@ -291,4 +312,17 @@ pub fn backward_from_host(outputs: &Tensor, grad: &[f32]) -> Result<(), TrainErr
         .to_kind(outputs.kind());
     (outputs * grad).sum(Kind::Float).f_backward()?;
     Ok(())
+}
+
+/// Back-propagates the scalar `weight · loss` (a loss tensor with its autograd graph) and
+/// returns its value; a loss that is not finite is [`supcon_loss::LossError::Overflow`] (the
+/// libtorch counterpart of the CPU losses' own check).
+pub fn backward_scalar(loss: &Tensor, weight: f64) -> Result<f64, TrainError> {
+    let weighted = loss * weight;
+    weighted.f_backward()?;
+    let value = weighted.f_double_value(&[])?;
+    if !value.is_finite() {
+        return Err(supcon_loss::LossError::Overflow { value }.into());
+    }
+    Ok(value)
 }

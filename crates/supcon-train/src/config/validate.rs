@@ -69,10 +69,10 @@ impl RunConfig {
                 format!("the label-aware queue is SupCon's and SimCLR's; {name} has its own settings in [pretrain.{name}]"),
             );
         }
-        if !in_batch && p.loss_backend != LossBackendKind::Cpu {
+        if !in_batch && p.loss_backend == LossBackendKind::Cuda {
             return bad(
                 "pretrain.loss_backend",
-                format!("{name}'s loss runs on supcon-loss's CPU backend only"),
+                format!("supcon-loss has no CUDA kernels for {name}'s loss: use `tch` (libtorch, on the run's device, GPU included) or `cpu`"),
             );
         }
         if p.multicrop.local_views > 0 && !(in_batch || p.method == Method::Swav) {

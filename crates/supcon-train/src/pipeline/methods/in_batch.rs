@@ -15,7 +15,7 @@
 //! rank's keys join the (replicated) queue in the global batch's order: the run computes what
 //! one process computes on the global batch.
 
-use crate::dist::gather;
+use crate::dist::{gather, gather_tensor_rows};
 use tch::Tensor;
 
 use super::momentum::MomentumEncoder;
@@ -33,8 +33,8 @@ use tch::nn::ModuleT;
 struct LabelQueue {
     encoder: MomentumEncoder,
     queue: KeyQueue,
-    /// Keys and labels of the current batch, pushed after the optimizer step.
-    pending: Option<(Vec<f32>, Vec<i64>)>,
+    /// Keys (on the device) and labels of the current batch, pushed after the optimizer step.
+    pending: Option<(Tensor, Vec<i64>)>,
 }
 
 /// SupCon or SimCLR.
@@ -66,7 +66,11 @@ pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMe
                 pretrain.queue_momentum,
                 context.device,
             )?,
-            queue: KeyQueue::new(pretrain.queue, context.config.model.projection_dim as usize),
+            queue: KeyQueue::new(
+                pretrain.queue,
+                context.config.model.projection_dim as usize,
+                context.device,
+            ),
             pending: None,
         })
     } else {
@@ -125,20 +129,24 @@ impl ContrastiveMethod for InBatch {
                 .backward_across(comm, &projections, n, views, labels, None)?;
             return Ok(value.loss);
         };
-        // Keys of the global views (the queue holds those).
+        // Keys of the global views (the queue holds those); they stay on the device.
         let keys = state.encoder.keys(&images);
-        let (keys, _, _) = super::host_rows(&keys)?;
         let key_labels: Vec<i64> = labels
             .unwrap_or(&instance_labels)
             .iter()
             .flat_map(|&l| std::iter::repeat_n(l, self.views))
             .collect();
-        let queue = (!state.queue.is_empty()).then(|| state.queue.view());
-        let value = self
-            .bridge
-            .backward_across(comm, &projections, n, views, labels, queue)?;
+        let queue = (!state.queue.is_empty()).then(|| state.queue.keys());
+        let value = self.bridge.backward_across(
+            comm,
+            &projections,
+            n,
+            views,
+            labels,
+            queue.as_ref().map(|(keys, labels)| (keys, *labels)),
+        )?;
         // Every rank's keys, in the global batch's order.
-        let keys = gather(comm, &keys, "all-gather of the queue keys")?;
+        let keys = gather_tensor_rows(comm, &keys, "all-gather of the queue keys")?;
         let key_labels = gather(comm, &key_labels, "all-gather of the queue labels")?;
         state.pending = Some((keys, key_labels));
         Ok(value.loss)

@@ -11,15 +11,20 @@
 //! `v̄_i ← normalize(β·v̄_i + (1 − β)·v_i)` with β = 0.5. Draws come from the run's seed,
 //! the epoch and the batch (see [`super::batch_seed`]), so a resumed run draws the same ones.
 //!
+//! The bank is a tensor on the training device. The loss runs where `pretrain.loss_backend`
+//! says: `cpu` is `supcon_loss::nce_loss` on host copies of the queries and of the bank rows
+//! the step reads; `tch` is `supcon_loss::tch_backend::nce_loss_tensor` on the device.
+//!
 //! Across the ranks of a data-parallel run the bank is replicated: each rank draws the
 //! negatives of the whole batch from the same seed and keeps its own images' share, Z is
 //! estimated from the first batch of every rank together, and every rank writes the gathered
 //! embeddings of the whole batch into its bank, so the banks stay identical and equal to the
 //! bank of one process.
 
-use crate::dist::gather;
+use crate::dist::{gather, gather_tensor_rows};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use supcon_loss::tch_backend::nce_loss_tensor;
 use supcon_loss::{nce_loss, NceInput, NceOptions};
 use supcon_models::SupConModel;
 use tch::nn::ModuleT;
@@ -30,22 +35,26 @@ use super::{
     MethodContext,
 };
 use crate::checkpoint::Checkpoint;
+use crate::config::LossBackendKind;
 use crate::error::TrainError;
+use crate::loss_bridge::backward_scalar;
 use crate::pipeline::data::PreparedBatch;
 
 /// The memory bank and the NCE loss.
 pub struct InstDisc {
     comm: crate::dist::Comm,
-    /// `[N, dim]`, row-major, unit rows.
-    bank: Vec<f32>,
+    /// `[N, dim]` f32 unit rows on the training device.
+    bank: Tensor,
     dim: usize,
     options: NceOptions,
+    loss_backend: LossBackendKind,
     negatives: usize,
     bank_momentum: f32,
     seed: u64,
     device: Device,
-    /// Image indices and embeddings of the current step, written to the bank after the step.
-    pending: Option<(Vec<usize>, Vec<f32>)>,
+    /// Image indices and embeddings (`[B, dim]`, on the device) of the current step's whole
+    /// batch, written to the bank after the step.
+    pending: Option<(Tensor, Tensor)>,
 }
 
 pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, TrainError> {
@@ -55,11 +64,14 @@ pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMe
     let n = context.dataset_size;
     Ok(Box::new(InstDisc {
         comm: context.comm.clone(),
-        bank: random_unit_rows(context.config.seed ^ 0x1d15_0001, n, dim),
+        bank: Tensor::from_slice(&random_unit_rows(context.config.seed ^ 0x1d15_0001, n, dim))
+            .view([n as i64, dim as i64])
+            .to_device(context.device),
         dim,
         options: NceOptions::new(pretrain.temperature())
             .with_dataset_size(n)
             .with_partition(settings.partition),
+        loss_backend: pretrain.loss_backend,
         negatives: settings.negatives,
         bank_momentum: settings.bank_momentum as f32,
         seed: context.config.seed,
@@ -69,14 +81,18 @@ pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMe
 }
 
 impl InstDisc {
-    fn entry(&self, index: usize) -> &[f32] {
-        &self.bank[index * self.dim..(index + 1) * self.dim]
+    /// Entries in the bank.
+    fn len(&self) -> usize {
+        self.bank.size()[0] as usize
     }
 
-    fn rows_of(&self, indices: impl Iterator<Item = usize>) -> Vec<f32> {
-        indices
-            .flat_map(|i| self.entry(i).iter().copied())
-            .collect()
+    /// The bank's rows `indices`, `[indices.len(), dim]`, on its device.
+    fn rows_of(&self, indices: &[usize]) -> Tensor {
+        let indices: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+        self.bank.index_select(
+            0,
+            &Tensor::from_slice(&indices).to_device(self.bank.device()),
+        )
     }
 }
 
@@ -85,14 +101,9 @@ impl InstDisc {
     /// process's batch (`N · mean e^{s}` over every query's negatives), over the whole batch:
     /// each rank's log-sum-exp of its own similarities, from its own estimate, combined over the
     /// ranks. (One process lets `nce_loss` estimate Z as it computes the loss.)
-    fn estimate_partition(
-        &self,
-        input: &NceInput<'_, f32>,
-        batch: &PreparedBatch,
-    ) -> Result<f64, TrainError> {
-        let local = nce_loss(input, &self.options)?.partition;
+    fn estimate_partition(&self, local: f64, batch: &PreparedBatch) -> Result<f64, TrainError> {
         let comm = &*self.comm;
-        let n = (self.bank.len() / self.dim) as f64;
+        let n = self.len() as f64;
         let pairs = |images: usize| (images * self.negatives) as f64;
         // ln Z_r = ln N + LSE_r − ln(b_r·m)  ⇒  LSE_r, then LSE = ln Σ_r e^{LSE_r}.
         let lse = if batch.indices.is_empty() {
@@ -113,7 +124,7 @@ impl ContrastiveMethod for InstDisc {
         online: &SupConModel,
         batch: &PreparedBatch,
     ) -> Result<f64, TrainError> {
-        let n = self.bank.len() / self.dim;
+        let n = self.len();
         if let Some(&bad) = batch.indices.iter().find(|&&i| i >= n) {
             return Err(TrainError::Shape(format!(
                 "image index {bad} is outside the memory bank of {n} entries"
@@ -121,69 +132,86 @@ impl ContrastiveMethod for InstDisc {
         }
         let images = batch.tensor(self.device);
         let embeddings = online.forward_t(&images, true);
-        let (queries, rows, dim) = host_rows(&embeddings)?;
-        let positives = self.rows_of(batch.indices.iter().copied());
+        let rows = batch.indices.len();
+        let positives = self.rows_of(&batch.indices);
         // The draws of the whole batch (the same on every rank); this rank's images' share.
         let mut rng = ChaCha8Rng::seed_from_u64(batch_seed(self.seed, batch));
         let drawn: Vec<usize> = (0..batch.global.len() * self.negatives)
             .map(|_| rng.random_range(0..n))
             .collect();
         let mine = &drawn[batch.global.offset * self.negatives..][..rows * self.negatives];
-        let negatives = self.rows_of(mine.iter().copied());
-        let negatives = ndarray::ArrayView3::from_shape((rows, self.negatives, dim), &negatives)
-            .map_err(|e| TrainError::Shape(format!("negatives: {e}")))?;
-        let input = NceInput::new(
-            rows_view(&queries, rows, dim)?,
-            rows_view(&positives, rows, dim)?,
-            negatives,
-        );
-        let comm = &*self.comm;
+        let negatives =
+            self.rows_of(mine)
+                .view([rows as i64, self.negatives as i64, self.dim as i64]);
         let estimating = self.options.partition.is_none();
-        if estimating && comm.world_size() > 1 {
-            let z = self.estimate_partition(&input, batch)?;
-            self.options = self.options.clone().with_partition(Some(z));
-        }
-        let out = nce_loss(&input, &self.options)?;
-        if estimating {
-            tracing::info!(
-                partition = out.partition,
-                "instdisc: Z estimated on the first batch, kept from now on"
-            );
-            self.options = self.options.clone().with_partition(Some(out.partition));
-        }
         // This rank's share of the whole batch's mean.
         let share = batch.share();
-        let grad: Vec<f32> = out.grad.iter().map(|&g| g * share as f32).collect();
-        backward_from_host(&embeddings, &grad)?;
+        let (loss, partition) = if self.loss_backend == LossBackendKind::Tch {
+            let comm = &*self.comm;
+            if estimating && comm.world_size() > 1 {
+                let (_, local) =
+                    nce_loss_tensor(&embeddings, &positives, &negatives, &self.options)?;
+                let z = self.estimate_partition(local, batch)?;
+                self.options = self.options.clone().with_partition(Some(z));
+            }
+            let (loss, partition) =
+                nce_loss_tensor(&embeddings, &positives, &negatives, &self.options)?;
+            (backward_scalar(&loss, share)?, partition)
+        } else {
+            let (queries, _, dim) = host_rows(&embeddings)?;
+            let (positives, _, _) = host_rows(&positives)?;
+            let (negatives, _, _) = host_rows(&negatives.view([-1, self.dim as i64]))?;
+            let negatives =
+                ndarray::ArrayView3::from_shape((rows, self.negatives, dim), &negatives)
+                    .map_err(|e| TrainError::Shape(format!("negatives: {e}")))?;
+            let input = NceInput::new(
+                rows_view(&queries, rows, dim)?,
+                rows_view(&positives, rows, dim)?,
+                negatives,
+            );
+            if estimating && self.comm.world_size() > 1 {
+                let local = nce_loss(&input, &self.options)?.partition;
+                let z = self.estimate_partition(local, batch)?;
+                self.options = self.options.clone().with_partition(Some(z));
+            }
+            let out = nce_loss(&input, &self.options)?;
+            let grad: Vec<f32> = out.grad.iter().map(|&g| g * share as f32).collect();
+            backward_from_host(&embeddings, &grad)?;
+            (out.loss * share, out.partition)
+        };
+        if estimating {
+            tracing::info!(
+                partition,
+                "instdisc: Z estimated on the first batch, kept from now on"
+            );
+            self.options = self.options.clone().with_partition(Some(partition));
+        }
+        let comm = &*self.comm;
         let indices: Vec<i64> = batch.indices.iter().map(|&i| i as i64).collect();
         let indices = gather(comm, &indices, "all-gather of the batch's image indices")?;
-        let embeddings = gather(comm, &queries, "all-gather of the embeddings")?;
-        self.pending = Some((indices.iter().map(|&i| i as usize).collect(), embeddings));
-        crate::dist::total(comm, out.loss * share)
+        let embeddings = gather_tensor_rows(comm, &embeddings, "all-gather of the embeddings")?;
+        let indices = Tensor::from_slice(&indices).to_device(self.bank.device());
+        self.pending = Some((indices, embeddings));
+        crate::dist::total(comm, loss)
     }
 
     fn after_step(&mut self) -> Result<(), TrainError> {
         let Some((indices, embeddings)) = self.pending.take() else {
             return Ok(());
         };
-        let beta = self.bank_momentum;
-        for (&index, new) in indices.iter().zip(embeddings.chunks_exact(self.dim)) {
-            let entry = &mut self.bank[index * self.dim..(index + 1) * self.dim];
-            for (old, &v) in entry.iter_mut().zip(new) {
-                *old = beta * *old + (1.0 - beta) * v;
-            }
-            let norm = entry.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-            entry.iter_mut().for_each(|v| *v /= norm);
-        }
+        // v̄_i ← normalize(β·v̄_i + (1 − β)·v_i) for the batch's images (distinct indices).
+        let beta = f64::from(self.bank_momentum);
+        tch::no_grad(|| {
+            let moved = self.bank.index_select(0, &indices) * beta
+                + embeddings.to_kind(Kind::Float) * (1.0 - beta);
+            let norm = moved.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12);
+            let _ = self.bank.index_copy_(0, &indices, &(moved / norm));
+        });
         Ok(())
     }
 
     fn checkpoint_groups(&self) -> Vec<(&'static str, Vec<(String, Tensor)>)> {
-        let rows = (self.bank.len() / self.dim) as i64;
-        let mut tensors = vec![(
-            "vectors".to_string(),
-            Tensor::from_slice(&self.bank).reshape([rows, self.dim as i64]),
-        )];
+        let mut tensors = vec![("vectors".to_string(), self.bank.shallow_clone())];
         if let Some(z) = self.options.partition {
             tensors.push(("partition".to_string(), Tensor::from_slice(&[z])));
         }
@@ -195,7 +223,7 @@ impl ContrastiveMethod for InstDisc {
         let vectors = group
             .get("vectors")
             .ok_or_else(|| TrainError::checkpoint(&checkpoint.path, "has no bank.vectors"))?;
-        let expected = [(self.bank.len() / self.dim) as i64, self.dim as i64];
+        let expected = [self.len() as i64, self.dim as i64];
         if vectors.size() != expected {
             return Err(TrainError::checkpoint(
                 &checkpoint.path,
@@ -205,12 +233,18 @@ impl ContrastiveMethod for InstDisc {
                 ),
             ));
         }
-        let values: Vec<f32> = Vec::try_from(vectors.to_kind(Kind::Float).flatten(0, -1))?;
-        self.bank = values;
+        tch::no_grad(|| {
+            self.bank
+                .copy_(&vectors.to_device(self.bank.device()).to_kind(Kind::Float))
+        });
         if let Some(z) = group.get("partition") {
             let z: Vec<f64> = Vec::try_from(z.to_kind(Kind::Double))?;
             self.options = self.options.clone().with_partition(z.first().copied());
         }
         Ok(())
+    }
+
+    fn loss_backend(&self) -> &'static str {
+        self.loss_backend.as_str()
     }
 }

@@ -14,12 +14,17 @@
 //! head, τ = 0.2, blur in the augmentation and a cosine schedule. `version` chooses the default
 //! τ; the head and augmentation come from the config (presets `quick-cpu-moco-v1`/`-v2`).
 //!
+//! The loss runs where `pretrain.loss_backend` says: `cpu` is `supcon_loss::infonce_loss` on
+//! host copies of the queries, keys and queue; `tch` is `supcon_loss::tch_backend::
+//! infonce_loss_tensor` on the training device, where the keys and the queue stay.
+//!
 //! Across the ranks of a data-parallel run, MoCo's own design: the key images of every rank
 //! are gathered and shuffled, each rank computes the keys of its share of the shuffled batch
 //! (so BatchNorm statistics mix images of all ranks), the keys are gathered back, every rank
 //! enqueues all of them, and each rank's queries meet their own keys. The result is what one
 //! process computes with `shuffle_groups` groups.
 
+use supcon_loss::tch_backend::infonce_loss_tensor;
 use supcon_loss::{infonce_loss, InfoNceInput, InfoNceOptions, Negatives};
 use supcon_models::SupConModel;
 use tch::nn::ModuleT;
@@ -31,7 +36,9 @@ use super::{
     ContrastiveMethod, MethodContext,
 };
 use crate::checkpoint::{varstore_tensors, Checkpoint};
+use crate::config::LossBackendKind;
 use crate::error::TrainError;
+use crate::loss_bridge::backward_scalar;
 use crate::pipeline::data::PreparedBatch;
 use crate::queue::KeyQueue;
 
@@ -41,22 +48,26 @@ pub struct Moco {
     key_encoder: MomentumEncoder,
     queue: KeyQueue,
     options: InfoNceOptions,
+    loss_backend: LossBackendKind,
     symmetric: bool,
     shuffle_groups: usize,
     seed: u64,
     device: Device,
-    /// Keys of the current step, enqueued after the optimizer step.
-    pending: Option<Vec<f32>>,
+    /// Keys of the current step (on the device), enqueued after the optimizer step.
+    pending: Option<Tensor>,
 }
 
 pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, TrainError> {
     let pretrain = &context.config.pretrain;
     let moco = &pretrain.moco;
     let dim = context.config.model.projection_dim as usize;
-    let mut queue = KeyQueue::new(moco.queue, dim);
+    let mut queue = KeyQueue::new(moco.queue, dim, context.device);
     // MoCo starts from a queue of random unit vectors (`normalize(randn(dim, K))`).
     let keys = random_unit_rows(context.config.seed ^ 0x40c0_0001, moco.queue, dim);
-    queue.push(&keys, &vec![0; moco.queue])?;
+    queue.push(
+        &Tensor::from_slice(&keys).view([moco.queue as i64, dim as i64]),
+        &vec![0; moco.queue],
+    )?;
     Ok(Box::new(Moco {
         comm: context.comm.clone(),
         key_encoder: MomentumEncoder::new(
@@ -67,6 +78,7 @@ pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMe
         )?,
         queue,
         options: InfoNceOptions::new(pretrain.temperature()),
+        loss_backend: pretrain.loss_backend,
         symmetric: moco.symmetric,
         shuffle_groups: moco.shuffle_groups,
         seed: context.config.seed,
@@ -82,17 +94,23 @@ impl Moco {
         &self,
         online: &SupConModel,
         query_images: &Tensor,
-        keys: &[f32],
+        keys: &Tensor,
         weight: f64,
     ) -> Result<f64, TrainError> {
         let queries = online.forward_t(query_images, true);
+        let (queue, _) = self.queue.keys();
+        if self.loss_backend == LossBackendKind::Tch {
+            let loss = infonce_loss_tensor(&queries, keys, &queue, &self.options)?;
+            return backward_scalar(&loss, weight);
+        }
         let (q, rows, dim) = host_rows(&queries)?;
-        let (negatives, _) = self.queue.view();
+        let (k, _, _) = host_rows(keys)?;
+        let (negatives, queue_rows, _) = host_rows(&queue)?;
         let out = infonce_loss(
             &InfoNceInput::new(
                 rows_view(&q, rows, dim)?,
-                rows_view(keys, rows, dim)?,
-                Negatives::Shared(negatives),
+                rows_view(&k, rows, dim)?,
+                Negatives::Shared(rows_view(&negatives, queue_rows, dim)?),
             ),
             &self.options,
         )?;
@@ -117,19 +135,19 @@ impl ContrastiveMethod for Moco {
             self.key_encoder
                 .keys_shuffled_across(comm, images, self.shuffle_groups, seed)
         };
-        let dim = self.queue.dim();
-        let own = batch.global.offset * dim..(batch.global.offset + batch.indices.len()) * dim;
+        let own =
+            |keys: &Tensor| keys.narrow(0, batch.global.offset as i64, batch.indices.len() as i64);
         // This rank's share of the whole batch's mean.
         let share = batch.share();
         let k1 = keys(&second, seed)?;
         let (loss, pending) = if !self.symmetric {
-            let loss = self.direction(online, &first, &k1[own.clone()], share)?;
+            let loss = self.direction(online, &first, &own(&k1), share)?;
             (loss, k1)
         } else {
             let k0 = keys(&first, seed ^ 0x5bd1_e995)?;
-            let loss = self.direction(online, &first, &k1[own.clone()], 0.5 * share)?
-                + self.direction(online, &second, &k0[own], 0.5 * share)?;
-            (loss, [k1, k0].concat())
+            let loss = self.direction(online, &first, &own(&k1), 0.5 * share)?
+                + self.direction(online, &second, &own(&k0), 0.5 * share)?;
+            (loss, Tensor::cat(&[k1, k0], 0))
         };
         self.pending = Some(pending);
         crate::dist::total(comm, loss)
@@ -138,8 +156,7 @@ impl ContrastiveMethod for Moco {
     fn after_step(&mut self) -> Result<(), TrainError> {
         self.key_encoder.update();
         if let Some(keys) = self.pending.take() {
-            let dim = self.queue.dim();
-            self.queue.push(&keys, &vec![0; keys.len() / dim])?;
+            self.queue.push(&keys, &vec![0; keys.size()[0] as usize])?;
         }
         Ok(())
     }
@@ -158,5 +175,9 @@ impl ContrastiveMethod for Moco {
     fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError> {
         checkpoint.load_into("ema", &mut self.key_encoder.vs)?;
         self.queue.load_tensors(&checkpoint.group("queue"))
+    }
+
+    fn loss_backend(&self) -> &'static str {
+        self.loss_backend.as_str()
     }
 }

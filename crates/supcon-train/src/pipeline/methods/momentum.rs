@@ -117,18 +117,18 @@ impl MomentumEncoder {
     /// images are gathered, shuffled with `seed` (the same on every rank), cut into the same
     /// groups as in one process, and each rank forwards its share of the groups; the keys of
     /// every rank are gathered and put back in the images' order. Returns the keys of the
-    /// whole batch as host rows `[global_len · dim]`, every rank the same: exactly the keys one
-    /// process computes with [`Self::keys_shuffled`] (each group normalized with its own
-    /// statistics, on whichever rank).
+    /// whole batch `[global_len, dim]` on `local`'s device, every rank the same: exactly the
+    /// keys one process computes with [`Self::keys_shuffled`] (each group normalized with its
+    /// own statistics, on whichever rank). One process: [`Self::keys_shuffled`], no copy.
     pub fn keys_shuffled_across(
         &self,
         comm: &dyn Collectives,
         local: &Tensor,
         groups: usize,
         seed: u64,
-    ) -> Result<Vec<f32>, TrainError> {
+    ) -> Result<Tensor, TrainError> {
         if comm.world_size() == 1 {
-            return Ok(host_rows(&self.keys_shuffled(local, groups, seed))?.0);
+            return Ok(self.keys_shuffled(local, groups, seed));
         }
         let size = local.size();
         let pixels: Vec<f32> = Vec::try_from(local.to_device(Device::Cpu).flatten(0, -1))?;
@@ -157,7 +157,9 @@ impl MomentumEncoder {
             ordered[image as usize * dim..][..dim]
                 .copy_from_slice(&shuffled[position * dim..][..dim]);
         }
-        Ok(ordered)
+        Ok(Tensor::from_slice(&ordered)
+            .view([n as i64, dim as i64])
+            .to_device(local.device()))
     }
 }
 
@@ -224,9 +226,10 @@ mod tests {
                         scope.spawn(move || {
                             let mine = shard(10, comm.rank(), 2);
                             let local = images.narrow(0, mine.start as i64, mine.len() as i64);
-                            encoder
+                            let keys = encoder
                                 .keys_shuffled_across(&comm, &local, groups, 21)
-                                .unwrap()
+                                .unwrap();
+                            host_rows(&keys).unwrap().0
                         })
                     })
                     .collect();

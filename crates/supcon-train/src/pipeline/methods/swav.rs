@@ -10,6 +10,11 @@
 //! the same crops (`queue` per crop, from epoch `queue_start_epoch`, used once full, as in
 //! SwAV's code); every other crop predicts each code.
 //!
+//! The queues are tensors on the training device. The loss runs where `pretrain.loss_backend`
+//! says: `cpu` is `supcon_loss::swav_generic` on host copies; `tch` is
+//! `supcon_loss::tch_backend::swav_loss_tensor` on the device (one process: its codes come
+//! from the batch it sees).
+//!
 //! Across the ranks of a data-parallel run the codes must balance the prototypes over the
 //! whole batch, as SwAV's `distributed_sinkhorn` does by all-reducing its sums: here every
 //! rank gathers the assignment crops' embeddings of all ranks and runs Sinkhorn–Knopp on the
@@ -17,7 +22,8 @@
 //! rank then computes the swapped prediction of its own images, and every rank's embeddings
 //! join the (replicated) queue.
 
-use crate::dist::gather;
+use crate::dist::{gather, gather_tensor_rows};
+use supcon_loss::tch_backend::swav_loss_tensor;
 use supcon_loss::{swav_codes, swav_generic, swav_with_codes, SwavInput, SwavOptions};
 use supcon_models::SupConModel;
 use tch::nn::{ModuleT, VarStore};
@@ -25,7 +31,9 @@ use tch::{Device, Kind, Tensor};
 
 use super::{host_rows, random_unit_rows, ContrastiveMethod, MethodContext};
 use crate::checkpoint::Checkpoint;
+use crate::config::LossBackendKind;
 use crate::error::TrainError;
+use crate::loss_bridge::backward_scalar;
 use crate::pipeline::data::PreparedBatch;
 use crate::queue::KeyQueue;
 
@@ -40,19 +48,30 @@ pub struct Swav {
     vs: VarStore,
     prototypes: Tensor,
     options: SwavOptions,
+    loss_backend: LossBackendKind,
     freeze_epochs: u32,
     queue_start_epoch: u32,
     /// One queue per assignment crop (empty capacity: no queue).
     queues: Vec<KeyQueue>,
     device: Device,
-    /// Embeddings of the assignment crops of the current step, queued after the step.
-    pending: Option<Vec<Vec<f32>>>,
+    /// Embeddings of the assignment crops of the current step (`[B, dim]` each, every rank's
+    /// images, on the device), queued after the step.
+    pending: Option<Vec<Tensor>>,
 }
 
 pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, TrainError> {
     let config = &context.config.pretrain;
     let settings = &config.swav;
     let dim = context.config.model.projection_dim as usize;
+    let ranks = context.comm.world_size();
+    if ranks > 1 && config.loss_backend != LossBackendKind::Cpu {
+        return Err(TrainError::Config(format!(
+            "pretrain.loss_backend `{}`: across {ranks} ranks SwAV's codes balance the \
+             prototypes over the gathered batch, which the cpu backend computes; set \
+             --loss-backend cpu",
+            config.loss_backend.as_str()
+        )));
+    }
     let vs = VarStore::new(context.device);
     // Random unit prototypes, as SwAV's normalized nn.Linear initialization.
     let initial = random_unit_rows(context.config.seed ^ 0x5a5a_0001, settings.prototypes, dim);
@@ -69,10 +88,11 @@ pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMe
             .with_epsilon(settings.epsilon)
             .with_sinkhorn_iterations(settings.sinkhorn_iterations)
             .with_assignment_crops(ASSIGNMENT_CROPS),
+        loss_backend: config.loss_backend,
         freeze_epochs: settings.freeze_prototypes_epochs,
         queue_start_epoch: settings.queue_start_epoch,
         queues: (0..ASSIGNMENT_CROPS)
-            .map(|_| KeyQueue::new(settings.queue, dim))
+            .map(|_| KeyQueue::new(settings.queue, dim, context.device))
             .collect(),
         device: context.device,
         pending: None,
@@ -81,17 +101,41 @@ pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMe
 
 impl Swav {
     /// `[A, Q, D]` of the queues once they are full (SwAV waits for a full queue).
-    fn full_queue(&self) -> Option<Vec<f32>> {
+    fn full_queue(&self) -> Option<Tensor> {
         let full = self
             .queues
             .iter()
             .all(|q| q.capacity() > 0 && q.len() == q.capacity());
         full.then(|| {
-            self.queues
-                .iter()
-                .flat_map(|q| q.view().0.iter().copied().collect::<Vec<f32>>())
-                .collect()
+            let keys: Vec<Tensor> = self.queues.iter().map(|q| q.keys().0).collect();
+            Tensor::stack(&keys, 0)
         })
+    }
+
+    /// The assignment crops' embeddings of every rank's images, queued after the step (from
+    /// `queue_start_epoch` on).
+    fn queued_crops(
+        &self,
+        global: &Tensor,
+        global_views: usize,
+        batch: &PreparedBatch,
+    ) -> Result<Option<Vec<Tensor>>, TrainError> {
+        if batch.epoch < self.queue_start_epoch {
+            return Ok(None);
+        }
+        let b = batch.labels.len() as i64;
+        let dim = global.size()[1];
+        let per_image = global.detach().view([b, global_views as i64, dim]);
+        (0..ASSIGNMENT_CROPS)
+            .map(|crop| {
+                gather_tensor_rows(
+                    &*self.comm,
+                    &per_image.select(1, crop as i64),
+                    "all-gather of the queued embeddings",
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 }
 
@@ -107,8 +151,23 @@ impl ContrastiveMethod for Swav {
             .local
             .as_ref()
             .map(|crops| online.forward_t(&crops.tensor(self.device), true));
+        let dim = global.size()[1];
+        let global_views = global.size()[0] as usize / b.max(1);
+        if self.loss_backend == LossBackendKind::Tch {
+            // [B, S, D] on the device: each image's global crops, then its local crops.
+            let mut crops = vec![global.view([b as i64, global_views as i64, dim])];
+            if let Some(local) = &local {
+                crops.push(local.view([b as i64, -1, dim]));
+            }
+            let features = Tensor::cat(&crops, 1);
+            let queue = self.full_queue();
+            let loss =
+                swav_loss_tensor(&features, &self.prototypes, queue.as_ref(), &self.options)?;
+            let value = backward_scalar(&loss, 1.0)?;
+            self.pending = self.queued_crops(&global, global_views, batch)?;
+            return Ok(value);
+        }
         let (global_rows, _, dim) = host_rows(&global)?;
-        let global_views = global_rows.len() / (b * dim);
         let (local_rows, local_views) = match &local {
             Some(local) => {
                 let (rows, _, _) = host_rows(local)?;
@@ -128,7 +187,11 @@ impl ContrastiveMethod for Swav {
                 .extend_from_slice(&local_rows[image * local_views * dim..][..local_views * dim]);
         }
         let (prototypes, k, _) = host_rows(&self.prototypes)?;
-        let queue = self.full_queue();
+        let queue = self
+            .full_queue()
+            .map(|q| host_rows(&q.view([-1, dim as i64])))
+            .transpose()?
+            .map(|(values, _, _)| values);
         let features_view = super::views_view(&features, b, crops, dim)?;
         let prototypes_view = super::rows_view(&prototypes, k, dim)?;
         let mut input = SwavInput::new(features_view, prototypes_view);
@@ -213,24 +276,7 @@ impl ContrastiveMethod for Swav {
         surrogate +=
             (&self.prototypes * as_tensor(prototype_grad, &self.prototypes)).sum(Kind::Float);
         surrogate.f_backward()?;
-        let queue_on = batch.epoch >= self.queue_start_epoch;
-        self.pending = if queue_on {
-            // Every rank's embeddings, in the whole batch's order.
-            let mut crops = Vec::with_capacity(ASSIGNMENT_CROPS);
-            for crop in 0..ASSIGNMENT_CROPS {
-                let rows: Vec<f32> = (0..b)
-                    .flat_map(|image| {
-                        global_rows[(image * global_views + crop) * dim..][..dim]
-                            .iter()
-                            .copied()
-                    })
-                    .collect();
-                crops.push(gather(comm, &rows, "all-gather of the queued embeddings")?);
-            }
-            Some(crops)
-        } else {
-            None
-        };
+        self.pending = self.queued_crops(&global, global_views, batch)?;
         Ok(out.loss)
     }
 
@@ -253,8 +299,7 @@ impl ContrastiveMethod for Swav {
         });
         if let Some(crops) = self.pending.take() {
             for (queue, rows) in self.queues.iter_mut().zip(crops) {
-                let labels = vec![0; rows.len() / queue.dim().max(1)];
-                queue.push(&rows, &labels)?;
+                queue.push(&rows, &vec![0; rows.size()[0] as usize])?;
             }
         }
         Ok(())
@@ -281,5 +326,9 @@ impl ContrastiveMethod for Swav {
             }
         }
         Ok(())
+    }
+
+    fn loss_backend(&self) -> &'static str {
+        self.loss_backend.as_str()
     }
 }

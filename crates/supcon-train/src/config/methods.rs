@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Method, PretrainConfig};
+use super::{LossBackendKind, Method, PretrainConfig};
 use crate::error::TrainError;
 
 /// What a method asks of the configuration.
@@ -16,7 +16,31 @@ pub struct MethodSpec {
     pub min_views: usize,
     /// The most views it uses (`None`: any number).
     pub max_views: Option<usize>,
+    /// Whether it needs class labels (SupCon); the others train on unlabeled images.
+    pub needs_labels: bool,
+    /// Whether it takes the label-aware momentum queue (`pretrain.queue`); methods with a queue
+    /// of their own keep it in their table.
+    pub label_queue: bool,
+    /// Whether it takes multi-crop's local views (`pretrain.multicrop`).
+    pub multicrop: bool,
+    /// The `pretrain.loss_backend`s its loss has in `supcon-loss` (`cpu` always: the reference).
+    pub loss_backends: &'static [LossBackendKind],
+    /// The checks of its own settings table (`[pretrain.<name>]`), if it has one.
+    pub settings: fn(&PretrainConfig) -> Result<(), TrainError>,
 }
+
+/// A method without a settings table has nothing of its own to check.
+fn no_settings(_: &PretrainConfig) -> Result<(), TrainError> {
+    Ok(())
+}
+
+const EVERY_BACKEND: &[LossBackendKind] = &[
+    LossBackendKind::Cpu,
+    LossBackendKind::Tch,
+    LossBackendKind::Cuda,
+];
+/// Losses with a libtorch tensor function but no CUDA kernels.
+const CPU_AND_TCH: &[LossBackendKind] = &[LossBackendKind::Cpu, LossBackendKind::Tch];
 
 /// Every [`Method`]'s requirements.
 pub fn spec(method: Method) -> MethodSpec {
@@ -26,30 +50,55 @@ pub fn spec(method: Method) -> MethodSpec {
             temperature: |_| 0.1,
             min_views: 1,
             max_views: None,
+            needs_labels: true,
+            label_queue: true,
+            multicrop: true,
+            loss_backends: EVERY_BACKEND,
+            settings: no_settings,
         },
         // τ = 0.5 (SupContrast's SimCLR setting), two views or more.
         Method::Simclr => MethodSpec {
             temperature: |_| 0.5,
             min_views: 2,
             max_views: None,
+            needs_labels: false,
+            label_queue: true,
+            multicrop: true,
+            loss_backends: EVERY_BACKEND,
+            settings: no_settings,
         },
         // τ 0.07 (v1) or 0.2 (v2), two views.
         Method::Moco => MethodSpec {
             temperature: |config| if config.moco.version == 1 { 0.07 } else { 0.2 },
             min_views: 2,
             max_views: Some(2),
+            needs_labels: false,
+            label_queue: false,
+            multicrop: false,
+            loss_backends: CPU_AND_TCH,
+            settings: |config| config.moco.validate(),
         },
         // τ = 0.07, one view.
         Method::Instdisc => MethodSpec {
             temperature: |_| 0.07,
             min_views: 1,
             max_views: Some(1),
+            needs_labels: false,
+            label_queue: false,
+            multicrop: false,
+            loss_backends: CPU_AND_TCH,
+            settings: |config| config.instdisc.validate(),
         },
         // τ = 0.1, two global views (and any number of local crops).
         Method::Swav => MethodSpec {
             temperature: |_| 0.1,
             min_views: 2,
             max_views: Some(2),
+            needs_labels: false,
+            label_queue: false,
+            multicrop: true,
+            loss_backends: CPU_AND_TCH,
+            settings: |config| config.swav.validate(),
         },
     }
 }
@@ -231,6 +280,38 @@ mod tests {
             let config = super::super::RunConfig::preset(preset[0]).unwrap();
             let tau = (spec.temperature)(&config.pretrain);
             assert!(tau > 0.0 && tau.is_finite(), "{name}: default τ {tau}");
+            // The CPU loss is every method's reference, and libtorch runs every loss on the
+            // training device (tests/backend_parity.rs trains each on both).
+            for backend in [LossBackendKind::Cpu, LossBackendKind::Tch] {
+                assert!(spec.loss_backends.contains(&backend), "{name}: {backend:?}");
+            }
+            (spec.settings)(&config.pretrain)
+                .unwrap_or_else(|e| panic!("{name}'s preset fails its own checks: {e}"));
+        }
+    }
+
+    /// `pretrain.loss_backend` is checked against the method's own list: every backend it has
+    /// passes, any other fails naming the ones it has.
+    #[test]
+    fn loss_backends_are_checked_against_the_methods_list() {
+        use clap::ValueEnum;
+        for method in Method::all() {
+            let preset = super::super::presets::presets_of(method)[0];
+            for &backend in LossBackendKind::value_variants() {
+                let mut config = super::super::RunConfig::preset(preset).unwrap();
+                config.pretrain.loss_backend = backend;
+                let result = config.validate();
+                if spec(method).loss_backends.contains(&backend) {
+                    result.unwrap_or_else(|e| panic!("{method:?} with {backend:?}: {e}"));
+                } else {
+                    let message = result.unwrap_err().to_string();
+                    assert!(
+                        message.contains("pretrain.loss_backend")
+                            && message.contains("use one of cpu, tch"),
+                        "{method:?} with {backend:?}: {message}"
+                    );
+                }
+            }
         }
     }
 }

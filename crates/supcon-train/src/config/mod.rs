@@ -204,6 +204,19 @@ impl Method {
             Method::Swav => "swav",
         }
     }
+
+    /// Every method, in declaration order.
+    pub fn all() -> impl Iterator<Item = Method> {
+        <Method as clap::ValueEnum>::value_variants().iter().copied()
+    }
+
+    /// The names of the methods that train without labels.
+    pub fn self_supervised() -> Vec<&'static str> {
+        Method::all()
+            .filter(|&m| !methods::spec(m).needs_labels)
+            .map(Method::as_str)
+            .collect()
+    }
 }
 
 /// Where the loss is computed.

@@ -1,7 +1,7 @@
 //! The checks of a resolved configuration, each error naming its key.
 
 use super::presets::presets_of;
-use super::{EvalSplit, LossBackendKind, Method, RunConfig};
+use super::{EvalSplit, Method, RunConfig};
 use crate::error::TrainError;
 
 impl RunConfig {
@@ -15,13 +15,15 @@ impl RunConfig {
             );
         }
         super::DataSource::parse(&self.data)?;
+        let method = super::methods::spec(self.pretrain.method);
         if !self.data.labels {
-            if self.pretrain.method == Method::Supcon {
+            if method.needs_labels {
                 return bad(
                     "data.labels",
                     format!(
-                        "{} needs labels; train a self-supervised method (simclr, moco, instdisc, swav) on unlabeled images",
-                        self.pretrain.method.as_str()
+                        "{} needs labels; train a self-supervised method ({}) on unlabeled images",
+                        self.pretrain.method.as_str(),
+                        Method::self_supervised().join(", ")
                     ),
                 );
             }
@@ -34,7 +36,6 @@ impl RunConfig {
         if p.batch_size < 2 {
             return bad("pretrain.batch_size", format!("{} < 2", p.batch_size));
         }
-        let method = super::methods::spec(p.method);
         let name = p.method.as_str();
         // `--method X` on another method's preset lands here first: name the fix.
         let fix = |views: usize| {
@@ -62,34 +63,43 @@ impl RunConfig {
                 format!("{name} uses {max} view(s), got {}: {}", p.views, fix(max)),
             );
         }
-        let in_batch = matches!(p.method, Method::Supcon | Method::Simclr);
-        if !in_batch && p.queue > 0 {
+        let with = |has: fn(&super::methods::MethodSpec) -> bool| {
+            Method::all()
+                .filter(|&m| has(&super::methods::spec(m)))
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if !method.label_queue && p.queue > 0 {
             return bad(
                 "pretrain.queue",
-                format!("the label-aware queue is SupCon's and SimCLR's; {name} has its own settings in [pretrain.{name}]"),
+                format!(
+                    "the label-aware queue is for {}; {name} has its own settings in [pretrain.{name}]",
+                    with(|m| m.label_queue)
+                ),
             );
         }
-        if !in_batch && p.loss_backend == LossBackendKind::Cuda {
+        if !method.loss_backends.contains(&p.loss_backend) {
+            let names: Vec<&str> = method.loss_backends.iter().map(|b| b.as_str()).collect();
             return bad(
                 "pretrain.loss_backend",
-                format!("supcon-loss has no CUDA kernels for {name}'s loss: use `tch` (libtorch, on the run's device, GPU included) or `cpu`"),
+                format!(
+                    "supcon-loss has no `{}` backend for {name}'s loss: use one of {} (`tch` runs on the run's device, GPU included)",
+                    p.loss_backend.as_str(),
+                    names.join(", ")
+                ),
             );
         }
-        if p.multicrop.local_views > 0 && !(in_batch || p.method == Method::Swav) {
+        if p.multicrop.local_views > 0 && !method.multicrop {
             return bad(
                 "pretrain.multicrop.local_views",
-                format!("multi-crop is for swav, supcon and simclr, not {name}"),
+                format!("multi-crop is for {}, not {name}", with(|m| m.multicrop)),
             );
         }
         if p.multicrop.local_views > 0 && p.multicrop.local_size == 0 {
             return bad("pretrain.multicrop.local_size", "must be at least 1".into());
         }
-        match p.method {
-            Method::Moco => p.moco.validate()?,
-            Method::Instdisc => p.instdisc.validate()?,
-            Method::Swav => p.swav.validate()?,
-            Method::Supcon | Method::Simclr => {}
-        }
+        (method.settings)(p)?;
         let t = p.temperature();
         if !(t.is_finite() && t > 0.0) {
             return bad(

@@ -101,6 +101,16 @@ pub enum LossError {
         #[source]
         source: LibraryError,
     },
+    /// The loss has no implementation on the backend asked for, or the build lacks it.
+    #[error("the {loss} loss has no {backend} backend: {why}")]
+    Unsupported {
+        /// The loss (`supcon`, `infonce`, `nce`, `swav`).
+        loss: &'static str,
+        /// The backend asked for (`tch`, `cuda`).
+        backend: &'static str,
+        /// Why: not in this build, or not implemented.
+        why: &'static str,
+    },
     /// The CUDA backend is not available (not compiled in, no driver, no device).
     #[error("CUDA unavailable: {0}")]
     CudaUnavailable(String),

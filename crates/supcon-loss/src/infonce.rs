@@ -247,36 +247,11 @@ pub(crate) fn check_rows<T: Element>(
     negatives: Negatives<'_, T>,
     normalize: bool,
 ) -> Result<(), LossError> {
-    let (batch, dim) = queries.dim();
-    check_not_empty("queries", queries.shape(), &["batch", "dim"])?;
-    let batch_why = format!("the batch size of queries {:?}", [batch, dim]);
-    let dim_why = format!("the dim of queries {:?}", [batch, dim]);
-    check_len(
-        "positives batch",
-        batch,
-        &batch_why,
-        positives.nrows(),
-        positives.shape(),
+    check_row_shapes(
+        queries.dim().into(),
+        positives.dim().into(),
+        negatives.shape(),
     )?;
-    check_len(
-        "positives dim",
-        dim,
-        &dim_why,
-        positives.ncols(),
-        positives.shape(),
-    )?;
-    match negatives {
-        Negatives::Shared(n) => {
-            check_not_empty("negatives", n.shape(), &["K", "dim"])?;
-            check_len("negatives dim", dim, &dim_why, n.ncols(), n.shape())?;
-        }
-        Negatives::PerQuery(n) => {
-            let (b, _, d) = n.dim();
-            check_len("negatives batch", batch, &batch_why, b, n.shape())?;
-            check_not_empty("negatives", n.shape(), &["batch", "m", "dim"])?;
-            check_len("negatives dim", dim, &dim_why, d, n.shape())?;
-        }
-    }
     let negative_values = match negatives {
         Negatives::Shared(n) => n.into_dyn(),
         Negatives::PerQuery(n) => n.into_dyn(),
@@ -288,6 +263,47 @@ pub(crate) fn check_rows<T: Element>(
         check_nonzero_rows("queries", queries.into_dyn())?;
         check_nonzero_rows("positives", positives.into_dyn())?;
         check_nonzero_rows("negatives", negative_values)?;
+    }
+    Ok(())
+}
+
+/// The shape rules of InfoNCE and NCE, shared by every entry point (host arrays and
+/// `tch_backend`'s tensors): queries `[B, D]` with B, D > 0; positives `[B, D]`; negatives
+/// `[K, D]` (shared, K > 0) or `[B, m, D]` (per query, m > 0), told apart by their rank.
+pub(crate) fn check_row_shapes(
+    queries: [usize; 2],
+    positives: [usize; 2],
+    negatives: &[usize],
+) -> Result<(), LossError> {
+    let [batch, dim] = queries;
+    check_not_empty("queries", &queries, &["batch", "dim"])?;
+    let batch_why = format!("the batch size of queries {queries:?}");
+    let dim_why = format!("the dim of queries {queries:?}");
+    check_len(
+        "positives batch",
+        batch,
+        &batch_why,
+        positives[0],
+        &positives,
+    )?;
+    check_len("positives dim", dim, &dim_why, positives[1], &positives)?;
+    match *negatives {
+        [_, d] => {
+            check_not_empty("negatives", negatives, &["K", "dim"])?;
+            check_len("negatives dim", dim, &dim_why, d, negatives)?;
+        }
+        [b, _, d] => {
+            check_len("negatives batch", batch, &batch_why, b, negatives)?;
+            check_not_empty("negatives", negatives, &["batch", "m", "dim"])?;
+            check_len("negatives dim", dim, &dim_why, d, negatives)?;
+        }
+        _ => {
+            return Err(LossError::ShapeMismatch {
+                what: "negatives rank",
+                expected: "2 ([K, D], shared) or 3 ([B, m, D], per query)".into(),
+                actual: format!("{} (shape {negatives:?})", negatives.len()),
+            })
+        }
     }
     Ok(())
 }

@@ -16,6 +16,9 @@
 //! (module [`mod@nce`], entry point [`nce_loss`]). Their libtorch counterparts are
 //! `tch_backend::infonce_loss_tensor` and `tch_backend::nce_loss_tensor`.
 //!
+//! Every loss is also a [`LossOp`] (module [`mod@op`]): one type per loss with its CPU, libtorch
+//! and CUDA entry points where they exist, run on a [`Backend`].
+//!
 //! ```
 //! use ndarray::Array3;
 //! use supcon_loss::{supcon, SupConOptions};
@@ -120,6 +123,7 @@ pub mod infonce;
 pub mod nce;
 #[cfg(feature = "npy")]
 pub mod npy;
+pub mod op;
 pub mod swav;
 #[cfg(feature = "tch")]
 pub mod tch_backend;
@@ -134,6 +138,7 @@ pub use infonce::{
 };
 pub use input::{check_shape, validate, InputShape, LossOutput, Queue, SupConInput};
 pub use nce::{nce_loss, validate_nce, NceInput, NceOptions, NceOutput, NCE_ROW_BLOCK};
+pub use op::{Backend, InfoNceOp, LossOp, NceOp, SupConOp, SwavOp};
 pub use options::{ContrastMode, SupConOptions, Variant};
 pub use swav::{
     swav, swav_codes, swav_generic, swav_with_codes, validate_swav, SwavInput, SwavOptions,

@@ -29,6 +29,29 @@ fn backend_error(e: tch::TchError) -> LossError {
     LossError::library("libtorch", e)
 }
 
+/// libtorch's device for [`crate::Backend::Tch`]'s `cuda`: CUDA device `i`, or the CPU.
+pub fn device(cuda: Option<usize>) -> Device {
+    cuda.map_or(Device::Cpu, Device::Cuda)
+}
+
+/// A tensor's values on the host, as `f32`, in standard layout.
+fn host_values(t: &Tensor) -> Result<Vec<f32>, LossError> {
+    t.f_to_device(Device::Cpu)
+        .and_then(|t| t.f_to_kind(Kind::Float))
+        .and_then(|t| t.contiguous().f_view([-1]))
+        .and_then(|t| Vec::<f32>::try_from(&t))
+        .map_err(backend_error)
+}
+
+/// The value of a scalar loss after its backward pass; not finite is [`LossError::Overflow`].
+fn finite_value(loss: &Tensor) -> Result<f64, LossError> {
+    let value = loss.f_double_value(&[]).map_err(backend_error)?;
+    if !value.is_finite() {
+        return Err(LossError::Overflow { value });
+    }
+    Ok(value)
+}
+
 /// The SupCon / SimCLR loss on libtorch tensors, with its autograd graph.
 ///
 /// - `features`: `[batch, views, dim]`, floating point, any device; usually the model's
@@ -357,16 +380,8 @@ impl LossBackend for TchBackend {
             options,
         )?;
         loss.f_backward().map_err(backend_error)?;
-        let loss_value = loss.f_double_value(&[]).map_err(backend_error)?;
-        if !loss_value.is_finite() {
-            return Err(LossError::Overflow { value: loss_value });
-        }
-        let grad = features.grad();
-        let grad: Vec<f32> = grad
-            .f_to_device(Device::Cpu)
-            .and_then(|g| g.contiguous().f_view([-1]))
-            .and_then(|g| Vec::<f32>::try_from(&g))
-            .map_err(backend_error)?;
+        let loss_value = finite_value(&loss)?;
+        let grad = host_values(&features.grad())?;
         let grad = Array3::from_shape_vec((batch, views, dim), grad)
             .map_err(|e| LossError::Backend(format!("gradient of unexpected size: {e}")))?;
         Ok(LossOutput {
@@ -386,54 +401,39 @@ fn shape_of(t: &Tensor) -> Vec<usize> {
     t.size().iter().map(|&s| s as usize).collect()
 }
 
-/// Checks queries `[B, D]` (B, D > 0) and positives `[B, D]`; returns (B, D).
-fn check_query_shapes(queries: &Tensor, positives: &Tensor) -> Result<(i64, i64), LossError> {
-    let (batch, dim) = queries.size2().map_err(|_| LossError::ShapeMismatch {
-        what: "queries rank",
-        expected: "2 ([B, D])".into(),
-        actual: format!("{} (shape {:?})", queries.dim(), queries.size()),
-    })?;
-    for (axis, len) in [("batch", batch), ("dim", dim)] {
-        if len == 0 {
-            return Err(LossError::EmptyAxis {
-                what: "queries",
-                axis,
-                shape: shape_of(queries),
-            });
-        }
-    }
-    if positives.size() != [batch, dim] {
-        return Err(LossError::ShapeMismatch {
-            what: "positives shape",
-            expected: format!("[{batch}, {dim}] (the shape of queries)"),
-            actual: format!("{:?}", positives.size()),
-        });
-    }
-    Ok((batch, dim))
+/// The shape of a tensor that must have rank `rank`, as `usize`s; `what rank` names it
+/// otherwise (`expected`: the shape it should have).
+fn shape_of_rank<const RANK: usize>(
+    t: &Tensor,
+    what: &'static str,
+    expected: &str,
+) -> Result<[usize; RANK], LossError> {
+    shape_of(t)
+        .try_into()
+        .map_err(|shape: Vec<usize>| LossError::ShapeMismatch {
+            what,
+            expected: format!("{RANK} ({expected})"),
+            actual: format!("{} (shape {shape:?})", shape.len()),
+        })
 }
 
-/// Checks per-query negatives `[B, m, D]` (m > 0); returns m.
-fn check_per_query_negatives(negatives: &Tensor, batch: i64, dim: i64) -> Result<i64, LossError> {
-    let (b, m, d) = negatives.size3().map_err(|_| LossError::ShapeMismatch {
-        what: "negatives rank",
-        expected: "2 ([K, D], shared) or 3 ([B, m, D], per query)".into(),
-        actual: format!("{} (shape {:?})", negatives.dim(), negatives.size()),
-    })?;
-    if b != batch || d != dim {
-        return Err(LossError::ShapeMismatch {
-            what: "negatives shape",
-            expected: format!("[{batch}, m, {dim}] (the batch size and dim of queries)"),
-            actual: format!("{:?}", negatives.size()),
-        });
-    }
-    if m == 0 {
-        return Err(LossError::EmptyAxis {
-            what: "negatives",
-            axis: "m",
-            shape: shape_of(negatives),
-        });
-    }
-    Ok(m)
+/// The shape rules of InfoNCE / NCE (`crate::infonce::check_row_shapes`, the host's) on
+/// tensors; `per_query_only`: NCE's negatives are `[B, m, D]`. Returns the batch size.
+fn check_row_tensors(
+    queries: &Tensor,
+    positives: &Tensor,
+    negatives: &Tensor,
+    per_query_only: bool,
+) -> Result<i64, LossError> {
+    let q = shape_of_rank::<2>(queries, "queries rank", "[B, D]")?;
+    let p = shape_of_rank::<2>(positives, "positives rank", "[B, D]")?;
+    let n = if per_query_only {
+        shape_of_rank::<3>(negatives, "negatives rank", "[B, m, D]")?.to_vec()
+    } else {
+        shape_of(negatives)
+    };
+    crate::infonce::check_row_shapes(q, p, &n)?;
+    Ok(q[0] as i64)
 }
 
 /// `x / ‖x‖` along the last axis of queries, positives or negatives (`[B, D]`, `[K, D]` or
@@ -467,27 +467,8 @@ pub fn infonce_loss_tensor(
     options: &InfoNceOptions,
 ) -> Result<Tensor, LossError> {
     check_temperature(options.temperature)?;
-    let (batch, dim) = check_query_shapes(queries, positives)?;
+    let batch = check_row_tensors(queries, positives, negatives, false)?;
     let shared = negatives.dim() == 2;
-    if shared {
-        let (k, d) = negatives.size2().map_err(backend_error)?;
-        if k == 0 {
-            return Err(LossError::EmptyAxis {
-                what: "negatives",
-                axis: "K",
-                shape: shape_of(negatives),
-            });
-        }
-        if d != dim {
-            return Err(LossError::ShapeMismatch {
-                what: "negatives dim",
-                expected: format!("{dim} (the dim of queries)"),
-                actual: format!("{d} (shape {:?})", negatives.size()),
-            });
-        }
-    } else {
-        check_per_query_negatives(negatives, batch, dim)?;
-    }
     check_all_finite(&[
         (queries, "queries"),
         (positives, "positives"),
@@ -531,8 +512,8 @@ pub fn nce_loss_tensor(
     options: &NceOptions,
 ) -> Result<(Tensor, f64), LossError> {
     options.check()?;
-    let (batch, dim) = check_query_shapes(queries, positives)?;
-    let m = check_per_query_negatives(negatives, batch, dim)?;
+    let batch = check_row_tensors(queries, positives, negatives, true)?;
+    let m = negatives.size()[1];
     check_all_finite(&[
         (queries, "queries"),
         (positives, "positives"),
@@ -569,6 +550,68 @@ pub fn nce_loss_tensor(
     let log_one_minus_h_neg = (noise / (&p_neg + noise)).log();
     let total = log_h_pos.sum(kind) + log_one_minus_h_neg.sum(kind);
     Ok((total * (-1.0 / batch as f64), z))
+}
+
+/// Uploads host rows to `device` (queries with `requires_grad`).
+fn upload_queries(
+    queries: ndarray::ArrayView2<'_, f32>,
+    positives: ndarray::ArrayView2<'_, f32>,
+    device: Device,
+) -> Result<(Tensor, Tensor), LossError> {
+    Ok((
+        to_tensor(queries.into_dyn(), device)?.set_requires_grad(true),
+        to_tensor(positives.into_dyn(), device)?,
+    ))
+}
+
+/// ∂loss/∂queries `[B, D]` on the host after the loss's backward pass.
+fn query_gradient(queries: &Tensor) -> Result<ndarray::Array2<f32>, LossError> {
+    let (batch, dim) = queries.size2().map_err(backend_error)?;
+    ndarray::Array2::from_shape_vec(
+        (batch as usize, dim as usize),
+        host_values(&queries.grad())?,
+    )
+    .map_err(|e| LossError::Backend(format!("gradient of unexpected size: {e}")))
+}
+
+/// InfoNCE of host `f32` inputs through libtorch on `device`: [`infonce_loss_tensor`] (which
+/// validates like [`crate::validate_infonce`]) and autograd; the loss and ∂loss/∂queries come
+/// back. The counterpart of [`crate::infonce_loss`] behind [`crate::InfoNceOp`].
+pub fn infonce_tch(
+    input: &crate::InfoNceInput<'_>,
+    options: &InfoNceOptions,
+    device: Device,
+) -> Result<crate::InfoNceOutput, LossError> {
+    let (queries, positives) = upload_queries(input.queries, input.positives, device)?;
+    let negatives = match &input.negatives {
+        crate::Negatives::Shared(keys) => to_tensor(keys.into_dyn(), device)?,
+        crate::Negatives::PerQuery(rows) => to_tensor(rows.into_dyn(), device)?,
+    };
+    let loss = infonce_loss_tensor(&queries, &positives, &negatives, options)?;
+    loss.f_backward().map_err(backend_error)?;
+    Ok(crate::InfoNceOutput {
+        loss: finite_value(&loss)?,
+        grad: query_gradient(&queries)?,
+    })
+}
+
+/// InstDisc's NCE of host `f32` inputs through libtorch on `device`: [`nce_loss_tensor`]
+/// (which validates like [`crate::validate_nce`]) and autograd; the loss, ∂loss/∂queries and
+/// the Z used come back. The counterpart of [`crate::nce_loss`] behind [`crate::NceOp`].
+pub fn nce_tch(
+    input: &crate::NceInput<'_>,
+    options: &NceOptions,
+    device: Device,
+) -> Result<crate::NceOutput, LossError> {
+    let (queries, positives) = upload_queries(input.queries, input.positives, device)?;
+    let negatives = to_tensor(input.negatives.into_dyn(), device)?;
+    let (loss, partition) = nce_loss_tensor(&queries, &positives, &negatives, options)?;
+    loss.f_backward().map_err(backend_error)?;
+    Ok(crate::NceOutput {
+        loss: finite_value(&loss)?,
+        grad: query_gradient(&queries)?,
+        partition,
+    })
 }
 
 // SwAV on tensors.
@@ -745,16 +788,8 @@ pub fn swav_tch(
     let (loss, codes) =
         swav_loss_tensor_with_codes(&features, &prototypes, queue.as_ref(), options)?;
     loss.f_backward().map_err(backend_error)?;
-    let loss_value = loss.f_double_value(&[]).map_err(backend_error)?;
-    if !loss_value.is_finite() {
-        return Err(LossError::Overflow { value: loss_value });
-    }
-    let to_host = |t: &Tensor| -> Result<Vec<f32>, LossError> {
-        t.f_to_device(Device::Cpu)
-            .and_then(|t| t.contiguous().f_view([-1]))
-            .and_then(|t| Vec::<f32>::try_from(&t))
-            .map_err(backend_error)
-    };
+    let loss_value = finite_value(&loss)?;
+    let to_host = host_values;
     let shape_error = |e: ndarray::ShapeError| LossError::Backend(format!("unexpected size: {e}"));
     Ok(SwavOutput {
         loss: loss_value,

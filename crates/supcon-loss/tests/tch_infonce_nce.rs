@@ -162,7 +162,7 @@ fn tensor_functions_reject_what_the_cpu_rejects() {
     assert!(matches!(
         infonce_loss_tensor(&q, &k.narrow(0, 0, 3), &n, &InfoNceOptions::default()),
         Err(LossError::ShapeMismatch {
-            what: "positives shape",
+            what: "positives batch",
             ..
         })
     ));
@@ -203,7 +203,7 @@ fn tensor_functions_reject_what_the_cpu_rejects() {
     assert!(matches!(
         nce_loss_tensor(&q, &k, &per_query.narrow(0, 0, 3), &options),
         Err(LossError::ShapeMismatch {
-            what: "negatives shape",
+            what: "negatives batch",
             ..
         })
     ));

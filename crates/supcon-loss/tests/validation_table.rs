@@ -5,7 +5,10 @@
 //! labels).
 
 use ndarray::{Array2, Array3};
-use supcon_loss::{CpuBackend, LossBackend, LossError, Queue, SupConInput, SupConOptions};
+use supcon_loss::{
+    Backend, CpuBackend, LossBackend, LossError, LossOp, Queue, SupConInput, SupConOp,
+    SupConOptions,
+};
 
 /// An owned loss input.
 #[derive(Clone, Debug)]
@@ -122,8 +125,24 @@ fn entry_points() -> Vec<EntryPoint> {
                 .map(|_| ())
         }),
     )];
+    points.push((
+        "SupConOp on the cpu",
+        Box::new(|c: &Case| {
+            SupConOp(c.options.clone())
+                .run(Backend::Cpu, &c.input())
+                .map(|_| ())
+        }),
+    ));
     #[cfg(feature = "tch")]
     {
+        points.push((
+            "SupConOp on tch",
+            Box::new(|c: &Case| {
+                SupConOp(c.options.clone())
+                    .run(Backend::Tch { cuda: None }, &c.input())
+                    .map(|_| ())
+            }),
+        ));
         points.push((
             "tch backend",
             Box::new(|c: &Case| {

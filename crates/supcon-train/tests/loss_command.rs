@@ -291,4 +291,20 @@ fn missing_inputs_are_named() {
     );
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("--data-size"), "{err}");
+    // A backend the command does not run this loss on is an error, not ignored.
+    let output = run(
+        supcon()
+            .args([
+                "loss",
+                "--method",
+                "swav",
+                "--loss-backend",
+                "tch",
+                "--features",
+            ])
+            .arg(&q),
+        false,
+    );
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("--loss-backend tch is for supcon"), "{err}");
 }

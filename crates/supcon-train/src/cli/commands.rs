@@ -471,6 +471,17 @@ fn loss_on_npy(args: &LossArgs) -> Result<String, TrainError> {
     }
     let method = args.method;
     let grad_out = args.grad_out.as_deref();
+    if method != LossMethod::Supcon && args.loss_backend != config::LossBackendKind::Cpu {
+        return Err(TrainError::Config(format!(
+            "supcon loss --method {}: --loss-backend {} is for supcon; the other losses run on \
+             the CPU reference here (float32 or float64 files), and on libtorch in training \
+             (pretrain.loss_backend = \"tch\")",
+            method
+                .to_possible_value()
+                .map_or_else(String::new, |v| v.get_name().to_string()),
+            args.loss_backend.as_str()
+        )));
+    }
     let summary = match args.method {
         LossMethod::Supcon => {
             let options = SupConOptions::default()

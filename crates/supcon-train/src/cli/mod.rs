@@ -195,7 +195,8 @@ pub struct LossArgs {
     /// L2-normalise the inputs inside the loss (and back-propagate through it).
     #[arg(long)]
     pub normalize: bool,
-    /// supcon: where the loss is computed (float64 inputs always run on the CPU backend).
+    /// supcon: where the loss is computed (float64 inputs always run on the CPU backend); the
+    /// other losses take only cpu here.
     #[arg(long, value_enum, default_value_t = LossBackendKind::Cpu)]
     pub loss_backend: LossBackendKind,
     /// nce: N, the data-set size (the noise distribution is 1/N).

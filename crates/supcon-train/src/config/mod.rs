@@ -207,7 +207,9 @@ impl Method {
 
     /// Every method, in declaration order.
     pub fn all() -> impl Iterator<Item = Method> {
-        <Method as clap::ValueEnum>::value_variants().iter().copied()
+        <Method as clap::ValueEnum>::value_variants()
+            .iter()
+            .copied()
     }
 
     /// The names of the methods that train without labels.

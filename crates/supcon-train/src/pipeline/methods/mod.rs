@@ -6,9 +6,16 @@
 //! queue, memory bank, prototypes), computes its loss with `supcon-loss`, back-propagates it
 //! into the online network, updates its own state after the optimizer step and names its
 //! checkpoint groups. [`build`] is the registry. Adding a method: its module here and one arm
-//! in [`build`]; on the schema side a [`Method`] variant and its arm in
-//! `config::methods::spec` (views, default τ), plus its settings table there if it has one.
-//! The schema lives apart so that the configuration never imports the pipeline.
+//! in [`build`]; on the schema side a [`Method`] variant (with its name) and its arm in
+//! `config::methods::spec` — views, default τ, labels, label-aware queue, multi-crop, the loss
+//! backends it has, the checks of its settings table — plus the table there if it has one.
+//! Every one of these is an exhaustive `match` (the compiler lists what a new variant lacks),
+//! and `config::methods`' test checks what each method provides. The schema lives apart so
+//! that the configuration never imports the pipeline.
+//!
+//! Each method computes its loss where `pretrain.loss_backend` says: `cpu` on host copies,
+//! `tch` with `supcon-loss`'s tensor functions on the training device (its queue, bank and
+//! prototypes are tensors there), `cuda` (SupCon, SimCLR) with the fused kernels.
 //!
 //! | method | module | positives of an anchor | negatives | loss (`supcon-loss`) |
 //! |---|---|---|---|---|

@@ -16,6 +16,10 @@
 //! (module [`mod@nce`], entry point [`nce_loss`]). Their libtorch counterparts are
 //! `tch_backend::infonce_loss_tensor` and `tch_backend::nce_loss_tensor`.
 //!
+//! Two losses whose candidates are the batch's own rows, with gradients for both sides: CMC's
+//! cross-view objective (module [`mod@cmc`], entry point [`cmc_loss`]; one encoder per view)
+//! and CPC's InfoNCE over a grid of predictions (module [`mod@cpc`], entry point [`cpc_loss`]).
+//!
 //! Every loss is also a [`LossOp`] (module [`mod@op`]): one type per loss with its CPU, libtorch
 //! and CUDA entry points where they exist, run on a [`Backend`].
 //!
@@ -114,8 +118,11 @@ mod element;
 mod error;
 mod explicit;
 mod input;
+mod matching;
 mod options;
 
+pub mod cmc;
+pub mod cpc;
 pub mod cuda;
 #[cfg(feature = "collectives")]
 pub mod distributed;
@@ -129,6 +136,8 @@ pub mod swav;
 pub mod tch_backend;
 
 pub use backend::LossBackend;
+pub use cmc::{cmc_loss, validate_cmc, CmcOptions, CmcOutput, Pairing};
+pub use cpc::{cpc_loss, validate_cpc, CpcOptions, CpcOutput};
 pub use cpu::{CpuBackend, DEFAULT_CACHE_BYTES, DEFAULT_TILE};
 pub use element::Element;
 pub use error::{LibraryError, LossError};
@@ -138,7 +147,7 @@ pub use infonce::{
 };
 pub use input::{check_shape, validate, InputShape, LossOutput, Queue, SupConInput};
 pub use nce::{nce_loss, validate_nce, NceInput, NceOptions, NceOutput, NCE_ROW_BLOCK};
-pub use op::{Backend, InfoNceOp, LossOp, NceOp, SupConOp, SwavOp};
+pub use op::{Backend, CmcOp, CpcOp, InfoNceOp, LossOp, NceOp, SupConOp, SwavOp};
 pub use options::{ContrastMode, SupConOptions, Variant};
 pub use swav::{
     swav, swav_codes, swav_generic, swav_with_codes, validate_swav, SwavInput, SwavOptions,

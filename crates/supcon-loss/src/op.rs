@@ -15,12 +15,17 @@
 //! | [`InfoNceOp`] | [`InfoNceInput`] | [`InfoNceOutput`] | yes | yes | — |
 //! | [`NceOp`] | [`NceInput`] | [`NceOutput`] | yes | yes | — |
 //! | [`SwavOp`] | [`SwavInput`] | [`SwavOutput`] | yes | yes | — |
+//! | [`CmcOp`] | views `[V, B, D]` | [`CmcOutput`] | yes | yes | — |
+//! | [`CpcOp`] | (predictions `[B, T, K, D]`, targets `[B, T, D]`) | [`CpcOutput`] | yes | yes | — |
 //!
 //! Code that already holds libtorch tensors (a training loop) calls the tensor functions of
 //! `tch_backend` directly — they are what `tch_fwd` runs, with the same checks and errors.
 
+use ndarray::{ArrayView3, ArrayView4};
+
 use crate::{
-    infonce_loss, nce_loss, swav_generic, validate, validate_infonce, validate_nce, validate_swav,
+    cmc_loss, cpc_loss, infonce_loss, nce_loss, swav_generic, validate, validate_cmc, validate_cpc,
+    validate_infonce, validate_nce, validate_swav, CmcOptions, CmcOutput, CpcOptions, CpcOutput,
     CpuBackend, InfoNceInput, InfoNceOptions, InfoNceOutput, LossBackend, LossError, LossOutput,
     NceInput, NceOptions, NceOutput, SupConInput, SupConOptions, SwavInput, SwavOptions,
     SwavOutput,
@@ -232,6 +237,67 @@ impl LossOp for SwavOp {
     #[cfg(feature = "tch")]
     fn tch_fwd(&self, input: &SwavInput<'_>, cuda: Option<usize>) -> Result<SwavOutput, LossError> {
         crate::tch_backend::swav_tch(input, &self.0, crate::tch_backend::device(cuda))
+    }
+}
+
+/// CMC's cross-view objective ([`crate::cmc_loss`], `tch_backend::cmc_loss_tensor`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CmcOp(pub CmcOptions);
+
+impl LossOp for CmcOp {
+    type Input<'a> = ArrayView3<'a, f32>;
+    type Output = CmcOutput;
+
+    fn name(&self) -> &'static str {
+        "cmc"
+    }
+
+    fn validate(&self, views: &ArrayView3<'_, f32>) -> Result<(), LossError> {
+        validate_cmc(*views, &self.0)
+    }
+
+    fn cpu_fwd(&self, views: &ArrayView3<'_, f32>) -> Result<CmcOutput, LossError> {
+        cmc_loss(*views, &self.0)
+    }
+
+    #[cfg(feature = "tch")]
+    fn tch_fwd(
+        &self,
+        views: &ArrayView3<'_, f32>,
+        cuda: Option<usize>,
+    ) -> Result<CmcOutput, LossError> {
+        crate::tch_backend::cmc_tch(*views, &self.0, crate::tch_backend::device(cuda))
+    }
+}
+
+/// CPC's InfoNCE over a grid ([`crate::cpc_loss`], `tch_backend::cpc_loss_tensor`); the input
+/// is (predictions, targets).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CpcOp(pub CpcOptions);
+
+impl LossOp for CpcOp {
+    type Input<'a> = (ArrayView4<'a, f32>, ArrayView3<'a, f32>);
+    type Output = CpcOutput;
+
+    fn name(&self) -> &'static str {
+        "cpc"
+    }
+
+    fn validate(&self, (p, z): &Self::Input<'_>) -> Result<(), LossError> {
+        validate_cpc(*p, *z, &self.0)
+    }
+
+    fn cpu_fwd(&self, (p, z): &Self::Input<'_>) -> Result<CpcOutput, LossError> {
+        cpc_loss(*p, *z, &self.0)
+    }
+
+    #[cfg(feature = "tch")]
+    fn tch_fwd(
+        &self,
+        (p, z): &Self::Input<'_>,
+        cuda: Option<usize>,
+    ) -> Result<CpcOutput, LossError> {
+        crate::tch_backend::cpc_tch(*p, *z, &self.0, crate::tch_backend::device(cuda))
     }
 }
 

@@ -90,7 +90,7 @@ pub fn supcon_loss_tensor_with_anchors(
 
     let mut feats = features.shallow_clone();
     if options.normalize {
-        feats = normalize_rows(&feats, "features", views)?;
+        feats = normalize_rows(&feats, "features")?;
     }
     // torch.cat(torch.unbind(features, 1)): row j = v·B + b.
     let contrast_feats = feats
@@ -124,7 +124,7 @@ pub fn supcon_loss_tensor_with_anchors(
                 .map_err(backend_error)?
                 .detach();
             if options.normalize {
-                keys = normalize_rows(&keys, "queue keys", 1)?;
+                keys = normalize_rows(&keys, "queue keys")?;
             }
             // Without batch labels every key is a negative: −1 never equals a sample index.
             let key_labels = match labels {
@@ -289,25 +289,31 @@ pub(crate) fn check_finite(t: &Tensor, what: &'static str) -> Result<(), LossErr
 }
 
 /// The L2 norms of `x`'s rows (last axis, kept as an axis of size 1), or
-/// [`LossError::ZeroNorm`] naming the first zero row: `[b, v]` for a 3-d `x` with `views` rows
-/// per sample, `[row]` for a 2-d one (one device synchronization).
-pub(crate) fn row_norms(x: &Tensor, what: &'static str, views: i64) -> Result<Tensor, LossError> {
+/// [`LossError::ZeroNorm`] naming the first zero row by its index over the leading axes (`[b, v]`
+/// for a 3-d `x`, `[row]` for a 2-d one; one device synchronization).
+pub(crate) fn row_norms(x: &Tensor, what: &'static str) -> Result<Tensor, LossError> {
     let norms = x.norm_scalaropt_dim(2.0, [-1i64].as_slice(), true);
     let zero = norms.eq(0.0);
     if zero.any().int64_value(&[]) != 0 {
-        let first = zero.view([-1]).nonzero().int64_value(&[0, 0]) as usize;
-        let index = if x.dim() == 3 {
-            vec![first / views as usize, first % views as usize]
-        } else {
-            vec![first]
-        };
+        let mut rest = zero.view([-1]).nonzero().int64_value(&[0, 0]) as usize;
+        let size = x.size();
+        let mut index: Vec<usize> = size[..size.len() - 1]
+            .iter()
+            .rev()
+            .map(|&len| {
+                let i = rest % len as usize;
+                rest /= len as usize;
+                i
+            })
+            .collect();
+        index.reverse();
         return Err(LossError::ZeroNorm { what, index });
     }
     Ok(norms)
 }
 
-fn normalize_rows(x: &Tensor, what: &'static str, views: i64) -> Result<Tensor, LossError> {
-    Ok(x / row_norms(x, what, views)?)
+fn normalize_rows(x: &Tensor, what: &'static str) -> Result<Tensor, LossError> {
+    Ok(x / row_norms(x, what)?)
 }
 
 /// [`crate::LossBackend`] on libtorch: copies the features into a tensor on `device`, runs
@@ -442,8 +448,7 @@ fn maybe_normalize(x: &Tensor, what: &'static str, normalize: bool) -> Result<Te
     if !normalize {
         return Ok(x.shallow_clone());
     }
-    let per_outer = if x.dim() == 3 { x.size()[1] } else { 1 };
-    normalize_rows(x, what, per_outer)
+    normalize_rows(x, what)
 }
 
 use crate::explicit::check_temperature;
@@ -682,7 +687,7 @@ pub fn swav_loss_tensor_with_codes(
     let kind = features.kind();
     let device = features.device();
     let z = if options.normalize {
-        normalize_rows(features, "features", crops)?
+        normalize_rows(features, "features")?
     } else {
         features.shallow_clone()
     };
@@ -700,7 +705,7 @@ pub fn swav_loss_tensor_with_codes(
                 .map_err(backend_error)?
                 .detach();
             Some(if options.normalize {
-                normalize_rows(&q, "queue", rows)?
+                normalize_rows(&q, "queue")?
             } else {
                 q
             })
@@ -800,5 +805,147 @@ pub fn swav_tch(
         codes: Array3::from_shape_vec((options.assignment_crops, batch, k), to_host(&codes)?)
             .map_err(shape_error)?,
         anchors: batch * options.assignment_crops,
+    })
+}
+
+// CMC and CPC on tensors.
+
+use crate::{CmcOptions, CmcOutput, CpcOptions, CpcOutput};
+
+/// Shape, τ and finiteness checks of a CMC / CPC tensor entry point, then its rows normalized
+/// with `normalize`.
+fn checked_rows(
+    inputs: &[(&Tensor, &'static str)],
+    temperature: f64,
+    normalize: bool,
+) -> Result<Vec<Tensor>, LossError> {
+    check_temperature(temperature)?;
+    check_all_finite(inputs)?;
+    inputs
+        .iter()
+        .map(|(x, what)| maybe_normalize(x, what, normalize))
+        .collect()
+}
+
+/// CMC's cross-view loss on libtorch tensors, with its autograd graph: for every pair (i, j)
+/// of `options.pairing`, `cross_entropy(ẑ_i ẑ_jᵀ / τ, arange(B))`, summed over the pairs.
+/// `views`: `[V, B, D]` (`requires_grad`). Shapes, τ, finiteness and zero rows are checked with
+/// [`crate::validate_cmc`]'s errors.
+pub fn cmc_loss_tensor(views: &Tensor, options: &CmcOptions) -> Result<Tensor, LossError> {
+    crate::cmc::check_cmc_shape(&shape_of(views)).and_then(|()| {
+        if views.dim() == 3 {
+            Ok(())
+        } else {
+            Err(LossError::ShapeMismatch {
+                what: "views rank",
+                expected: "3 ([views, batch, dim])".into(),
+                actual: format!("{} (shape {:?})", views.dim(), views.size()),
+            })
+        }
+    })?;
+    let z = checked_rows(&[(views, "views")], options.temperature, options.normalize)?.remove(0);
+    let (count, batch) = (views.size()[0], views.size()[1]);
+    let labels = Tensor::f_arange(batch, (Kind::Int64, views.device())).map_err(backend_error)?;
+    let mut loss = Tensor::f_zeros([], (z.kind(), z.device())).map_err(backend_error)?;
+    for (i, j) in options.pairing.pairs(count as usize) {
+        let logits = z.get(i as i64).matmul(&z.get(j as i64).tr()) / options.temperature;
+        loss += logits
+            .f_cross_entropy_loss::<Tensor>(&labels, None, tch::Reduction::Mean, -100, 0.0)
+            .map_err(backend_error)?;
+    }
+    Ok(loss)
+}
+
+/// CPC's InfoNCE over a grid on libtorch tensors, with its autograd graph: the valid
+/// predictions (t + k + 1 < T) against every target row, `cross_entropy(p̂ ẑᵀ / τ, positives)`.
+/// `predictions`: `[B, T, K, D]`, `targets`: `[B, T, D]` (both `requires_grad`). Checked with
+/// [`crate::validate_cpc`]'s errors.
+pub fn cpc_loss_tensor(
+    predictions: &Tensor,
+    targets: &Tensor,
+    options: &CpcOptions,
+) -> Result<Tensor, LossError> {
+    let p_shape = shape_of_rank::<4>(predictions, "predictions rank", "[B, T, K, D]")?;
+    let z_shape = shape_of_rank::<3>(targets, "targets rank", "[B, T, D]")?;
+    crate::cpc::check_cpc_shapes(&p_shape, &z_shape)?;
+    let rows = checked_rows(
+        &[(predictions, "predictions"), (targets, "targets")],
+        options.temperature,
+        options.normalize,
+    )?;
+    let [batch, positions, offsets, dim] = p_shape.map(|x| x as i64);
+    let (mut query_rows, mut positives) = (Vec::new(), Vec::new());
+    for b in 0..batch {
+        for t in 0..positions {
+            for k in 0..offsets {
+                if t + k + 1 < positions {
+                    query_rows.push((b * positions + t) * offsets + k);
+                    positives.push(b * positions + t + k + 1);
+                }
+            }
+        }
+    }
+    let device = predictions.device();
+    let queries = rows[0]
+        .reshape([-1, dim])
+        .index_select(0, &Tensor::from_slice(&query_rows).to_device(device));
+    let candidates = rows[1].reshape([-1, dim]);
+    let logits = queries.matmul(&candidates.tr()) / options.temperature;
+    logits
+        .f_cross_entropy_loss::<Tensor>(
+            &Tensor::from_slice(&positives).to_device(device),
+            None,
+            tch::Reduction::Mean,
+            -100,
+            0.0,
+        )
+        .map_err(backend_error)
+}
+
+/// [`cmc_loss_tensor`] on host `f32` views through libtorch on `device`, the gradient copied
+/// back: the counterpart of [`crate::cmc_loss`] behind [`crate::CmcOp`].
+pub fn cmc_tch(
+    views: ndarray::ArrayView3<'_, f32>,
+    options: &CmcOptions,
+    device: Device,
+) -> Result<CmcOutput, LossError> {
+    let tensor = to_tensor(views.into_dyn(), device)?.set_requires_grad(true);
+    let loss = cmc_loss_tensor(&tensor, options)?;
+    loss.f_backward().map_err(backend_error)?;
+    Ok(CmcOutput {
+        loss: finite_value(&loss)?,
+        grad: Array3::from_shape_vec(views.dim(), host_values(&tensor.grad())?)
+            .map_err(|e| LossError::Backend(format!("gradient of unexpected size: {e}")))?,
+        pairs: options.pairing.pairs(views.dim().0).len(),
+    })
+}
+
+/// [`cpc_loss_tensor`] on host `f32` inputs through libtorch on `device`, both gradients
+/// copied back: the counterpart of [`crate::cpc_loss`] behind [`crate::CpcOp`].
+pub fn cpc_tch(
+    predictions: ndarray::ArrayView4<'_, f32>,
+    targets: ndarray::ArrayView3<'_, f32>,
+    options: &CpcOptions,
+    device: Device,
+) -> Result<CpcOutput, LossError> {
+    let p = to_tensor(predictions.into_dyn(), device)?.set_requires_grad(true);
+    let z = to_tensor(targets.into_dyn(), device)?.set_requires_grad(true);
+    let loss = cpc_loss_tensor(&p, &z, options)?;
+    loss.f_backward().map_err(backend_error)?;
+    let shape_error = |e: ndarray::ShapeError| LossError::Backend(format!("unexpected size: {e}"));
+    let (batch, positions, offsets, _) = predictions.dim();
+    Ok(CpcOutput {
+        loss: finite_value(&loss)?,
+        grad_predictions: ndarray::Array4::from_shape_vec(
+            predictions.dim(),
+            host_values(&p.grad())?,
+        )
+        .map_err(shape_error)?,
+        grad_targets: Array3::from_shape_vec(targets.dim(), host_values(&z.grad())?)
+            .map_err(shape_error)?,
+        predictions: (0..positions)
+            .map(|t| offsets.min(positions - t - 1))
+            .sum::<usize>()
+            * batch,
     })
 }

@@ -1,4 +1,4 @@
-//! One table of bad inputs per loss — InfoNCE, NCE, SwAV — run through every entry point of its
+//! One table of bad inputs per loss — InfoNCE, NCE, SwAV, CMC, CPC — run through every entry point of its
 //! [`LossOp`] that this build has: each must give the CPU's error, variant and fields alike
 //! (compared by their `Debug` text: a NaN field is not equal to itself). Where the loss has no
 //! implementation on a backend the op says so with `Unsupported`. Valid inputs give the CPU's
@@ -292,4 +292,70 @@ fn every_backend_with_the_loss_agrees_with_the_cpu() {
         .mapv(f32::abs)
         .fold(0f32, |a, &b| a.max(b));
     assert!(gap < 1e-4, "swav gradient differs by {gap}");
+}
+
+#[test]
+fn cmc_table() {
+    use supcon_loss::{CmcOp, CmcOptions, Pairing};
+    let views = cube(3, 4, 5, 0);
+    let run =
+        |views: &Array3<f32>, options: CmcOptions| check("cmc", &CmcOp(options), &views.view());
+    let mut nan = views.clone();
+    nan[[2, 1, 3]] = f32::NAN;
+    let mut zero = views.clone();
+    zero.slice_mut(ndarray::s![1, 3, ..]).fill(0.0);
+    let bad = vec![
+        ("τ = 0", run(&views, CmcOptions::new(0.0))),
+        ("one view", run(&cube(1, 4, 5, 0), CmcOptions::default())),
+        ("one scene", run(&cube(3, 1, 5, 0), CmcOptions::default())),
+        ("no dims", run(&cube(3, 4, 0, 0), CmcOptions::default())),
+        ("NaN", run(&nan, CmcOptions::default())),
+        ("zero row", run(&zero, CmcOptions::default())),
+    ];
+    for (case, result) in bad {
+        assert!(result.is_err(), "{case}: accepted");
+    }
+    let full = CmcOptions::default().with_pairing(Pairing::FullGraph);
+    assert!(run(&views, full).unwrap().loss.is_finite());
+}
+
+#[test]
+fn cpc_table() {
+    use ndarray::Array4;
+    use supcon_loss::{CpcOp, CpcOptions};
+    let p = Array4::from_shape_fn((2, 3, 2, 4), |(b, t, k, d)| {
+        ((b * 13 + t * 7 + k * 3 + d) as f32 * 0.31).sin() + 0.05
+    });
+    let z = cube(2, 3, 4, 1);
+    let run = |p: &Array4<f32>, z: &Array3<f32>, options: CpcOptions| {
+        check("cpc", &CpcOp(options), &(p.view(), z.view()))
+    };
+    let ok = CpcOptions::default();
+    let mut nan = p.clone();
+    nan[[1, 0, 1, 2]] = f32::NAN;
+    let mut zero = z.clone();
+    zero.slice_mut(ndarray::s![0, 1, ..]).fill(0.0);
+    let bad = vec![
+        ("τ < 0", run(&p, &z, ok.clone().with_temperature(-0.5))),
+        ("batch", run(&p, &cube(1, 3, 4, 1), ok.clone())),
+        ("positions", run(&p, &cube(2, 2, 4, 1), ok.clone())),
+        ("dim", run(&p, &cube(2, 3, 5, 1), ok.clone())),
+        (
+            "one position",
+            run(
+                &p.slice(ndarray::s![.., ..1, .., ..]).to_owned(),
+                &cube(2, 1, 4, 1),
+                ok.clone(),
+            ),
+        ),
+        ("NaN prediction", run(&nan, &z, ok.clone())),
+        (
+            "zero target",
+            run(&p, &zero, ok.clone().with_normalize(true)),
+        ),
+    ];
+    for (case, result) in bad {
+        assert!(result.is_err(), "{case}: accepted");
+    }
+    assert!(run(&p, &z, ok).unwrap().loss.is_finite());
 }

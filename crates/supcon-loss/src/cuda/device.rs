@@ -540,9 +540,9 @@ mod zero_copy {
             // The kernels would divide a zero row by its norm: found here, as the other
             // entry points find it (a NaN loss was all the GPU showed before).
             if options.normalize {
-                crate::tch_backend::row_norms(features, "features", views as i64).map(drop)?;
+                crate::tch_backend::row_norms(features, "features").map(drop)?;
                 if let Some(keys) = &keys {
-                    crate::tch_backend::row_norms(keys, "queue keys", 1).map(drop)?;
+                    crate::tch_backend::row_norms(keys, "queue keys").map(drop)?;
                 }
             }
             let k = keys.as_ref().map_or(0, |t| t.size()[0] as usize);

@@ -8,13 +8,13 @@
 
 use std::path::{Path, PathBuf};
 
-use ndarray::{Array, Array1, Dimension, Ix2, Ix3};
+use ndarray::{Array, Array1, Dimension, Ix2, Ix3, Ix4};
 use ndarray_npy::{read_npy, write_npy, ReadNpyError, WritableElement, WriteNpyError};
 
 use crate::{
-    infonce_loss, nce_loss, swav_generic, CpuBackend, Element, InfoNceInput, InfoNceOptions,
-    LossBackend, LossError, NceInput, NceOptions, Negatives, Queue, SupConInput, SupConOptions,
-    SwavInput, SwavOptions,
+    cmc_loss, cpc_loss, infonce_loss, nce_loss, swav_generic, CmcOptions, CpcOptions, CpuBackend,
+    Element, InfoNceInput, InfoNceOptions, LossBackend, LossError, NceInput, NceOptions, Negatives,
+    Queue, SupConInput, SupConOptions, SwavInput, SwavOptions,
 };
 
 /// Why a loss on files failed: a file that does not hold the array it should, a gradient that
@@ -341,5 +341,50 @@ pub fn swav_files(
             write_array(path, &out.grad_prototypes)?;
         }
         finish(out.loss, out.anchors, &out.grad_features, grad_out)
+    })
+}
+
+/// CMC on files: views `[V, B, D]` (each view's embeddings of the same B scenes). `grad_out`
+/// receives ∂loss/∂views; the summary's anchors are the contrasted view pairs × scenes.
+pub fn cmc_files(
+    views: &Path,
+    options: &CmcOptions,
+    grad_out: Option<&Path>,
+) -> Result<Summary, NpyLossError> {
+    let views = read_floats::<Ix3>(views, "views", "a [views, batch, dim] float32 or float64")?;
+    in_file_type!(views, |T| {
+        let views = views.to::<T>();
+        let out = cmc_loss(views.view(), options)?;
+        finish(out.loss, out.pairs * views.dim().1, &out.grad, grad_out)
+    })
+}
+
+/// CPC on files: predictions `[B, T, K, D]` and targets `[B, T, D]`. `grad_out` receives
+/// ∂loss/∂predictions and `target_grad_out` ∂loss/∂targets; the summary's anchors are the
+/// valid predictions.
+pub fn cpc_files(
+    predictions: &Path,
+    targets: &Path,
+    options: &CpcOptions,
+    grad_out: Option<&Path>,
+    target_grad_out: Option<&Path>,
+) -> Result<Summary, NpyLossError> {
+    let p = read_floats::<Ix4>(
+        predictions,
+        "predictions",
+        "a [batch, positions, offsets, dim] float32 or float64",
+    )?;
+    let z = read_floats::<Ix3>(
+        targets,
+        "targets",
+        "a [batch, positions, dim] float32 or float64",
+    )?;
+    in_file_type!(p, |T| {
+        let (p, z) = (p.to::<T>(), z.to::<T>());
+        let out = cpc_loss(p.view(), z.view(), options)?;
+        if let Some(path) = target_grad_out {
+            write_array(path, &out.grad_targets)?;
+        }
+        finish(out.loss, out.predictions, &out.grad_predictions, grad_out)
     })
 }

@@ -267,6 +267,117 @@ fn swav_matches_the_swapped_prediction_formula() {
 }
 
 #[test]
+fn cmc_matches_the_cross_view_formula_for_both_pairings() {
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let (v, b, d, tau) = (3, 5, 4, 0.2);
+    let x: Array3<f64> = random((v, b, d), &mut rng);
+    // L = Σ_{(i,j)} (1/B) Σ_b (log Σ_c e^{ẑ_i[b]·ẑ_j[c]/τ} − ẑ_i[b]·ẑ_j[b]/τ), ẑ = z/‖z‖.
+    let loss = |x: &Array3<f64>, pairs: &[(usize, usize)]| -> f64 {
+        let unit = |i: usize, c: usize| {
+            let row = x.slice(ndarray::s![i, c, ..]);
+            &row / row.dot(&row).sqrt()
+        };
+        let mut total = 0.0;
+        for &(i, j) in pairs {
+            for anchor in 0..b {
+                let scores: Vec<f64> = (0..b)
+                    .map(|c| unit(i, anchor).dot(&unit(j, c)) / tau)
+                    .collect();
+                total += (log_sum_exp(scores.iter().copied()) - scores[anchor]) / b as f64;
+            }
+        }
+        total
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str| dir.path().join(name);
+    write_npy(file("views.npy"), &x).unwrap();
+    let core = [(0, 1), (1, 0), (0, 2), (2, 0)];
+    let full = [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)];
+    for (pairing, pairs) in [("core-view", &core[..]), ("full-graph", &full[..])] {
+        let (got, anchors) = loss_command(&[
+            "--method".as_ref(),
+            "cmc".as_ref(),
+            "--pairing".as_ref(),
+            pairing.as_ref(),
+            "--temperature".as_ref(),
+            "0.2".as_ref(),
+            "--normalize".as_ref(),
+            "--features".as_ref(),
+            file("views.npy").as_os_str(),
+            "--grad-out".as_ref(),
+            file("g.npy").as_os_str(),
+        ]);
+        let want = loss(&x, pairs);
+        assert_eq!(anchors, (pairs.len() * b) as u64);
+        assert!(
+            (got - want).abs() <= 1e-6 * want.abs(),
+            "{pairing}: {got} vs {want}"
+        );
+        let g: Array3<f64> = read_npy(file("g.npy")).unwrap();
+        assert_close(pairing, &g, &numeric_gradient(&x, |x| loss(x, pairs)));
+    }
+}
+
+#[test]
+fn cpc_matches_the_grid_infonce_formula() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let (b, t, k, d) = (2, 4, 2, 3);
+    let p: ndarray::Array4<f64> = random((b, t, k, d), &mut rng);
+    let z: Array3<f64> = random((b, t, d), &mut rng);
+    // Mean over (b, t, k) with t + k + 1 < T of log Σ_{b',t'} e^{p·z[b',t']} − p·z[b, t+k+1].
+    let loss = |p: &ndarray::Array4<f64>, z: &Array3<f64>| -> f64 {
+        let (mut total, mut count) = (0.0, 0);
+        for (bi, ti, ki) in itertools_product(b, t, k) {
+            if ti + ki + 1 >= t {
+                continue;
+            }
+            let query = p.slice(ndarray::s![bi, ti, ki, ..]);
+            let scores: Vec<f64> = z
+                .outer_iter()
+                .flat_map(|sequence| {
+                    sequence
+                        .outer_iter()
+                        .map(|target| query.dot(&target))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            total += log_sum_exp(scores.iter().copied()) - scores[bi * t + ti + ki + 1];
+            count += 1;
+        }
+        total / count as f64
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str| dir.path().join(name);
+    write_npy(file("p.npy"), &p).unwrap();
+    write_npy(file("z.npy"), &z).unwrap();
+    let (got, anchors) = loss_command(&[
+        "--method".as_ref(),
+        "cpc".as_ref(),
+        "--features".as_ref(),
+        file("p.npy").as_os_str(),
+        "--targets".as_ref(),
+        file("z.npy").as_os_str(),
+        "--grad-out".as_ref(),
+        file("gp.npy").as_os_str(),
+        "--target-grad-out".as_ref(),
+        file("gz.npy").as_os_str(),
+    ]);
+    let want = loss(&p, &z);
+    // Valid (t, k): 3 with k = 0 and 2 with k = 1, per sequence.
+    assert_eq!(anchors, (b * 5) as u64);
+    assert!((got - want).abs() <= 1e-6 * want.abs(), "{got} vs {want}");
+    let gp: ndarray::Array4<f64> = read_npy(file("gp.npy")).unwrap();
+    let gz: Array3<f64> = read_npy(file("gz.npy")).unwrap();
+    assert_close("predictions", &gp, &numeric_gradient(&p, |p| loss(p, &z)));
+    assert_close("targets", &gz, &numeric_gradient(&z, |z| loss(&p, z)));
+}
+
+/// Every (b, t, k) below the bounds, in row-major order.
+fn itertools_product(b: usize, t: usize, k: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    (0..b).flat_map(move |x| (0..t).flat_map(move |y| (0..k).map(move |z| (x, y, z))))
+}
+
+#[test]
 fn missing_inputs_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let q = dir.path().join("q.npy");

@@ -8,7 +8,7 @@ use ndarray::{Array1, Array2};
 use supcon_loss::npy;
 use supcon_loss::{InfoNceOptions, NceOptions, SupConOptions, SwavOptions};
 
-use super::{Cli, Command, ConfigArgs, LossArgs, LossMethod, RunArgs};
+use super::{Cli, CmcPairing, Command, ConfigArgs, LossArgs, LossMethod, RunArgs};
 use crate::checkpoint::Checkpoint;
 use crate::config::{self, EvalSplit, RunConfig, DEFAULT_PRESET};
 use crate::dist::Comm;
@@ -543,6 +543,25 @@ fn loss_on_npy(args: &LossArgs) -> Result<String, TrainError> {
                 .with_normalize(args.normalize),
             grad_out,
             args.prototype_grad_out.as_deref(),
+        )?,
+        LossMethod::Cmc => npy::cmc_files(
+            &args.features,
+            &supcon_loss::CmcOptions::new(args.temperature.unwrap_or(0.07))
+                .with_normalize(args.normalize)
+                .with_pairing(match args.pairing {
+                    CmcPairing::CoreView => supcon_loss::Pairing::CoreView,
+                    CmcPairing::FullGraph => supcon_loss::Pairing::FullGraph,
+                }),
+            grad_out,
+        )?,
+        LossMethod::Cpc => npy::cpc_files(
+            &args.features,
+            need(&args.targets, "--targets", method)?,
+            &supcon_loss::CpcOptions::default()
+                .with_temperature(args.temperature.unwrap_or(1.0))
+                .with_normalize(args.normalize),
+            grad_out,
+            args.target_grad_out.as_deref(),
         )?,
     };
     Ok(format!("{}\n", summary.json()))

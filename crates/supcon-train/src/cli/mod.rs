@@ -151,6 +151,20 @@ pub enum LossMethod {
     Nce,
     /// SwAV: --features [B, crops, D], --prototypes [K, D].
     Swav,
+    /// CMC: --features (the views) [V, B, D], --pairing core-view or full-graph.
+    Cmc,
+    /// CPC: --features (the predictions) [B, T, K, D], --targets [B, T, D].
+    Cpc,
+}
+
+/// Which view pairs CMC contrasts (supcon-loss's `Pairing`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum CmcPairing {
+    /// View 0 against each other view, both directions.
+    #[default]
+    CoreView,
+    /// Every ordered pair of views.
+    FullGraph,
 }
 
 /// Options of `supcon loss`.
@@ -159,7 +173,8 @@ pub struct LossArgs {
     /// The loss.
     #[arg(long, value_enum, default_value_t = LossMethod::Supcon)]
     pub method: LossMethod,
-    /// Features (supcon, swav) or queries (infonce, nce), float32 or float64 .npy.
+    /// Features (supcon, swav), queries (infonce, nce), views (cmc) or predictions (cpc),
+    /// float32 or float64 .npy.
     #[arg(long, value_name = "FILE")]
     pub features: PathBuf,
     /// supcon: labels [batch], int64 or int32 .npy; without it the loss is SimCLR's.
@@ -180,7 +195,13 @@ pub struct LossArgs {
     /// swav: prototypes [K, D].
     #[arg(long, value_name = "FILE")]
     pub prototypes: Option<PathBuf>,
-    /// Temperature τ (default: supcon 0.1, infonce 0.2, nce 0.07, swav 0.1).
+    /// cpc: the encoded targets [B, T, D].
+    #[arg(long, value_name = "FILE")]
+    pub targets: Option<PathBuf>,
+    /// cmc: which view pairs are contrasted.
+    #[arg(long, value_enum, default_value_t = CmcPairing::CoreView)]
+    pub pairing: CmcPairing,
+    /// Temperature τ (default: supcon 0.1, infonce 0.2, nce 0.07, swav 0.1, cmc 0.07, cpc 1).
     #[arg(long)]
     pub temperature: Option<f64>,
     /// supcon: τ_base (default: τ).
@@ -220,6 +241,9 @@ pub struct LossArgs {
     /// swav: also write ∂L/∂prototypes here.
     #[arg(long, value_name = "FILE")]
     pub prototype_grad_out: Option<PathBuf>,
+    /// cpc: also write ∂L/∂targets here.
+    #[arg(long, value_name = "FILE")]
+    pub target_grad_out: Option<PathBuf>,
 }
 
 /// Every embedded preset, for `--preset`'s check and help.

@@ -306,12 +306,35 @@ pub fn host_rows(tensor: &Tensor) -> Result<(Vec<f32>, usize, usize), TrainError
 /// `outputs` through the surrogate `Σ outputs ⊙ stop_grad(grad)`, whose gradient with respect
 /// to `outputs` is exactly `grad` (tch 0.24 has no `backward` with a given gradient).
 pub fn backward_from_host(outputs: &Tensor, grad: &[f32]) -> Result<(), TrainError> {
-    let grad = Tensor::from_slice(grad)
-        .reshape(outputs.size())
-        .to_device(outputs.device())
-        .to_kind(outputs.kind());
-    (outputs * grad).sum(Kind::Float).f_backward()?;
-    Ok(())
+    backward_from_host_all(&[(outputs, grad)])
+}
+
+/// [`backward_from_host`] for several outputs of one graph at once (one backward pass through
+/// what they share): the surrogate sums `Σ outputs ⊙ stop_grad(grad)` over all of them.
+pub fn backward_from_host_all(outputs: &[(&Tensor, &[f32])]) -> Result<(), TrainError> {
+    let mut surrogate: Option<Tensor> = None;
+    for (output, grad) in outputs {
+        if grad.len() != output.numel() {
+            return Err(TrainError::Shape(format!(
+                "a gradient of {} values for an output of shape {:?}",
+                grad.len(),
+                output.size()
+            )));
+        }
+        let grad = Tensor::from_slice(grad)
+            .reshape(output.size())
+            .to_device(output.device())
+            .to_kind(output.kind());
+        let term = (*output * grad).sum(Kind::Float);
+        surrogate = Some(match surrogate {
+            Some(total) => total + term,
+            None => term,
+        });
+    }
+    match surrogate {
+        Some(total) => Ok(total.f_backward()?),
+        None => Ok(()),
+    }
 }
 
 /// Back-propagates the scalar `weight · loss` (a loss tensor with its autograd graph) and

@@ -39,6 +39,10 @@ fn train(
     train_config(config, backend, steps, 0.1)
 }
 
+/// libtorch's random generator is global: models built by tests running in parallel would draw
+/// their initial weights from one stream, in an order that changes from run to run.
+static ONE_MODEL_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// [`train`] for any configuration.
 fn train_config(
     mut config: RunConfig,
@@ -46,6 +50,9 @@ fn train_config(
     steps: u32,
     learning_rate: f64,
 ) -> (Vec<(String, tch::Tensor)>, Vec<f64>) {
+    let _serial = ONE_MODEL_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     config.pretrain.loss_backend = backend;
     let data = synthetic(16);
     let mut model = PretrainModel::new(
@@ -110,13 +117,20 @@ fn assert_same_parameters(
     assert!(moved, "{what}: the steps did not change the parameters");
 }
 
-/// MoCo (InfoNCE against the key queue), InstDisc (NCE over the memory bank) and SwAV
+/// MoCo (InfoNCE against the key queue), InstDisc (NCE over the memory bank), SwAV
 /// (Sinkhorn codes against trainable prototypes, multi-crop, with a queue that fills during the
-/// run) train alike on both backends; the tch runs copy nothing to the host (checked in
+/// run), CMC (a second encoder) and CPC (a context network over patches) train alike on both
+/// backends; the tch runs copy nothing to the host (checked in
 /// [`train_config`]).
 #[test]
 fn every_method_trains_alike_on_the_cpu_and_tch_loss_backends() {
-    for preset in ["quick-cpu-moco-v2", "quick-cpu-instdisc", "quick-cpu-swav"] {
+    for preset in [
+        "quick-cpu-moco-v2",
+        "quick-cpu-instdisc",
+        "quick-cpu-swav",
+        "quick-cpu-cmc",
+        "quick-cpu-cpc",
+    ] {
         let mut config = RunConfig::preset(preset).unwrap();
         // InstDisc: 64 negatives from the 16-entry bank (not the preset's 4096). SwAV:
         // prototypes trainable from the first step, and a queue that is full (two pushes of

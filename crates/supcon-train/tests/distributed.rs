@@ -223,12 +223,12 @@ fn two_ranks_streaming_shards_train_what_one_process_trains_in_memory() {
 /// relative) with its state replicated on
 /// the ranks — SimCLR's label-aware key queue, MoCo's keys shuffled across ranks and its
 /// queue, InstDisc's bank, partition estimate and negatives, SwAV's codes over the whole batch
-/// and its queue.
+/// and its queue, CMC's and CPC's in-batch negatives over the gathered batch.
 #[test]
 fn every_method_trains_across_two_ranks_as_in_one_process() {
     require_mpirun();
     let dir = tempfile::tempdir().unwrap();
-    let methods: [(&str, &[&str]); 4] = [
+    let methods: [(&str, &[&str]); 6] = [
         (
             "simclr",
             &[
@@ -268,6 +268,17 @@ fn every_method_trains_across_two_ranks_as_in_one_process() {
                 "pretrain.swav.queue=64",
                 "pretrain.multicrop.local_views=2",
                 "pretrain.multicrop.local_size=14",
+            ],
+        ),
+        ("cmc", &["pretrain.method=cmc", "pretrain.views=1"]),
+        (
+            "cpc",
+            &[
+                "pretrain.method=cpc",
+                "pretrain.views=1",
+                "pretrain.cpc.patch=10",
+                "pretrain.cpc.stride=6",
+                "pretrain.cpc.offsets=2",
             ],
         ),
     ];

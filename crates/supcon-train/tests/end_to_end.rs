@@ -186,6 +186,78 @@ fn train_with_baseline_on_a_fashion_mnist_subset_beats_chance_by_far() {
     assert_eq!(labels.len(), 300);
 }
 
+/// CMC and CPC through the whole recipe: their linear probe reads their own features (CMC's two
+/// encoders concatenated, CPC's patch grid averaged), and `supcon embed` finds those features
+/// only with the method's configuration.
+#[test]
+fn cmc_and_cpc_train_end_to_end_and_their_probe_reads_their_features() {
+    common::require_fashion_mnist();
+    let dir = tempfile::tempdir().unwrap();
+    for (preset, width) in [("quick-cpu-cmc", 128), ("quick-cpu-cpc", 64)] {
+        run(
+            supcon()
+                .args(["train", "--quiet", "--preset", preset, "--name", preset])
+                .arg("--runs-dir")
+                .arg(dir.path())
+                .args(FAST)
+                .args([
+                    "--set",
+                    "pretrain.batch_size=32",
+                    "--set",
+                    "linear.epochs=3",
+                ])
+                .args(["--set", "linear.batch_size=32"]),
+            true,
+        );
+        let run_dir = dir.path().join(preset);
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(run_dir.join("report.json")).unwrap()).unwrap();
+        let method = preset.trim_start_matches("quick-cpu-");
+        let top1 = stage_row(&report, "linear", method)["test_top1"]
+            .as_f64()
+            .unwrap();
+        let knn = stage_row(&report, "pretrain", method)["knn_top1"]
+            .as_f64()
+            .unwrap();
+        eprintln!("{preset}: linear test top-1 {top1}, kNN {knn}");
+        // Ten classes, 19 steps of pre-training: well above chance (10 %), not more.
+        assert!(
+            top1 > 0.2 && knn > 0.4,
+            "{preset}: test top-1 {top1}, kNN {knn}"
+        );
+        let embed = |extra: &[&str]| {
+            supcon()
+                .args([
+                    "embed",
+                    "--split",
+                    "test",
+                    "--set",
+                    "data.test_per_class=30",
+                ])
+                .args(extra)
+                .arg("--checkpoint")
+                .arg(run_dir.join("checkpoints/pretrain-last.safetensors"))
+                .arg("--out")
+                .arg(dir.path().join(format!("{preset}-embed")))
+                .output()
+                .unwrap()
+        };
+        // The default preset's method reads images the SupCon way: refused, naming the preset.
+        let refused = embed(&[]);
+        assert!(!refused.status.success());
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains(preset),
+            "{}",
+            String::from_utf8_lossy(&refused.stderr)
+        );
+        assert!(embed(&["--preset", preset]).status.success());
+        let embeddings: ndarray::Array2<f32> =
+            ndarray_npy::read_npy(dir.path().join(format!("{preset}-embed/embeddings.npy")))
+                .unwrap();
+        assert_eq!(embeddings.dim(), (300, width));
+    }
+}
+
 /// The row of `report.json`'s stage table for one stage of one method.
 fn stage_row(report: &serde_json::Value, stage: &str, method: &str) -> serde_json::Value {
     report["stages"]

@@ -82,6 +82,28 @@ fn a_killed_swav_run_with_multicrop_resumes_with_its_prototypes_and_queue() {
     );
 }
 
+#[test]
+fn a_killed_cmc_run_resumes_with_its_second_encoder() {
+    killed_run_resumes_exactly(
+        &["pretrain.method=cmc", "pretrain.views=1"],
+        &["model", "optim", "cmc_view1"],
+    );
+}
+
+#[test]
+fn a_killed_cpc_run_resumes_with_its_context_network() {
+    killed_run_resumes_exactly(
+        &[
+            "pretrain.method=cpc",
+            "pretrain.views=1",
+            "pretrain.cpc.patch=10",
+            "pretrain.cpc.stride=6",
+            "pretrain.cpc.offsets=2",
+        ],
+        &["model", "optim", "cpc_context"],
+    );
+}
+
 /// Runs pre-training with `method` once straight and once killed after its first step
 /// checkpoint and resumed; the epoch metrics, the TensorBoard loss curve and every tensor of
 /// `groups` must be identical.

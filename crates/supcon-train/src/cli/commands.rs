@@ -421,12 +421,12 @@ fn embed(
         })?
     } else {
         let encoder = pipeline::classifier::FrozenEncoder::load(&config, &checkpoint, device)?;
+        let head = projections.then(|| encoder.projection_head()).transpose()?;
         pipeline::classifier::infer(&SingleProcess, &dataset, &augmenter, batch, device, &|x| {
             let features = encoder.encode(x);
-            if projections {
-                encoder.model.project(&features)
-            } else {
-                features
+            match head {
+                Some(model) => model.project(&features),
+                None => features,
             }
         })?
     };

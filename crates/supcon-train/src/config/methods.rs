@@ -100,6 +100,74 @@ pub fn spec(method: Method) -> MethodSpec {
             loss_backends: CPU_AND_TCH,
             settings: |config| config.swav.validate(),
         },
+        // τ = 0.07 (CMC's), one augmented view: the second modality is computed from it.
+        Method::Cmc => MethodSpec {
+            temperature: |_| 0.07,
+            min_views: 1,
+            max_views: Some(1),
+            needs_labels: false,
+            label_queue: false,
+            multicrop: false,
+            loss_backends: CPU_AND_TCH,
+            settings: no_settings,
+        },
+        // τ = 0.1 on unit rows (ours), 1 with CPC's raw dot products; one view, cut into
+        // patches.
+        Method::Cpc => MethodSpec {
+            temperature: |config| if config.cpc.normalize { 0.1 } else { 1.0 },
+            min_views: 1,
+            max_views: Some(1),
+            needs_labels: false,
+            label_queue: false,
+            multicrop: false,
+            loss_backends: CPU_AND_TCH,
+            settings: |config| config.cpc.validate(),
+        },
+    }
+}
+
+/// CPC's settings (`[pretrain.cpc]`): the patch grid and what is predicted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CpcConfig {
+    /// Side of a square patch, in pixels (CPC v2: 64 of 256; here 7 of 28).
+    pub patch: usize,
+    /// Pixels between patches (CPC v2: half a patch, 32; here 3, so patches overlap).
+    pub stride: usize,
+    /// K, the rows below that each context predicts (offsets 1..=K).
+    pub offsets: usize,
+    /// Unit-length predictions and targets with τ (ours), or CPC's raw dot products (`false`,
+    /// then τ defaults to 1).
+    pub normalize: bool,
+}
+
+impl Default for CpcConfig {
+    fn default() -> Self {
+        Self {
+            patch: 7,
+            stride: 3,
+            offsets: 3,
+            normalize: true,
+        }
+    }
+}
+
+impl CpcConfig {
+    /// Rejects values that cannot work, naming the key (whether the grid fits the images is
+    /// checked when the method is built, with the images' size).
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad =
+            |key: &str, why: String| Err(TrainError::Config(format!("pretrain.cpc.{key}: {why}")));
+        for (key, value) in [
+            ("patch", self.patch),
+            ("stride", self.stride),
+            ("offsets", self.offsets),
+        ] {
+            if value == 0 {
+                return bad(key, "must be at least 1".into());
+            }
+        }
+        Ok(())
     }
 }
 

@@ -30,9 +30,11 @@ mod presets;
 mod validate;
 
 pub use data::DataSource;
-pub use methods::{InstDiscConfig, MocoConfig, SwavConfig};
+pub use methods::{CpcConfig, InstDiscConfig, MocoConfig, SwavConfig};
 
-pub use presets::{apply_override, load_resolved, preset_text, resolve, DEFAULT_PRESET, PRESETS};
+pub use presets::{
+    apply_override, load_resolved, preset_text, presets_of, resolve, DEFAULT_PRESET, PRESETS,
+};
 
 /// Everything a run needs to know.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -191,6 +193,11 @@ pub enum Method {
     Instdisc,
     /// SwAV: Sinkhorn–Knopp codes and swapped prediction (`[pretrain.swav]`).
     Swav,
+    /// CMC: a second encoder for a second modality of each image, contrasted across views.
+    Cmc,
+    /// CPC v2: a context network over a grid of patch encodings predicts the rows below
+    /// (`[pretrain.cpc]`).
+    Cpc,
 }
 
 impl Method {
@@ -202,6 +209,8 @@ impl Method {
             Method::Moco => "moco",
             Method::Instdisc => "instdisc",
             Method::Swav => "swav",
+            Method::Cmc => "cmc",
+            Method::Cpc => "cpc",
         }
     }
 
@@ -382,6 +391,9 @@ pub struct PretrainConfig {
     /// SwAV's settings (`method = "swav"`).
     #[serde(default)]
     pub swav: SwavConfig,
+    /// CPC's settings (`method = "cpc"`).
+    #[serde(default)]
+    pub cpc: CpcConfig,
     pub optim: OptimConfig,
 }
 

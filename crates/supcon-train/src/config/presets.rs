@@ -33,6 +33,14 @@ pub const PRESETS: &[(&str, &str)] = &[
         "quick-cpu-swav",
         include_str!("../presets/quick-cpu-swav.toml"),
     ),
+    (
+        "quick-cpu-cmc",
+        include_str!("../presets/quick-cpu-cmc.toml"),
+    ),
+    (
+        "quick-cpu-cpc",
+        include_str!("../presets/quick-cpu-cpc.toml"),
+    ),
 ];
 
 /// The preset used when none is named.
@@ -127,7 +135,7 @@ fn is_other_methods_table(key: &str, method: Method) -> bool {
 }
 
 /// The presets whose recipe is `method`'s (named in errors as a starting point).
-pub(super) fn presets_of(method: Method) -> Vec<&'static str> {
+pub fn presets_of(method: Method) -> Vec<&'static str> {
     PRESETS
         .iter()
         .map(|(name, _)| *name)

@@ -11,11 +11,12 @@ use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{varstore_tensors, Checkpoint};
-use crate::config::RunConfig;
+use crate::config::{Method, RunConfig};
 use crate::dist::{self, Comm, DataParallelTensors};
 use crate::error::TrainError;
 use crate::optim::Optimizer;
 use crate::pipeline::data::{augment_pipeline, prepare_batch, BatchRecipe, PreparedBatch};
+use crate::pipeline::methods;
 use crate::pipeline::runner::{StageModel, StepResult};
 
 /// Runs `forward` (no gradient) over every image of `dataset`, unaugmented (normalised only),
@@ -232,14 +233,26 @@ impl<'a> ClassifierTraining<'a> {
     }
 }
 
-/// The frozen encoder of a pre-trained [`SupConModel`].
+/// The frozen encoder of a pre-trained [`SupConModel`], read the way its method reads images.
 pub struct FrozenEncoder {
     pub vs: VarStore,
     pub model: SupConModel,
+    reading: Reading,
+}
+
+/// How a method's encoder turns an image into the probe's features.
+enum Reading {
+    /// The encoder on the image (every method but CMC and CPC).
+    Image,
+    /// CMC: both views' encoders, concatenated (`methods::cmc::probe_features`).
+    CmcViews(Box<(VarStore, SupConModel)>),
+    /// CPC: the encoder on the patch grid, averaged (`methods::cpc::probe_features`).
+    CpcGrid(crate::config::CpcConfig),
 }
 
 impl FrozenEncoder {
-    /// Loads the `model.` tensors of a pre-training checkpoint (or a weights-only file).
+    /// Loads the `model.` tensors of a pre-training checkpoint (or a weights-only file), and
+    /// what the method's probe reads besides them (CMC's second encoder).
     pub fn load(
         config: &RunConfig,
         checkpoint: &Checkpoint,
@@ -249,12 +262,69 @@ impl FrozenEncoder {
         let model = SupConModel::new(&vs.root(), &config.model)?;
         checkpoint.load_into("model", &mut vs)?;
         vs.freeze();
-        Ok(Self { vs, model })
+        // A checkpoint of a method with its own probe reading says so by its groups.
+        for (group, method) in [
+            (methods::cmc::VIEW1_GROUP, Method::Cmc),
+            (methods::cpc::CONTEXT_GROUP, Method::Cpc),
+        ] {
+            if config.pretrain.method != method && !checkpoint.group(group).is_empty() {
+                return Err(TrainError::checkpoint(
+                    &checkpoint.path,
+                    format!(
+                        "holds {group}.*, a {} encoder, and the configuration's method is {}: \
+                         pass the run's --config, or --preset {}",
+                        method.as_str(),
+                        config.pretrain.method.as_str(),
+                        crate::config::presets_of(method).join(" / ")
+                    ),
+                ));
+            }
+        }
+        let reading = match config.pretrain.method {
+            Method::Cmc => Reading::CmcViews(Box::new(methods::cmc::load_view1(
+                config, checkpoint, device,
+            )?)),
+            Method::Cpc => Reading::CpcGrid(config.pretrain.cpc.clone()),
+            _ => Reading::Image,
+        };
+        Ok(Self { vs, model, reading })
     }
 
-    /// Encoder features `[n, feature_dim]` in eval mode.
+    /// The probe's features `[n, feature_dim]` in eval mode.
     pub fn encode(&self, images: &Tensor) -> Tensor {
-        self.model.encode(images, false)
+        match &self.reading {
+            Reading::Image => self.model.encode(images, false),
+            Reading::CmcViews(view1) => methods::cmc::probe_features(&self.model, &view1.1, images),
+            Reading::CpcGrid(settings) => {
+                methods::cpc::probe_features(&self.model, settings, images)
+            }
+        }
+    }
+
+    /// Width of [`FrozenEncoder::encode`]'s features.
+    pub fn feature_dim(&self) -> i64 {
+        match self.reading {
+            Reading::CmcViews(_) => 2 * self.model.feature_dim(),
+            _ => self.model.feature_dim(),
+        }
+    }
+
+    /// The model whose projection head applies to [`FrozenEncoder::encode`]'s features; a
+    /// method whose features are not one encoder's (CMC) has no single head.
+    pub fn projection_head(&self) -> Result<&SupConModel, TrainError> {
+        match self.reading {
+            Reading::CmcViews(_) => Err(TrainError::Config(
+                "--projections: CMC's features concatenate two encoders, each with its own \
+                 head; embed the features instead"
+                    .into(),
+            )),
+            Reading::CpcGrid(_) => Err(TrainError::Config(
+                "--projections: CPC's features average the patch grid; its head embeds \
+                 patches, not images; embed the features instead"
+                    .into(),
+            )),
+            Reading::Image => Ok(&self.model),
+        }
     }
 }
 
@@ -287,7 +357,7 @@ impl<'a> LinearModel<'a> {
         tch::manual_seed(config.seed as i64 ^ 0x11);
         let vs = VarStore::new(device);
         let classifier =
-            LinearClassifier::new(&vs.root(), encoder.model.feature_dim(), num_classes as i64)?;
+            LinearClassifier::new(&vs.root(), encoder.feature_dim(), num_classes as i64)?;
         let pipeline = augment_pipeline(&config.linear.augment, image_size, mean, std)?;
         Ok(Self {
             encoder,

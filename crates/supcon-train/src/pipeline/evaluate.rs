@@ -262,7 +262,7 @@ pub fn evaluate_supcon(
     let mut vs = VarStore::new(session.device);
     let classifier = supcon_models::LinearClassifier::new(
         &vs.root(),
-        outcome.encoder.model.feature_dim(),
+        outcome.encoder.feature_dim(),
         test.num_classes() as i64,
     )?;
     checkpoint.load_into("model", &mut vs)?;

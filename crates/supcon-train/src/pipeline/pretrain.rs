@@ -54,6 +54,7 @@ impl PretrainModel {
             online: &vs,
             device,
             dataset_size,
+            image_size,
             comm: comm.clone(),
         })?;
         let trainable = method.trainable();

@@ -24,7 +24,11 @@
 //! | `moco` | [`moco`] | the momentum key of its image's other view | the key queue | InfoNCE |
 //! | `instdisc` | [`instdisc`] | its image's memory-bank entry | m entries drawn from the bank | NCE |
 //! | `swav` | [`swav`] | the Sinkhorn code of its image's other crops | (none: equipartition of the codes) | SwAV swapped prediction |
+//! | `cmc` | [`cmc`] | the same image's embedding by the other view's encoder (Sobel magnitude) | the batch's other images in that view | CMC cross-view |
+//! | `cpc` | [`cpc`] | the embedding of the patch k rows below, predicted from the column's context | every other patch of the batch | CPC InfoNCE over the grid |
 
+pub mod cmc;
+pub mod cpc;
 pub mod in_batch;
 pub mod instdisc;
 pub mod moco;
@@ -94,6 +98,8 @@ pub struct MethodContext<'a> {
     pub device: Device,
     /// Images of the training split (the memory bank has one entry per image).
     pub dataset_size: usize,
+    /// Side of the (square) training images in pixels (CPC's patch grid).
+    pub image_size: usize,
     /// The ranks of the run: a method gathers what its loss needs from all of them.
     pub comm: crate::dist::Comm,
 }
@@ -106,6 +112,8 @@ pub fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, 
         Method::Moco => moco::build(context),
         Method::Instdisc => instdisc::build(context),
         Method::Swav => swav::build(context),
+        Method::Cmc => cmc::build(context),
+        Method::Cpc => cpc::build(context),
     }
 }
 

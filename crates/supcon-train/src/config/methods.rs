@@ -130,9 +130,9 @@ pub fn spec(method: Method) -> MethodSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CpcConfig {
-    /// Side of a square patch, in pixels (CPC v2: 64 of 256; here 7 of 28).
+    /// Side of a square patch, in pixels (CPC v2: 64 of 256; here 10 of 28).
     pub patch: usize,
-    /// Pixels between patches (CPC v2: half a patch, 32; here 3, so patches overlap).
+    /// Pixels between patches (CPC v2: half a patch, 32; here 6, so patches overlap by 4).
     pub stride: usize,
     /// K, the rows below that each context predicts (offsets 1..=K).
     pub offsets: usize,
@@ -144,9 +144,9 @@ pub struct CpcConfig {
 impl Default for CpcConfig {
     fn default() -> Self {
         Self {
-            patch: 7,
-            stride: 3,
-            offsets: 3,
+            patch: 10,
+            stride: 6,
+            offsets: 2,
             normalize: true,
         }
     }

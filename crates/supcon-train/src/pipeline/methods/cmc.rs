@@ -46,14 +46,7 @@ pub struct Cmc {
 
 pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, TrainError> {
     let pretrain = &context.config.pretrain;
-    let ranks = context.comm.world_size();
-    if ranks > 1 && pretrain.loss_backend != LossBackendKind::Cpu {
-        return Err(TrainError::Config(format!(
-            "pretrain.loss_backend `{}`: across {ranks} ranks CMC's loss runs on the cpu backend \
-             over the gathered batch; set --loss-backend cpu",
-            pretrain.loss_backend.as_str()
-        )));
-    }
+    super::cpu_loss_across_ranks(context, "CMC's loss contrasts the gathered batch")?;
     let vs = VarStore::new(context.device);
     let view1 = SupConModel::new(&vs.root(), &view1_model(context.config))?;
     Ok(Box::new(Cmc {

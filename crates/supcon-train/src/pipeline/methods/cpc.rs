@@ -7,9 +7,9 @@
 //! What we adapted, for 28 × 28 images on two CPU cores (CPC v2 cuts 256 × 256 ImageNet crops
 //! into 7 × 7 patches of 64 pixels with stride 32 and uses a masked-convolution context network
 //! over the whole grid):
-//! - patches of `[pretrain.cpc] patch` pixels every `stride` (7 and 3: an 8 × 8 grid), from one
-//!   augmented view of the image; CPC v2 augments each patch independently, we augment the
-//!   image once;
+//! - patches of `[pretrain.cpc] patch` pixels every `stride` (10 and 6: a 4 × 4 grid
+//!   overlapping by 4 pixels), from one augmented view of the image; CPC v2 augments each
+//!   patch independently, we augment the image once;
 //! - the context of row t in a column is a GRU over that column's rows 0..=t (CPC v1's
 //!   recurrent summary, run per column), not a masked convolution over all columns;
 //! - per-offset linear predictors `W_k` (offsets 1..=K, `offsets`), trained with the network;
@@ -54,14 +54,7 @@ pub struct Cpc {
 pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, TrainError> {
     let pretrain = &context.config.pretrain;
     let settings = &pretrain.cpc;
-    let ranks = context.comm.world_size();
-    if ranks > 1 && pretrain.loss_backend != LossBackendKind::Cpu {
-        return Err(TrainError::Config(format!(
-            "pretrain.loss_backend `{}`: across {ranks} ranks CPC's loss runs on the cpu backend \
-             over the gathered batch; set --loss-backend cpu",
-            pretrain.loss_backend.as_str()
-        )));
-    }
+    super::cpu_loss_across_ranks(context, "CPC's loss contrasts the gathered batch's patches")?;
     let rows = grid_positions(
         context.image_size as i64,
         settings.patch as i64,

@@ -49,15 +49,10 @@ pub struct InBatch {
 
 pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, TrainError> {
     let pretrain = &context.config.pretrain;
-    let ranks = context.comm.world_size();
-    if ranks > 1 && pretrain.loss_backend != crate::config::LossBackendKind::Cpu {
-        return Err(TrainError::Config(format!(
-            "pretrain.loss_backend `{}`: across {ranks} ranks the loss runs on the cpu backend \
-             (each rank computes its own anchors against the gathered batch); set \
-             --loss-backend cpu",
-            pretrain.loss_backend.as_str()
-        )));
-    }
+    super::cpu_loss_across_ranks(
+        context,
+        "each rank computes its own anchors against the gathered batch",
+    )?;
     let queue = if pretrain.queue > 0 {
         Some(LabelQueue {
             encoder: MomentumEncoder::new(

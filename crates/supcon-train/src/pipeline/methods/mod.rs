@@ -117,6 +117,22 @@ pub fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, 
     }
 }
 
+/// Across ranks a method whose loss needs the whole batch computes it on the gathered host
+/// rows, with the `cpu` backend: any other `pretrain.loss_backend` is refused, saying `why`
+/// the loss needs the gathered batch.
+pub fn cpu_loss_across_ranks(context: &MethodContext<'_>, why: &str) -> Result<(), TrainError> {
+    let ranks = context.comm.world_size();
+    let backend = context.config.pretrain.loss_backend;
+    if ranks > 1 && backend != crate::config::LossBackendKind::Cpu {
+        return Err(TrainError::Config(format!(
+            "pretrain.loss_backend `{}`: across {ranks} ranks {why}, on the cpu backend; set \
+             --loss-backend cpu",
+            backend.as_str()
+        )));
+    }
+    Ok(())
+}
+
 /// `[rows, dim]` view of host rows.
 pub fn rows_view(
     values: &[f32],

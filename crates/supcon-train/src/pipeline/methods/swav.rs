@@ -63,15 +63,10 @@ pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMe
     let config = &context.config.pretrain;
     let settings = &config.swav;
     let dim = context.config.model.projection_dim as usize;
-    let ranks = context.comm.world_size();
-    if ranks > 1 && config.loss_backend != LossBackendKind::Cpu {
-        return Err(TrainError::Config(format!(
-            "pretrain.loss_backend `{}`: across {ranks} ranks SwAV's codes balance the \
-             prototypes over the gathered batch, which the cpu backend computes; set \
-             --loss-backend cpu",
-            config.loss_backend.as_str()
-        )));
-    }
+    super::cpu_loss_across_ranks(
+        context,
+        "SwAV's codes balance the prototypes over the gathered batch",
+    )?;
     let vs = VarStore::new(context.device);
     // Random unit prototypes, as SwAV's normalized nn.Linear initialization.
     let initial = random_unit_rows(context.config.seed ^ 0x5a5a_0001, settings.prototypes, dim);

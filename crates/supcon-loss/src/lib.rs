@@ -147,6 +147,8 @@ pub use infonce::{
 };
 pub use input::{check_shape, validate, InputShape, LossOutput, Queue, SupConInput};
 pub use nce::{nce_loss, validate_nce, NceInput, NceOptions, NceOutput, NCE_ROW_BLOCK};
+#[cfg(feature = "tch")]
+pub use op::SupConTensors;
 pub use op::{Backend, CmcOp, CpcOp, InfoNceOp, LossOp, NceOp, SupConOp, SwavOp};
 pub use options::{ContrastMode, SupConOptions, Variant};
 pub use swav::{

@@ -18,8 +18,10 @@
 //! | [`CmcOp`] | views `[V, B, D]` | [`CmcOutput`] | yes | yes | — |
 //! | [`CpcOp`] | (predictions `[B, T, K, D]`, targets `[B, T, D]`) | [`CpcOutput`] | yes | yes | — |
 //!
-//! Code that already holds libtorch tensors (a training loop) calls the tensor functions of
-//! `tch_backend` directly — they are what `tch_fwd` runs, with the same checks and errors.
+//! Code that already holds libtorch tensors (a training loop) calls [`LossOp::tensor_fwd`]
+//! (feature `tch`): the loss as a scalar with its autograd graph on the tensors' own device,
+//! nothing copied — the function `tch_fwd` runs on uploaded host inputs, with the same checks
+//! and errors.
 
 use ndarray::{ArrayView3, ArrayView4};
 
@@ -65,6 +67,13 @@ pub trait LossOp {
     type Input<'a>;
     /// The loss and its gradients.
     type Output;
+    /// The libtorch tensors of one evaluation (feature `tch`): what a training loop holds.
+    #[cfg(feature = "tch")]
+    type Tensors<'a>;
+    /// What [`LossOp::tensor_fwd`] returns: the scalar loss with its autograd graph, and what
+    /// the loss reports besides (SupCon's anchor count, NCE's Z).
+    #[cfg(feature = "tch")]
+    type TensorOutput;
 
     /// The loss's name in logs and errors (`supcon`, `infonce`, `nce`, `swav`).
     fn name(&self) -> &'static str;
@@ -85,6 +94,11 @@ pub trait LossOp {
     ) -> Result<Self::Output, LossError> {
         Err(self.unsupported(Backend::Tch { cuda: None }))
     }
+
+    /// The loss on libtorch tensors where they are, with its autograd graph (`backward()` fills
+    /// the inputs' gradients); validated with the same errors as [`LossOp::validate`].
+    #[cfg(feature = "tch")]
+    fn tensor_fwd(&self, tensors: &Self::Tensors<'_>) -> Result<Self::TensorOutput, LossError>;
 
     /// The CUDA kernels' computation on device `ordinal`.
     fn cuda_fwd(
@@ -125,9 +139,23 @@ pub trait LossOp {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SupConOp(pub SupConOptions);
 
+/// SupCon's tensors: features `[B, V, D]`, labels `[B]` (none: SimCLR), queue keys `[K, D]`
+/// with their labels `[K]`.
+#[cfg(feature = "tch")]
+pub type SupConTensors<'a> = (
+    &'a tch::Tensor,
+    Option<&'a tch::Tensor>,
+    Option<(&'a tch::Tensor, &'a tch::Tensor)>,
+);
+
 impl LossOp for SupConOp {
     type Input<'a> = SupConInput<'a>;
     type Output = LossOutput;
+    #[cfg(feature = "tch")]
+    type Tensors<'a> = SupConTensors<'a>;
+    /// The loss and the anchor count.
+    #[cfg(feature = "tch")]
+    type TensorOutput = (tch::Tensor, usize);
 
     fn name(&self) -> &'static str {
         "supcon"
@@ -151,6 +179,14 @@ impl LossOp for SupConOp {
             .compute(input, &self.0)
     }
 
+    #[cfg(feature = "tch")]
+    fn tensor_fwd(
+        &self,
+        (features, labels, queue): &SupConTensors<'_>,
+    ) -> Result<(tch::Tensor, usize), LossError> {
+        crate::tch_backend::supcon_loss_tensor_with_anchors(features, *labels, *queue, &self.0)
+    }
+
     fn cuda_fwd(&self, input: &SupConInput<'_>, ordinal: usize) -> Result<LossOutput, LossError> {
         crate::cuda::CudaBackend::new(ordinal)?.compute(input, &self.0)
     }
@@ -164,6 +200,11 @@ pub struct InfoNceOp(pub InfoNceOptions);
 impl LossOp for InfoNceOp {
     type Input<'a> = InfoNceInput<'a>;
     type Output = InfoNceOutput;
+    /// Queries `[B, D]`, positives `[B, D]`, negatives `[K, D]` or `[B, m, D]`.
+    #[cfg(feature = "tch")]
+    type Tensors<'a> = (&'a tch::Tensor, &'a tch::Tensor, &'a tch::Tensor);
+    #[cfg(feature = "tch")]
+    type TensorOutput = tch::Tensor;
 
     fn name(&self) -> &'static str {
         "infonce"
@@ -185,6 +226,14 @@ impl LossOp for InfoNceOp {
     ) -> Result<InfoNceOutput, LossError> {
         crate::tch_backend::infonce_tch(input, &self.0, crate::tch_backend::device(cuda))
     }
+
+    #[cfg(feature = "tch")]
+    fn tensor_fwd(
+        &self,
+        (queries, positives, negatives): &Self::Tensors<'_>,
+    ) -> Result<tch::Tensor, LossError> {
+        crate::tch_backend::infonce_loss_tensor(queries, positives, negatives, &self.0)
+    }
 }
 
 /// InstDisc's NCE over a memory bank ([`crate::nce_loss`], `tch_backend::nce_loss_tensor`).
@@ -194,6 +243,12 @@ pub struct NceOp(pub NceOptions);
 impl LossOp for NceOp {
     type Input<'a> = NceInput<'a>;
     type Output = NceOutput;
+    /// Queries `[B, D]`, positives `[B, D]`, negatives `[B, m, D]`.
+    #[cfg(feature = "tch")]
+    type Tensors<'a> = (&'a tch::Tensor, &'a tch::Tensor, &'a tch::Tensor);
+    /// The loss and the Z it used.
+    #[cfg(feature = "tch")]
+    type TensorOutput = (tch::Tensor, f64);
 
     fn name(&self) -> &'static str {
         "nce"
@@ -211,6 +266,14 @@ impl LossOp for NceOp {
     fn tch_fwd(&self, input: &NceInput<'_>, cuda: Option<usize>) -> Result<NceOutput, LossError> {
         crate::tch_backend::nce_tch(input, &self.0, crate::tch_backend::device(cuda))
     }
+
+    #[cfg(feature = "tch")]
+    fn tensor_fwd(
+        &self,
+        (queries, positives, negatives): &Self::Tensors<'_>,
+    ) -> Result<(tch::Tensor, f64), LossError> {
+        crate::tch_backend::nce_loss_tensor(queries, positives, negatives, &self.0)
+    }
 }
 
 /// SwAV's swapped prediction with Sinkhorn–Knopp codes ([`crate::swav_generic`],
@@ -221,6 +284,11 @@ pub struct SwavOp(pub SwavOptions);
 impl LossOp for SwavOp {
     type Input<'a> = SwavInput<'a>;
     type Output = SwavOutput;
+    /// Features `[B, S, D]`, prototypes `[K, D]`, the queue `[A, Q, D]` if any.
+    #[cfg(feature = "tch")]
+    type Tensors<'a> = (&'a tch::Tensor, &'a tch::Tensor, Option<&'a tch::Tensor>);
+    #[cfg(feature = "tch")]
+    type TensorOutput = tch::Tensor;
 
     fn name(&self) -> &'static str {
         "swav"
@@ -238,6 +306,14 @@ impl LossOp for SwavOp {
     fn tch_fwd(&self, input: &SwavInput<'_>, cuda: Option<usize>) -> Result<SwavOutput, LossError> {
         crate::tch_backend::swav_tch(input, &self.0, crate::tch_backend::device(cuda))
     }
+
+    #[cfg(feature = "tch")]
+    fn tensor_fwd(
+        &self,
+        (features, prototypes, queue): &Self::Tensors<'_>,
+    ) -> Result<tch::Tensor, LossError> {
+        crate::tch_backend::swav_loss_tensor(features, prototypes, *queue, &self.0)
+    }
 }
 
 /// CMC's cross-view objective ([`crate::cmc_loss`], `tch_backend::cmc_loss_tensor`).
@@ -247,6 +323,11 @@ pub struct CmcOp(pub CmcOptions);
 impl LossOp for CmcOp {
     type Input<'a> = ArrayView3<'a, f32>;
     type Output = CmcOutput;
+    /// Views `[V, B, D]`.
+    #[cfg(feature = "tch")]
+    type Tensors<'a> = &'a tch::Tensor;
+    #[cfg(feature = "tch")]
+    type TensorOutput = tch::Tensor;
 
     fn name(&self) -> &'static str {
         "cmc"
@@ -268,6 +349,11 @@ impl LossOp for CmcOp {
     ) -> Result<CmcOutput, LossError> {
         crate::tch_backend::cmc_tch(*views, &self.0, crate::tch_backend::device(cuda))
     }
+
+    #[cfg(feature = "tch")]
+    fn tensor_fwd(&self, views: &&tch::Tensor) -> Result<tch::Tensor, LossError> {
+        crate::tch_backend::cmc_loss_tensor(views, &self.0)
+    }
 }
 
 /// CPC's InfoNCE over a grid ([`crate::cpc_loss`], `tch_backend::cpc_loss_tensor`); the input
@@ -278,6 +364,11 @@ pub struct CpcOp(pub CpcOptions);
 impl LossOp for CpcOp {
     type Input<'a> = (ArrayView4<'a, f32>, ArrayView3<'a, f32>);
     type Output = CpcOutput;
+    /// Predictions `[B, T, K, D]`, targets `[B, T, D]`.
+    #[cfg(feature = "tch")]
+    type Tensors<'a> = (&'a tch::Tensor, &'a tch::Tensor);
+    #[cfg(feature = "tch")]
+    type TensorOutput = tch::Tensor;
 
     fn name(&self) -> &'static str {
         "cpc"
@@ -298,6 +389,11 @@ impl LossOp for CpcOp {
         cuda: Option<usize>,
     ) -> Result<CpcOutput, LossError> {
         crate::tch_backend::cpc_tch(*p, *z, &self.0, crate::tch_backend::device(cuda))
+    }
+
+    #[cfg(feature = "tch")]
+    fn tensor_fwd(&self, (p, z): &Self::Tensors<'_>) -> Result<tch::Tensor, LossError> {
+        crate::tch_backend::cpc_loss_tensor(p, z, &self.0)
     }
 }
 

@@ -26,8 +26,10 @@ use std::cell::Cell;
 use ndarray::{ArrayView2, ArrayView3};
 use supcon_collectives::{Collectives, SingleProcess};
 use supcon_loss::cuda::CudaBackend;
-use supcon_loss::tch_backend::{supcon_loss_tensor_with_anchors, TchBackend};
-use supcon_loss::{ContrastMode, CpuBackend, LossBackend, Queue, SupConOptions, Variant};
+use supcon_loss::tch_backend::TchBackend;
+use supcon_loss::{
+    ContrastMode, CpuBackend, LossBackend, LossOp, Queue, SupConOp, SupConOptions, Variant,
+};
 use tch::{Device, Kind, Tensor};
 
 use crate::config::{AnchorMode, CudaPrecision, LossBackendKind, LossVariant, PretrainConfig};
@@ -211,12 +213,11 @@ impl LossBridge {
                         Tensor::from_slice(key_labels).to_device(device),
                     )
                 });
-                let (loss, anchors) = supcon_loss_tensor_with_anchors(
+                let (loss, anchors) = SupConOp(self.options.clone()).tensor_fwd(&(
                     &features,
                     labels.as_ref(),
                     queue.as_ref().map(|(k, l)| (k, l)),
-                    &self.options,
-                )?;
+                ))?;
                 let value = backward_scalar(&loss, 1.0)?;
                 Ok(LossValue {
                     loss: value,

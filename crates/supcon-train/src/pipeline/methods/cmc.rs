@@ -17,8 +17,7 @@
 //! loss of the whole batch and back-propagates the gradient of its own images' rows: what one
 //! process computes on the global batch.
 
-use supcon_loss::tch_backend::cmc_loss_tensor;
-use supcon_loss::{cmc_loss, CmcOptions};
+use supcon_loss::{Backend, CmcOp, CmcOptions, LossOp};
 use supcon_models::{sobel_magnitude, SupConModel};
 use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Tensor};
@@ -39,7 +38,7 @@ pub struct Cmc {
     comm: crate::dist::Comm,
     vs: VarStore,
     view1: SupConModel,
-    options: CmcOptions,
+    loss: CmcOp,
     loss_backend: LossBackendKind,
     device: Device,
 }
@@ -53,7 +52,7 @@ pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMe
         comm: context.comm.clone(),
         vs,
         view1,
-        options: CmcOptions::new(pretrain.temperature()),
+        loss: CmcOp(CmcOptions::new(pretrain.temperature())),
         loss_backend: pretrain.loss_backend,
         device: context.device,
     }))
@@ -105,7 +104,7 @@ impl ContrastiveMethod for Cmc {
         let z0 = online.forward_t(&images, true);
         let z1 = self.view1.forward_t(&second_view(&images), true);
         if self.loss_backend == LossBackendKind::Tch {
-            let loss = cmc_loss_tensor(&Tensor::stack(&[&z0, &z1], 0), &self.options)?;
+            let loss = self.loss.tensor_fwd(&&Tensor::stack(&[&z0, &z1], 0))?;
             return backward_scalar(&loss, 1.0);
         }
         let (rows0, own, dim) = host_rows(&z0)?;
@@ -117,7 +116,7 @@ impl ContrastiveMethod for Cmc {
         let global = all0.len() / dim.max(1);
         let views = ndarray::Array3::from_shape_vec((2, global, dim), [all0, all1].concat())
             .map_err(|e| TrainError::Shape(format!("CMC views: {e}")))?;
-        let out = cmc_loss(views.view(), &self.options)?;
+        let out = self.loss.run(Backend::Cpu, &views.view())?;
         // This rank's rows of the whole batch's gradient.
         let mine = batch.global.offset..batch.global.offset + own;
         let grad = |view: usize| -> Vec<f32> {

@@ -21,8 +21,7 @@
 //! a data-parallel run (cpu backend) predictions and targets are gathered and each rank
 //! back-propagates its own images' rows of the whole batch's gradient.
 
-use supcon_loss::tch_backend::cpc_loss_tensor;
-use supcon_loss::{cpc_loss, CpcOptions};
+use supcon_loss::{Backend, CpcOp, CpcOptions, LossOp};
 use supcon_models::{grid_positions, patch_grid, SupConModel};
 use tch::nn::{self, ModuleT, VarStore, RNN};
 use tch::{Device, Tensor};
@@ -46,7 +45,7 @@ pub struct Cpc {
     predictors: Vec<nn::Linear>,
     patch: i64,
     stride: i64,
-    options: CpcOptions,
+    loss: CpcOp,
     loss_backend: LossBackendKind,
     device: Device,
 }
@@ -99,9 +98,11 @@ pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMe
         predictors,
         patch: settings.patch as i64,
         stride: settings.stride as i64,
-        options: CpcOptions::default()
-            .with_temperature(pretrain.temperature())
-            .with_normalize(settings.normalize),
+        loss: CpcOp(
+            CpcOptions::default()
+                .with_temperature(pretrain.temperature())
+                .with_normalize(settings.normalize),
+        ),
         loss_backend: pretrain.loss_backend,
         device: context.device,
     }))
@@ -154,7 +155,7 @@ impl ContrastiveMethod for Cpc {
         let images = batch.tensor(self.device);
         let (targets, predictions) = self.predict(online, &images);
         if self.loss_backend == LossBackendKind::Tch {
-            let loss = cpc_loss_tensor(&predictions, &targets, &self.options)?;
+            let loss = self.loss.tensor_fwd(&(&predictions, &targets))?;
             return backward_scalar(&loss, 1.0);
         }
         let [sequences, rows, offsets, dim] = predictions.size()[..] else {
@@ -176,7 +177,7 @@ impl ContrastiveMethod for Cpc {
             .map_err(shape_error)?;
         let all_z =
             ndarray::Array3::from_shape_vec((global, rows, dim), all_z).map_err(shape_error)?;
-        let out = cpc_loss(all_p.view(), all_z.view(), &self.options)?;
+        let out = self.loss.run(Backend::Cpu, &(all_p.view(), all_z.view()))?;
         // This rank's sequences: its images' columns.
         let per_image = sequences as usize / batch.indices.len().max(1);
         let first = batch.global.offset * per_image;

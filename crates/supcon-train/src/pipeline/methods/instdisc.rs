@@ -24,8 +24,7 @@
 use crate::dist::{gather, gather_tensor_rows};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use supcon_loss::tch_backend::nce_loss_tensor;
-use supcon_loss::{nce_loss, NceInput, NceOptions};
+use supcon_loss::{Backend, LossOp, NceInput, NceOp, NceOptions};
 use supcon_models::SupConModel;
 use tch::nn::ModuleT;
 use tch::{Device, Kind, Tensor};
@@ -46,7 +45,7 @@ pub struct InstDisc {
     /// `[N, dim]` f32 unit rows on the training device.
     bank: Tensor,
     dim: usize,
-    options: NceOptions,
+    loss: NceOp,
     loss_backend: LossBackendKind,
     negatives: usize,
     bank_momentum: f32,
@@ -68,9 +67,11 @@ pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMe
             .view([n as i64, dim as i64])
             .to_device(context.device),
         dim,
-        options: NceOptions::new(pretrain.temperature())
-            .with_dataset_size(n)
-            .with_partition(settings.partition),
+        loss: NceOp(
+            NceOptions::new(pretrain.temperature())
+                .with_dataset_size(n)
+                .with_partition(settings.partition),
+        ),
         loss_backend: pretrain.loss_backend,
         negatives: settings.negatives,
         bank_momentum: settings.bank_momentum as f32,
@@ -143,19 +144,21 @@ impl ContrastiveMethod for InstDisc {
         let negatives =
             self.rows_of(mine)
                 .view([rows as i64, self.negatives as i64, self.dim as i64]);
-        let estimating = self.options.partition.is_none();
+        let estimating = self.loss.0.partition.is_none();
         // This rank's share of the whole batch's mean.
         let share = batch.share();
         let (loss, partition) = if self.loss_backend == LossBackendKind::Tch {
             let comm = &*self.comm;
             if estimating && comm.world_size() > 1 {
-                let (_, local) =
-                    nce_loss_tensor(&embeddings, &positives, &negatives, &self.options)?;
+                let (_, local) = self
+                    .loss
+                    .tensor_fwd(&(&embeddings, &positives, &negatives))?;
                 let z = self.estimate_partition(local, batch)?;
-                self.options = self.options.clone().with_partition(Some(z));
+                self.loss.0 = self.loss.0.clone().with_partition(Some(z));
             }
-            let (loss, partition) =
-                nce_loss_tensor(&embeddings, &positives, &negatives, &self.options)?;
+            let (loss, partition) = self
+                .loss
+                .tensor_fwd(&(&embeddings, &positives, &negatives))?;
             (backward_scalar(&loss, share)?, partition)
         } else {
             let (queries, _, dim) = host_rows(&embeddings)?;
@@ -170,11 +173,11 @@ impl ContrastiveMethod for InstDisc {
                 negatives,
             );
             if estimating && self.comm.world_size() > 1 {
-                let local = nce_loss(&input, &self.options)?.partition;
+                let local = self.loss.run(Backend::Cpu, &input)?.partition;
                 let z = self.estimate_partition(local, batch)?;
-                self.options = self.options.clone().with_partition(Some(z));
+                self.loss.0 = self.loss.0.clone().with_partition(Some(z));
             }
-            let out = nce_loss(&input, &self.options)?;
+            let out = self.loss.run(Backend::Cpu, &input)?;
             let grad: Vec<f32> = out.grad.iter().map(|&g| g * share as f32).collect();
             backward_from_host(&embeddings, &grad)?;
             (out.loss * share, out.partition)
@@ -184,7 +187,7 @@ impl ContrastiveMethod for InstDisc {
                 partition,
                 "instdisc: Z estimated on the first batch, kept from now on"
             );
-            self.options = self.options.clone().with_partition(Some(partition));
+            self.loss.0 = self.loss.0.clone().with_partition(Some(partition));
         }
         let comm = &*self.comm;
         let indices: Vec<i64> = batch.indices.iter().map(|&i| i as i64).collect();
@@ -212,7 +215,7 @@ impl ContrastiveMethod for InstDisc {
 
     fn checkpoint_groups(&self) -> Vec<(&'static str, Vec<(String, Tensor)>)> {
         let mut tensors = vec![("vectors".to_string(), self.bank.shallow_clone())];
-        if let Some(z) = self.options.partition {
+        if let Some(z) = self.loss.0.partition {
             tensors.push(("partition".to_string(), Tensor::from_slice(&[z])));
         }
         vec![("bank", tensors)]
@@ -239,7 +242,7 @@ impl ContrastiveMethod for InstDisc {
         });
         if let Some(z) = group.get("partition") {
             let z: Vec<f64> = Vec::try_from(z.to_kind(Kind::Double))?;
-            self.options = self.options.clone().with_partition(z.first().copied());
+            self.loss.0 = self.loss.0.clone().with_partition(z.first().copied());
         }
         Ok(())
     }

@@ -16,7 +16,8 @@
 //!
 //! The loss runs where `pretrain.loss_backend` says: `cpu` is `supcon_loss::infonce_loss` on
 //! host copies of the queries, keys and queue; `tch` is `supcon_loss::tch_backend::
-//! infonce_loss_tensor` on the training device, where the keys and the queue stay.
+//! infonce_loss_tensor` (through `InfoNceOp::tensor_fwd`) on the training device, where the keys
+//! and the queue stay.
 //!
 //! Across the ranks of a data-parallel run, MoCo's own design: the key images of every rank
 //! are gathered and shuffled, each rank computes the keys of its share of the shuffled batch
@@ -24,8 +25,7 @@
 //! enqueues all of them, and each rank's queries meet their own keys. The result is what one
 //! process computes with `shuffle_groups` groups.
 
-use supcon_loss::tch_backend::infonce_loss_tensor;
-use supcon_loss::{infonce_loss, InfoNceInput, InfoNceOptions, Negatives};
+use supcon_loss::{Backend, InfoNceInput, InfoNceOp, InfoNceOptions, LossOp, Negatives};
 use supcon_models::SupConModel;
 use tch::nn::ModuleT;
 use tch::{Device, Tensor};
@@ -47,7 +47,7 @@ pub struct Moco {
     comm: crate::dist::Comm,
     key_encoder: MomentumEncoder,
     queue: KeyQueue,
-    options: InfoNceOptions,
+    loss: InfoNceOp,
     loss_backend: LossBackendKind,
     symmetric: bool,
     shuffle_groups: usize,
@@ -77,7 +77,7 @@ pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMe
             context.device,
         )?,
         queue,
-        options: InfoNceOptions::new(pretrain.temperature()),
+        loss: InfoNceOp(InfoNceOptions::new(pretrain.temperature())),
         loss_backend: pretrain.loss_backend,
         symmetric: moco.symmetric,
         shuffle_groups: moco.shuffle_groups,
@@ -100,19 +100,19 @@ impl Moco {
         let queries = online.forward_t(query_images, true);
         let (queue, _) = self.queue.keys();
         if self.loss_backend == LossBackendKind::Tch {
-            let loss = infonce_loss_tensor(&queries, keys, &queue, &self.options)?;
+            let loss = self.loss.tensor_fwd(&(&queries, keys, &queue))?;
             return backward_scalar(&loss, weight);
         }
         let (q, rows, dim) = host_rows(&queries)?;
         let (k, _, _) = host_rows(keys)?;
         let (negatives, queue_rows, _) = host_rows(&queue)?;
-        let out = infonce_loss(
+        let out = self.loss.run(
+            Backend::Cpu,
             &InfoNceInput::new(
                 rows_view(&q, rows, dim)?,
                 rows_view(&k, rows, dim)?,
                 Negatives::Shared(rows_view(&negatives, queue_rows, dim)?),
             ),
-            &self.options,
         )?;
         let grad: Vec<f32> = out.grad.iter().map(|&g| g * weight as f32).collect();
         backward_from_host(&queries, &grad)?;

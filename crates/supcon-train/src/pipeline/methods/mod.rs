@@ -13,9 +13,10 @@
 //! and `config::methods`' test checks what each method provides. The schema lives apart so
 //! that the configuration never imports the pipeline.
 //!
-//! Each method computes its loss where `pretrain.loss_backend` says: `cpu` on host copies,
-//! `tch` with `supcon-loss`'s tensor functions on the training device (its queue, bank and
-//! prototypes are tensors there), `cuda` (SupCon, SimCLR) with the fused kernels.
+//! Each method holds its loss as a `supcon_loss::LossOp` and computes it where
+//! `pretrain.loss_backend` says: `cpu` (`LossOp::run(Backend::Cpu, ..)`) on host copies, `tch`
+//! (`LossOp::tensor_fwd`) on the training device (its queue, bank and prototypes are tensors
+//! there), `cuda` (SupCon, SimCLR) with the fused kernels.
 //!
 //! | method | module | positives of an anchor | negatives | loss (`supcon-loss`) |
 //! |---|---|---|---|---|

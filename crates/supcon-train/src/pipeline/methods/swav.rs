@@ -23,8 +23,7 @@
 //! join the (replicated) queue.
 
 use crate::dist::{gather, gather_tensor_rows};
-use supcon_loss::tch_backend::swav_loss_tensor;
-use supcon_loss::{swav_codes, swav_generic, swav_with_codes, SwavInput, SwavOptions};
+use supcon_loss::{swav_codes, swav_with_codes, Backend, LossOp, SwavInput, SwavOp, SwavOptions};
 use supcon_models::SupConModel;
 use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Kind, Tensor};
@@ -47,7 +46,7 @@ pub struct Swav {
     comm: crate::dist::Comm,
     vs: VarStore,
     prototypes: Tensor,
-    options: SwavOptions,
+    loss: SwavOp,
     loss_backend: LossBackendKind,
     freeze_epochs: u32,
     queue_start_epoch: u32,
@@ -78,11 +77,13 @@ pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMe
         comm: context.comm.clone(),
         vs,
         prototypes,
-        options: SwavOptions::default()
-            .with_temperature(config.temperature())
-            .with_epsilon(settings.epsilon)
-            .with_sinkhorn_iterations(settings.sinkhorn_iterations)
-            .with_assignment_crops(ASSIGNMENT_CROPS),
+        loss: SwavOp(
+            SwavOptions::default()
+                .with_temperature(config.temperature())
+                .with_epsilon(settings.epsilon)
+                .with_sinkhorn_iterations(settings.sinkhorn_iterations)
+                .with_assignment_crops(ASSIGNMENT_CROPS),
+        ),
         loss_backend: config.loss_backend,
         freeze_epochs: settings.freeze_prototypes_epochs,
         queue_start_epoch: settings.queue_start_epoch,
@@ -156,8 +157,9 @@ impl ContrastiveMethod for Swav {
             }
             let features = Tensor::cat(&crops, 1);
             let queue = self.full_queue();
-            let loss =
-                swav_loss_tensor(&features, &self.prototypes, queue.as_ref(), &self.options)?;
+            let loss = self
+                .loss
+                .tensor_fwd(&(&features, &self.prototypes, queue.as_ref()))?;
             let value = backward_scalar(&loss, 1.0)?;
             self.pending = self.queued_crops(&global, global_views, batch)?;
             return Ok(value);
@@ -209,7 +211,7 @@ impl ContrastiveMethod for Swav {
         }
         let comm = &*self.comm;
         let out = if comm.world_size() == 1 {
-            swav_generic(&input, &self.options)?
+            self.loss.run(Backend::Cpu, &input)?
         } else {
             // The codes of the whole batch, from every rank's assignment crops.
             let assigned: Vec<f32> = features
@@ -225,13 +227,13 @@ impl ContrastiveMethod for Swav {
             if let Some(q) = queue_view {
                 whole = whole.with_queue(q);
             }
-            let codes = swav_codes(&whole, &self.options)?;
+            let codes = swav_codes(&whole, &self.loss.0)?;
             let offset = batch.global.offset;
             let own = codes.slice(ndarray::s![.., offset..offset + b, ..]);
             let mut out = swav_with_codes(
                 &SwavInput::new(features_view, prototypes_view),
                 own,
-                &self.options,
+                &self.loss.0,
             )?;
             // This rank's share of the whole batch's mean; the ranks' shares add up.
             let share = batch.share();

@@ -9,8 +9,8 @@
 //! - [`LinearClassifier`] on frozen features, and [`CrossEntropyModel`], the baseline;
 //! - [`ModelConfig`] / [`Architecture`]: what the train crate's TOML names;
 //! - [`save_checkpoint`] / [`load_checkpoint`]: atomic safetensors checkpoints;
-//! - [`sobel_magnitude`] and [`patch_grid`]: the other views of an image that CMC's second
-//!   encoder and CPC's patch encoder read.
+//! - [`lab_from_srgb`], [`sobel_magnitude`] and [`patch_grid`]: the other views of an image that
+//!   CMC's encoders and CPC's patch encoder read.
 //!
 //! Models are built under a [`tch::nn::Path`] (usually `vs.root()`), in the style of
 //! tch-rs' `vision::resnet`, and implement [`tch::nn::ModuleT`].
@@ -35,7 +35,7 @@ pub use resnet::{
     resnet, resnet101, resnet18, resnet34, resnet50, resnet_small, resnet_tiny, BlockKind, ResNet,
     ResNetSpec,
 };
-pub use views::{grid_positions, patch_grid, sobel_magnitude};
+pub use views::{grid_positions, lab_from_srgb, patch_grid, sobel_magnitude};
 
 /// Trainable parameters of a store (elements of its trainable variables; BN running
 /// statistics excluded), comparable with PyTorch's `sum(p.numel() for p in m.parameters())`.

@@ -1,5 +1,6 @@
 //! Other views of a batch of images, on tensors, for methods whose encoders do not read the image
-//! as it is: CMC's second modality (the Sobel gradient magnitude) and CPC's grid of patches.
+//! as it is: CMC's modalities (Lab's L and ab channels for colour, the Sobel gradient magnitude
+//! for gray) and CPC's grid of patches.
 
 use tch::Tensor;
 
@@ -33,6 +34,52 @@ pub fn sobel_magnitude(images: &Tensor) -> Tensor {
         .square()
         .sum_dim_intlist([1i64].as_slice(), true, kind)
         .sqrt()
+}
+
+/// CIE Lab (D65 white) of sRGB `images` `[N, 3, H, W]` with intensities in [0, 1]: `[N, 3, H, W]`
+/// with L in [0, 100] and a, b about [−128, 127] — what `skimage.color.rgb2lab` (CMC's
+/// transform) returns: sRGB gamma undone, linear RGB to XYZ, XYZ to Lab.
+pub fn lab_from_srgb(images: &Tensor) -> Tensor {
+    let (kind, device) = (images.kind(), images.device());
+    let constant = |values: &[f32], shape: &[i64]| {
+        Tensor::from_slice(values)
+            .to_kind(kind)
+            .to_device(device)
+            .view(shape)
+    };
+    let linear = images.clamp(0.0, 1.0);
+    // `a.where_self(c, b)` is `c ? a : b`.
+    let linear = (&linear / 12.92).where_self(
+        &linear.le(0.04045),
+        &((&linear + 0.055) / 1.055).pow_tensor_scalar(2.4),
+    );
+    // XYZ of linear sRGB, each divided by the D65 white point (0.95047, 1, 1.08883).
+    let to_xyz = constant(
+        &[
+            0.412_453, 0.357_580, 0.180_423, //
+            0.212_671, 0.715_160, 0.072_169, //
+            0.019_334, 0.119_193, 0.950_227,
+        ],
+        &[3, 3],
+    ) / constant(&[0.950_456, 1.0, 1.088_754], &[3, 1]);
+    let xyz = linear
+        .permute([0, 2, 3, 1])
+        .matmul(&to_xyz.tr())
+        .permute([0, 3, 1, 2]);
+    // f(t) = t^(1/3) above (6/29)^3, its linear continuation below.
+    let epsilon = (6.0f64 / 29.0).powi(3);
+    let f = xyz
+        .clamp_min(epsilon)
+        .pow_tensor_scalar(1.0 / 3.0)
+        .where_self(
+            &xyz.gt(epsilon),
+            &(&xyz * (1.0 / (3.0 * (6.0f64 / 29.0).powi(2))) + 4.0 / 29.0),
+        );
+    let (fx, fy, fz) = (f.narrow(1, 0, 1), f.narrow(1, 1, 1), f.narrow(1, 2, 1));
+    Tensor::cat(
+        &[&fy * 116.0 - 16.0, (&fx - &fy) * 500.0, (&fy - &fz) * 200.0],
+        1,
+    )
 }
 
 /// The positions of a grid of `size × size` patches every `stride` pixels along a side of
@@ -87,6 +134,30 @@ mod tests {
         let magnitude = sobel_magnitude(&images);
         let row: Vec<f32> = Vec::try_from(magnitude.get(0).get(0).get(1)).unwrap();
         assert_eq!(row, vec![0., 0., 4., 4., 0., 0.]);
+    }
+
+    #[test]
+    fn lab_of_known_colours() {
+        // White, black, sRGB red and a mid gray, against their published Lab values.
+        let rgb = Tensor::from_slice(&[1f32, 0., 1., 0.5, 1., 0., 0., 0.5, 1., 0., 0., 0.5])
+            .view([1, 3, 2, 2]);
+        let lab = lab_from_srgb(&rgb);
+        let at = |c: i64, i: i64| lab.get(0).get(c).view([-1]).double_value(&[i]);
+        let expected = [
+            (0, [100.0, 0.0, 0.0]),
+            (1, [0.0, 0.0, 0.0]),
+            (2, [53.24, 80.09, 67.20]),
+            (3, [53.39, 0.0, 0.0]),
+        ];
+        for (pixel, [l, a, b]) in expected {
+            for (channel, want) in [(0, l), (1, a), (2, b)] {
+                let got = at(channel, pixel);
+                assert!(
+                    (got - want).abs() < 0.05,
+                    "pixel {pixel} channel {channel}: {got}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -10,22 +10,24 @@ use supcon_train::pipeline::pretrain::PretrainModel;
 use supcon_train::pipeline::runner::StageModel;
 use tch::Device;
 
-fn synthetic(n: usize) -> Dataset {
-    // Deterministic 28×28 gray images with a class-dependent pattern.
-    let mut pixels = Vec::with_capacity(n * 28 * 28);
+/// Deterministic 28×28 images of `channels` channels (HWC) with a class-dependent pattern.
+fn synthetic_with_channels(n: usize, channels: usize) -> Dataset {
+    let mut pixels = Vec::with_capacity(n * 28 * 28 * channels);
     let mut labels = Vec::with_capacity(n);
     for i in 0..n {
         let class = (i % 4) as i64;
         labels.push(class);
         for y in 0..28 {
             for x in 0..28 {
-                let v = ((x * (class as usize + 1) + y * 3 + i * 7) % 256) as u8;
-                pixels.push(v);
+                for c in 0..channels {
+                    let v = ((x * (class as usize + 1) + y * 3 + i * 7 + c * 50) % 256) as u8;
+                    pixels.push(v);
+                }
             }
         }
     }
     let names = (0..4).map(|c| format!("class{c}")).collect();
-    Dataset::new(pixels, ImageShape::new(28, 28, 1), labels, names).unwrap()
+    Dataset::new(pixels, ImageShape::new(28, 28, channels), labels, names).unwrap()
 }
 
 /// Parameters after `steps` steps, and the losses of those steps.
@@ -54,13 +56,14 @@ fn train_config(
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     config.pretrain.loss_backend = backend;
-    let data = synthetic(16);
+    let channels = config.model.in_channels as usize;
+    let data = synthetic_with_channels(16, channels);
     let mut model = PretrainModel::new(
         &config,
         Device::Cpu,
         28,
-        &[0.5],
-        &[0.25],
+        &vec![0.5; channels],
+        &vec![0.25; channels],
         data.len(),
         supcon_train::dist::single_process(),
     )
@@ -124,12 +127,15 @@ fn assert_same_parameters(
 /// [`train_config`]).
 #[test]
 fn every_method_trains_alike_on_the_cpu_and_tch_loss_backends() {
-    for preset in [
-        "quick-cpu-moco-v2",
-        "quick-cpu-instdisc",
-        "quick-cpu-swav",
-        "quick-cpu-cmc",
-        "quick-cpu-cpc",
+    // (preset, image channels): CMC on gray images (image and Sobel magnitude) and on colour
+    // ones (Lab's L to the online network, ab to the second encoder).
+    for (preset, channels) in [
+        ("quick-cpu-moco-v2", 1),
+        ("quick-cpu-instdisc", 1),
+        ("quick-cpu-swav", 1),
+        ("quick-cpu-cmc", 1),
+        ("quick-cpu-cmc", 3),
+        ("quick-cpu-cpc", 1),
     ] {
         let mut config = RunConfig::preset(preset).unwrap();
         // InstDisc: 64 negatives from the 16-entry bank (not the preset's 4096). SwAV:
@@ -138,6 +144,11 @@ fn every_method_trains_alike_on_the_cpu_and_tch_loss_backends() {
         // holds the first step's embeddings (Z was estimated on random entries), and a large
         // step would amplify f32 rounding into different trajectories.
         config.pretrain.instdisc.negatives = 64;
+        config.model.in_channels = channels;
+        if channels == 3 {
+            // The preset's recipe is Fashion-MNIST's (gray); SupContrast's is for colour.
+            config.pretrain.augment = "supcon".into();
+        }
         config.pretrain.swav.freeze_prototypes_epochs = 0;
         config.pretrain.swav.queue = 32;
         config.pretrain.swav.queue_start_epoch = 0;

@@ -420,7 +420,13 @@ fn embed(
             tch::nn::ModuleT::forward_t(&model.encoder, x, false)
         })?
     } else {
-        let encoder = pipeline::classifier::FrozenEncoder::load(&config, &checkpoint, device)?;
+        let encoder = pipeline::classifier::FrozenEncoder::load(
+            &config,
+            &checkpoint,
+            device,
+            &data.mean,
+            &data.std,
+        )?;
         let head = projections.then(|| encoder.projection_head()).transpose()?;
         pipeline::classifier::infer(&SingleProcess, &dataset, &augmenter, batch, device, &|x| {
             let features = encoder.encode(x);

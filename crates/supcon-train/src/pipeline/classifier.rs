@@ -245,21 +245,24 @@ enum Reading {
     /// The encoder on the image (every method but CMC and CPC).
     Image,
     /// CMC: both views' encoders, concatenated (`methods::cmc::probe_features`).
-    CmcViews(Box<(VarStore, SupConModel)>),
+    CmcViews(Box<(VarStore, SupConModel, methods::cmc::Modalities)>),
     /// CPC: the encoder on the patch grid, averaged (`methods::cpc::probe_features`).
     CpcGrid(crate::config::CpcConfig),
 }
 
 impl FrozenEncoder {
     /// Loads the `model.` tensors of a pre-training checkpoint (or a weights-only file), and
-    /// what the method's probe reads besides them (CMC's second encoder).
+    /// what the method's probe reads besides them (CMC's second encoder); `mean`/`std` are the
+    /// pixels' normalization (CMC's colour split undoes it).
     pub fn load(
         config: &RunConfig,
         checkpoint: &Checkpoint,
         device: Device,
+        mean: &[f32],
+        std: &[f32],
     ) -> Result<Self, TrainError> {
         let mut vs = VarStore::new(device);
-        let model = SupConModel::new(&vs.root(), &config.model)?;
+        let model = SupConModel::new(&vs.root(), &methods::online_model(config))?;
         checkpoint.load_into("model", &mut vs)?;
         vs.freeze();
         // A checkpoint of a method with its own probe reading says so by its groups.
@@ -281,9 +284,11 @@ impl FrozenEncoder {
             }
         }
         let reading = match config.pretrain.method {
-            Method::Cmc => Reading::CmcViews(Box::new(methods::cmc::load_view1(
-                config, checkpoint, device,
-            )?)),
+            Method::Cmc => {
+                let (vs, view1) = methods::cmc::load_view1(config, checkpoint, device)?;
+                let modalities = methods::cmc::Modalities::of(config.model.in_channels, mean, std);
+                Reading::CmcViews(Box::new((vs, view1, modalities)))
+            }
             Method::Cpc => Reading::CpcGrid(config.pretrain.cpc.clone()),
             _ => Reading::Image,
         };
@@ -294,7 +299,9 @@ impl FrozenEncoder {
     pub fn encode(&self, images: &Tensor) -> Tensor {
         match &self.reading {
             Reading::Image => self.model.encode(images, false),
-            Reading::CmcViews(view1) => methods::cmc::probe_features(&self.model, &view1.1, images),
+            Reading::CmcViews(views) => {
+                methods::cmc::probe_features(&self.model, &views.1, &views.2, images)
+            }
             Reading::CpcGrid(settings) => {
                 methods::cpc::probe_features(&self.model, settings, images)
             }

@@ -394,7 +394,13 @@ pub fn evaluate_checkpoints(session: &Session) -> Result<Report, TrainError> {
     if pretrain_last.exists() && linear_last.exists() {
         let pretrain = Checkpoint::load(&pretrain_last)?;
         let linear = Checkpoint::load(&linear_last)?;
-        let encoder = FrozenEncoder::load(&session.config, &pretrain, session.device)?;
+        let encoder = FrozenEncoder::load(
+            &session.config,
+            &pretrain,
+            session.device,
+            &session.data.mean,
+            &session.data.std,
+        )?;
         let linear_state = linear.require_state()?;
         let outcome = LinearOutcome {
             summary: StageSummary::from_state(linear_state),

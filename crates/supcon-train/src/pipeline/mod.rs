@@ -393,8 +393,8 @@ pub fn linear(
             ));
         }
     }
-    let encoder = FrozenEncoder::load(&session.config, &checkpoint, session.device)?;
     let (size, mean, std) = image_params(session);
+    let encoder = FrozenEncoder::load(&session.config, &checkpoint, session.device, &mean, &std)?;
     tracing::info!("stage 2: linear classifier on the frozen encoder");
     // The model borrows the validation split; a copy keeps the session free to borrow mutably.
     let validation = session.data.validation.clone();

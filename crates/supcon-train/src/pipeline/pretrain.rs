@@ -48,13 +48,15 @@ impl PretrainModel {
     ) -> Result<Self, TrainError> {
         tch::manual_seed(config.seed as i64);
         let vs = VarStore::new(device);
-        let model = SupConModel::new(&vs.root(), &config.model)?;
+        let model = SupConModel::new(&vs.root(), &methods::online_model(config))?;
         let method = methods::build(&MethodContext {
             config,
             online: &vs,
             device,
             dataset_size,
             image_size,
+            mean,
+            std,
             comm: comm.clone(),
         })?;
         let trainable = method.trainable();

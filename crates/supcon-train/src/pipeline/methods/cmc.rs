@@ -3,12 +3,15 @@
 //! negatives (`supcon_loss::cmc_loss`, both directions).
 //!
 //! The paper's views are modalities of one image (the L and ab channels of Lab colour, depth,
-//! …), each with its own encoder. Fashion-MNIST is gray, so our second modality is the Sobel
-//! gradient magnitude of the same augmented image (`supcon_models::sobel_magnitude`): it keeps
-//! the shape and drops the shading, which is what a second view must do — share the scene, not
-//! the pixels. View 0 (the image) goes through the online network, view 1 through this
-//! method's own encoder + head (checkpoint group `cmc_view1`), trained by the same optimizer.
-//! The linear probe reads both encoders' features concatenated, as CMC's does
+//! …), each with its own encoder ([`Modalities`]). Colour images are split as the paper does:
+//! L (one channel) and ab (two), from the augmented image's sRGB (`supcon_models::
+//! lab_from_srgb`), each normalized with CMC's constants. Gray images (Fashion-MNIST) have no
+//! colour to split, so there our second modality is the Sobel gradient magnitude of the same
+//! augmented image (`supcon_models::sobel_magnitude`): it keeps the shape and drops the
+//! shading, which is what a second view must do — share the scene, not the pixels. View 0 goes
+//! through the online network (built for view 0's channels: [`online_model`]), view 1 through
+//! this method's own encoder + head (checkpoint group `cmc_view1`), trained by the same
+//! optimizer. The linear probe reads both encoders' features concatenated, as CMC's does
 //! ([`probe_features`]).
 //!
 //! The loss runs where `pretrain.loss_backend` says (`cpu`: host copies; `tch`:
@@ -18,7 +21,7 @@
 //! process computes on the global batch.
 
 use supcon_loss::{Backend, CmcOp, CmcOptions, LossOp};
-use supcon_models::{sobel_magnitude, SupConModel};
+use supcon_models::{lab_from_srgb, sobel_magnitude, ModelConfig, SupConModel};
 use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Tensor};
 
@@ -38,6 +41,7 @@ pub struct Cmc {
     comm: crate::dist::Comm,
     vs: VarStore,
     view1: SupConModel,
+    modalities: Modalities,
     loss: CmcOp,
     loss_backend: LossBackendKind,
     device: Device,
@@ -52,31 +56,101 @@ pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMe
         comm: context.comm.clone(),
         vs,
         view1,
+        modalities: Modalities::of(context.config.model.in_channels, context.mean, context.std),
         loss: CmcOp(CmcOptions::new(pretrain.temperature())),
         loss_backend: pretrain.loss_backend,
         device: context.device,
     }))
 }
 
-/// The second view's network: the online one's, reading the one-channel gradient magnitude.
-fn view1_model(config: &RunConfig) -> supcon_models::ModelConfig {
-    config.model.clone().with_in_channels(1)
+/// How CMC cuts an image into its two views.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Modalities {
+    /// Colour (3 channels): Lab's L and ab, the paper's split. `mean`/`std` are the pixels'
+    /// normalization, undone to recover sRGB in [0, 1].
+    LabSplit { mean: Vec<f32>, std: Vec<f32> },
+    /// Any other channel count: the image itself and its Sobel gradient magnitude (ours).
+    ImageAndEdges,
 }
 
-/// The second view of `images` (normalized pixels `[N, C, H, W]`): their Sobel gradient
-/// magnitude `[N, 1, H, W]`.
-pub fn second_view(images: &Tensor) -> Tensor {
-    sobel_magnitude(images)
+/// CMC's normalization of L, a and b (its `RGB2Lab` transform's constants): (mean, std).
+const LAB_NORMALIZATION: [(f64, f64); 3] = [
+    (50.0, 50.0),
+    ((-86.183 + 98.233) / 2.0, (86.183 + 98.233) / 2.0),
+    ((-107.857 + 94.478) / 2.0, (107.857 + 94.478) / 2.0),
+];
+
+impl Modalities {
+    /// The split of `in_channels`-channel images normalized with `mean`/`std`.
+    pub fn of(in_channels: i64, mean: &[f32], std: &[f32]) -> Self {
+        if in_channels == 3 {
+            Modalities::LabSplit {
+                mean: mean.to_vec(),
+                std: std.to_vec(),
+            }
+        } else {
+            Modalities::ImageAndEdges
+        }
+    }
+
+    /// The input channels of the two views' encoders for `in_channels`-channel images.
+    pub fn channels(in_channels: i64) -> (i64, i64) {
+        if in_channels == 3 {
+            (1, 2)
+        } else {
+            (in_channels, 1)
+        }
+    }
+
+    /// The two views of normalized images `[N, C, H, W]`.
+    pub fn split(&self, images: &Tensor) -> (Tensor, Tensor) {
+        match self {
+            Modalities::ImageAndEdges => (images.shallow_clone(), sobel_magnitude(images)),
+            Modalities::LabSplit { mean, std } => {
+                let (kind, device) = (images.kind(), images.device());
+                let per_channel = |values: Vec<f32>| {
+                    Tensor::from_slice(&values)
+                        .to_kind(kind)
+                        .to_device(device)
+                        .view([1, -1, 1, 1])
+                };
+                let rgb = images * per_channel(std.clone()) + per_channel(mean.clone());
+                let lab = lab_from_srgb(&rgb);
+                let (lab_mean, lab_std): (Vec<f32>, Vec<f32>) = LAB_NORMALIZATION
+                    .iter()
+                    .map(|&(m, s)| (m as f32, s as f32))
+                    .unzip();
+                let lab = (lab - per_channel(lab_mean)) / per_channel(lab_std);
+                (lab.narrow(1, 0, 1), lab.narrow(1, 1, 2))
+            }
+        }
+    }
+}
+
+/// The online network of a CMC run: the configured model, reading view 0's channels (L of a
+/// colour image; a gray image itself).
+pub fn online_model(config: &RunConfig) -> ModelConfig {
+    let (view0, _) = Modalities::channels(config.model.in_channels);
+    config.model.clone().with_in_channels(view0)
+}
+
+/// The second view's network: the configured model, reading view 1's channels.
+fn view1_model(config: &RunConfig) -> ModelConfig {
+    let (_, view1) = Modalities::channels(config.model.in_channels);
+    config.model.clone().with_in_channels(view1)
 }
 
 /// The linear probe's features of `images` with a CMC encoder pair: both encoders' features,
 /// concatenated (`[N, 2·feature_dim]`).
-pub fn probe_features(view0: &SupConModel, view1: &SupConModel, images: &Tensor) -> Tensor {
+pub fn probe_features(
+    view0: &SupConModel,
+    view1: &SupConModel,
+    modalities: &Modalities,
+    images: &Tensor,
+) -> Tensor {
+    let (first, second) = modalities.split(images);
     Tensor::cat(
-        &[
-            view0.encode(images, false),
-            view1.encode(&second_view(images), false),
-        ],
+        &[view0.encode(&first, false), view1.encode(&second, false)],
         1,
     )
 }
@@ -100,9 +174,9 @@ impl ContrastiveMethod for Cmc {
         online: &SupConModel,
         batch: &PreparedBatch,
     ) -> Result<f64, TrainError> {
-        let images = batch.tensor(self.device);
-        let z0 = online.forward_t(&images, true);
-        let z1 = self.view1.forward_t(&second_view(&images), true);
+        let (first, second) = self.modalities.split(&batch.tensor(self.device));
+        let z0 = online.forward_t(&first, true);
+        let z1 = self.view1.forward_t(&second, true);
         if self.loss_backend == LossBackendKind::Tch {
             let loss = self.loss.tensor_fwd(&&Tensor::stack(&[&z0, &z1], 0))?;
             return backward_scalar(&loss, 1.0);
@@ -156,5 +230,34 @@ impl ContrastiveMethod for Cmc {
 
     fn loss_backend(&self) -> &'static str {
         self.loss_backend.as_str()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A colour image splits into L (one channel) and ab (two), normalized with CMC's
+    /// constants: white is L = 100, a = b = 0 before them; a gray image into itself and its
+    /// edges.
+    #[test]
+    fn colour_images_split_into_l_and_ab_gray_ones_into_image_and_edges() {
+        let (mean, std) = (vec![0.5f32; 3], vec![0.25f32; 3]);
+        // One white pixel, normalized: (1 − 0.5) / 0.25 = 2.
+        let white = Tensor::full([1, 3, 1, 1], 2.0, (tch::Kind::Float, Device::Cpu));
+        let (l, ab) = Modalities::of(3, &mean, &std).split(&white);
+        assert_eq!((l.size(), ab.size()), (vec![1, 1, 1, 1], vec![1, 2, 1, 1]));
+        let value = |t: &Tensor, c: i64| t.get(0).get(c).double_value(&[0, 0]);
+        assert!((value(&l, 0) - 1.0).abs() < 1e-4, "L {}", value(&l, 0));
+        let [(a_mean, a_std), (b_mean, b_std)] = [LAB_NORMALIZATION[1], LAB_NORMALIZATION[2]];
+        assert!((value(&ab, 0) + a_mean / a_std).abs() < 1e-3);
+        assert!((value(&ab, 1) + b_mean / b_std).abs() < 1e-3);
+        assert_eq!(Modalities::channels(3), (1, 2));
+
+        let gray = Tensor::rand([2, 1, 5, 5], (tch::Kind::Float, Device::Cpu));
+        let (image, edges) = Modalities::of(1, &[0.5], &[0.25]).split(&gray);
+        assert_eq!(image, gray);
+        assert_eq!(edges.size(), vec![2, 1, 5, 5]);
+        assert_eq!(Modalities::channels(1), (1, 1));
     }
 }

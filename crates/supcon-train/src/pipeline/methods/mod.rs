@@ -101,6 +101,9 @@ pub struct MethodContext<'a> {
     pub dataset_size: usize,
     /// Side of the (square) training images in pixels (CPC's patch grid).
     pub image_size: usize,
+    /// The pixels' per-channel normalization (CMC undoes it for Lab).
+    pub mean: &'a [f32],
+    pub std: &'a [f32],
     /// The ranks of the run: a method gathers what its loss needs from all of them.
     pub comm: crate::dist::Comm,
 }
@@ -132,6 +135,15 @@ pub fn cpu_loss_across_ranks(context: &MethodContext<'_>, why: &str) -> Result<(
         )));
     }
     Ok(())
+}
+
+/// The online network's configuration: the run's model, except where the method reads another
+/// view of the image with it (CMC's L channel of colour images).
+pub fn online_model(config: &RunConfig) -> supcon_models::ModelConfig {
+    match config.pretrain.method {
+        Method::Cmc => cmc::online_model(config),
+        _ => config.model.clone(),
+    }
 }
 
 /// `[rows, dim]` view of host rows.

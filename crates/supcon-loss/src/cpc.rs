@@ -159,7 +159,11 @@ pub(crate) fn check_cpc_shapes(predictions: &[usize], targets: &[usize]) -> Resu
 
 /// The positive (flat target row `b·T + t + k + 1`) of every valid prediction, in the
 /// predictions' row order `((b·T + t)·K + k)`, with that row index.
-fn valid_predictions(batch: usize, positions: usize, offsets: usize) -> Vec<(usize, usize)> {
+pub(crate) fn valid_predictions(
+    batch: usize,
+    positions: usize,
+    offsets: usize,
+) -> Vec<(usize, usize)> {
     let mut valid = Vec::new();
     for b in 0..batch {
         for t in 0..positions {

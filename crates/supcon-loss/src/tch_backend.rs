@@ -873,23 +873,15 @@ pub fn cpc_loss_tensor(
         options.temperature,
         options.normalize,
     )?;
-    let [batch, positions, offsets, dim] = p_shape.map(|x| x as i64);
-    let (mut query_rows, mut positives) = (Vec::new(), Vec::new());
-    for b in 0..batch {
-        for t in 0..positions {
-            for k in 0..offsets {
-                if t + k + 1 < positions {
-                    query_rows.push((b * positions + t) * offsets + k);
-                    positives.push(b * positions + t + k + 1);
-                }
-            }
-        }
-    }
+    let [batch, positions, offsets, dim] = p_shape;
+    let valid = crate::cpc::valid_predictions(batch, positions, offsets);
+    let query_rows: Vec<i64> = valid.iter().map(|&(row, _)| row as i64).collect();
+    let positives: Vec<i64> = valid.iter().map(|&(_, target)| target as i64).collect();
     let device = predictions.device();
     let queries = rows[0]
-        .reshape([-1, dim])
+        .reshape([-1, dim as i64])
         .index_select(0, &Tensor::from_slice(&query_rows).to_device(device));
-    let candidates = rows[1].reshape([-1, dim]);
+    let candidates = rows[1].reshape([-1, dim as i64]);
     let logits = queries.matmul(&candidates.tr()) / options.temperature;
     logits
         .f_cross_entropy_loss::<Tensor>(
@@ -943,9 +935,6 @@ pub fn cpc_tch(
         .map_err(shape_error)?,
         grad_targets: Array3::from_shape_vec(targets.dim(), host_values(&z.grad())?)
             .map_err(shape_error)?,
-        predictions: (0..positions)
-            .map(|t| offsets.min(positions - t - 1))
-            .sum::<usize>()
-            * batch,
+        predictions: crate::cpc::valid_predictions(batch, positions, offsets).len(),
     })
 }

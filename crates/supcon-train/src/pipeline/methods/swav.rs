@@ -26,13 +26,13 @@ use crate::dist::{gather, gather_tensor_rows};
 use supcon_loss::{swav_codes, swav_with_codes, Backend, LossOp, SwavInput, SwavOp, SwavOptions};
 use supcon_models::SupConModel;
 use tch::nn::{ModuleT, VarStore};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use super::{host_rows, random_unit_rows, ContrastiveMethod, MethodContext};
 use crate::checkpoint::Checkpoint;
 use crate::config::LossBackendKind;
 use crate::error::TrainError;
-use crate::loss_bridge::backward_scalar;
+use crate::loss_bridge::{backward_from_host_all, backward_scalar};
 use crate::pipeline::data::PreparedBatch;
 use crate::queue::KeyQueue;
 
@@ -255,24 +255,17 @@ impl ContrastiveMethod for Swav {
                 target.extend(row.iter().copied());
             }
         }
-        let as_tensor = |values: &[f32], like: &Tensor| {
-            Tensor::from_slice(values)
-                .reshape(like.size())
-                .to_device(like.device())
-                .to_kind(like.kind())
-        };
-        // One surrogate Σ outputs ⊙ stop_grad(∂L/∂outputs) over every output of the step.
-        let mut surrogate = (&global * as_tensor(&global_grad, &global)).sum(Kind::Float);
-        if let Some(local) = &local {
-            surrogate += (local * as_tensor(&local_grad, local)).sum(Kind::Float);
-        }
         let prototype_grad = out
             .grad_prototypes
             .as_slice()
             .ok_or_else(|| TrainError::Shape("SwAV prototype gradient layout".into()))?;
-        surrogate +=
-            (&self.prototypes * as_tensor(prototype_grad, &self.prototypes)).sum(Kind::Float);
-        surrogate.f_backward()?;
+        // One backward pass over every output of the step.
+        let mut outputs = vec![(&global, global_grad.as_slice())];
+        if let Some(local) = &local {
+            outputs.push((local, local_grad.as_slice()));
+        }
+        outputs.push((&self.prototypes, prototype_grad));
+        backward_from_host_all(&outputs)?;
         self.pending = self.queued_crops(&global, global_views, batch)?;
         Ok(out.loss)
     }

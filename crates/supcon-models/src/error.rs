@@ -29,6 +29,9 @@ pub enum ModelError {
     /// An input batch that the model cannot take.
     #[error("input of shape {shape:?}: expected {expected}")]
     InputShape { shape: Vec<i64>, expected: String },
+    /// Values that must be finite are not (NaN or infinite); nothing was changed.
+    #[error("{what} hold NaN or infinite values")]
+    NonFinite { what: &'static str },
     /// A checkpoint whose tensors do not fit the model; nothing was overwritten.
     #[error("checkpoint {} does not fit the model ({} problem(s)): {}", path.display(), problems.len(), Problems(problems))]
     CheckpointMismatch {

@@ -119,11 +119,32 @@ impl ModuleT for SupConModel {
     }
 }
 
-/// A single linear layer `fc` on (frozen) encoder features (SupContrast's `LinearClassifier`).
+/// A single linear layer `fc` on (frozen) encoder features (SupContrast's `LinearClassifier`),
+/// optionally behind a fixed per-feature standardization.
+///
+/// Why standardize: one probe learning rate must serve every method, and encoders trained by
+/// different losses give features of very different scales (InstDisc's are far larger than
+/// SupCon's, and lr 0.5 chosen on SupCon's features diverges on them). Subtracting each
+/// feature's training mean and dividing by its standard deviation is what MAE's linear probe
+/// does with a BatchNorm without affine parameters; with the statistics of the whole training
+/// set fixed up front it is that BatchNorm in eval mode, so training and inference see the
+/// same function. The statistics are variables that are not trained (`standardize.mean`,
+/// `standardize.std`), so checkpoints carry them.
 #[derive(Debug)]
 pub struct LinearClassifier {
     pub fc: nn::Linear,
+    standardize: Option<Standardization>,
 }
+
+/// `(x - mean) / std` per feature; `std` includes BatchNorm's ε under the square root.
+#[derive(Debug)]
+struct Standardization {
+    mean: Tensor,
+    std: Tensor,
+}
+
+/// BatchNorm's default ε: a feature that never varies maps to 0 instead of dividing by 0.
+const STANDARDIZE_EPS: f64 = 1e-5;
 
 impl LinearClassifier {
     /// Builds `fc` under `root`.
@@ -136,12 +157,69 @@ impl LinearClassifier {
         positive("feature_dim", feature_dim)?;
         Ok(LinearClassifier {
             fc: linear(root / "fc", feature_dim, num_classes),
+            standardize: None,
+        })
+    }
+
+    /// Builds `fc` and the standardization's variables (mean 0, std 1 until
+    /// [`LinearClassifier::fit_standardization`]) under `root`.
+    pub fn standardized(
+        root: &nn::Path<'_>,
+        feature_dim: i64,
+        num_classes: i64,
+    ) -> Result<Self, ModelError> {
+        let mut classifier = Self::new(root, feature_dim, num_classes)?;
+        let path = root / "standardize";
+        classifier.standardize = Some(Standardization {
+            mean: path.zeros_no_train("mean", &[feature_dim]),
+            std: path.ones_no_train("std", &[feature_dim]),
+        });
+        Ok(classifier)
+    }
+
+    /// Sets the standardization to the per-feature mean and standard deviation of `features`
+    /// `[N, feature_dim]` (the training set's, N >= 1). An error, and nothing changed, for a
+    /// classifier built without standardization, a wrong shape or non-finite features.
+    pub fn fit_standardization(&mut self, features: &Tensor) -> Result<(), ModelError> {
+        let Some(standardize) = &mut self.standardize else {
+            return Err(ModelError::InvalidConfig {
+                field: "standardize",
+                value: "false".into(),
+                reason: "this classifier was built without standardization",
+            });
+        };
+        let dim = standardize.mean.size()[0];
+        let shape = features.size();
+        if shape.len() != 2 || shape[0] < 1 || shape[1] != dim {
+            return Err(ModelError::InputShape {
+                shape,
+                expected: format!("[N >= 1, {dim}] training features"),
+            });
+        }
+        let features = features.f_to_kind(tch::Kind::Double)?;
+        if features.f_isfinite()?.f_all()?.f_int64_value(&[])? == 0 {
+            return Err(ModelError::NonFinite {
+                what: "the training features the probe standardizes with",
+            });
+        }
+        let mean = features.f_mean_dim(0, false, tch::Kind::Double)?;
+        let variance = (&features - &mean)
+            .f_square()?
+            .f_mean_dim(0, false, tch::Kind::Double)?;
+        let std = (variance + STANDARDIZE_EPS).f_sqrt()?;
+        tch::no_grad(|| -> Result<(), ModelError> {
+            standardize.mean.f_copy_(&mean)?;
+            standardize.std.f_copy_(&std)?;
+            Ok(())
         })
     }
 
     /// Logits `[N, num_classes]` of features `[N, feature_dim]`.
     pub fn forward(&self, features: &Tensor) -> Tensor {
-        apply_linear(&self.fc, features)
+        match &self.standardize {
+            Some(s) => apply_linear(&self.fc, &((features - &s.mean) / &s.std)),
+            None => apply_linear(&self.fc, features),
+        }
     }
 }
 

@@ -209,6 +209,108 @@ fn names_with_prefix(vs: &nn::VarStore, prefix: &str) -> Vec<String> {
         .collect()
 }
 
+/// Features of very different scales per column, as different methods' encoders give.
+fn skewed_features(n: i64, dim: i64) -> Tensor {
+    let scales = Tensor::logspace(-1.0, 3.0, dim, 10.0, (Kind::Float, Device::Cpu));
+    // Offsets of a few deviations (ReLU features sit off zero), not so far that f32 cancels.
+    let offsets = Tensor::linspace(-3.0, 3.0, dim, (Kind::Float, Device::Cpu)) * &scales;
+    Tensor::randn([n, dim], (Kind::Float, Device::Cpu)) * scales + offsets
+}
+
+#[test]
+fn standardized_classifier_sees_unit_features_and_ignores_their_scale() {
+    tch::manual_seed(7);
+    let features = skewed_features(500, 16);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mut classifier = LinearClassifier::standardized(&vs.root(), 16, 4).unwrap();
+    assert_eq!(
+        var_names(&vs),
+        [
+            "fc.bias",
+            "fc.weight",
+            "standardize.mean",
+            "standardize.std"
+        ]
+    );
+    // The statistics are carried by checkpoints and never trained.
+    for (name, variable) in vs.variables() {
+        assert_eq!(variable.requires_grad(), name.starts_with("fc."), "{name}");
+    }
+    classifier.fit_standardization(&features).unwrap();
+
+    // What the layer sees, computed here independently in f64: zero mean, unit deviation.
+    let f = features.to_kind(Kind::Double);
+    let mean = f.mean_dim(0, false, Kind::Double);
+    let std = ((&f - &mean).square().mean_dim(0, false, Kind::Double) + 1e-5).sqrt();
+    let expected = tch::no_grad(|| {
+        ((&f - &mean) / &std).matmul(&classifier.fc.ws.to_kind(Kind::Double).tr())
+            + classifier.fc.bs.as_ref().unwrap().to_kind(Kind::Double)
+    });
+    let logits = tch::no_grad(|| classifier.forward(&features)).to_kind(Kind::Double);
+    let error = (&logits - &expected).abs().max().double_value(&[]);
+    assert!(error < 1e-4, "logits differ from the formula by {error}");
+
+    // Scaled and shifted features (another method's encoder) give the same logits once the
+    // classifier is fitted on them: the probe's learning rate no longer meets their scale.
+    let vs2 = nn::VarStore::new(Device::Cpu);
+    let mut rescaled = LinearClassifier::standardized(&vs2.root(), 16, 4).unwrap();
+    tch::no_grad(|| {
+        rescaled.fc.ws.copy_(&classifier.fc.ws);
+        rescaled
+            .fc
+            .bs
+            .as_mut()
+            .unwrap()
+            .copy_(classifier.fc.bs.as_ref().unwrap());
+    });
+    let scaled = &features * 1000.0 + 3.0;
+    rescaled.fit_standardization(&scaled).unwrap();
+    let again = tch::no_grad(|| rescaled.forward(&scaled)).to_kind(Kind::Double);
+    let error = (&again - &logits).abs().max().double_value(&[]);
+    assert!(error < 1e-3, "scaled features moved the logits by {error}");
+}
+
+#[test]
+fn standardization_refuses_what_it_cannot_fit_and_keeps_its_statistics() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mut plain = LinearClassifier::new(&vs.root(), 8, 3).unwrap();
+    assert!(matches!(
+        plain.fit_standardization(&skewed_features(10, 8)),
+        Err(ModelError::InvalidConfig {
+            field: "standardize",
+            ..
+        })
+    ));
+
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mut classifier = LinearClassifier::standardized(&vs.root(), 8, 3).unwrap();
+    let good = skewed_features(10, 8);
+    classifier.fit_standardization(&good).unwrap();
+    let before = tch::no_grad(|| classifier.forward(&good));
+    let with_nan = good.copy();
+    let _ = with_nan.get(3).get(5).fill_(f64::NAN);
+    for (bad, what) in [
+        (skewed_features(10, 7), "wrong width"),
+        (skewed_features(0, 8), "no rows"),
+        (skewed_features(10, 8).reshape([10, 2, 4]), "rank 3"),
+        (with_nan, "a NaN"),
+    ] {
+        let error = classifier.fit_standardization(&bad).unwrap_err();
+        match what {
+            "a NaN" => assert!(
+                matches!(error, ModelError::NonFinite { .. }),
+                "{what}: {error:?}"
+            ),
+            _ => assert!(
+                matches!(error, ModelError::InputShape { .. }),
+                "{what}: {error:?}"
+            ),
+        }
+        let after = tch::no_grad(|| classifier.forward(&good));
+        assert!(after.equal(&before), "{what} changed the statistics");
+    }
+}
+
 #[test]
 fn zero_init_residual_zeroes_the_last_bn_of_each_branch() {
     let vs = nn::VarStore::new(Device::Cpu);

@@ -442,6 +442,12 @@ pub struct StageConfig {
     pub batch_size: usize,
     /// supcon-augment preset of the training images.
     pub augment: String,
+    /// Linear stage only: standardize each frozen feature with the training set's mean and
+    /// standard deviation before the linear layer (MAE's probe; the book's Training page), so
+    /// that one learning rate fits every method's feature scale. Absent in a configuration
+    /// written before it existed: off, so an old run's classifier still loads.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub standardize: bool,
     pub optim: OptimConfig,
 }
 

@@ -291,6 +291,29 @@ mod tests {
     }
 
     #[test]
+    fn standardization_is_the_probes_and_old_configurations_load_without_it() {
+        let err = resolve("quick-cpu", None, &["ce.standardize=true".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ce.standardize"), "{err}");
+        assert!(err.contains("linear.standardize"), "{err}");
+        // A run's config.toml from before the key existed: its probe was not standardized,
+        // and its classifier checkpoint has no statistics to load.
+        let text = RunConfig::preset("quick-cpu").unwrap().to_toml().unwrap();
+        let old: String = text
+            .lines()
+            .filter(|line| !line.starts_with("standardize"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert_ne!(old, text);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, old).unwrap();
+        let config = load_resolved(&path).unwrap();
+        assert!(!config.linear.standardize && !config.ce.standardize);
+    }
+
+    #[test]
     fn a_method_without_its_views_names_the_fix() {
         let err = resolve("quick-cpu", None, &["pretrain.method=simclr".into()])
             .unwrap_err()

@@ -113,6 +113,14 @@ impl RunConfig {
                 format!("{} is not in [0, 1)", p.queue_momentum),
             );
         }
+        if self.ce.standardize {
+            return bad(
+                "ce.standardize",
+                "the baseline trains its encoder; standardization is the linear probe's \
+                 (linear.standardize)"
+                    .into(),
+            );
+        }
         for (name, stage_batch, optim) in [
             ("pretrain", p.batch_size, &p.optim),
             ("linear", self.linear.batch_size, &self.linear.optim),

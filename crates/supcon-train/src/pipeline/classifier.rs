@@ -363,8 +363,12 @@ impl<'a> LinearModel<'a> {
     ) -> Result<Self, TrainError> {
         tch::manual_seed(config.seed as i64 ^ 0x11);
         let vs = VarStore::new(device);
-        let classifier =
-            LinearClassifier::new(&vs.root(), encoder.feature_dim(), num_classes as i64)?;
+        let classifier = probe_classifier(
+            &vs.root(),
+            config,
+            encoder.feature_dim(),
+            num_classes as i64,
+        )?;
         let pipeline = augment_pipeline(&config.linear.augment, image_size, mean, std)?;
         Ok(Self {
             encoder,
@@ -407,6 +411,38 @@ impl<'a> LinearModel<'a> {
         });
         Ok(())
     }
+
+    /// With `linear.standardize`, sets the classifier's standardization to the training
+    /// features' statistics: the stored ones, else one unaugmented pass over `train` (every
+    /// rank gets every row, so every rank computes the same statistics).
+    pub fn fit_standardization(&mut self, train: &Dataset) -> Result<(), TrainError> {
+        let computed;
+        let features = match &self.stored {
+            Some(stored) => &stored.train,
+            None => {
+                let rows = self.training.infer(train, &|x| self.encoder.encode(x))?;
+                computed = to_device_rows(&rows, self.training.device)?;
+                &computed
+            }
+        };
+        self.classifier.fit_standardization(features)?;
+        Ok(())
+    }
+}
+
+/// The linear probe's classifier as `config` builds it (with or without standardization), so
+/// that training and evaluation build the same variables.
+pub fn probe_classifier(
+    root: &tch::nn::Path<'_>,
+    config: &RunConfig,
+    feature_dim: i64,
+    num_classes: i64,
+) -> Result<LinearClassifier, TrainError> {
+    Ok(if config.linear.standardize {
+        LinearClassifier::standardized(root, feature_dim, num_classes)?
+    } else {
+        LinearClassifier::new(root, feature_dim, num_classes)?
+    })
 }
 
 /// See [`LinearModel::store_features`].

@@ -260,8 +260,9 @@ pub fn evaluate_supcon(
 ) -> Result<MethodResult, TrainError> {
     let checkpoint = Checkpoint::load(&outcome.classifier_checkpoint)?;
     let mut vs = VarStore::new(session.device);
-    let classifier = supcon_models::LinearClassifier::new(
+    let classifier = crate::pipeline::classifier::probe_classifier(
         &vs.root(),
+        &session.config,
         outcome.encoder.feature_dim(),
         test.num_classes() as i64,
     )?;

@@ -7,6 +7,7 @@ mod common;
 mod tfevents;
 
 use common::{run, supcon, FAST};
+use supcon_train::checkpoint::Checkpoint;
 use supcon_train::metrics_log::{read_metrics, RecordKind, Stage};
 use tfevents::series;
 
@@ -54,6 +55,20 @@ fn train_with_baseline_on_a_fashion_mnist_subset_beats_chance_by_far() {
     ] {
         assert!(run_dir.join(file).exists(), "{file} is missing");
     }
+    // quick-cpu's probe standardizes: the classifier's checkpoint carries the training
+    // features' statistics, fitted (not the initial mean 0, std 1) and finite.
+    let classifier =
+        Checkpoint::load(&run_dir.join("checkpoints/linear-best.safetensors")).unwrap();
+    let model = classifier.group("model");
+    let (mean, std) = (&model["standardize.mean"], &model["standardize.std"]);
+    assert_eq!(mean.size(), [64], "resnet-tiny's feature width");
+    assert_eq!(std.size(), [64]);
+    assert!(
+        mean.abs().max().double_value(&[]) > 0.0,
+        "mean never fitted"
+    );
+    assert!(std.ne(1.0).any().int64_value(&[]) == 1, "std never fitted");
+    assert!(std.isfinite().all().int64_value(&[]) == 1 && std.min().double_value(&[]) > 0.0);
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run_dir.join("report.json")).unwrap()).unwrap();
     let stage = |stage: &str, method: &str| stage_row(&report, stage, method);

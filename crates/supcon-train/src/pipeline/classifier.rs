@@ -401,13 +401,9 @@ impl<'a> LinearModel<'a> {
     /// at the cost of one forward pass instead of one per epoch. Computed in a fixed order, so
     /// a resumed run gets the same features.
     pub fn store_features(&mut self, train: &Dataset) -> Result<(), TrainError> {
-        let encode = |data: &Dataset| -> Result<Tensor, TrainError> {
-            let features = self.training.infer(data, &|x| self.encoder.encode(x))?;
-            to_device_rows(&features, self.training.device)
-        };
         self.stored = Some(StoredFeatures {
-            train: encode(train)?,
-            validation: encode(self.training.validation)?,
+            train: self.encode_all(train)?,
+            validation: self.encode_all(self.training.validation)?,
         });
         Ok(())
     }
@@ -416,17 +412,19 @@ impl<'a> LinearModel<'a> {
     /// features' statistics: the stored ones, else one unaugmented pass over `train` (every
     /// rank gets every row, so every rank computes the same statistics).
     pub fn fit_standardization(&mut self, train: &Dataset) -> Result<(), TrainError> {
-        let computed;
         let features = match &self.stored {
-            Some(stored) => &stored.train,
-            None => {
-                let rows = self.training.infer(train, &|x| self.encoder.encode(x))?;
-                computed = to_device_rows(&rows, self.training.device)?;
-                &computed
-            }
+            Some(stored) => stored.train.shallow_clone(),
+            None => self.encode_all(train)?,
         };
-        self.classifier.fit_standardization(features)?;
+        self.classifier.fit_standardization(&features)?;
         Ok(())
+    }
+
+    /// The frozen encoder's features of every image of `data` (unaugmented, in order), on
+    /// the stage's device.
+    fn encode_all(&self, data: &Dataset) -> Result<Tensor, TrainError> {
+        let features = self.training.infer(data, &|x| self.encoder.encode(x))?;
+        to_device_rows(&features, self.training.device)
     }
 }
 

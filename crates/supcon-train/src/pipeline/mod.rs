@@ -411,22 +411,22 @@ pub fn linear(
             session.device,
             session.comm.clone(),
         )?;
-        let mut setup_seconds = 0.0;
+        // The one-off work before the first epoch is part of the stage's wall time (kept in
+        // the checkpoint state, so `supcon eval` reports the same figure): time-to-accuracy
+        // includes it.
         let started = std::time::Instant::now();
         if config.linear.augment == "none" {
-            // Part of the stage's wall time (kept in the checkpoint state, so `supcon eval`
-            // reports the same figure): time-to-accuracy includes it.
             model.store_features(&session.data.train)?;
-            setup_seconds = started.elapsed().as_secs_f64();
             tracing::info!(
-                "linear: no augmentation, so the training and validation features were computed once ({setup_seconds:.1} s)"
+                "linear: no augmentation, so the training and validation features were computed once ({:.1} s)",
+                started.elapsed().as_secs_f64()
             );
         }
         if config.linear.standardize {
             model.fit_standardization(&session.data.train)?;
-            setup_seconds = started.elapsed().as_secs_f64();
             tracing::info!("linear: features standardized with the training set's statistics");
         }
+        let setup_seconds = started.elapsed().as_secs_f64();
         run_stage_of(
             session,
             Stage::Linear,

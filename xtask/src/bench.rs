@@ -1,7 +1,9 @@
 //! `cargo xtask bench <what>`: side-by-side benchmarks against the references (PyTorch,
 //! torchvision), measured on the same machine in the same run. Each writes
-//! `target/bench-results/<what>.json` and prints the ratio; `interop` is a correctness check
-//! instead (SupContrast's weights in supcon-models, same outputs) and prints the differences.
+//! `target/bench-results/<what>.json` and prints the ratio; `methods` compares accuracy too
+//! (kNN top-1 and images/s of SimCLR, MoCo and SwAV against lightly's implementations), and
+//! `interop` is a correctness check instead (SupContrast's weights in supcon-models, same
+//! outputs) and prints the differences.
 
 use anyhow::{bail, Result};
 
@@ -15,10 +17,12 @@ pub fn run(args: &[String]) -> Result<()> {
         "augment" => crate::bench_augment::run(rest),
         "train" => crate::bench_train::run(rest),
         "data" => crate::bench_data::run(rest),
+        "methods" => crate::bench_methods::run(rest),
         "interop" => crate::bench_interop::run(rest),
         other => {
             bail!(
-                "unknown benchmark `{other}`; expected one of: loss, augment, train, data, interop"
+                "unknown benchmark `{other}`; expected one of: loss, augment, train, data, \
+                 methods, interop"
             )
         }
     }

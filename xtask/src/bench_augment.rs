@@ -16,13 +16,14 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// What the reference scripts import: torch and torchvision, and safetensors for the state dict
+/// What the reference scripts import: torch and torchvision, safetensors for the state dict
 /// that `cargo xtask bench interop` exports (its `torch` extra brings the `packaging` module
-/// that `safetensors.torch` imports).
+/// that `safetensors.torch` imports), and lightly, the peer of `cargo xtask bench methods`.
 const WHEELS: &[&str] = &[
     "torch==2.11.0",
     "torchvision==0.26.0",
     "safetensors[torch]==0.7.0",
+    "lightly==1.6.0",
 ];
 
 struct Options {

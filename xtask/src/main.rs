@@ -8,6 +8,7 @@ mod bench_augment;
 mod bench_data;
 mod bench_interop;
 mod bench_loss;
+mod bench_methods;
 mod bench_train;
 mod docs;
 mod setup;
@@ -29,8 +30,10 @@ commands:
   train [ARGS...]       build the `supcon` binary (release) and run the default two-stage recipe on
                         Fashion-MNIST; ARGS go to `supcon train`
   bench <what> [ARGS]   side-by-side benchmarks: loss | augment | train | data (see docs/src/benchmarks.md),
-                        and interop: a PyTorch SupContrast ResNet-18's weights loaded into
-                        supcon-models, max |difference| of the outputs (see docs/src/models.md)
+                        methods: SimCLR, MoCo v2 and SwAV by supcon and by lightly, kNN top-1 and
+                        images/s (see docs/src/benchmarks/train.md), and interop: a PyTorch
+                        SupContrast ResNet-18's weights loaded into supcon-models, max |difference|
+                        of the outputs (see docs/src/models.md)
   gpu-test              build the GPU test binaries and run them where a GPU is present
   docs                  build the mdBook (installing mdbook when missing) and rustdoc
 ";

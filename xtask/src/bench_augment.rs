@@ -11,7 +11,9 @@
 //! Where Python has no `venv` module, `pip install --target` into the same folder and
 //! `PYTHONPATH` take its place.
 
-use crate::util::{build_release, field, machine, project_root, run as sh, write_bench_result};
+use crate::util::{
+    build_release, field, machine, project_root, run as sh, write_bench_result, OptionArgs,
+};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -40,18 +42,12 @@ fn parse(args: &[String]) -> Result<Options> {
         torchvision_batches: 40,
         skip_torchvision: false,
     };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| -> Result<usize> {
-            it.next()
-                .with_context(|| format!("{name} needs a value"))?
-                .parse()
-                .with_context(|| format!("{name} takes a positive integer"))
-        };
-        match arg.as_str() {
-            "--threads" => o.threads = value("--threads")?,
-            "--batches" => o.batches = value("--batches")?,
-            "--torchvision-batches" => o.torchvision_batches = value("--torchvision-batches")?,
+    let mut args = OptionArgs::new(args);
+    while let Some(arg) = args.next_option() {
+        match arg {
+            "--threads" => o.threads = args.count(arg)?,
+            "--batches" => o.batches = args.count(arg)?,
+            "--torchvision-batches" => o.torchvision_batches = args.count(arg)?,
             "--skip-torchvision" => o.skip_torchvision = true,
             other => bail!(
                 "unknown option `{other}` for `cargo xtask bench augment` \

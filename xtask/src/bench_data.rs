@@ -16,7 +16,9 @@
 //! Writes `target/bench-results/data.json`.
 
 use crate::bench_augment::{bench_python, json_line};
-use crate::util::{build_release, field, machine, project_root, write_bench_result};
+use crate::util::{
+    build_release, count, field, machine, project_root, write_bench_result, OptionArgs,
+};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,27 +45,19 @@ fn parse(args: &[String]) -> Result<Options> {
         skip_torchvision: false,
         skip_epoch: false,
     };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| -> Result<String> {
-            it.next()
-                .cloned()
-                .with_context(|| format!("{name} needs a value"))
-        };
-        let number = |name: &str, text: String| -> Result<usize> {
-            text.parse()
-                .with_context(|| format!("{name} takes a positive integer"))
-        };
-        match arg.as_str() {
-            "--images" => o.images = number(arg, value(arg)?)?,
-            "--side" => o.side = number(arg, value(arg)?)?,
-            "--batch" => o.batch = number(arg, value(arg)?)?,
-            "--batches" => o.batches = number(arg, value(arg)?)?,
-            "--epoch-images" => o.epoch_images = number(arg, value(arg)?)?,
+    let mut args = OptionArgs::new(args);
+    while let Some(arg) = args.next_option() {
+        match arg {
+            "--images" => o.images = args.count(arg)?,
+            "--side" => o.side = args.count(arg)?,
+            "--batch" => o.batch = args.count(arg)?,
+            "--batches" => o.batches = args.count(arg)?,
+            "--epoch-images" => o.epoch_images = args.count(arg)?,
             "--workers" => {
-                o.workers = value(arg)?
+                o.workers = args
+                    .value(arg)?
                     .split(',')
-                    .map(|w| number("--workers", w.to_string()))
+                    .map(|w| count("--workers", w))
                     .collect::<Result<_>>()?
             }
             "--skip-torchvision" => o.skip_torchvision = true,

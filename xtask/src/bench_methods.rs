@@ -25,7 +25,7 @@
 
 use crate::bench_augment::{bench_python, json_line, BenchPython};
 use crate::setup::{self, Flavour};
-use crate::util::{field, machine, project_root, run as sh, write_bench_result};
+use crate::util::{field, machine, project_root, run as sh, write_bench_result, OptionArgs};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -104,34 +104,26 @@ fn parse(args: &[String]) -> Result<Options> {
         workers: 0,
         skip_peer: false,
     };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| -> Result<String> {
-            it.next()
-                .cloned()
-                .with_context(|| format!("{name} needs a value"))
-        };
-        let number = |name: &str, v: String| -> Result<usize> {
-            v.parse()
-                .with_context(|| format!("{name} takes a positive integer, got `{v}`"))
-        };
-        match arg.as_str() {
+    let mut args = OptionArgs::new(args);
+    while let Some(arg) = args.next_option() {
+        match arg {
             "--methods" => {
-                o.methods = value(arg)?
+                o.methods = args
+                    .value(arg)?
                     .split(',')
                     .map(|m| method_spec(m.trim()))
                     .collect::<Result<_>>()?;
             }
             "--epochs" => {
-                let v = value(arg)?;
+                let v = args.value(arg)?;
                 o.epochs = v
                     .parse()
                     .with_context(|| format!("--epochs takes a positive integer, got `{v}`"))?;
             }
-            "--train-per-class" => o.train_per_class = Some(number(arg, value(arg)?)?),
-            "--test-per-class" => o.test_per_class = Some(number(arg, value(arg)?)?),
-            "--threads" => o.threads = number(arg, value(arg)?)?,
-            "--workers" => o.workers = number(arg, value(arg)?)?,
+            "--train-per-class" => o.train_per_class = Some(args.count(arg)?),
+            "--test-per-class" => o.test_per_class = Some(args.count(arg)?),
+            "--threads" => o.threads = args.count(arg)?,
+            "--workers" => o.workers = args.count(arg)?,
             "--skip-peer" => o.skip_peer = true,
             other => bail!(
                 "unknown option `{other}` for `cargo xtask bench methods` (--methods \

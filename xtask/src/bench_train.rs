@@ -17,7 +17,7 @@
 
 use crate::bench_augment::{bench_python, json_line};
 use crate::setup::{self, Flavour};
-use crate::util::{field, machine};
+use crate::util::{count, field, machine, OptionArgs};
 use crate::util::{project_root, run as sh, write_bench_result};
 use anyhow::{bail, Context, Result};
 use std::path::Path;
@@ -39,27 +39,19 @@ fn parse(args: &[String]) -> Result<Options> {
         workers: vec![0, 2],
         skip_pytorch: false,
     };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| -> Result<String> {
-            it.next()
-                .cloned()
-                .with_context(|| format!("{name} needs a value"))
-        };
-        let number = |name: &str, v: String| -> Result<usize> {
-            v.parse()
-                .with_context(|| format!("{name} takes a positive integer, got `{v}`"))
-        };
-        match arg.as_str() {
+    let mut args = OptionArgs::new(args);
+    while let Some(arg) = args.next_option() {
+        match arg {
             "--train-per-class" => {
-                o.train_per_class = number(arg, value(arg)?)?;
+                o.train_per_class = args.count(arg)?;
             }
-            "--steps" => o.steps = number(arg, value(arg)?)?,
-            "--threads" => o.threads = number(arg, value(arg)?)?,
+            "--steps" => o.steps = args.count(arg)?,
+            "--threads" => o.threads = args.count(arg)?,
             "--workers" => {
-                o.workers = value(arg)?
+                o.workers = args
+                    .value(arg)?
                     .split(',')
-                    .map(|w| number("--workers", w.trim().to_string()))
+                    .map(|w| count("--workers", w))
                     .collect::<Result<_>>()?;
             }
             "--skip-pytorch" => o.skip_pytorch = true,

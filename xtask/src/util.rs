@@ -119,3 +119,40 @@ pub fn machine() -> String {
         .map_or("?".into(), |k| format!("{:.0}", k / 1024.0 / 1024.0));
     format!("{cpu}, {cores} cores, {mem_gib} GiB")
 }
+
+/// A subcommand's options read in order: flags, and `--name value` pairs whose value is the
+/// next argument.
+pub struct OptionArgs<'a> {
+    rest: std::slice::Iter<'a, String>,
+}
+
+impl<'a> OptionArgs<'a> {
+    pub fn new(args: &'a [String]) -> Self {
+        Self { rest: args.iter() }
+    }
+
+    /// The next option, or `None` at the end.
+    pub fn next_option(&mut self) -> Option<&'a str> {
+        self.rest.next().map(String::as_str)
+    }
+
+    /// The value that follows option `name`.
+    pub fn value(&mut self, name: &str) -> Result<&'a str> {
+        self.rest
+            .next()
+            .map(String::as_str)
+            .with_context(|| format!("{name} needs a value"))
+    }
+
+    /// The value that follows option `name`, as a count.
+    pub fn count(&mut self, name: &str) -> Result<usize> {
+        count(name, self.value(name)?)
+    }
+}
+
+/// `text`, a value of option `name`, as a count.
+pub fn count(name: &str, text: &str) -> Result<usize> {
+    text.trim()
+        .parse()
+        .with_context(|| format!("{name} takes a positive integer, got `{text}`"))
+}

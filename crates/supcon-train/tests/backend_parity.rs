@@ -79,7 +79,7 @@ fn train_config(
         let result = model.forward_backward(&batch).unwrap();
         assert!(result.loss.is_finite() && result.loss > 0.0, "{result:?}");
         losses.push(result.loss);
-        model.update(learning_rate).unwrap();
+        model.update(learning_rate, 0.0).unwrap();
         if backend == LossBackendKind::Tch {
             assert_eq!(
                 supcon_train::loss_bridge::host_copies(),

@@ -179,8 +179,11 @@ pub struct MocoConfig {
     pub version: u8,
     /// K, keys in the queue (65 536 on ImageNet; a few thousand suit Fashion-MNIST's 54 000).
     pub queue: usize,
-    /// m of the key encoder's moving average.
+    /// m of the key encoder's moving average (at the start, with `momentum_final`).
     pub momentum: f64,
+    /// When set, m rises from `momentum` to this along a half cosine over the run (BYOL's
+    /// schedule; solo-learn's MoCo v2+ goes from 0.99 to 1.0); absent: m stays constant.
+    pub momentum_final: Option<f64>,
     /// Use both directions (q₀·k₁ and q₁·k₀) and enqueue both keys.
     pub symmetric: bool,
     /// Groups of the shuffled BatchNorm of the key encoder (MoCo's per-GPU sub-batches).
@@ -193,6 +196,7 @@ impl Default for MocoConfig {
             version: 2,
             queue: 4096,
             momentum: 0.999,
+            momentum_final: None,
             symmetric: false,
             shuffle_groups: 4,
         }
@@ -212,6 +216,14 @@ impl MocoConfig {
         }
         if !(0.0..1.0).contains(&self.momentum) {
             return bad("momentum", format!("{} is not in [0, 1)", self.momentum));
+        }
+        if let Some(end) = self.momentum_final {
+            if !(self.momentum..=1.0).contains(&end) {
+                return bad(
+                    "momentum_final",
+                    format!("{end} is not in [momentum = {}, 1]", self.momentum),
+                );
+            }
         }
         if self.shuffle_groups == 0 {
             return bad("shuffle_groups", "must be at least 1".into());
@@ -360,6 +372,24 @@ mod tests {
 
     /// `pretrain.loss_backend` is checked against the method's own list: every backend it has
     /// passes, any other fails naming the ones it has.
+    #[test]
+    fn a_momentum_schedule_must_rise_and_stay_below_one() {
+        let with_final = |end| MocoConfig {
+            momentum: 0.99,
+            momentum_final: Some(end),
+            ..MocoConfig::default()
+        };
+        with_final(1.0).validate().unwrap();
+        with_final(0.99).validate().unwrap();
+        for end in [0.9, 1.01, f64::NAN] {
+            let message = with_final(end).validate().unwrap_err().to_string();
+            assert!(
+                message.contains("pretrain.moco.momentum_final"),
+                "{message}"
+            );
+        }
+    }
+
     #[test]
     fn loss_backends_are_checked_against_the_methods_list() {
         use clap::ValueEnum;

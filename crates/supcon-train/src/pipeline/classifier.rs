@@ -202,7 +202,7 @@ impl<'a> ClassifierTraining<'a> {
         )
     }
 
-    fn update(&mut self, lr: f64) -> Result<(), TrainError> {
+    fn update(&mut self, lr: f64, _progress: f64) -> Result<(), TrainError> {
         self.optimizer.step(lr);
         Ok(())
     }
@@ -481,8 +481,8 @@ impl StageModel for LinearModel<'_> {
         self.training.data_parallel()
     }
 
-    fn update(&mut self, lr: f64) -> Result<(), TrainError> {
-        self.training.update(lr)
+    fn update(&mut self, lr: f64, progress: f64) -> Result<(), TrainError> {
+        self.training.update(lr, progress)
     }
 
     fn validate(&mut self) -> Result<Option<f64>, TrainError> {
@@ -576,8 +576,8 @@ impl StageModel for CeModel<'_> {
         self.training.data_parallel()
     }
 
-    fn update(&mut self, lr: f64) -> Result<(), TrainError> {
-        self.training.update(lr)
+    fn update(&mut self, lr: f64, progress: f64) -> Result<(), TrainError> {
+        self.training.update(lr, progress)
     }
 
     fn validate(&mut self) -> Result<Option<f64>, TrainError> {

@@ -125,14 +125,14 @@ impl StageModel for PretrainModel {
         })
     }
 
-    fn update(&mut self, lr: f64) -> Result<(), TrainError> {
+    fn update(&mut self, lr: f64, progress: f64) -> Result<(), TrainError> {
         if self.method.frozen(self.epoch) {
             let frozen = &self.method_trainable;
             self.optimizer.step_except(lr, |name| frozen.contains(name));
         } else {
             self.optimizer.step(lr);
         }
-        self.method.after_step()
+        self.method.after_step(progress)
     }
 
     fn data_parallel(&self) -> DataParallelTensors {

@@ -43,8 +43,10 @@ pub trait StageModel {
     /// The tensors the ranks keep identical: trained parameters (gradients summed) and
     /// running statistics (averaged).
     fn data_parallel(&self) -> DataParallelTensors;
-    /// Applies the gradients (optimizer step, momentum encoder, queue).
-    fn update(&mut self, lr: f64) -> Result<(), TrainError>;
+    /// Applies the gradients (optimizer step, momentum encoder, queue). `progress` is the
+    /// fraction of the stage's steps done before this one, in [0, 1) (schedules other than the
+    /// learning rate's, such as MoCo's key momentum, follow it).
+    fn update(&mut self, lr: f64, progress: f64) -> Result<(), TrainError>;
     /// Validation top-1 at the end of an epoch, when the stage has one.
     fn validate(&mut self) -> Result<Option<f64>, TrainError>;
     /// Tensors to checkpoint, grouped by prefix.
@@ -212,6 +214,7 @@ pub fn run_stage(
         )));
     }
     let schedule = LrSchedule::new(spec.optim, spec.epochs, steps_per_epoch, spec.batch_size);
+    let total_steps = u64::from(spec.epochs) * steps_per_epoch;
     let mut state = resume.unwrap_or_else(|| spec.fresh_state());
     state.wall_seconds += spec.setup_seconds;
     let last_path = run.last_checkpoint(spec.stage);
@@ -299,7 +302,7 @@ pub fn run_stage(
                         batch: batch_statistics(&batch),
                     });
                 }
-                model.update(lr)?;
+                model.update(lr, state.global_step as f64 / total_steps as f64)?;
                 let seconds = started.elapsed().as_secs_f64();
                 let images = global.len() as u64;
                 state.global_step += 1;

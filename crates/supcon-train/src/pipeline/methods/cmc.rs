@@ -212,7 +212,7 @@ impl ContrastiveMethod for Cmc {
             .collect()
     }
 
-    fn after_step(&mut self) -> Result<(), TrainError> {
+    fn after_step(&mut self, _progress: f64) -> Result<(), TrainError> {
         Ok(())
     }
 

@@ -205,7 +205,7 @@ impl ContrastiveMethod for Cpc {
             .collect()
     }
 
-    fn after_step(&mut self) -> Result<(), TrainError> {
+    fn after_step(&mut self, _progress: f64) -> Result<(), TrainError> {
         Ok(())
     }
 

@@ -147,9 +147,9 @@ impl ContrastiveMethod for InBatch {
         Ok(value.loss)
     }
 
-    fn after_step(&mut self) -> Result<(), TrainError> {
+    fn after_step(&mut self, progress: f64) -> Result<(), TrainError> {
         if let Some(state) = &mut self.queue {
-            state.encoder.update();
+            state.encoder.update(progress);
             if let Some((keys, labels)) = state.pending.take() {
                 state.queue.push(&keys, &labels)?;
             }

@@ -198,7 +198,7 @@ impl ContrastiveMethod for InstDisc {
         crate::dist::total(comm, loss)
     }
 
-    fn after_step(&mut self) -> Result<(), TrainError> {
+    fn after_step(&mut self, _progress: f64) -> Result<(), TrainError> {
         let Some((indices, embeddings)) = self.pending.take() else {
             return Ok(());
         };

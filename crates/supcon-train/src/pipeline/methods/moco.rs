@@ -30,7 +30,7 @@ use supcon_models::SupConModel;
 use tch::nn::ModuleT;
 use tch::{Device, Tensor};
 
-use super::momentum::MomentumEncoder;
+use super::momentum::{MomentumEncoder, MomentumSchedule};
 use super::{
     backward_from_host, batch_seed, host_rows, random_unit_rows, rows_view, select_view,
     ContrastiveMethod, MethodContext,
@@ -73,7 +73,10 @@ pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMe
         key_encoder: MomentumEncoder::new(
             context.online,
             &context.config.model,
-            moco.momentum,
+            MomentumSchedule {
+                start: moco.momentum,
+                end: moco.momentum_final.unwrap_or(moco.momentum),
+            },
             context.device,
         )?,
         queue,
@@ -153,8 +156,8 @@ impl ContrastiveMethod for Moco {
         crate::dist::total(comm, loss)
     }
 
-    fn after_step(&mut self) -> Result<(), TrainError> {
-        self.key_encoder.update();
+    fn after_step(&mut self, progress: f64) -> Result<(), TrainError> {
+        self.key_encoder.update(progress);
         if let Some(keys) = self.pending.take() {
             self.queue.push(&keys, &vec![0; keys.size()[0] as usize])?;
         }

@@ -71,7 +71,9 @@ pub trait ContrastiveMethod {
     }
 
     /// Just after the optimizer step: momentum encoder, queue, memory bank, prototypes.
-    fn after_step(&mut self) -> Result<(), TrainError>;
+    /// `progress`: the fraction of the stage's steps done before this one (MoCo's momentum
+    /// schedule).
+    fn after_step(&mut self, progress: f64) -> Result<(), TrainError>;
 
     /// Running statistics of the method's own networks (a momentum encoder's BatchNorm),
     /// averaged over the ranks of a data-parallel run after every step.

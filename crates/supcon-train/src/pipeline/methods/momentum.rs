@@ -22,13 +22,41 @@ pub fn shuffle_order(n: usize, seed: u64) -> Vec<i64> {
     order
 }
 
+/// m over a run: BYOL's half cosine from `start` to `end`,
+/// `m = end − (end − start)·(cos(π·progress) + 1)/2` (solo-learn's MoCo v2+ rises from 0.99
+/// to 1), constant when the two are equal. A rising m lets the keys follow the fast-changing
+/// early encoder and keeps them consistent once it settles.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MomentumSchedule {
+    pub start: f64,
+    pub end: f64,
+}
+
+impl MomentumSchedule {
+    /// m after `progress` (the fraction of the run's steps done, 0 to 1).
+    pub fn at(&self, progress: f64) -> f64 {
+        let remaining = ((std::f64::consts::PI * progress.clamp(0.0, 1.0)).cos() + 1.0) / 2.0;
+        self.end - (self.end - self.start) * remaining
+    }
+}
+
+impl From<f64> for MomentumSchedule {
+    /// A constant m.
+    fn from(momentum: f64) -> Self {
+        Self {
+            start: momentum,
+            end: momentum,
+        }
+    }
+}
+
 /// An EMA copy of the online network: `ema ← m·ema + (1 − m)·online` after every step.
 pub struct MomentumEncoder {
     pub vs: VarStore,
     pub model: SupConModel,
     /// (EMA variable, online variable) pairs, sorted by name.
     pairs: Vec<(Tensor, Tensor)>,
-    momentum: f64,
+    momentum: MomentumSchedule,
 }
 
 impl MomentumEncoder {
@@ -36,7 +64,7 @@ impl MomentumEncoder {
     pub fn new(
         online: &VarStore,
         model: &ModelConfig,
-        momentum: f64,
+        momentum: impl Into<MomentumSchedule>,
         device: Device,
     ) -> Result<Self, TrainError> {
         let mut vs = VarStore::new(device);
@@ -55,14 +83,14 @@ impl MomentumEncoder {
             vs,
             model: copy,
             pairs,
-            momentum,
+            momentum: momentum.into(),
         })
     }
 
     /// `ema ← m·ema + (1 − m)·online` for every floating-point variable, BatchNorm statistics
-    /// included.
-    pub fn update(&mut self) {
-        let m = self.momentum;
+    /// included, with m of the schedule at `progress` (the fraction of the run done).
+    pub fn update(&mut self, progress: f64) {
+        let m = self.momentum.at(progress);
         tch::no_grad(|| {
             for (ema, online) in &mut self.pairs {
                 if ema.is_floating_point() {
@@ -258,10 +286,25 @@ mod tests {
         tch::no_grad(|| {
             let _ = online.variables()[name].shallow_clone().g_add_scalar_(1.0);
         });
-        encoder.update();
+        encoder.update(0.5);
         let moved = (&encoder.vs.variables()[name] - &before)
             .mean(tch::Kind::Float)
             .double_value(&[]);
         assert!((moved - 0.1).abs() < 1e-5, "moved by {moved}");
+    }
+
+    #[test]
+    fn the_momentum_schedule_rises_along_a_half_cosine() {
+        let schedule = MomentumSchedule {
+            start: 0.99,
+            end: 1.0,
+        };
+        assert_eq!(schedule.at(0.0), 0.99);
+        assert!((schedule.at(0.5) - 0.995).abs() < 1e-12);
+        assert_eq!(schedule.at(1.0), 1.0);
+        // Slow at both ends, fastest in the middle, never past the end.
+        assert!(schedule.at(0.1) - 0.99 < schedule.at(0.6) - schedule.at(0.5));
+        assert_eq!(schedule.at(2.0), 1.0);
+        assert_eq!(MomentumSchedule::from(0.9).at(0.3), 0.9);
     }
 }

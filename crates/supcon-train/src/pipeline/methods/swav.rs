@@ -278,7 +278,7 @@ impl ContrastiveMethod for Swav {
         epoch < self.freeze_epochs
     }
 
-    fn after_step(&mut self) -> Result<(), TrainError> {
+    fn after_step(&mut self, _progress: f64) -> Result<(), TrainError> {
         tch::no_grad(|| {
             let norm = self
                 .prototypes

@@ -142,7 +142,9 @@ fn every_method_trains_alike_on_the_cpu_and_tch_loss_backends() {
         // prototypes trainable from the first step, and a queue that is full (two pushes of
         // 16) by the third step. A small learning rate: InstDisc's loss jumps once the bank
         // holds the first step's embeddings (Z was estimated on random entries), and a large
-        // step would amplify f32 rounding into different trajectories.
+        // step amplifies f32 rounding into different trajectories. At lr 0.01 the tuned preset
+        // (tau 0.1, weight decay 5e-4) moved conv1 by 0.9 in three steps and the backends
+        // parted by 2.4e-4, beyond the bound; at 0.003 the worst method uses 15 % of it.
         config.pretrain.instdisc.negatives = 64;
         config.model.in_channels = channels;
         if channels == 3 {
@@ -153,8 +155,8 @@ fn every_method_trains_alike_on_the_cpu_and_tch_loss_backends() {
         config.pretrain.swav.queue = 32;
         config.pretrain.swav.queue_start_epoch = 0;
         let (initial, _) = train_config(config.clone(), LossBackendKind::Cpu, 0, 0.0);
-        let (cpu, cpu_losses) = train_config(config.clone(), LossBackendKind::Cpu, 3, 0.01);
-        let (tch, tch_losses) = train_config(config, LossBackendKind::Tch, 3, 0.01);
+        let (cpu, cpu_losses) = train_config(config.clone(), LossBackendKind::Cpu, 3, 0.003);
+        let (tch, tch_losses) = train_config(config, LossBackendKind::Tch, 3, 0.003);
         for (a, b) in cpu_losses.iter().zip(&tch_losses) {
             assert!(
                 (a - b).abs() < 1e-4 * a.abs(),

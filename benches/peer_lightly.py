@@ -260,6 +260,9 @@ def settings(table, args):
         # supcon: both directions against the same queue, half each. lightly's memory bank
         # enqueues at every loss call, so a second direction would see the first one's keys.
         unsupported("symmetric MoCo")
+    if method == "moco" and moco.get("momentum_final", moco["momentum"]) != moco["momentum"]:
+        # The replica moves its key encoder with one constant m (update_momentum, per step).
+        unsupported("a rising key momentum (pretrain.moco.momentum_final)")
     tau = pretrain.get("temperature", default_temperature(method, moco["version"]))
     base_tau = pretrain.get("base_temperature", tau)
     if method == "simclr" and base_tau != tau:

@@ -43,6 +43,10 @@
 //! gradient flows through it. [`NceOutput::partition`] returns the Z used, so that the caller
 //! can keep it fixed afterwards (an estimate beyond the range of `f64`, possible only when
 //! similarities/τ exceed about 700, is a [`LossError::Overflow`]; give Z then, or raise τ).
+//! [`NceOutput::batch_partition`] returns the batch's estimate even when Z was given, for a
+//! caller that moves Z with a running average rather than keeping the first batch's: InstDisc
+//! fixes Z once, on a bank of random vectors, which underestimates it once the bank holds
+//! learned embeddings.
 //! InstDisc's code takes the mean over the m + 1 entries of a
 //! row, the positive included; this mean is over the negatives only, which are the uniform
 //! samples the estimate needs (with m in the thousands the two differ by about 1/m).
@@ -76,8 +80,9 @@
 //! Query by query in parallel blocks of [`NCE_ROW_BLOCK`] on rayon's current pool, dot products
 //! and all sums in `f64`, normalized rows never copied (dot products of the raw rows are scaled
 //! by inverse norms). Estimating Z takes one more pass over the dot products (a log-sum-exp per
-//! query, combined in query order). Extra memory O(B·m) for the inverse norms plus O(m + D) per
-//! task; bit-identical results for any number of threads.
+//! query, combined in query order); with Z given, the batch's estimate comes from the loss
+//! pass's own dot products (one more exponential per pair). Extra memory O(B·m) for the inverse
+//! norms plus O(m + D) per task; bit-identical results for any number of threads.
 
 use ndarray::{Array2, ArrayView2, ArrayView3, Axis};
 use rayon::prelude::*;
@@ -219,6 +224,10 @@ pub struct NceOutput<T = f32> {
     /// The Z used: the given one, or the batch's estimate. Pass it back as
     /// [`NceOptions::partition`] to keep it fixed.
     pub partition: f64,
+    /// The batch's estimate of Z, `N · mean_{b,j} e^{s_bj}`, whichever Z the loss used (equal to
+    /// `partition` when Z was estimated). With Z given it is not checked: similarities/τ beyond
+    /// about 700 make it ∞ while the loss, computed with the given Z, stays finite.
+    pub batch_partition: f64,
 }
 
 /// Checks the inputs and options of [`nce_loss`] (which calls it first).
@@ -264,8 +273,6 @@ pub fn nce_loss<T: Element>(
     let partition = match options.partition {
         Some(z) => z,
         None => {
-            // log Z = log N + log Σ_{b,j} e^{s_bj} − log(B·m), the per-query sums combined in
-            // query order.
             let row_lse: Vec<Vec<f64>> = (0..batch)
                 .collect::<Vec<_>>()
                 .par_chunks(NCE_ROW_BLOCK)
@@ -274,17 +281,12 @@ pub fn nce_loss<T: Element>(
                     rows.iter()
                         .map(|&b| {
                             prep.logits(b, &mut logits);
-                            let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                            max + logits.iter().map(|&x| (x - max).exp()).sum::<f64>().ln()
+                            log_sum_exp(&logits)
                         })
                         .collect()
                 })
                 .collect();
-            let row_lse: Vec<f64> = row_lse.into_iter().flatten().collect();
-            let max = row_lse.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let lse = max + row_lse.iter().map(|&l| (l - max).exp()).sum::<f64>().ln();
-            let z =
-                ((options.dataset_size as f64).ln() + lse - ((batch * count) as f64).ln()).exp();
+            let z = estimate_partition(&row_lse.concat(), options.dataset_size, count);
             if !(z.is_finite() && z > 0.0) {
                 return Err(LossError::Overflow { value: z });
             }
@@ -296,13 +298,19 @@ pub fn nce_loss<T: Element>(
     let offset = partition.ln() + (count as f64).ln() - (options.dataset_size as f64).ln();
 
     let mut grad = vec![T::zero(); batch * dim];
-    let row_losses: Vec<Vec<f64>> = grad
+    let rows: Vec<Vec<(f64, f64)>> = grad
         .par_chunks_mut(NCE_ROW_BLOCK * dim)
         .enumerate()
         .map(|(block, out)| prep.block(block * NCE_ROW_BLOCK, offset, out))
         .collect();
+    let (row_losses, row_lse): (Vec<f64>, Vec<f64>) = rows.into_iter().flatten().unzip();
     // Summed in query order: deterministic.
-    let loss = row_losses.iter().flatten().sum::<f64>() / batch as f64;
+    let loss = row_losses.iter().sum::<f64>() / batch as f64;
+    let batch_partition = match options.partition {
+        // The same per-query sums as the estimate above, so bit-identical to it.
+        None => partition,
+        Some(_) => estimate_partition(&row_lse, options.dataset_size, count),
+    };
     if !loss.is_finite() {
         return Err(LossError::Overflow { value: loss });
     }
@@ -317,7 +325,22 @@ pub fn nce_loss<T: Element>(
         loss,
         grad,
         partition,
+        batch_partition,
     })
+}
+
+/// `log Σ e^{x}`, shifted by the maximum.
+fn log_sum_exp(values: &[f64]) -> f64 {
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    max + values.iter().map(|&x| (x - max).exp()).sum::<f64>().ln()
+}
+
+/// `Z = N · mean_{b,j} e^{s_bj}` from each query's `log Σ_j e^{s_bj}` over its `count`
+/// negatives, combined in query order (in log space: `log N + LSE − log(B·m)`). Unchecked:
+/// beyond `f64` it is ∞ (or 0).
+fn estimate_partition(row_lse: &[f64], dataset_size: usize, count: usize) -> f64 {
+    let pairs = (row_lse.len() * count) as f64;
+    ((dataset_size as f64).ln() + log_sum_exp(row_lse) - pairs.ln()).exp()
 }
 
 /// What every query block reads, built once in O(B·m·D).
@@ -364,8 +387,9 @@ impl<'p, 'a, T: Element> Prepared<'p, 'a, T> {
     }
 
     /// The queries `b0..` of one block: writes their gradient rows into `out` and returns their
-    /// losses `ℓ_b`. `offset = log Z + log(m/N)`.
-    fn block(&self, b0: usize, offset: f64, out: &mut [T]) -> Vec<f64> {
+    /// losses `ℓ_b` with `log Σ_j e^{s_bj}` (for the batch's estimate of Z).
+    /// `offset = log Z + log(m/N)`.
+    fn block(&self, b0: usize, offset: f64, out: &mut [T]) -> Vec<(f64, f64)> {
         let (batch, count, dim) = self.input.negatives.dim();
         let height = out.len() / dim;
         let mut logits = vec![0.0; count];
@@ -389,7 +413,7 @@ impl<'p, 'a, T: Element> Prepared<'p, 'a, T> {
                 loss += softplus(x);
                 add_scaled(&mut grad, sigmoid(x) * inv, n);
             }
-            losses.push(loss);
+            losses.push((loss, log_sum_exp(&logits)));
             let factor = self.inv_tau / batch as f64;
             for g in &mut grad {
                 *g *= factor;

@@ -246,9 +246,9 @@ impl LossOp for NceOp {
     /// Queries `[B, D]`, positives `[B, D]`, negatives `[B, m, D]`.
     #[cfg(feature = "tch")]
     type Tensors<'a> = (&'a tch::Tensor, &'a tch::Tensor, &'a tch::Tensor);
-    /// The loss and the Z it used.
+    /// The loss, the Z it used and the batch's estimate of Z.
     #[cfg(feature = "tch")]
-    type TensorOutput = (tch::Tensor, f64);
+    type TensorOutput = crate::tch_backend::NceTensorOutput;
 
     fn name(&self) -> &'static str {
         "nce"
@@ -271,7 +271,7 @@ impl LossOp for NceOp {
     fn tensor_fwd(
         &self,
         (queries, positives, negatives): &Self::Tensors<'_>,
-    ) -> Result<(tch::Tensor, f64), LossError> {
+    ) -> Result<crate::tch_backend::NceTensorOutput, LossError> {
         crate::tch_backend::nce_loss_tensor(queries, positives, negatives, &self.0)
     }
 }

@@ -506,7 +506,8 @@ pub fn infonce_loss_tensor(
 /// - `positives`: `[B, D]` and `negatives`: `[B, m, D]` (memory-bank entries), detached inside.
 ///
 /// With `options.partition = None`, Z is estimated as `N · mean(exp(s_neg/τ))` over all
-/// query–negative pairs and detached (no gradient through Z). Returns the loss and the Z used.
+/// query–negative pairs and detached (no gradient through Z). Returns the loss, the Z used and
+/// the batch's estimate of Z ([`NceTensorOutput`]).
 /// Unlike [`crate::nce_loss`] this is the direct formula (what InstDisc's code computes, without
 /// its 1e-7): it can underflow for extreme similarities. Shapes, τ, N, Z, finiteness and
 /// (with `normalize`) zero rows are checked, with the errors of [`crate::nce_loss`].
@@ -515,7 +516,7 @@ pub fn nce_loss_tensor(
     positives: &Tensor,
     negatives: &Tensor,
     options: &NceOptions,
-) -> Result<(Tensor, f64), LossError> {
+) -> Result<NceTensorOutput, LossError> {
     options.check()?;
     let batch = check_row_tensors(queries, positives, negatives, true)?;
     let m = negatives.size()[1];
@@ -536,17 +537,13 @@ pub fn nce_loss_tensor(
         .map_err(backend_error)?;
     let out = (out / options.temperature).exp();
     let n = options.dataset_size as f64;
-    let z = match options.partition {
-        Some(z) => z,
-        None => {
-            let mean = out
-                .f_narrow(1, 1, m)
-                .and_then(|t| t.f_mean(kind))
-                .and_then(|t| t.f_double_value(&[]))
-                .map_err(backend_error)?;
-            mean * n
-        }
-    };
+    let batch_partition = out
+        .f_narrow(1, 1, m)
+        .and_then(|t| t.f_mean(kind))
+        .and_then(|t| t.f_double_value(&[]))
+        .map_err(backend_error)?
+        * n;
+    let z = options.partition.unwrap_or(batch_partition);
     let p = out / z;
     let noise = m as f64 / n; // m·P_n
     let p_pos = p.f_narrow(1, 0, 1).map_err(backend_error)?;
@@ -554,7 +551,22 @@ pub fn nce_loss_tensor(
     let log_h_pos = (&p_pos / (&p_pos + noise)).log();
     let log_one_minus_h_neg = (noise / (&p_neg + noise)).log();
     let total = log_h_pos.sum(kind) + log_one_minus_h_neg.sum(kind);
-    Ok((total * (-1.0 / batch as f64), z))
+    Ok(NceTensorOutput {
+        loss: total * (-1.0 / batch as f64),
+        partition: z,
+        batch_partition,
+    })
+}
+
+/// What [`nce_loss_tensor`] returns.
+#[derive(Debug)]
+pub struct NceTensorOutput {
+    /// The loss, with its autograd graph.
+    pub loss: Tensor,
+    /// The Z used: the given one, or the batch's estimate.
+    pub partition: f64,
+    /// The batch's estimate of Z whichever Z was used ([`crate::NceOutput::batch_partition`]).
+    pub batch_partition: f64,
 }
 
 /// Uploads host rows to `device` (queries with `requires_grad`).
@@ -610,12 +622,13 @@ pub fn nce_tch(
 ) -> Result<crate::NceOutput, LossError> {
     let (queries, positives) = upload_queries(input.queries, input.positives, device)?;
     let negatives = to_tensor(input.negatives.into_dyn(), device)?;
-    let (loss, partition) = nce_loss_tensor(&queries, &positives, &negatives, options)?;
-    loss.f_backward().map_err(backend_error)?;
+    let out = nce_loss_tensor(&queries, &positives, &negatives, options)?;
+    out.loss.f_backward().map_err(backend_error)?;
     Ok(crate::NceOutput {
-        loss: finite_value(&loss)?,
+        loss: finite_value(&out.loss)?,
         grad: query_gradient(&queries)?,
-        partition,
+        partition: out.partition,
+        batch_partition: out.batch_partition,
     })
 }
 

@@ -119,6 +119,31 @@ fn a_fixed_z_reproduces_the_run_that_estimated_it() {
     }
 }
 
+/// With Z given, the output still carries the batch's own estimate of Z: bit-identical to the Z
+/// the loss estimates when none is given, whatever the given Z (what a running average of Z
+/// reads).
+#[test]
+fn the_batch_estimate_of_z_does_not_depend_on_the_given_z() {
+    for normalize in [false, true] {
+        let options = NceOptions::new(0.1)
+            .with_dataset_size(10_000)
+            .with_normalize(normalize);
+        let p = random_nce(11, NCE_ROW_BLOCK + 3, 8, 20, options.clone());
+        let estimated = nce_loss(&p.input(), &options).expect("valid");
+        assert_eq!(estimated.batch_partition, estimated.partition);
+        for z in [1.0, 1e4, 1e8] {
+            let given =
+                nce_loss(&p.input(), &options.clone().with_partition(Some(z))).expect("valid");
+            assert_eq!(given.partition, z);
+            assert_eq!(
+                given.batch_partition.to_bits(),
+                estimated.partition.to_bits(),
+                "normalize {normalize}, Z {z}"
+            );
+        }
+    }
+}
+
 /// τ = 0.001 on unit rows: `e^{s/τ}` overflows f64 (e^1000), so the direct formula gives NaN;
 /// the softplus form stays finite and equals a log-space evaluation (a tiny Z makes `P` larger
 /// still). With τ = 0.002 and Z estimated (about e^500 · N), the same.

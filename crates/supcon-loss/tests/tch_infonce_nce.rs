@@ -45,18 +45,18 @@ fn infonce_tch(p: &InfoNceProblem, kind: Kind) -> Dense {
 
 fn nce_tch(p: &NceProblem, kind: Kind) -> Dense {
     let queries = tensor(&p.queries, kind).set_requires_grad(true);
-    let (loss, partition) = nce_loss_tensor(
+    let out = nce_loss_tensor(
         &queries,
         &tensor(&p.positives, kind),
         &tensor(&p.negatives, kind),
         &p.options,
     )
     .expect("valid");
-    loss.backward();
+    out.loss.backward();
     Dense {
-        loss: loss.double_value(&[]),
+        loss: out.loss.double_value(&[]),
         grad: gradient(&queries, p.queries.dim()),
-        partition,
+        partition: out.partition,
     }
 }
 
@@ -103,6 +103,25 @@ fn infonce_matches_mocos_cross_entropy_formulation() {
             }
         }
     }
+}
+
+/// With Z given, the batch's own estimate of Z still comes back, equal to the CPU's.
+#[test]
+fn nce_returns_the_batchs_estimate_of_z_when_z_is_given() {
+    let options = NceOptions::new(0.1)
+        .with_dataset_size(10_000)
+        .with_normalize(true);
+    let p = random_nce(21, 6, 8, 30, options.clone());
+    let estimated = p.run().partition;
+    let out = nce_loss_tensor(
+        &tensor(&p.queries, Kind::Double),
+        &tensor(&p.positives, Kind::Double),
+        &tensor(&p.negatives, Kind::Double),
+        &options.with_partition(Some(1.0)),
+    )
+    .expect("valid");
+    assert_eq!(out.partition, 1.0);
+    assert!((out.batch_partition - estimated).abs() < 1e-12 * estimated);
 }
 
 #[test]

@@ -222,7 +222,7 @@ fn two_ranks_streaming_shards_train_what_one_process_trains_in_memory() {
 /// every step (GroupNorm and a small learning rate, as above; measured: at most 6e-8
 /// relative) with its state replicated on
 /// the ranks — SimCLR's label-aware key queue, MoCo's keys shuffled across ranks and its
-/// queue, InstDisc's bank, partition estimate and negatives, SwAV's codes over the whole batch
+/// queue, InstDisc's bank, partition estimates (a moving Z) and negatives, SwAV's codes over the whole batch
 /// and its queue, CMC's and CPC's in-batch negatives over the gathered batch.
 #[test]
 fn every_method_trains_across_two_ranks_as_in_one_process() {
@@ -253,6 +253,8 @@ fn every_method_trains_across_two_ranks_as_in_one_process() {
                 "pretrain.method=instdisc",
                 "pretrain.views=1",
                 "pretrain.instdisc.negatives=32",
+                // Z moves every step with the whole batch's estimate, gathered over the ranks.
+                "pretrain.instdisc.partition_momentum=0.9",
                 // Its loss climbs from 5 to 150 in these 8 steps: at 0.01 the rounding of
                 // step 1 is 1e-4 by step 5 (one process with other thread counts too).
                 "pretrain.optim.lr=0.0001",

@@ -61,6 +61,8 @@ fn a_killed_instdisc_run_resumes_with_its_memory_bank_and_partition() {
             "pretrain.method=instdisc",
             "pretrain.views=1",
             "pretrain.instdisc.negatives=64",
+            // Z moves at every step: a resumed run that lost it would part from the straight one.
+            "pretrain.instdisc.partition_momentum=0.9",
         ],
         &["model", "optim", "bank"],
     );

@@ -240,9 +240,14 @@ pub struct InstDiscConfig {
     pub negatives: usize,
     /// β, the weight of the old entry in the bank update (0.5 in the paper).
     pub bank_momentum: f64,
-    /// Z, when given; absent: estimated on the first batch, then fixed.
+    /// Z, when given; absent: estimated on the first batch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partition: Option<f64>,
+    /// μ of Z's running average after every step, `Z ← μ·Z + (1 − μ)·Ẑ` with Ẑ the batch's
+    /// estimate. 1 (InstDisc's): Z stays at its first value, estimated on a bank of random
+    /// vectors, which is too small once the bank holds learned embeddings (HobbitLong/CMC
+    /// issue #23 suggests 0.99).
+    pub partition_momentum: f64,
 }
 
 impl Default for InstDiscConfig {
@@ -251,6 +256,7 @@ impl Default for InstDiscConfig {
             negatives: 4096,
             bank_momentum: 0.5,
             partition: None,
+            partition_momentum: 1.0,
         }
     }
 }
@@ -276,6 +282,12 @@ impl InstDiscConfig {
             if !(z.is_finite() && z > 0.0) {
                 return bad("partition", format!("{z} is not a positive number"));
             }
+        }
+        if !(0.0..=1.0).contains(&self.partition_momentum) {
+            return bad(
+                "partition_momentum",
+                format!("{} is not in [0, 1]", self.partition_momentum),
+            );
         }
         Ok(())
     }
@@ -370,8 +382,6 @@ mod tests {
         }
     }
 
-    /// `pretrain.loss_backend` is checked against the method's own list: every backend it has
-    /// passes, any other fails naming the ones it has.
     #[test]
     fn a_momentum_schedule_must_rise_and_stay_below_one() {
         let with_final = |end| MocoConfig {
@@ -390,6 +400,26 @@ mod tests {
         }
     }
 
+    #[test]
+    fn zs_running_average_needs_a_momentum_in_the_unit_interval() {
+        let with = |partition_momentum| InstDiscConfig {
+            partition_momentum,
+            ..InstDiscConfig::default()
+        };
+        for mu in [0.0, 0.99, 1.0] {
+            with(mu).validate().unwrap();
+        }
+        for mu in [-0.1, 1.01, f64::NAN] {
+            let message = with(mu).validate().unwrap_err().to_string();
+            assert!(
+                message.contains("pretrain.instdisc.partition_momentum"),
+                "{message}"
+            );
+        }
+    }
+
+    /// `pretrain.loss_backend` is checked against the method's own list: every backend it has
+    /// passes, any other fails naming the ones it has.
     #[test]
     fn loss_backends_are_checked_against_the_methods_list() {
         use clap::ValueEnum;

@@ -5,9 +5,12 @@
 //! first). Each step the online network embeds one view of each image (`v`); the image's own
 //! bank entry is its positive and `m` entries drawn uniformly from the bank (noise
 //! distribution `P_n = 1/N`) are its negatives; the loss is NCE with temperature τ and the
-//! partition constant Z, estimated once on the first batch (N × the mean of `e^{v·v_j/τ}`) and
-//! then kept fixed (and saved with the bank, so a resumed run keeps it). After the optimizer
-//! step the entries of the batch move towards the new embeddings:
+//! partition constant Z, estimated on the first batch (N × the mean of `e^{v·v_j/τ}`) and then
+//! kept fixed, as in InstDisc, or moved after every step towards the batch's estimate Ẑ,
+//! `Z ← μ·Z + (1 − μ)·Ẑ` (`partition_momentum` μ < 1; the first estimate is made on a bank of
+//! random vectors and stays low once the bank holds learned embeddings). Z is saved with the
+//! bank, so a resumed run keeps it. After the optimizer step the entries of the batch move
+//! towards the new embeddings:
 //! `v̄_i ← normalize(β·v̄_i + (1 − β)·v_i)` with β = 0.5. Draws come from the run's seed,
 //! the epoch and the batch (see [`super::batch_seed`]), so a resumed run draws the same ones.
 //!
@@ -49,6 +52,8 @@ pub struct InstDisc {
     loss_backend: LossBackendKind,
     negatives: usize,
     bank_momentum: f32,
+    /// μ of Z's running average; 1: Z fixed after the first batch.
+    partition_momentum: f64,
     seed: u64,
     device: Device,
     /// Image indices and embeddings (`[B, dim]`, on the device) of the current step's whole
@@ -75,6 +80,7 @@ pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMe
         loss_backend: pretrain.loss_backend,
         negatives: settings.negatives,
         bank_momentum: settings.bank_momentum as f32,
+        partition_momentum: settings.partition_momentum,
         seed: context.config.seed,
         device: context.device,
         pending: None,
@@ -98,10 +104,9 @@ impl InstDisc {
 }
 
 impl InstDisc {
-    /// Z from the first batch of a data-parallel run, as `nce_loss` estimates it from one
-    /// process's batch (`N · mean e^{s}` over every query's negatives), over the whole batch:
-    /// each rank's log-sum-exp of its own similarities, from its own estimate, combined over the
-    /// ranks. (One process lets `nce_loss` estimate Z as it computes the loss.)
+    /// Z of the whole batch of a data-parallel run, as `nce_loss` estimates it from one
+    /// process's batch (`N · mean e^{s}` over every query's negatives): each rank's log-sum-exp
+    /// of its own similarities, from its own estimate `local`, combined over the ranks.
     fn estimate_partition(&self, local: f64, batch: &PreparedBatch) -> Result<f64, TrainError> {
         let comm = &*self.comm;
         let n = self.len() as f64;
@@ -147,19 +152,21 @@ impl ContrastiveMethod for InstDisc {
         let estimating = self.loss.0.partition.is_none();
         // This rank's share of the whole batch's mean.
         let share = batch.share();
-        let (loss, partition) = if self.loss_backend == LossBackendKind::Tch {
+        let (loss, partition, batch_partition) = if self.loss_backend == LossBackendKind::Tch {
             let comm = &*self.comm;
             if estimating && comm.world_size() > 1 {
-                let (_, local) = self
+                let local = self
                     .loss
-                    .tensor_fwd(&(&embeddings, &positives, &negatives))?;
+                    .tensor_fwd(&(&embeddings, &positives, &negatives))?
+                    .batch_partition;
                 let z = self.estimate_partition(local, batch)?;
                 self.loss.0 = self.loss.0.clone().with_partition(Some(z));
             }
-            let (loss, partition) = self
+            let out = self
                 .loss
                 .tensor_fwd(&(&embeddings, &positives, &negatives))?;
-            (backward_scalar(&loss, share)?, partition)
+            let loss = backward_scalar(&out.loss, share)?;
+            (loss, out.partition, out.batch_partition)
         } else {
             let (queries, _, dim) = host_rows(&embeddings)?;
             let (positives, _, _) = host_rows(&positives)?;
@@ -173,22 +180,36 @@ impl ContrastiveMethod for InstDisc {
                 negatives,
             );
             if estimating && self.comm.world_size() > 1 {
-                let local = self.loss.run(Backend::Cpu, &input)?.partition;
+                let local = self.loss.run(Backend::Cpu, &input)?.batch_partition;
                 let z = self.estimate_partition(local, batch)?;
                 self.loss.0 = self.loss.0.clone().with_partition(Some(z));
             }
             let out = self.loss.run(Backend::Cpu, &input)?;
             let grad: Vec<f32> = out.grad.iter().map(|&g| g * share as f32).collect();
             backward_from_host(&embeddings, &grad)?;
-            (out.loss * share, out.partition)
+            (out.loss * share, out.partition, out.batch_partition)
         };
-        if estimating {
+        let next = if estimating {
             tracing::info!(
                 partition,
-                "instdisc: Z estimated on the first batch, kept from now on"
+                momentum = self.partition_momentum,
+                "instdisc: Z estimated on the first batch"
             );
-            self.loss.0 = self.loss.0.clone().with_partition(Some(partition));
-        }
+            partition
+        } else if self.partition_momentum < 1.0 {
+            let mu = self.partition_momentum;
+            let z =
+                mu * partition + (1.0 - mu) * self.estimate_partition(batch_partition, batch)?;
+            // The batch's estimate is unchecked when Z is given (see `NceOutput`): a Z beyond
+            // f64 would poison every later step, so it stops the run here, naming the value.
+            if !(z.is_finite() && z > 0.0) {
+                return Err(supcon_loss::LossError::Overflow { value: z }.into());
+            }
+            z
+        } else {
+            partition
+        };
+        self.loss.0 = self.loss.0.clone().with_partition(Some(next));
         let comm = &*self.comm;
         let indices: Vec<i64> = batch.indices.iter().map(|&i| i as i64).collect();
         let indices = gather(comm, &indices, "all-gather of the batch's image indices")?;

@@ -537,13 +537,19 @@ pub fn nce_loss_tensor(
         .map_err(backend_error)?;
     let out = (out / options.temperature).exp();
     let n = options.dataset_size as f64;
+    // The batch's estimate stays on the device: reading it waits for the device, so it is read
+    // here only when Z must be estimated, and a caller reads it after its backward pass.
     let batch_partition = out
+        .detach()
         .f_narrow(1, 1, m)
         .and_then(|t| t.f_mean(kind))
-        .and_then(|t| t.f_double_value(&[]))
+        .and_then(|t| t.f_to_kind(Kind::Double))
         .map_err(backend_error)?
         * n;
-    let z = options.partition.unwrap_or(batch_partition);
+    let z = match options.partition {
+        Some(z) => z,
+        None => batch_partition.f_double_value(&[]).map_err(backend_error)?,
+    };
     let p = out / z;
     let noise = m as f64 / n; // m·P_n
     let p_pos = p.f_narrow(1, 0, 1).map_err(backend_error)?;
@@ -565,8 +571,10 @@ pub struct NceTensorOutput {
     pub loss: Tensor,
     /// The Z used: the given one, or the batch's estimate.
     pub partition: f64,
-    /// The batch's estimate of Z whichever Z was used ([`crate::NceOutput::batch_partition`]).
-    pub batch_partition: f64,
+    /// The batch's estimate of Z whichever Z was used ([`crate::NceOutput::batch_partition`]),
+    /// a detached f64 scalar on the loss's device: reading it (`f_double_value`) waits for the
+    /// device, so read it after the backward pass.
+    pub batch_partition: Tensor,
 }
 
 /// Uploads host rows to `device` (queries with `requires_grad`).
@@ -628,7 +636,10 @@ pub fn nce_tch(
         loss: finite_value(&out.loss)?,
         grad: query_gradient(&queries)?,
         partition: out.partition,
-        batch_partition: out.batch_partition,
+        batch_partition: out
+            .batch_partition
+            .f_double_value(&[])
+            .map_err(backend_error)?,
     })
 }
 

@@ -158,7 +158,8 @@ impl ContrastiveMethod for InstDisc {
                 let local = self
                     .loss
                     .tensor_fwd(&(&embeddings, &positives, &negatives))?
-                    .batch_partition;
+                    .batch_partition
+                    .f_double_value(&[])?;
                 let z = self.estimate_partition(local, batch)?;
                 self.loss.0 = self.loss.0.clone().with_partition(Some(z));
             }
@@ -166,7 +167,9 @@ impl ContrastiveMethod for InstDisc {
                 .loss
                 .tensor_fwd(&(&embeddings, &positives, &negatives))?;
             let loss = backward_scalar(&out.loss, share)?;
-            (loss, out.partition, out.batch_partition)
+            // Read after the backward pass, which has waited for the device already.
+            let batch_partition = out.batch_partition.f_double_value(&[])?;
+            (loss, out.partition, batch_partition)
         } else {
             let (queries, _, dim) = host_rows(&embeddings)?;
             let (positives, _, _) = host_rows(&positives)?;

@@ -222,8 +222,8 @@ fn two_ranks_streaming_shards_train_what_one_process_trains_in_memory() {
 /// every step (GroupNorm and a small learning rate, as above; measured: at most 6e-8
 /// relative) with its state replicated on
 /// the ranks — SimCLR's label-aware key queue, MoCo's keys shuffled across ranks and its
-/// queue, InstDisc's bank, partition estimates (a moving Z) and negatives, SwAV's codes over the whole batch
-/// and its queue, CMC's and CPC's in-batch negatives over the gathered batch.
+/// queue, InstDisc's bank, partition estimates (a moving Z) and negatives, SwAV's codes over
+/// the whole batch and its queue, CMC's and CPC's in-batch negatives over the gathered batch.
 #[test]
 fn every_method_trains_across_two_ranks_as_in_one_process() {
     require_mpirun();

@@ -86,6 +86,14 @@ pub enum TrainError {
         /// Statistics of the offending batch (inputs and projections).
         batch: String,
     },
+    /// InstDisc's running average of Z left `f64` (the batch's estimate overflowed); the last
+    /// good checkpoint is kept.
+    #[error(
+        "instdisc: the running average of Z is {value}, not a positive finite number: the batch's \
+         estimate of Z overflowed (similarities/tau beyond about 700); raise pretrain.temperature \
+         or keep Z fixed with pretrain.instdisc.partition_momentum = 1"
+    )]
+    NonFinitePartition { value: f64 },
     /// A collective between the ranks of a data-parallel run failed (`what` it was for).
     #[error("{what}")]
     Collective {

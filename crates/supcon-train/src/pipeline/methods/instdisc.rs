@@ -206,7 +206,7 @@ impl ContrastiveMethod for InstDisc {
             // The batch's estimate is unchecked when Z is given (see `NceOutput`): a Z beyond
             // f64 would poison every later step, so it stops the run here, naming the value.
             if !(z.is_finite() && z > 0.0) {
-                return Err(supcon_loss::LossError::Overflow { value: z }.into());
+                return Err(TrainError::NonFinitePartition { value: z });
             }
             z
         } else {

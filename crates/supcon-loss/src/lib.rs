@@ -134,6 +134,7 @@ pub mod op;
 pub mod swav;
 #[cfg(feature = "tch")]
 pub mod tch_backend;
+pub mod unlabeled;
 
 pub use backend::LossBackend;
 pub use cmc::{cmc_loss, validate_cmc, CmcOptions, CmcOutput, Pairing};
@@ -155,6 +156,7 @@ pub use swav::{
     swav, swav_codes, swav_generic, swav_with_codes, validate_swav, SwavInput, SwavOptions,
     SwavOutput,
 };
+pub use unlabeled::{is_unlabeled, UNLABELED};
 
 use ndarray::ArrayView3;
 

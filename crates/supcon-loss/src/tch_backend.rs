@@ -56,7 +56,8 @@ fn finite_value(loss: &Tensor) -> Result<f64, LossError> {
 ///
 /// - `features`: `[batch, views, dim]`, floating point, any device; usually the model's
 ///   L2-normalized projections (`requires_grad`).
-/// - `labels`: `[batch]` int64 class labels, or `None` for SimCLR (each sample its own class).
+/// - `labels`: `[batch]` int64 class labels, or `None` for SimCLR (each sample its own class);
+///   a negative label marks an unlabeled sample (semi-supervised SupCon, [`crate::unlabeled`]).
 /// - `queue`: `(keys [K, dim], labels [K])`: extra contrast rows that get no gradient; their
 ///   labels are ignored without batch labels (every key is then a negative).
 ///
@@ -73,6 +74,17 @@ pub fn supcon_loss_tensor(
     options: &SupConOptions,
 ) -> Result<Tensor, LossError> {
     supcon_loss_tensor_with_anchors(features, labels, queue, options).map(|(loss, _)| loss)
+}
+
+/// `labels` (`[len]`, int64) with each unlabeled entry `i` given the label
+/// `i64::MIN + offset + i`: [`crate::unlabeled::own_labels`]'s rule on the device, no copy to
+/// the host.
+fn own_labels_tensor(labels: &Tensor, offset: i64) -> Result<Tensor, LossError> {
+    let len = labels.size()[0];
+    let own = Tensor::f_arange(len, (Kind::Int64, labels.device())).map_err(backend_error)?
+        + crate::unlabeled::own_label(offset as usize);
+    let labeled = labels.f_ge(0).map_err(backend_error)?;
+    labels.f_where_self(&labeled, &own).map_err(backend_error)
 }
 
 /// [`supcon_loss_tensor`] and |I|, the number of anchors with at least one positive.
@@ -107,9 +119,11 @@ pub fn supcon_loss_tensor_with_anchors(
                     actual: format!("{:?}", l.size()),
                 });
             }
-            l.f_to_kind(Kind::Int64)
+            let l = l
+                .f_to_kind(Kind::Int64)
                 .and_then(|l| l.f_to_device(device))
-                .map_err(backend_error)?
+                .map_err(backend_error)?;
+            own_labels_tensor(&l, 0)?
         }
         None => Tensor::f_arange(batch, (Kind::Int64, device)).map_err(backend_error)?,
     };
@@ -128,10 +142,13 @@ pub fn supcon_loss_tensor_with_anchors(
             }
             // Without batch labels every key is a negative: −1 never equals a sample index.
             let key_labels = match labels {
-                Some(_) => key_labels
-                    .f_to_kind(Kind::Int64)
-                    .and_then(|l| l.f_to_device(device))
-                    .map_err(backend_error)?,
+                Some(_) => own_labels_tensor(
+                    &key_labels
+                        .f_to_kind(Kind::Int64)
+                        .and_then(|l| l.f_to_device(device))
+                        .map_err(backend_error)?,
+                    batch,
+                )?,
                 None => Tensor::f_full([k], -1, (Kind::Int64, device)).map_err(backend_error)?,
             };
             contrast = Tensor::f_cat(&[&contrast, &keys], 0).map_err(backend_error)?;

@@ -24,7 +24,7 @@ use ndarray::Array3;
 use supcon_loss::cuda::plan::{
     schedule, Buffers, ClassIndex, KernelArg, Precision, Problem, Scalars,
 };
-use supcon_loss::{ContrastMode, CpuBackend, LossOutput, SupConOptions, Variant};
+use supcon_loss::{ContrastMode, CpuBackend, LossOutput, SupConOptions, Variant, UNLABELED};
 
 const KERNELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/cuda/kernels");
 
@@ -230,12 +230,15 @@ fn assert_close(what: &str, got: &LossOutput, want: &LossOutput, loss_tol: f64, 
 }
 
 fn check(tag: &str, case: Case, precision: Precision) {
+    check_data(tag, &case, case.data(), precision);
+}
+
+fn check_data(tag: &str, case: &Case, data: Data, precision: Precision) {
     let Some(emulator) = emulator() else {
         return;
     };
-    let data = case.data();
-    let want = run_case(&CpuBackend::default(), &case, &data);
-    let got = emulate(emulator, &case, &data, precision, tag);
+    let want = run_case(&CpuBackend::default(), case, &data);
+    let got = emulate(emulator, case, &data, precision, tag);
     let (loss_tol, grad_tol) = match precision {
         Precision::F32 => (1e-4, 1e-3),
         Precision::Tf32 => (5e-3, 2e-2),
@@ -331,4 +334,27 @@ fn emulated_tf32_matches_cpu_within_tf32_tolerance() {
         },
         Precision::Tf32,
     );
+}
+
+#[test]
+fn emulated_f32_semi_supervised_matches_cpu() {
+    // Every fourth sample and every third queue key without a label (semi-supervised SupCon).
+    let case = Case {
+        batch: 33,
+        views: 2,
+        dim: 24,
+        queue: 10,
+        classes: Some(4),
+        options: SupConOptions::default().with_normalize(true),
+        seed: 15,
+    };
+    let mut data = case.data();
+    if let Some(labels) = &mut data.labels {
+        labels.iter_mut().step_by(4).for_each(|y| *y = UNLABELED);
+    }
+    data.key_labels
+        .iter_mut()
+        .step_by(3)
+        .for_each(|y| *y = UNLABELED);
+    check_data("semi", &case, data, Precision::F32);
 }

@@ -55,9 +55,10 @@ impl Arbitrary for Problem {
             .prop_flat_map(|(batch, views, dim, classes, labelled, keys, options)| {
                 (
                     vec(-1.0f64..1.0, batch * views * dim),
-                    vec(0..classes, batch).prop_map(move |l| labelled.then_some(l)),
+                    // -1: an unlabeled sample or key (semi-supervised SupCon).
+                    vec(-1..classes, batch).prop_map(move |l| labelled.then_some(l)),
                     vec(-1.0f64..1.0, keys * dim),
-                    vec(0..classes, keys),
+                    vec(-1..classes, keys),
                     Just((batch, views, dim, options)),
                 )
             })

@@ -8,7 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use supcon_loss::tch_backend::{supcon_loss_tensor, TchBackend};
 use supcon_loss::{
     ContrastMode, CpuBackend, LossBackend, LossError, LossOutput, Queue, SupConInput,
-    SupConOptions, Variant,
+    SupConOptions, Variant, UNLABELED,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -144,6 +144,54 @@ fn anchors_without_positives_are_left_out() {
         .unwrap();
     assert_eq!((out.loss, out.anchors), (0.0, 0));
     assert!(out.grad.iter().all(|g| *g == 0.0));
+}
+
+#[test]
+fn semi_supervised_labels_match_the_cpu_and_their_two_ends() {
+    tch::set_num_threads(1);
+    let p = problem(41, 12, 2, 16, 6, 3, true);
+    // Every third sample and every other key unlabeled (a negative label).
+    let labels: Vec<i64> = p
+        .labels
+        .iter()
+        .enumerate()
+        .map(|(b, &y)| if b % 3 == 1 { UNLABELED } else { y })
+        .collect();
+    let key_labels: Vec<i64> = p
+        .key_labels
+        .iter()
+        .enumerate()
+        .map(|(k, &y)| if k % 2 == 0 { -7 } else { y })
+        .collect();
+    for variant in [Variant::Out, Variant::In] {
+        for contrast_mode in [ContrastMode::All, ContrastMode::One] {
+            let options = SupConOptions::default()
+                .with_variant(variant)
+                .with_contrast_mode(contrast_mode)
+                .with_normalize(true);
+            let input = SupConInput::new(p.features.view(), Some(&labels)).with_queue(Queue {
+                keys: p.keys.view(),
+                labels: &key_labels,
+            });
+            let (cpu, tch) = both(&input, &options);
+            assert_close(&cpu.unwrap(), &tch.unwrap(), &format!("{options:?} mixed"));
+        }
+    }
+    // No label at all: SimCLR's loss on libtorch, bit for bit.
+    let tch = TchBackend::new(Device::Cpu);
+    let options = SupConOptions::simclr(0.5);
+    let unlabeled = vec![UNLABELED; 12];
+    let semi = tch
+        .compute(
+            &SupConInput::new(p.features.view(), Some(&unlabeled)),
+            &options,
+        )
+        .unwrap();
+    let simclr = tch
+        .compute(&SupConInput::new(p.features.view(), None), &options)
+        .unwrap();
+    assert_eq!((semi.loss, semi.anchors), (simclr.loss, simclr.anchors));
+    assert!(semi.grad == simclr.grad, "SimCLR's gradient, bit for bit");
 }
 
 #[test]

@@ -267,6 +267,87 @@ fn swav_matches_the_swapped_prediction_formula() {
 }
 
 #[test]
+fn semi_supervised_supcon_matches_the_formula_and_without_labels_is_simclr() {
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let (b, v, d, tau) = (6, 2, 4, 0.5);
+    let f: Array3<f64> = random((b, v, d), &mut rng);
+    // Samples 2 and 5 have no label (-1): each is a class of its own.
+    let labels = Array1::from(vec![0i64, 1, -1, 0, 1, -1]);
+    let positive = |(bi, vi): (usize, usize), (bj, vj): (usize, usize)| {
+        (bi, vi) != (bj, vj)
+            && if labels[bi] < 0 || labels[bj] < 0 {
+                bi == bj
+            } else {
+                labels[bi] == labels[bj]
+            }
+    };
+    // L_out: mean over anchors of LSE_{a≠i} s_ia − mean_{p∈P(i)} s_ip, s = f_i·f_j/τ.
+    let loss = |f: &Array3<f64>| -> f64 {
+        let rows: Vec<(usize, usize)> = (0..v)
+            .flat_map(|vi| (0..b).map(move |bi| (bi, vi)))
+            .collect();
+        let s = |i: (usize, usize), j: (usize, usize)| {
+            dot(
+                f.slice(ndarray::s![i.0, i.1, ..]),
+                f.slice(ndarray::s![j.0, j.1, ..]),
+            ) / tau
+        };
+        let mut total = 0.0;
+        for &i in &rows {
+            let others = rows.iter().filter(|&&j| j != i);
+            let lse = log_sum_exp(others.map(|&j| s(i, j)));
+            let positives: Vec<f64> = rows
+                .iter()
+                .filter(|&&j| positive(i, j))
+                .map(|&j| s(i, j))
+                .collect();
+            total += lse - positives.iter().sum::<f64>() / positives.len() as f64;
+        }
+        total / rows.len() as f64
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str| dir.path().join(name);
+    write_npy(file("f.npy"), &f).unwrap();
+    write_npy(file("labels.npy"), &labels).unwrap();
+    write_npy(file("none.npy"), &Array1::from(vec![-1i64; b])).unwrap();
+    let supcon_args = |labels: Option<&std::path::Path>, grad: &str| {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "--features".into(),
+            file("f.npy").into(),
+            "--temperature".into(),
+            tau.to_string().into(),
+            "--grad-out".into(),
+            file(grad).into(),
+        ];
+        if let Some(labels) = labels {
+            args.extend(["--labels".into(), labels.into()]);
+        }
+        args
+    };
+    let run_loss = |args: Vec<std::ffi::OsString>| {
+        let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        loss_command(&refs)
+    };
+    let labels_file = file("labels.npy");
+    let (got, anchors) = run_loss(supcon_args(Some(&labels_file), "g.npy"));
+    let want = loss(&f);
+    assert_eq!(anchors, (b * v) as u64);
+    assert!((got - want).abs() <= 1e-6 * want.abs(), "{got} vs {want}");
+    let g: Array3<f64> = read_npy(file("g.npy")).unwrap();
+    assert_close("features", &g, &numeric_gradient(&f, loss));
+    // Every label -1: SimCLR's loss, to the bit.
+    let none_file = file("none.npy");
+    let unlabeled = run_loss(supcon_args(Some(&none_file), "g1.npy"));
+    let simclr = run_loss(supcon_args(None, "g2.npy"));
+    assert_eq!(unlabeled, simclr);
+    let (g1, g2): (Array3<f64>, Array3<f64>) = (
+        read_npy(file("g1.npy")).unwrap(),
+        read_npy(file("g2.npy")).unwrap(),
+    );
+    assert_eq!(g1, g2);
+}
+
+#[test]
 fn cmc_matches_the_cross_view_formula_for_both_pairings() {
     let mut rng = ChaCha8Rng::seed_from_u64(4);
     let (v, b, d, tau) = (3, 5, 4, 0.2);

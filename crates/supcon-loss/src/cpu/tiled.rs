@@ -253,9 +253,10 @@ impl<T: Element> Prepared<T> {
 
 /// Dense class ids of the samples and of the queue keys, and their count.
 ///
-/// With labels, equal labels (batch or queue) share an id. Without labels (SimCLR) sample b
-/// has id b (in every view), and all queue keys share one extra id that no anchor has: they
-/// are negatives only.
+/// With labels, equal labels (batch or queue) share an id, and every unlabeled sample or key
+/// has one of its own ([`crate::unlabeled`]). Without labels (SimCLR) sample b has id b (in
+/// every view), and all queue keys share one extra id that no anchor has: they are negatives
+/// only.
 fn dense_classes<T>(
     input: &SupConInput<'_, T>,
     batch: usize,
@@ -264,6 +265,8 @@ fn dense_classes<T>(
     match input.labels {
         Some(labels) => {
             let queue_labels = input.queue.as_ref().map_or(&[][..], |q| q.labels);
+            let (labels, queue_labels) = crate::unlabeled::own_labels(labels, queue_labels);
+            let (labels, queue_labels) = (&*labels, &*queue_labels);
             let mut distinct: Vec<i64> = labels.iter().chain(queue_labels).copied().collect();
             distinct.sort_unstable();
             distinct.dedup();

@@ -301,7 +301,8 @@ pub struct ClassIndex {
 impl ClassIndex {
     /// The class structure of `problem`'s contrast rows (`j = v·B + b`, then the queue keys).
     ///
-    /// With labels, batch and queue labels share one label space. Without labels (SimCLR) row
+    /// With labels, batch and queue labels share one label space, and an unlabeled sample or
+    /// key is a class of its own ([`crate::unlabeled`]). Without labels (SimCLR) row
     /// `j < V·B` has class `j mod B` (its sample) and every queue key a class of its own (a pure
     /// negative; the queue labels are ignored), as in the CPU reference.
     pub fn new(
@@ -327,6 +328,8 @@ impl ClassIndex {
                         actual: labels.len().to_string(),
                     });
                 }
+                // Unlabeled samples and keys: a class each (semi-supervised SupCon).
+                let (labels, queue_labels) = crate::unlabeled::own_labels(labels, queue_labels);
                 let mut ids = std::collections::HashMap::<i64, i32>::new();
                 let mut id_of = |label: i64| -> i32 {
                     let next = ids.len() as i32;
@@ -335,7 +338,7 @@ impl ClassIndex {
                 for j in 0..problem.feature_rows {
                     cls.push(id_of(labels[j % batch]));
                 }
-                for &label in queue_labels {
+                for &label in queue_labels.iter() {
                     cls.push(id_of(label));
                 }
                 ids.len()

@@ -120,8 +120,19 @@ pub fn dense_reference(problem: &Problem) -> LossOutput<f64> {
     let s = z.slice(ndarray::s![..n, ..]).dot(&z.t()) / tau; // n × M
     let mut coef = Array2::<f64>::zeros((n, m));
     let mut terms = Vec::new();
+    // Positives: the same label; an unlabeled row (negative label: semi-supervised SupCon, and
+    // SimCLR's queue keys) is a positive of the other views of its own sample only.
+    let sample = |j: usize| (j < batch * views).then_some(j % batch);
+    let positive = |i: usize, j: usize| {
+        j != i
+            && if y[i] < 0 || y[j] < 0 {
+                y[i] < 0 && y[j] < 0 && sample(i) == sample(j)
+            } else {
+                y[i] == y[j]
+            }
+    };
     for i in 0..n {
-        let pos: Vec<usize> = (0..m).filter(|&j| j != i && y[j] == y[i]).collect();
+        let pos: Vec<usize> = (0..m).filter(|&j| positive(i, j)).collect();
         if pos.is_empty() {
             continue;
         }

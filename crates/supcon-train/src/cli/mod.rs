@@ -58,6 +58,18 @@ pub enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// SimCLR v2's fine-tuning alone: the encoder and the first finetune.from_head_layer
+    /// layers of the projection head of a pre-training checkpoint, plus a new linear layer,
+    /// trained on the labeled images (with --labeled-per-class / --labeled-fraction, the
+    /// labeled subset), then the test evaluation. --epochs, --batch-size, --lr, --augment
+    /// apply to this stage; [finetune] of the configuration holds the rest.
+    Finetune {
+        /// Pre-training checkpoint (a run's checkpoints/pretrain-last.safetensors).
+        #[arg(long, value_name = "FILE")]
+        checkpoint: PathBuf,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// The cross-entropy baseline alone (encoder + linear layer trained end to end), then the
     /// test evaluation. --epochs, --batch-size, --lr apply to this stage.
     Ce {
@@ -177,7 +189,8 @@ pub struct LossArgs {
     /// float32 or float64 .npy.
     #[arg(long, value_name = "FILE")]
     pub features: PathBuf,
-    /// supcon: labels [batch], int64 or int32 .npy; without it the loss is SimCLR's.
+    /// supcon: labels [batch], int64 or int32 .npy; without it the loss is SimCLR's. A label
+    /// of -1 (any negative) marks an unlabeled sample: semi-supervised SupCon.
     #[arg(long, value_name = "FILE")]
     pub labels: Option<PathBuf>,
     /// supcon: queue keys [K, dim] (extra contrast rows without gradient).
@@ -347,6 +360,14 @@ pub struct RunArgs {
     /// Test on only this many images per class (0: all).
     #[arg(long)]
     pub test_per_class: Option<usize>,
+    /// Few labels: keep the labels of only this many training images per class
+    /// (`data.labeled_per_class`).
+    #[arg(long)]
+    pub labeled_per_class: Option<usize>,
+    /// Few labels: keep the labels of this fraction of each class, e.g. 0.01
+    /// (`data.labeled_fraction`).
+    #[arg(long)]
+    pub labeled_fraction: Option<f64>,
     /// Also write the `last` checkpoint every N optimizer steps.
     #[arg(long, value_name = "N")]
     pub checkpoint_every_steps: Option<u64>,

@@ -153,6 +153,47 @@ impl PartialEq for Images {
 
 impl Eq for Images {}
 
+/// How many images of each class a labeled subset keeps ([`Dataset::labeled_subset`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LabelQuota {
+    /// The same number of every class (`data.labeled_per_class`).
+    PerClass(usize),
+    /// `round(fraction · count_c)` of class `c`, `fraction` in `(0, 1]`
+    /// (`data.labeled_fraction`).
+    Fraction(f64),
+}
+
+impl LabelQuota {
+    /// How many of a class of `available` images the subset keeps.
+    pub fn count(self, available: usize) -> usize {
+        match self {
+            LabelQuota::PerClass(n) => n,
+            LabelQuota::Fraction(fraction) => (fraction * available as f64).round() as usize,
+        }
+    }
+
+    /// The setting that asked for it, for errors.
+    pub fn setting(self) -> &'static str {
+        match self {
+            LabelQuota::PerClass(_) => "data.labeled_per_class",
+            LabelQuota::Fraction(_) => "data.labeled_fraction",
+        }
+    }
+
+    fn check(self) -> Result<(), DataError> {
+        match self {
+            LabelQuota::Fraction(fraction) if !(fraction > 0.0 && fraction <= 1.0) => {
+                Err(DataError::InvalidFraction {
+                    what: "data.labeled_fraction",
+                    allowed: "(0, 1]",
+                    value: fraction,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Images (`u8`, HWC per image, in memory or read from an [`ImageStore`], see the module docs),
 /// `i64` labels and class names.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -491,6 +532,50 @@ impl Dataset {
             })
             .collect();
         Ok(self.subset_unchecked(&indices))
+    }
+
+    /// The indices of a seeded, class-balanced labeled subset (few-label training: the other
+    /// images keep their pixels but lose their labels), sorted.
+    ///
+    /// Each class `c` keeps [`LabelQuota::count`] of its images, chosen by a ChaCha8 generator
+    /// seeded with `seed` alone (one shuffle per class, in class order), so the same dataset and
+    /// seed give the same subset on every machine. Refused: a dataset without labels, a
+    /// fraction outside `(0, 1]`, more images than a class has, a class left with none.
+    pub fn labeled_subset(&self, quota: LabelQuota, seed: u64) -> Result<Vec<usize>, DataError> {
+        if !self.is_labeled() {
+            return Err(DataError::NoLabels {
+                what: "a labeled subset (data.labeled_per_class, data.labeled_fraction)",
+            });
+        }
+        quota.check()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut chosen = Vec::new();
+        for (class, mut indices) in self.indices_by_class().into_iter().enumerate() {
+            let name = || self.class_names[class].clone();
+            let available = indices.len();
+            let wanted = quota.count(available);
+            if wanted > available {
+                return Err(DataError::TooFewInClass {
+                    what: quota.setting(),
+                    class,
+                    name: name(),
+                    wanted,
+                    available,
+                });
+            }
+            if wanted == 0 {
+                return Err(DataError::ClassWithoutLabel {
+                    what: quota.setting(),
+                    class,
+                    name: name(),
+                    available,
+                });
+            }
+            indices.shuffle(&mut rng);
+            chosen.extend_from_slice(&indices[..wanted]);
+        }
+        chosen.sort_unstable();
+        Ok(chosen)
     }
 
     /// A seeded, stratified split into `(train, validation)`.

@@ -328,6 +328,44 @@ pub enum DataError {
         /// The names that are accepted ([`crate::DatasetName::ALL`]).
         known: Vec<&'static str>,
     },
+    /// A labeled subset asked for more images of a class than the class has.
+    #[error(
+        "{what} asks for {wanted} labeled image(s) of class {class} ({name}), which has only \
+         {available}; lower it to {available} or less"
+    )]
+    TooFewInClass {
+        /// The setting, e.g. `"data.labeled_per_class"`.
+        what: &'static str,
+        /// The class index.
+        class: usize,
+        /// The class's name.
+        name: String,
+        /// How many images the subset asked for.
+        wanted: usize,
+        /// How many the class has.
+        available: usize,
+    },
+    /// A labeled subset would leave a class without any labeled image.
+    #[error(
+        "{what} leaves class {class} ({name}, {available} image(s)) without a labeled image; \
+         raise it so that every class keeps at least one"
+    )]
+    ClassWithoutLabel {
+        /// The setting, e.g. `"data.labeled_fraction"`.
+        what: &'static str,
+        /// The class index.
+        class: usize,
+        /// The class's name.
+        name: String,
+        /// How many images the class has.
+        available: usize,
+    },
+    /// An operation needs labels, and the dataset has none.
+    #[error("{what} needs labeled images, and this dataset has no labels")]
+    NoLabels {
+        /// The operation, e.g. `"a labeled subset"`.
+        what: &'static str,
+    },
     /// The dataset cannot be written in the requested format.
     #[error("cannot encode as {format}: {reason}")]
     Encode {

@@ -47,7 +47,9 @@ pub use cifar::{
     CIFAR100_RECORD_BYTES, CIFAR10_CLASS_NAMES, CIFAR10_RECORD_BYTES, CIFAR_IMAGE_BYTES,
     CIFAR_SIDE,
 };
-pub use dataset::{ChannelStats, Dataset, ImageShape, Partition, Split, UNLABELED_CLASS};
+pub use dataset::{
+    ChannelStats, Dataset, ImageShape, LabelQuota, Partition, Split, UNLABELED_CLASS,
+};
 pub use error::{DataError, ParseError};
 pub use folder::{load_image_folder, open_image_folder, scan_image_folder, scan_unlabeled_folder};
 pub use idx::{

@@ -1,7 +1,7 @@
 //! The dataset type: construction checks, layout, subsets, the split's guarantees, statistics.
 
 use proptest::prelude::*;
-use supcon_data::{DataError, Dataset, ImageShape, Partition};
+use supcon_data::{DataError, Dataset, ImageShape, LabelQuota, Partition};
 
 fn names(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("c{i}")).collect()
@@ -219,4 +219,83 @@ fn channel_stats_match_a_direct_sum_on_many_images() {
         assert!((stats.mean[c] - mean).abs() < 1e-12);
         assert!((stats.std[c] - var.sqrt()).abs() < 1e-12);
     }
+}
+
+#[test]
+fn labeled_subset_is_seeded_class_balanced_and_sorted() {
+    // Class 0: 8 images, class 1: 4, class 2: 8, interleaved.
+    let data = tagged((0..20).map(|i| [0, 1, 2, 2, 0][i % 5]).collect(), 3);
+    let counts = data.class_counts();
+    let per_class = data.labeled_subset(LabelQuota::PerClass(2), 7).unwrap();
+    assert_eq!(per_class.len(), 6);
+    assert!(
+        per_class.windows(2).all(|w| w[0] < w[1]),
+        "sorted, no repeat"
+    );
+    for class in 0..3 {
+        let kept = per_class
+            .iter()
+            .filter(|&&i| data.label(i) == class)
+            .count();
+        assert_eq!(kept, 2, "class {class}");
+    }
+    assert_eq!(
+        per_class,
+        data.labeled_subset(LabelQuota::PerClass(2), 7).unwrap()
+    );
+    assert!((0..20)
+        .any(|seed| data.labeled_subset(LabelQuota::PerClass(2), seed).unwrap() != per_class));
+    let fraction = data.labeled_subset(LabelQuota::Fraction(0.5), 7).unwrap();
+    for (class, &count) in counts.iter().enumerate() {
+        let kept = fraction
+            .iter()
+            .filter(|&&i| data.label(i) == class as i64)
+            .count();
+        assert_eq!(kept, (count as f64 * 0.5).round() as usize, "class {class}");
+    }
+    assert_eq!(
+        data.labeled_subset(LabelQuota::Fraction(1.0), 7).unwrap(),
+        (0..20).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn labeled_subset_refuses_what_it_cannot_give() {
+    let data = tagged((0..20).map(|i| [0, 1, 2, 2, 0][i % 5]).collect(), 3);
+    for fraction in [0.0, -0.1, 1.5, f64::NAN] {
+        let err = data
+            .labeled_subset(LabelQuota::Fraction(fraction), 0)
+            .unwrap_err();
+        assert!(
+            matches!(err, DataError::InvalidFraction { .. }),
+            "{fraction}: {err}"
+        );
+    }
+    let err = data.labeled_subset(LabelQuota::PerClass(5), 0).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DataError::TooFewInClass {
+                class: 1,
+                wanted: 5,
+                available: 4,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("data.labeled_per_class"), "{err}");
+    // 10 % of 4 images rounds to none.
+    let err = data
+        .labeled_subset(LabelQuota::Fraction(0.1), 0)
+        .unwrap_err();
+    assert!(
+        matches!(err, DataError::ClassWithoutLabel { class: 1, .. }),
+        "{err}"
+    );
+    let err = data.labeled_subset(LabelQuota::PerClass(0), 0).unwrap_err();
+    assert!(
+        matches!(err, DataError::ClassWithoutLabel { class: 0, .. }),
+        "{err}"
+    );
 }

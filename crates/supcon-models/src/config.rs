@@ -186,6 +186,26 @@ pub enum HeadKind {
     Mlp3,
 }
 
+impl HeadKind {
+    /// Its name in configurations (`linear`, `mlp`, `mlp3`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeadKind::Linear => "linear",
+            HeadKind::Mlp => "mlp",
+            HeadKind::Mlp3 => "mlp3",
+        }
+    }
+
+    /// How many linear layers the head has.
+    pub fn depth(self) -> usize {
+        match self {
+            HeadKind::Linear => 1,
+            HeadKind::Mlp => 2,
+            HeadKind::Mlp3 => 3,
+        }
+    }
+}
+
 impl FromStr for HeadKind {
     type Err = ModelError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

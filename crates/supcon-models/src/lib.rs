@@ -30,7 +30,9 @@ pub use checkpoint::{
 pub use config::{Architecture, HeadKind, ModelConfig, Normalization, Stem};
 pub use error::{ModelError, TensorMismatch};
 pub use layers::l2_normalize;
-pub use models::{CrossEntropyModel, LinearClassifier, ProjectionHead, SupConModel};
+pub use models::{
+    CrossEntropyModel, FineTunedModel, LinearClassifier, ProjectionHead, SupConModel,
+};
 pub use resnet::{
     resnet, resnet101, resnet18, resnet34, resnet50, resnet_small, resnet_tiny, BlockKind, ResNet,
     ResNetSpec,

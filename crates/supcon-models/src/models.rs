@@ -9,47 +9,75 @@ use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
 /// The projection head: `head.0` → ReLU → `head.2` (MLP), a single `head` (linear), or
-/// `head.0` → ReLU → `head.2` → ReLU → `head.4` (SimCLR v2's three layers).
+/// `head.0` → ReLU → `head.2` → ReLU → `head.4` (SimCLR v2's three layers): linear layers with
+/// a ReLU after every one but the head's last, named like SupContrast's `nn.Sequential`.
+///
+/// [`ProjectionHead::first_layers`] keeps only the first `k` of them, each with its ReLU:
+/// SimCLR v2 fine-tunes "from the middle of the head" on that prefix.
 #[derive(Debug)]
-pub enum ProjectionHead {
-    Mlp { fc1: nn::Linear, fc2: nn::Linear },
-    Linear(nn::Linear),
-    Mlp3 { layers: [nn::Linear; 3] },
+pub struct ProjectionHead {
+    layers: Vec<nn::Linear>,
+    /// The head's last layer is among `layers`: no ReLU after it.
+    complete: bool,
 }
 
 impl ProjectionHead {
     /// Builds the head under `path` (SupContrast names it `head`).
     pub fn new(path: &nn::Path<'_>, kind: HeadKind, d_in: i64, d_out: i64) -> Self {
-        match kind {
-            HeadKind::Mlp => ProjectionHead::Mlp {
-                fc1: linear(path / "0", d_in, d_in),
-                fc2: linear(path / "2", d_in, d_out),
-            },
-            HeadKind::Linear => ProjectionHead::Linear(linear(path.clone(), d_in, d_out)),
-            HeadKind::Mlp3 => ProjectionHead::Mlp3 {
-                layers: [
-                    linear(path / "0", d_in, d_in),
-                    linear(path / "2", d_in, d_in),
-                    linear(path / "4", d_in, d_out),
-                ],
-            },
+        Self::first_layers(path, kind, d_in, d_out, kind.depth())
+    }
+
+    /// The first `k` layers (at most [`HeadKind::depth`]) of the head [`ProjectionHead::new`]
+    /// builds, with the same names, so that a pre-trained head's tensors load into them.
+    pub fn first_layers(
+        path: &nn::Path<'_>,
+        kind: HeadKind,
+        d_in: i64,
+        d_out: i64,
+        k: usize,
+    ) -> Self {
+        let layers = layer_shapes(kind, d_in, d_out)
+            .into_iter()
+            .take(k)
+            .map(|(name, from, to)| match name {
+                Some(name) => linear(path / name, from, to),
+                None => linear(path.clone(), from, to),
+            })
+            .collect();
+        ProjectionHead {
+            layers,
+            complete: k >= kind.depth(),
         }
     }
 
-    /// Projects encoder features (not normalized).
+    /// How many linear layers it has.
+    pub fn depth(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Projects encoder features (not normalized); with no layer, the features themselves.
     pub fn forward(&self, features: &Tensor) -> Tensor {
-        match self {
-            ProjectionHead::Mlp { fc1, fc2 } => {
-                apply_linear(fc2, &apply_linear(fc1, features).relu())
+        let mut out = features.shallow_clone();
+        for (i, layer) in self.layers.iter().enumerate() {
+            out = apply_linear(layer, &out);
+            if i + 1 < self.layers.len() || !self.complete {
+                out = out.relu();
             }
-            ProjectionHead::Linear(fc) => apply_linear(fc, features),
-            ProjectionHead::Mlp3 {
-                layers: [fc1, fc2, fc3],
-            } => apply_linear(
-                fc3,
-                &apply_linear(fc2, &apply_linear(fc1, features).relu()).relu(),
-            ),
         }
+        out
+    }
+}
+
+/// `(name under the head, input width, output width)` of each layer of a head of `kind`.
+fn layer_shapes(kind: HeadKind, d_in: i64, d_out: i64) -> Vec<(Option<&'static str>, i64, i64)> {
+    match kind {
+        HeadKind::Mlp => vec![(Some("0"), d_in, d_in), (Some("2"), d_in, d_out)],
+        HeadKind::Linear => vec![(None, d_in, d_out)],
+        HeadKind::Mlp3 => vec![
+            (Some("0"), d_in, d_in),
+            (Some("2"), d_in, d_in),
+            (Some("4"), d_in, d_out),
+        ],
     }
 }
 
@@ -261,6 +289,65 @@ impl ModuleT for CrossEntropyModel {
     /// Logits `[N, num_classes]`.
     fn forward_t(&self, images: &Tensor, train: bool) -> Tensor {
         apply_linear(&self.fc, &self.encoder.forward_t(images, train))
+    }
+}
+
+/// SimCLR v2's fine-tuning network (Chen et al. 2020b, §2): the pre-trained encoder, the first
+/// `head_layers` layers of its projection head, each with its ReLU (0: the encoder alone), and
+/// a new linear layer `fc`, all trained with cross-entropy on the labeled images. Variables
+/// `encoder.*`, `head.*` (those layers, named as in [`SupConModel`]) and `fc.*`.
+#[derive(Debug)]
+pub struct FineTunedModel {
+    pub encoder: ResNet,
+    pub head: ProjectionHead,
+    pub fc: nn::Linear,
+}
+
+impl FineTunedModel {
+    /// Builds the network under `root`; `head_layers` may not exceed the head's depth.
+    pub fn new(
+        root: &nn::Path<'_>,
+        config: &ModelConfig,
+        head_layers: usize,
+        num_classes: i64,
+    ) -> Result<Self, ModelError> {
+        positive("num_classes", num_classes)?;
+        let depth = config.head.depth();
+        if head_layers > depth {
+            return Err(ModelError::InvalidConfig {
+                field: "head_layers",
+                value: head_layers.to_string(),
+                reason: "exceeds the depth of the projection head",
+            });
+        }
+        let encoder = build_encoder(root, config)?;
+        let d_in = encoder.feature_dim();
+        let head = ProjectionHead::first_layers(
+            &(root / "head"),
+            config.head,
+            d_in,
+            config.projection_dim,
+            head_layers,
+        );
+        // The last kept layer's output width; the encoder's without a head layer.
+        let shapes = layer_shapes(config.head, d_in, config.projection_dim);
+        let width = head_layers
+            .checked_sub(1)
+            .map_or(d_in, |last| shapes[last].2);
+        let fc = linear(root / "fc", width, num_classes);
+        Ok(FineTunedModel { encoder, head, fc })
+    }
+
+    /// What `fc` reads: the encoder's features through the kept head layers `[N, width]`.
+    pub fn features(&self, images: &Tensor, train: bool) -> Tensor {
+        self.head.forward(&self.encoder.forward_t(images, train))
+    }
+}
+
+impl ModuleT for FineTunedModel {
+    /// Logits `[N, num_classes]`.
+    fn forward_t(&self, images: &Tensor, train: bool) -> Tensor {
+        apply_linear(&self.fc, &self.features(images, train))
     }
 }
 

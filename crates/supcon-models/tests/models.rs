@@ -2,8 +2,9 @@
 //! the test is about the published parameter counts.
 
 use supcon_models::{
-    load_checkpoint, save_checkpoint, Architecture, CrossEntropyModel, HeadKind, LinearClassifier,
-    LoadMode, ModelConfig, ModelError, Normalization, ResNet, Stem, SupConModel, TensorMismatch,
+    load_checkpoint, save_checkpoint, Architecture, CrossEntropyModel, FineTunedModel, HeadKind,
+    LinearClassifier, LoadMode, ModelConfig, ModelError, Normalization, ResNet, Stem, SupConModel,
+    TensorMismatch,
 };
 use tch::nn::{self, ModuleT, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
@@ -639,5 +640,61 @@ fn test_binary_starts_without_ld_library_path() {
         "child failed: {}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn fine_tuned_model_keeps_the_first_head_layers_with_the_pretrained_names() {
+    let mut config = tiny(1);
+    config.head = HeadKind::Mlp3;
+    let x = images(3, 1, 28);
+    let pretrained_vs = nn::VarStore::new(Device::Cpu);
+    let pretrained = SupConModel::new(&pretrained_vs.root(), &config).unwrap();
+    let from = pretrained_vs.variables();
+    // The head's layers by hand: x Wᵀ + b, a ReLU after all but the head's last.
+    let layer = |x: &Tensor, name: &str| {
+        x.matmul(&from[&format!("{name}.weight")].tr()) + &from[&format!("{name}.bias")]
+    };
+    let features = pretrained.encode(&x, false);
+    let first = layer(&features, "head.0").relu();
+    let second = layer(&first, "head.2").relu();
+    let projection = layer(&second, "head.4");
+    let expected = [features.shallow_clone(), first, second, projection];
+    for (layers, want) in expected.iter().enumerate() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = FineTunedModel::new(&vs.root(), &config, layers, 10).unwrap();
+        let head: Vec<String> = var_names(&vs)
+            .into_iter()
+            .filter(|n| n.starts_with("head."))
+            .collect();
+        let named: Vec<String> = ["head.0", "head.2", "head.4"][..layers]
+            .iter()
+            .flat_map(|l| [format!("{l}.bias"), format!("{l}.weight")])
+            .collect();
+        assert_eq!(head, named, "the kept layers have the pre-trained names");
+        tch::no_grad(|| {
+            for (name, mut variable) in vs.variables() {
+                if let Some(value) = from.get(&name) {
+                    variable.copy_(value);
+                }
+            }
+        });
+        let got = model.features(&x, false);
+        assert!(got.allclose(want, 1e-5, 1e-6, false), "{layers} layer(s)");
+        assert_eq!(model.forward_t(&x, false).size(), [3, 10]);
+    }
+    let mut mlp = tiny(1);
+    mlp.head = HeadKind::Mlp;
+    let vs = nn::VarStore::new(Device::Cpu);
+    let err = FineTunedModel::new(&vs.root(), &mlp, 3, 10).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ModelError::InvalidConfig {
+                field: "head_layers",
+                ..
+            }
+        ),
+        "{err}"
     );
 }

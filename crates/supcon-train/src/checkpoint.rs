@@ -136,6 +136,21 @@ impl Checkpoint {
             .collect()
     }
 
+    /// Nothing when this is a pre-training checkpoint (or a weights-only file); else a typed
+    /// error naming the stage it is of.
+    pub fn require_pretraining(&self) -> Result<(), TrainError> {
+        match self.state.as_ref().map(|s| s.stage) {
+            Some(Stage::Pretrain) | None => Ok(()),
+            Some(other) => Err(TrainError::checkpoint(
+                &self.path,
+                format!(
+                    "is a {other} checkpoint, not a pre-training one: pass a run's \
+                     checkpoints/pretrain-last.safetensors"
+                ),
+            )),
+        }
+    }
+
     /// Copies the `prefix` group into `vs` with supcon-models' checks: every variable must be
     /// present with its shape and no extra tensor may be left over, otherwise nothing is copied
     /// and the error lists the differences (the checkpoint is from another model).

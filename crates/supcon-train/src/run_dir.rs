@@ -111,6 +111,12 @@ impl RunDir {
         self.root.join(CONFIG_FILE)
     }
 
+    /// `labeled_subset.json`: few labels, the indices of the training split that kept their
+    /// label.
+    pub fn labeled_subset_path(&self) -> PathBuf {
+        self.root.join("labeled_subset.json")
+    }
+
     /// `metrics.jsonl`.
     pub fn metrics_path(&self) -> PathBuf {
         self.root.join(METRICS_FILE)

@@ -15,6 +15,9 @@ pub enum Stage {
     Linear,
     /// The cross-entropy baseline.
     Ce,
+    /// SimCLR v2's fine-tuning of the pre-trained encoder (and the head's first layers) with a
+    /// new linear layer, on the labeled images.
+    Finetune,
 }
 
 impl Stage {
@@ -24,6 +27,7 @@ impl Stage {
             Stage::Pretrain => "pretrain",
             Stage::Linear => "linear",
             Stage::Ce => "ce",
+            Stage::Finetune => "finetune",
         }
     }
 }

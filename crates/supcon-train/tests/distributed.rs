@@ -150,6 +150,65 @@ fn two_ranks_train_what_one_process_trains() {
     assert!(report.contains("\"ranks\": 2"), "{report}");
 }
 
+/// Few labels on two ranks: semi-supervised SupCon (the gathered batch's unlabeled samples
+/// are their own classes on every rank) and the fine-tuning stage compute what one process
+/// computes. Both fine-tunings start from the one-process encoder: from the two-rank one they
+/// would also carry its rounding, which fine-tuning a fresh layer on 50 images magnifies.
+#[test]
+fn two_ranks_train_semi_supervised_and_fine_tune_as_one_process() {
+    require_mpirun();
+    let dir = tempfile::tempdir().unwrap();
+    let args = |command: &str, name: &str| {
+        let mut args = small_run(name, dir.path());
+        args[0] = command.into();
+        args.retain(|a| a != "--with-baseline");
+        for set in [
+            "data.labeled_per_class=5",
+            "finetune.epochs=1",
+            "finetune.batch_size=16",
+            "finetune.optim.lr=0.01",
+        ] {
+            args.push("--set".into());
+            args.push(set.into());
+        }
+        args
+    };
+    run(supcon().args(args("pretrain", "one")), true);
+    run(mpirun(2).args(args("pretrain", "two")), true);
+    let encoder = dir.path().join("one/checkpoints/pretrain-last.safetensors");
+    let finetune = |name: &str| {
+        let mut args = args("finetune", name);
+        args.push("--checkpoint".into());
+        args.push(encoder.display().to_string());
+        args
+    };
+    run(supcon().args(finetune("one-ft")), true);
+    run(mpirun(2).args(finetune("two-ft")), true);
+    for (one, two, stage) in [("one", "two", "pretrain"), ("one-ft", "two-ft", "finetune")] {
+        let (one, two) = (dir.path().join(one), dir.path().join(two));
+        let (a, b) = (steps_of(&one), steps_of(&two));
+        assert_eq!(a.len(), b.len());
+        assert!(a.iter().all(|r| r.stage.as_str() == stage) && !a.is_empty());
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!((x.step, x.lr), (y.step, y.lr));
+            let relative = (x.loss - y.loss).abs() / x.loss.abs();
+            assert!(
+                relative < 5e-6,
+                "{stage} step {}: loss {} on one process, {} on two ranks",
+                x.step,
+                x.loss,
+                y.loss
+            );
+        }
+        let file = format!("checkpoints/{stage}-last.safetensors");
+        let (difference, scale) = weight_difference(&one.join(&file), &two.join(&file));
+        assert!(
+            difference <= 2e-5 * scale.max(1.0),
+            "{stage}: weights differ by {difference:.2e} (largest weight {scale:.2})"
+        );
+    }
+}
+
 /// Two ranks streaming tar shards — each reading and decoding only its share of every global
 /// batch — train what one process trains on the same images decoded into memory (the shards
 /// with `data.shuffle_buffer = 0`: the same permutation as in memory).

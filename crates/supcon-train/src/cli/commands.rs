@@ -26,7 +26,7 @@ pub fn execute(cli: &Cli, comm: Comm) -> Result<String, TrainError> {
         if comm.world_size() > 1 {
             return Err(TrainError::Config(format!(
                 "supcon {command} runs in one process; start it without mpirun / srun \
-                 (train, pretrain, linear, ce and check-ranks run across ranks)"
+                 (train, pretrain, linear, finetune, ce and check-ranks run across ranks)"
             )));
         }
         Ok(())
@@ -72,6 +72,22 @@ pub fn execute(cli: &Cli, comm: Comm) -> Result<String, TrainError> {
                 }
                 stages.push(outcome.summary.clone());
                 let method = evaluate::evaluate_supcon(session, &test, &outcome, stages)?;
+                evaluate::finish_report(session, &test, vec![method])
+            })?;
+            Ok(finished(&session, report.as_ref()))
+        }
+        Command::Finetune { checkpoint, run } => {
+            let mut session = open_session(run, "finetune", Stage::Finetune, cli.quiet, comm)?;
+            // Resuming the stage needs the pre-training checkpoint again.
+            session.set_resume_command(format!(
+                "supcon finetune --checkpoint {} --resume {}",
+                checkpoint.display(),
+                session.run.root().display()
+            ));
+            let (summary, chosen) = pipeline::finetune(&mut session, checkpoint)?;
+            let report = pipeline::on_rank_zero(&session, |session| {
+                let test = pipeline::data::load_evaluation_split(&session.config, &session.data)?;
+                let method = evaluate::evaluate_finetune(session, &test, &chosen, vec![summary])?;
                 evaluate::finish_report(session, &test, vec![method])
             })?;
             Ok(finished(&session, report.as_ref()))
@@ -229,6 +245,12 @@ pub fn resolve_config(args: &RunArgs, stage: Stage) -> Result<RunConfig, TrainEr
     if let Some(v) = args.test_per_class {
         set("data.test_per_class".into(), v.to_string());
     }
+    if let Some(v) = args.labeled_per_class {
+        set("data.labeled_per_class".into(), v.to_string());
+    }
+    if let Some(v) = args.labeled_fraction {
+        set("data.labeled_fraction".into(), toml_float(v));
+    }
     if let Some(v) = args.checkpoint_every_steps {
         set("checkpoint.every_steps".into(), v.to_string());
     }
@@ -242,7 +264,13 @@ pub fn resolve_config(args: &RunArgs, stage: Stage) -> Result<RunConfig, TrainEr
         set("eval.split".into(), enum_value(split));
     }
     let preset = args.config.preset.as_deref().unwrap_or(DEFAULT_PRESET);
-    config::resolve(preset, args.config.config.as_deref(), &overrides)
+    let mut config = config::resolve(preset, args.config.config.as_deref(), &overrides)?;
+    if stage == Stage::Finetune && config.finetune.is_none() {
+        // `supcon finetune` on a preset without [finetune]: its defaults, in config.toml too.
+        config.finetune = Some(config::FinetuneConfig::default());
+        config.validate()?;
+    }
+    Ok(config)
 }
 
 /// A clap value enum as the TOML string its serde form reads (both use the lower-case name).

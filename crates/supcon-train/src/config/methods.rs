@@ -23,6 +23,9 @@ pub struct MethodSpec {
     pub label_queue: bool,
     /// Whether it takes multi-crop's local views (`pretrain.multicrop`).
     pub multicrop: bool,
+    /// Whether its probe reads one encoder on the image, so that `[finetune]` can train that
+    /// network (CMC reads two encoders, CPC a patch grid).
+    pub fine_tunable: bool,
     /// The `pretrain.loss_backend`s its loss has in `supcon-loss` (`cpu` always: the reference).
     pub loss_backends: &'static [LossBackendKind],
     /// The checks of its own settings table (`[pretrain.<name>]`), if it has one.
@@ -53,6 +56,7 @@ pub fn spec(method: Method) -> MethodSpec {
             needs_labels: true,
             label_queue: true,
             multicrop: true,
+            fine_tunable: true,
             loss_backends: EVERY_BACKEND,
             settings: no_settings,
         },
@@ -64,6 +68,7 @@ pub fn spec(method: Method) -> MethodSpec {
             needs_labels: false,
             label_queue: true,
             multicrop: true,
+            fine_tunable: true,
             loss_backends: EVERY_BACKEND,
             settings: no_settings,
         },
@@ -75,6 +80,7 @@ pub fn spec(method: Method) -> MethodSpec {
             needs_labels: false,
             label_queue: false,
             multicrop: false,
+            fine_tunable: true,
             loss_backends: CPU_AND_TCH,
             settings: |config| config.moco.validate(),
         },
@@ -86,6 +92,7 @@ pub fn spec(method: Method) -> MethodSpec {
             needs_labels: false,
             label_queue: false,
             multicrop: false,
+            fine_tunable: true,
             loss_backends: CPU_AND_TCH,
             settings: |config| config.instdisc.validate(),
         },
@@ -97,6 +104,7 @@ pub fn spec(method: Method) -> MethodSpec {
             needs_labels: false,
             label_queue: false,
             multicrop: true,
+            fine_tunable: true,
             loss_backends: CPU_AND_TCH,
             settings: |config| config.swav.validate(),
         },
@@ -108,6 +116,7 @@ pub fn spec(method: Method) -> MethodSpec {
             needs_labels: false,
             label_queue: false,
             multicrop: false,
+            fine_tunable: false,
             loss_backends: CPU_AND_TCH,
             settings: no_settings,
         },
@@ -120,6 +129,7 @@ pub fn spec(method: Method) -> MethodSpec {
             needs_labels: false,
             label_queue: false,
             multicrop: false,
+            fine_tunable: false,
             loss_backends: CPU_AND_TCH,
             settings: |config| config.cpc.validate(),
         },

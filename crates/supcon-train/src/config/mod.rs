@@ -52,6 +52,10 @@ pub struct RunConfig {
     pub pretrain: PretrainConfig,
     pub linear: StageConfig,
     pub ce: StageConfig,
+    /// The fine-tuning stage, run after the linear stage when present (`supcon finetune`
+    /// runs it alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finetune: Option<FinetuneConfig>,
     pub checkpoint: CheckpointConfig,
     pub eval: EvalConfig,
 }
@@ -76,6 +80,16 @@ pub struct DataConfig {
     /// Keep only this many test images per class; 0 = all.
     #[serde(default)]
     pub test_per_class: usize,
+    /// Few labels: only this many training images per class keep their label (a seeded,
+    /// class-balanced subset of the training split, drawn after the validation split); the
+    /// others train stage 1 without one. The linear stage, CE, kNN and fine-tuning see the
+    /// labeled subset only; validation and test are untouched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labeled_per_class: Option<usize>,
+    /// Few labels, as a fraction in `(0, 1]` of each class (e.g. 0.01); see
+    /// `labeled_per_class` (set one of the two).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labeled_fraction: Option<f64>,
     /// Image folders: resize every image to this side (square, bilinear); absent: keep the
     /// sizes, which must then all be equal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -129,6 +143,20 @@ pub struct DataConfig {
 }
 
 impl DataConfig {
+    /// The few-label quota `labeled_per_class` or `labeled_fraction` asks for; `None`: every
+    /// training image keeps its label.
+    pub fn label_quota(&self) -> Result<Option<supcon_data::LabelQuota>, TrainError> {
+        use supcon_data::LabelQuota;
+        match (self.labeled_per_class, self.labeled_fraction) {
+            (None, None) => Ok(None),
+            (Some(n), None) => Ok(Some(LabelQuota::PerClass(n))),
+            (None, Some(fraction)) => Ok(Some(LabelQuota::Fraction(fraction))),
+            (Some(_), Some(_)) => Err(TrainError::Config(
+                "data.labeled_per_class and data.labeled_fraction both set: keep one".into(),
+            )),
+        }
+    }
+
     /// The labeled data set: this one, or with `labels = false` the one `eval_dataset` and
     /// `eval_path` name (read with the same image settings when it is a folder or shards).
     pub fn labeled(&self) -> Result<DataConfig, TrainError> {
@@ -451,6 +479,50 @@ pub struct StageConfig {
     pub optim: OptimConfig,
 }
 
+/// SimCLR v2's fine-tuning stage (`[finetune]`): the pre-trained encoder, the first
+/// `from_head_layer` layers of its projection head and a new linear layer, trained end to end
+/// with cross-entropy on the labeled training images (with few labels, the labeled subset).
+///
+/// Every key has a default (`--set finetune.epochs=30` alone is a whole table): SimCLR v2's
+/// choices where they carry over (fine-tuning from the head's first layer, SGD with momentum
+/// and no weight decay), the rest chosen on the validation split (the book's Few labels page).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FinetuneConfig {
+    pub epochs: u32,
+    pub batch_size: usize,
+    /// supcon-augment preset of the training images.
+    pub augment: String,
+    /// How many layers of the projection head the network keeps: 0 = the encoder alone, 1 =
+    /// up to the head's first layer (SimCLR v2's choice with its 3-layer head), at most the
+    /// head's depth (`model.head`: linear 1, mlp 2, mlp3 3).
+    pub from_head_layer: usize,
+    pub optim: OptimConfig,
+}
+
+impl Default for FinetuneConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 30,
+            batch_size: 64,
+            augment: "jitter:0.2".into(),
+            from_head_layer: 1,
+            optim: OptimConfig {
+                optimizer: OptimizerKind::Sgd,
+                lr: 0.05,
+                momentum: 0.9,
+                weight_decay: 0.0,
+                schedule: ScheduleKind::Cosine,
+                warmup_epochs: Some(0.0),
+                warmup_from_fraction: default_warmup_from(),
+                lr_decay_epochs: Vec::new(),
+                lr_decay_rate: default_decay_rate(),
+                lars_eta: default_lars_eta(),
+            },
+        }
+    }
+}
+
 /// When checkpoints are written (the `last` one always at the end of each epoch).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -507,6 +579,13 @@ impl RunConfig {
     /// The libtorch device named by `device`.
     pub fn tch_device(&self) -> Result<tch::Device, TrainError> {
         parse_device(&self.device)
+    }
+
+    /// The fine-tuning stage's settings: `[finetune]`, or its defaults without one.
+    pub fn finetune_settings(&self) -> &FinetuneConfig {
+        static DEFAULT: std::sync::LazyLock<FinetuneConfig> =
+            std::sync::LazyLock::new(FinetuneConfig::default);
+        self.finetune.as_ref().unwrap_or(&DEFAULT)
     }
 }
 

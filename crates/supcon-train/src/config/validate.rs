@@ -5,6 +5,59 @@ use super::{EvalSplit, Method, RunConfig};
 use crate::error::TrainError;
 
 impl RunConfig {
+    /// `[finetune]`: a head prefix the model has, of an encoder that reads the image.
+    fn validate_finetune(&self) -> Result<(), TrainError> {
+        let Some(finetune) = &self.finetune else {
+            return Ok(());
+        };
+        let model = super::methods::spec(self.pretrain.method);
+        let depth = self.model.head.depth();
+        if finetune.from_head_layer > depth {
+            return Err(TrainError::Config(format!(
+                "finetune.from_head_layer: {} is beyond the projection head's {depth} layer(s) \
+                 (model.head = \"{}\"): use 0 (the encoder) to {depth}",
+                finetune.from_head_layer,
+                self.model.head.as_str()
+            )));
+        }
+        if !model.fine_tunable {
+            return Err(TrainError::Config(format!(
+                "[finetune]: {}'s probe does not read one encoder on the image, so there is no \
+                 single network to fine-tune; drop [finetune] or pre-train another method",
+                self.pretrain.method.as_str()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The few-label keys: one of the two, in range, on a labeled training set.
+    fn validate_label_quota(&self) -> Result<(), TrainError> {
+        let Some(quota) = self.data.label_quota()? else {
+            return Ok(());
+        };
+        let key = quota.setting();
+        let bad = |why: String| Err(TrainError::Config(format!("{key}: {why}")));
+        match quota {
+            supcon_data::LabelQuota::Fraction(f) if !(f > 0.0 && f <= 1.0) => {
+                return bad(format!(
+                    "{f} is not in (0, 1]: e.g. 0.01 for 1 % of the labels"
+                ));
+            }
+            supcon_data::LabelQuota::PerClass(0) => {
+                return bad("0 leaves every class without a labeled image: use 1 or more".into());
+            }
+            _ => {}
+        }
+        if !self.data.labels {
+            return bad(
+                "the training images have no labels (data.labels = false) to keep a few of; \
+                 point data.dataset at a labeled training set"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     /// Rejects values that cannot work, naming the key.
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |key: &str, why: String| Err(TrainError::Config(format!("{key}: {why}")));
@@ -14,6 +67,7 @@ impl RunConfig {
                 format!("{} is not in [0, 1)", self.data.validation_fraction),
             );
         }
+        self.validate_label_quota()?;
         super::DataSource::parse(&self.data)?;
         let method = super::methods::spec(self.pretrain.method);
         if !self.data.labels {
@@ -121,11 +175,19 @@ impl RunConfig {
                     .into(),
             );
         }
+        self.validate_finetune()?;
+        let finetune = self
+            .finetune
+            .as_ref()
+            .map(|f| ("finetune", f.batch_size, &f.optim));
         for (name, stage_batch, optim) in [
             ("pretrain", p.batch_size, &p.optim),
             ("linear", self.linear.batch_size, &self.linear.optim),
             ("ce", self.ce.batch_size, &self.ce.optim),
-        ] {
+        ]
+        .into_iter()
+        .chain(finetune)
+        {
             if stage_batch == 0 {
                 return bad(&format!("{name}.batch_size"), "must be at least 1".into());
             }

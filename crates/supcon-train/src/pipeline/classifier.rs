@@ -130,22 +130,22 @@ fn cross_entropy_step(
     })
 }
 
-/// What the linear and CE stages share: the trained variables, their optimizer and the
-/// validation split, and so the same update, validation and checkpoint code.
-struct ClassifierTraining<'a> {
+/// What the classifier stages (linear, CE, fine-tuning) share: the trained variables, their
+/// optimizer and the validation split, and so the same update, validation and checkpoint code.
+pub(super) struct ClassifierTraining<'a> {
     vs: VarStore,
-    optimizer: Optimizer,
+    pub(super) optimizer: Optimizer,
     validation: &'a Dataset,
     /// Normalisation only: validation, testing and stored features see unaugmented images.
     eval_augmenter: Augmenter,
     eval_batch: usize,
-    device: Device,
+    pub(super) device: Device,
     comm: Comm,
 }
 
 impl<'a> ClassifierTraining<'a> {
     /// The stage's training of `vs` (rank 0's initial values on every rank).
-    fn new(
+    pub(super) fn new(
         vs: VarStore,
         optim: &crate::config::OptimConfig,
         validation: &'a Dataset,
@@ -169,7 +169,7 @@ impl<'a> ClassifierTraining<'a> {
     }
 
     /// Cross-entropy of a batch's logits (see [`cross_entropy_step`]).
-    fn cross_entropy(
+    pub(super) fn cross_entropy(
         &self,
         logits: &Tensor,
         batch: &PreparedBatch,
@@ -182,12 +182,12 @@ impl<'a> ClassifierTraining<'a> {
         )
     }
 
-    fn data_parallel(&self) -> DataParallelTensors {
+    pub(super) fn data_parallel(&self) -> DataParallelTensors {
         DataParallelTensors::new(&self.optimizer, dist::running_statistics(&self.vs))
     }
 
     /// [`infer`] with this stage's evaluation settings.
-    fn infer(
+    pub(super) fn infer(
         &self,
         dataset: &Dataset,
         forward: &dyn Fn(&Tensor) -> Tensor,
@@ -202,13 +202,13 @@ impl<'a> ClassifierTraining<'a> {
         )
     }
 
-    fn update(&mut self, lr: f64, _progress: f64) -> Result<(), TrainError> {
+    pub(super) fn update(&mut self, lr: f64, _progress: f64) -> Result<(), TrainError> {
         self.optimizer.step(lr);
         Ok(())
     }
 
     /// Validation top-1 from `logits` of a data set (`None` without a validation split).
-    fn validate(
+    pub(super) fn validate(
         &self,
         logits: impl Fn(&Dataset) -> Result<Array2<f32>, TrainError>,
     ) -> Result<Option<f64>, TrainError> {
@@ -219,14 +219,14 @@ impl<'a> ClassifierTraining<'a> {
         Ok(Some(top1(&logits, self.validation.labels())))
     }
 
-    fn checkpoint_groups(&self) -> Vec<(&'static str, Vec<(String, Tensor)>)> {
+    pub(super) fn checkpoint_groups(&self) -> Vec<(&'static str, Vec<(String, Tensor)>)> {
         vec![
             ("model", varstore_tensors(&self.vs)),
             ("optim", self.optimizer.state()),
         ]
     }
 
-    fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError> {
+    pub(super) fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError> {
         checkpoint.load_into("model", &mut self.vs)?;
         self.optimizer
             .load_state(checkpoint.group("optim").into_iter().collect())

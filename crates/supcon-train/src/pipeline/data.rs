@@ -6,8 +6,9 @@ use std::ops::Range;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use std::sync::Arc;
 use supcon_augment::{presets, Augmenter, ImageRef, MultiCropAugmenter, Pipeline};
-use supcon_data::{open_image_folder, open_shards, shard_paths, Dataset, Split};
+use supcon_data::{open_image_folder, open_shards, shard_paths, Dataset, LabelQuota, Split};
 use tch::{Device, Tensor};
 
 use crate::config::{DataConfig, DataSource, EvalSplit, RunConfig};
@@ -15,17 +16,66 @@ use crate::error::TrainError;
 
 /// The training images split into the part that trains and the part that selects the model.
 pub struct TrainData {
+    /// The labeled images of the linear stage, CE and kNN: with few labels, the labeled subset.
     pub train: Dataset,
     pub validation: Dataset,
-    /// With `data.labels = false`: the unlabeled images of stage 1 (`train` and `validation`
-    /// are then the labeled evaluation set's). `None`: stage 1 trains on `train`.
+    /// The images of stage 1 when they are not `train`: with `data.labels = false` the
+    /// unlabeled images (`train` and `validation` are then the labeled evaluation set's); with
+    /// few labels the whole training split, the labeled subset included. `None`: stage 1
+    /// trains on `train`.
     pub unlabeled: Option<Dataset>,
+    /// Few labels: which of stage 1's images keep their label.
+    pub labeled_subset: Option<LabeledSubset>,
     /// Per-channel mean and standard deviation of stage 1's images (in [0, 1] units), for
     /// normalisation.
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
     /// Images left out because they could not be read (`data.skip_corrupt`).
     pub unreadable: usize,
+}
+
+/// The few-label protocol's labeled subset of the training split (`data.labeled_per_class`,
+/// `data.labeled_fraction`): seeded with the run's seed, drawn after the validation split.
+#[derive(Clone, Debug)]
+pub struct LabeledSubset {
+    pub quota: LabelQuota,
+    /// Indices into the training split (stage 1's images), sorted.
+    pub indices: Vec<usize>,
+    /// `labeled[i]`: image `i` of the training split keeps its label.
+    pub labeled: Arc<[bool]>,
+}
+
+impl LabeledSubset {
+    /// The subset `quota` asks for of `split`.
+    fn draw(split: &Dataset, quota: LabelQuota, seed: u64) -> Result<Self, TrainError> {
+        let indices = split
+            .labeled_subset(quota, seed)
+            .map_err(|e| TrainError::data("the labeled subset", e))?;
+        let mut labeled = vec![false; split.len()];
+        for &i in &indices {
+            labeled[i] = true;
+        }
+        Ok(Self {
+            quota,
+            indices,
+            labeled: labeled.into(),
+        })
+    }
+
+    /// What the run folder keeps of it (`labeled_subset.json`): enough to train another
+    /// method on the same images, and to check that two runs did.
+    pub fn to_json(&self, split_len: usize) -> String {
+        let quota = match self.quota {
+            LabelQuota::PerClass(n) => format!("\"labeled_per_class\": {n}"),
+            LabelQuota::Fraction(f) => format!("\"labeled_fraction\": {f}"),
+        };
+        let indices: Vec<String> = self.indices.iter().map(usize::to_string).collect();
+        format!(
+            "{{\n  {quota},\n  \"labeled\": {},\n  \"training_split\": {split_len},\n  \"indices\": [{}]\n}}\n",
+            self.indices.len(),
+            indices.join(", ")
+        )
+    }
 }
 
 impl TrainData {
@@ -123,7 +173,8 @@ fn split_name(split: Split) -> &'static str {
 
 /// Loads the labeled training set, limits it per class when asked, and carves the stratified
 /// validation split (seeded with the run's seed); with `data.labels = false`, also the
-/// unlabeled images of stage 1. The normalisation statistics are those of stage 1's images
+/// unlabeled images of stage 1; with few labels, the labeled subset of what is left (`train`)
+/// and the whole of it for stage 1, see [`LabeledSubset`]. The normalisation statistics are those of stage 1's images
 /// (of a seeded sample of `data.stats_images` of them when they are streamed and more
 /// numerous; 0 measures them all).
 pub fn load_train(config: &RunConfig) -> Result<TrainData, TrainError> {
@@ -141,22 +192,20 @@ pub fn load_train(config: &RunConfig) -> Result<TrainData, TrainError> {
             .map_err(|e| TrainError::data("empty validation split", e))?;
         (full, empty)
     };
-    let unlabeled = if config.data.labels {
-        None
-    } else {
-        // `train_per_class` limits the labeled set only: unlabeled images have no class.
-        let (images, skipped) = load_split(&config.data, Split::Train)?;
-        unreadable += skipped;
-        if images.shape() != train.shape() {
-            return Err(TrainError::Config(format!(
-                "the unlabeled images are {} but the labeled ones ({}) are {}: set data.image_size \
-                 and data.color so that they match",
-                images.shape(),
-                labeled.dataset,
-                train.shape()
-            )));
+    let (train, unlabeled, labeled_subset) = match config.data.label_quota()? {
+        Some(quota) => {
+            let subset = LabeledSubset::draw(&train, quota, config.seed)?;
+            let labeled = train
+                .subset(&subset.indices)
+                .map_err(|e| TrainError::data("the labeled subset", e))?;
+            (labeled, Some(train), Some(subset))
         }
-        Some(images)
+        None if config.data.labels => (train, None, None),
+        None => {
+            let (images, skipped) = load_unlabeled(config, &labeled, &train)?;
+            unreadable += skipped;
+            (train, Some(images), None)
+        }
     };
     let pretrain_set = unlabeled.as_ref().unwrap_or(&train);
     let stats_images = config.data.stats_images;
@@ -182,8 +231,29 @@ pub fn load_train(config: &RunConfig) -> Result<TrainData, TrainError> {
         train,
         validation,
         unlabeled,
+        labeled_subset,
         unreadable,
     })
+}
+
+/// With `data.labels = false`: the unlabeled images of stage 1 (`train_per_class` limits the
+/// labeled set only: unlabeled images have no class), which must have the labeled images' shape.
+fn load_unlabeled(
+    config: &RunConfig,
+    labeled: &DataConfig,
+    train: &Dataset,
+) -> Result<(Dataset, usize), TrainError> {
+    let (images, skipped) = load_split(&config.data, Split::Train)?;
+    if images.shape() != train.shape() {
+        return Err(TrainError::Config(format!(
+            "the unlabeled images are {} but the labeled ones ({}) are {}: set data.image_size \
+             and data.color so that they match",
+            images.shape(),
+            labeled.dataset,
+            train.shape()
+        )));
+    }
+    Ok((images, skipped))
 }
 
 /// The images of the final evaluation, and how many were left out as unreadable.
@@ -414,6 +484,12 @@ pub enum BatchRecipe {
     MultiCrop(MultiCropAugmenter),
     /// Labels and indices only: the stage reads stored features.
     LabelsOnly,
+    /// Few labels: `recipe`'s batch with the label of every image outside the labeled subset
+    /// replaced by [`supcon_loss::UNLABELED`], so that stage 1 never sees a hidden label.
+    HiddenLabels {
+        recipe: Box<BatchRecipe>,
+        labeled: Arc<[bool]>,
+    },
 }
 
 impl BatchRecipe {
@@ -432,6 +508,15 @@ impl BatchRecipe {
                 prepare_multicrop_batch(augmenter, dataset, indices, epoch)
             }
             BatchRecipe::LabelsOnly => Ok(PreparedBatch::without_pixels(dataset, indices)),
+            BatchRecipe::HiddenLabels { recipe, labeled } => {
+                let mut batch = recipe.prepare(dataset, indices, epoch)?;
+                for (label, &index) in batch.labels.iter_mut().zip(&batch.indices) {
+                    if !labeled[index] {
+                        *label = supcon_loss::UNLABELED;
+                    }
+                }
+                Ok(batch)
+            }
         }
     }
 }
@@ -499,6 +584,24 @@ pub fn prepare_multicrop_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hidden_label_reaches_no_batch() {
+        let shape = supcon_data::ImageShape::new(2, 2, 1);
+        let names = vec!["a".to_string(), "b".to_string()];
+        let dataset = Dataset::new(vec![0; 4 * shape.len()], shape, vec![0, 1, 1, 0], names)
+            .expect("a valid dataset");
+        let recipe = BatchRecipe::HiddenLabels {
+            recipe: Box::new(BatchRecipe::LabelsOnly),
+            labeled: vec![true, false, true, false].into(),
+        };
+        let batch = recipe.prepare(&dataset, &[3, 2, 1, 0], 0).expect("a batch");
+        assert_eq!(batch.indices, [3, 2, 1, 0]);
+        assert_eq!(
+            batch.labels,
+            [supcon_loss::UNLABELED, 1, supcon_loss::UNLABELED, 0]
+        );
+    }
 
     #[test]
     fn permutations_depend_on_seed_stream_and_epoch_only() {

@@ -301,6 +301,29 @@ pub fn evaluate_ce(
     )
 }
 
+/// The fine-tuned network (weights of `checkpoint`) on the test set, as the method
+/// `<pre-training method>+finetune`; kNN reads what its classifier reads.
+pub fn evaluate_finetune(
+    session: &Session,
+    test: &Dataset,
+    checkpoint: &Path,
+    stages: Vec<StageSummary>,
+) -> Result<MethodResult, TrainError> {
+    let (_vs, model) = crate::pipeline::finetune::load_finetuned(
+        &session.config,
+        checkpoint,
+        test.num_classes(),
+        session.device,
+    )?;
+    let evaluator = Evaluator::new(session, test)?;
+    evaluator.measure(
+        format!("{}+finetune", session.config.pretrain.method.as_str()),
+        stages,
+        &|x| model.forward_t(x, false),
+        &|x| model.features(x, false),
+    )
+}
+
 /// Writes the plots, `report.json` and `report.md`; returns the report.
 pub fn finish_report(
     session: &Session,
@@ -357,7 +380,8 @@ pub fn finish_report(
 }
 
 /// The report's description of the data, e.g. `fashion-mnist (54000 train / 6000 val / 10000
-/// test)`; unlabeled pre-training images are named before the labeled set.
+/// test)`; unlabeled pre-training images are named before the labeled set, a few-label
+/// subset after it.
 fn data_description(session: &Session, test: &EvaluationSet) -> Result<String, TrainError> {
     let data = &session.data;
     let mut labeled = format!(
@@ -372,6 +396,19 @@ fn data_description(session: &Session, test: &EvaluationSet) -> Result<String, T
     if unreadable > 0 {
         labeled.push_str(&format!(
             "; {unreadable} unreadable image(s) left out (data.skip_corrupt)"
+        ));
+    }
+    if let Some(subset) = &data.labeled_subset {
+        let quota = match subset.quota {
+            supcon_data::LabelQuota::PerClass(n) => format!("{n} per class"),
+            supcon_data::LabelQuota::Fraction(f) => format!("{} %", f * 100.0),
+        };
+        return Ok(format!(
+            "{labeled}; few labels: {} of {} training images labeled ({quota}, labeled_subset.json), \
+             all {} for pre-training",
+            subset.indices.len(),
+            data.pretrain_set().len(),
+            data.pretrain_set().len()
         ));
     }
     Ok(match &data.unlabeled {

@@ -13,6 +13,7 @@
 pub mod classifier;
 pub mod data;
 pub mod evaluate;
+pub mod finetune;
 pub mod methods;
 pub mod pretrain;
 pub mod runner;
@@ -131,6 +132,10 @@ impl Session {
                 cut_metrics_to_checkpoints(&run)?;
             } else {
                 write_atomic(&run.config_path(), config.to_toml()?.as_bytes())?;
+                if let Some(subset) = &data.labeled_subset {
+                    let json = subset.to_json(data.pretrain_set().len());
+                    write_atomic(&run.labeled_subset_path(), json.as_bytes())?;
+                }
             }
             let metrics = MetricsWriter::for_run(&run)?;
             (run, metrics)
@@ -226,6 +231,10 @@ fn stage_spec<'a>(
             &config.ce.optim,
             false,
         ),
+        Stage::Finetune => {
+            let finetune = config.finetune_settings();
+            (finetune.epochs, finetune.batch_size, &finetune.optim, false)
+        }
     };
     StageSpec {
         stage,
@@ -278,7 +287,7 @@ fn run_resumable(
 /// Drops the metrics lines that no checkpoint has seen: a resumed stage logs them again.
 fn cut_metrics_to_checkpoints(run: &RunDir) -> Result<(), TrainError> {
     let mut states = std::collections::HashMap::new();
-    for stage in [Stage::Pretrain, Stage::Linear, Stage::Ce] {
+    for stage in [Stage::Pretrain, Stage::Linear, Stage::Ce, Stage::Finetune] {
         let path = run.last_checkpoint(stage);
         if path.exists() {
             let checkpoint = Checkpoint::load(&path)?;
@@ -319,7 +328,7 @@ fn run_stage_of(
     } = session;
     let dataset = match stage {
         Stage::Pretrain => data.pretrain_set(),
-        Stage::Linear | Stage::Ce => &data.train,
+        Stage::Linear | Stage::Ce | Stage::Finetune => &data.train,
     };
     let spec = StageSpec {
         setup_seconds,
@@ -349,6 +358,9 @@ pub fn pretrain(session: &mut Session) -> Result<(StageSummary, PathBuf), TrainE
         session.data.pretrain_set().len(),
         session.comm.clone(),
     )?;
+    if let Some(subset) = &session.data.labeled_subset {
+        model = model.hiding_labels_outside(subset.labeled.clone());
+    }
     tracing::info!(
         method = session.config.pretrain.method.as_str(),
         loss_backend = model.loss_backend(),
@@ -385,14 +397,7 @@ pub fn linear(
     encoder_checkpoint: &Path,
 ) -> Result<LinearOutcome, TrainError> {
     let checkpoint = dist::load_checkpoint(&*session.comm, encoder_checkpoint)?;
-    if let Some(state) = &checkpoint.state {
-        if state.stage != Stage::Pretrain {
-            return Err(TrainError::checkpoint(
-                encoder_checkpoint,
-                format!("is a {} checkpoint, not a pre-training one", state.stage),
-            ));
-        }
-    }
+    checkpoint.require_pretraining()?;
     let (size, mean, std) = image_params(session);
     let encoder = FrozenEncoder::load(&session.config, &checkpoint, session.device, &mean, &std)?;
     tracing::info!("stage 2: linear classifier on the frozen encoder");
@@ -468,6 +473,41 @@ pub fn ce(session: &mut Session) -> Result<(StageSummary, PathBuf), TrainError> 
     Ok((StageSummary::from_state(&state), chosen))
 }
 
+/// SimCLR v2's fine-tuning of the network of `pretrained` (a pre-training checkpoint) on the
+/// labeled training images; returns the summary and the checkpoint used for testing.
+pub fn finetune(
+    session: &mut Session,
+    pretrained: &Path,
+) -> Result<(StageSummary, PathBuf), TrainError> {
+    let checkpoint = dist::load_checkpoint(&*session.comm, pretrained)?;
+    let (size, mean, std) = image_params(session);
+    tracing::info!(
+        from_head_layer = session.config.finetune_settings().from_head_layer,
+        labeled = session.data.train.len(),
+        "fine-tuning"
+    );
+    let validation = session.data.validation.clone();
+    let config = session.config.clone();
+    let state = {
+        let mut model = finetune::FinetuneModel::new(
+            &config,
+            &checkpoint,
+            session.num_classes(),
+            &validation,
+            size,
+            &mean,
+            &std,
+            session.device,
+            session.comm.clone(),
+        )?;
+        run_stage_of(session, Stage::Finetune, "finetune".into(), &mut model, 0.0)?
+    };
+    let chosen = session
+        .run
+        .chosen_checkpoint(Stage::Finetune, state.best_epoch);
+    Ok((StageSummary::from_state(&state), chosen))
+}
+
 /// The whole recipe: pre-training, linear stage, optional CE baseline, then the final
 /// evaluation on the test set (read here, once) and the report; `None` on ranks other than 0.
 pub fn train(
@@ -476,6 +516,10 @@ pub fn train(
 ) -> Result<Option<crate::report::Report>, TrainError> {
     let (pretrain_summary, encoder_checkpoint) = pretrain(session)?;
     let linear_outcome = linear(session, &encoder_checkpoint)?;
+    let finetuned = match session.config.finetune {
+        Some(_) => Some(finetune(session, &encoder_checkpoint)?),
+        None => None,
+    };
     let baseline = if with_baseline {
         Some(ce(session)?)
     } else {
@@ -488,8 +532,17 @@ pub fn train(
             session,
             &test,
             &linear_outcome,
-            vec![pretrain_summary, linear_outcome.summary.clone()],
+            vec![pretrain_summary.clone(), linear_outcome.summary.clone()],
         )?);
+        if let Some((summary, checkpoint)) = finetuned {
+            let stages = vec![pretrain_summary, summary];
+            methods.push(evaluate::evaluate_finetune(
+                session,
+                &test,
+                &checkpoint,
+                stages,
+            )?);
+        }
         if let Some((summary, checkpoint)) = baseline {
             methods.push(evaluate::evaluate_ce(session, &test, &checkpoint, summary)?);
         }

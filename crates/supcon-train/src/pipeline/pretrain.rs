@@ -104,6 +104,16 @@ impl PretrainModel {
         })
     }
 
+    /// Few labels: the batches carry the labels of the images `labeled` marks only, every other
+    /// label is [`supcon_loss::UNLABELED`] (SupCon then trains semi-supervised).
+    pub fn hiding_labels_outside(mut self, labeled: std::sync::Arc<[bool]>) -> Self {
+        self.views = BatchRecipe::HiddenLabels {
+            recipe: Box::new(self.views),
+            labeled,
+        };
+        self
+    }
+
     /// The loss backend's name.
     pub fn loss_backend(&self) -> &'static str {
         self.method.loss_backend()

@@ -133,6 +133,7 @@ impl StageSpec<'_> {
             Stage::Pretrain => 1,
             Stage::Linear => 2,
             Stage::Ce => 3,
+            Stage::Finetune => 4,
         }
     }
 }

@@ -268,22 +268,28 @@ pub fn write_report(run_dir: &Path, input: ReportInput<'_>) -> Result<Report, Tr
 
 impl Report {
     /// Copies each method's test figures into its stage rows where they are empty: test
-    /// top-1/top-5 into the stage that trained the classifier (`linear`, or `ce`), kNN top-1
-    /// into the stage that trained the encoder (`pretrain`, or `ce`).
+    /// top-1/top-5 into the stage that trained the classifier (`linear`, `ce` or `finetune`),
+    /// kNN top-1 into the last stage that trained the encoder (`pretrain`, `ce`, or
+    /// `finetune` after `pretrain`).
     pub fn fill_stage_accuracies(&mut self) {
         for evaluation in &self.evaluations {
-            for stage in self
-                .stages
-                .iter_mut()
-                .filter(|s| s.method == evaluation.method)
-            {
-                let classifier_stage = matches!(stage.stage, Stage::Linear | Stage::Ce);
-                let encoder_stage = matches!(stage.stage, Stage::Pretrain | Stage::Ce);
+            // The embeddings kNN reads are those of the method's last stage that trained the
+            // encoder (fine-tuning after pre-training).
+            let encoder_stage = self.stages.iter().rposition(|s| {
+                s.method == evaluation.method
+                    && matches!(s.stage, Stage::Pretrain | Stage::Ce | Stage::Finetune)
+            });
+            for (index, stage) in self.stages.iter_mut().enumerate() {
+                if stage.method != evaluation.method {
+                    continue;
+                }
+                let classifier_stage =
+                    matches!(stage.stage, Stage::Linear | Stage::Ce | Stage::Finetune);
                 if let (true, Some(c)) = (classifier_stage, &evaluation.classification) {
                     stage.test_top1.get_or_insert(c.top1);
                     stage.test_top5.get_or_insert(c.top5);
                 }
-                if let (true, Some(k)) = (encoder_stage, &evaluation.knn) {
+                if let (true, Some(k)) = (encoder_stage == Some(index), &evaluation.knn) {
                     stage.knn_top1.get_or_insert(k.top1);
                 }
             }

@@ -18,6 +18,9 @@ pub enum Stage {
     /// SimCLR v2's fine-tuning of the pre-trained encoder (and the head's first layers) with a
     /// new linear layer, on the labeled images.
     Finetune,
+    /// SimCLR v2's distillation of the fine-tuned network into a student, on every training
+    /// image.
+    Distill,
 }
 
 impl Stage {
@@ -28,6 +31,7 @@ impl Stage {
             Stage::Linear => "linear",
             Stage::Ce => "ce",
             Stage::Finetune => "finetune",
+            Stage::Distill => "distill",
         }
     }
 }

@@ -151,11 +151,12 @@ fn two_ranks_train_what_one_process_trains() {
 }
 
 /// Few labels on two ranks: semi-supervised SupCon (the gathered batch's unlabeled samples
-/// are their own classes on every rank) and the fine-tuning stage compute what one process
-/// computes. Both fine-tunings start from the one-process encoder: from the two-rank one they
-/// would also carry its rounding, which fine-tuning a fresh layer on 50 images magnifies.
+/// are their own classes on every rank), fine-tuning and distillation compute what one
+/// process computes. Each stage starts from the one-process result of the stage before: from
+/// the two-rank one it would also carry its rounding, which fine-tuning a fresh layer on 50
+/// images magnifies.
 #[test]
-fn two_ranks_train_semi_supervised_and_fine_tune_as_one_process() {
+fn two_ranks_train_semi_supervised_fine_tune_and_distil_as_one_process() {
     require_mpirun();
     let dir = tempfile::tempdir().unwrap();
     let args = |command: &str, name: &str| {
@@ -184,7 +185,29 @@ fn two_ranks_train_semi_supervised_and_fine_tune_as_one_process() {
     };
     run(supcon().args(finetune("one-ft")), true);
     run(mpirun(2).args(finetune("two-ft")), true);
-    for (one, two, stage) in [("one", "two", "pretrain"), ("one-ft", "two-ft", "finetune")] {
+    let teacher = dir.path().join("one-ft");
+    let distill = |name: &str| {
+        let mut args = args("distill", name);
+        for set in [
+            "distill.epochs=1",
+            "distill.batch_size=64",
+            "distill.optim.lr=0.01",
+            "distill.labeled_weight=0.5",
+        ] {
+            args.push("--set".into());
+            args.push(set.into());
+        }
+        args.push("--teacher".into());
+        args.push(teacher.display().to_string());
+        args
+    };
+    run(supcon().args(distill("one-kd")), true);
+    run(mpirun(2).args(distill("two-kd")), true);
+    for (one, two, stage) in [
+        ("one", "two", "pretrain"),
+        ("one-ft", "two-ft", "finetune"),
+        ("one-kd", "two-kd", "distill"),
+    ] {
         let (one, two) = (dir.path().join(one), dir.path().join(two));
         let (a, b) = (steps_of(&one), steps_of(&two));
         assert_eq!(a.len(), b.len());

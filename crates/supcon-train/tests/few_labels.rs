@@ -1,5 +1,5 @@
 //! Few labels: the labeled subset, semi-supervised SupCon in the pipeline, SimCLR v2's
-//! fine-tuning stage (end to end, SIGKILL resume), and the bad-input table.
+//! fine-tuning and distillation stages (end to end, SIGKILL resume), and the bad-input table.
 
 mod common;
 
@@ -38,7 +38,13 @@ fn the_whole_system_trains_on_a_few_labels_and_says_which() {
         "train",
         "semi",
         dir.path(),
-        &["finetune.epochs=1", "finetune.batch_size=16"],
+        &[
+            "finetune.epochs=1",
+            "finetune.batch_size=16",
+            "distill.epochs=1",
+            "distill.batch_size=64",
+            "distill.labeled_weight=0.5",
+        ],
     );
     run(supcon().args(&args).arg("--with-baseline"), true);
     let root = dir.path().join("semi");
@@ -66,6 +72,11 @@ fn the_whole_system_trains_on_a_few_labels_and_says_which() {
         state.images_seen / u64::from(state.epochs)
     };
     assert_eq!(images_per_stage("pretrain"), 512, "8 batches of 64 of 540");
+    assert_eq!(
+        images_per_stage("distill"),
+        540,
+        "every image, the last batch kept"
+    );
     for stage in ["linear", "ce", "finetune"] {
         assert_eq!(images_per_stage(stage), 50, "{stage}");
     }
@@ -78,7 +89,10 @@ fn the_whole_system_trains_on_a_few_labels_and_says_which() {
         .iter()
         .map(|e| e["method"].as_str().unwrap())
         .collect();
-    assert_eq!(methods, ["supcon", "supcon+finetune", "ce"]);
+    assert_eq!(
+        methods,
+        ["supcon", "supcon+finetune", "supcon+distill", "ce"]
+    );
     let dataset = report["dataset"].as_str().unwrap();
     assert!(dataset.contains("few labels: 50 of 540"), "{dataset}");
 
@@ -96,8 +110,60 @@ fn the_whole_system_trains_on_a_few_labels_and_says_which() {
     );
 }
 
+/// Runs `stage` (the command `args(name)` starts) straight and killed after its first
+/// checkpoint then resumed with `resume`; the weights, optimizer state and epoch losses agree.
+fn killed_stage_resumes_exactly(
+    runs: &Path,
+    stage: &str,
+    args: &dyn Fn(&str) -> Vec<String>,
+    resume: &[String],
+) {
+    run(supcon().args(args("straight")), true);
+    let mut child = supcon().args(args("killed")).spawn().unwrap();
+    let file = format!("checkpoints/{stage}-last.safetensors");
+    let checkpoint = runs.join("killed").join(&file);
+    common::wait_until(&mut child, "its first checkpoint", || checkpoint.exists());
+    child.kill().unwrap();
+    assert!(!child.wait().unwrap().success(), "finished before the kill");
+    let state = Checkpoint::load(&checkpoint).unwrap().state.unwrap();
+    assert!(
+        state.global_step < 14,
+        "killed too late: {}",
+        state.global_step
+    );
+    run(
+        supcon()
+            .args(resume)
+            .arg("--resume")
+            .arg(runs.join("killed")),
+        true,
+    );
+    let a = Checkpoint::load(&runs.join("straight").join(&file)).unwrap();
+    let b = Checkpoint::load(&runs.join("killed").join(&file)).unwrap();
+    for group in ["model", "optim"] {
+        let (ga, gb) = (a.group(group), b.group(group));
+        assert!(!ga.is_empty(), "no {group} tensors");
+        assert_eq!(ga.keys().collect::<Vec<_>>(), gb.keys().collect::<Vec<_>>());
+        for (name, t) in &ga {
+            assert!(
+                t.equal(&gb[name]),
+                "{stage}: {group}.{name} differs after resuming"
+            );
+        }
+    }
+    let losses = |name: &str| -> Vec<f64> {
+        read_metrics(&runs.join(name).join("metrics.jsonl"))
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.kind == RecordKind::Epoch)
+            .map(|r| r.loss)
+            .collect()
+    };
+    assert_eq!(losses("straight"), losses("killed"), "{stage}");
+}
+
 #[test]
-fn a_killed_fine_tuning_resumes_to_the_same_weights() {
+fn killed_fine_tuning_and_distillation_resume_to_the_same_weights() {
     common::require_fashion_mnist();
     let dir = tempfile::tempdir().unwrap();
     run(
@@ -112,65 +178,55 @@ fn a_killed_fine_tuning_resumes_to_the_same_weights() {
         let mut args = few_label_args(
             "finetune",
             name,
-            dir.path(),
+            dir.path().join("ft").as_path(),
             &["finetune.epochs=2", "checkpoint.every_steps=2"],
         );
         args.extend(["--batch-size".into(), "8".into(), "--checkpoint".into()]);
         args.push(encoder.display().to_string());
         args
     };
-    run(supcon().args(finetune("straight")), true);
+    let resume: Vec<String> = ["finetune", "--quiet", "--checkpoint"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([encoder.display().to_string()])
+        .collect();
+    killed_stage_resumes_exactly(&dir.path().join("ft"), "finetune", &finetune, &resume);
+    // The fine-tuned network kept the head's first layer (mlp head, from layer 1).
+    let tuned = Checkpoint::load(
+        &dir.path()
+            .join("ft/straight/checkpoints/finetune-last.safetensors"),
+    )
+    .unwrap();
+    assert!(tuned.group("model").contains_key("head.0.weight"));
+    assert!(!tuned.group("model").contains_key("head.2.weight"));
 
-    let mut child = supcon().args(finetune("killed")).spawn().unwrap();
-    let checkpoint = dir
-        .path()
-        .join("killed/checkpoints/finetune-last.safetensors");
-    common::wait_until(&mut child, "its first checkpoint", || checkpoint.exists());
-    child.kill().unwrap();
-    assert!(!child.wait().unwrap().success(), "finished before the kill");
-    let state = Checkpoint::load(&checkpoint).unwrap().state.unwrap();
-    assert!(
-        state.global_step < 14,
-        "killed too late: {}",
-        state.global_step
-    );
-    run(
-        supcon()
-            .args(["finetune", "--quiet", "--checkpoint"])
-            .arg(&encoder)
-            .arg("--resume")
-            .arg(dir.path().join("killed")),
-        true,
-    );
-
-    let file = "checkpoints/finetune-last.safetensors";
-    let a = Checkpoint::load(&dir.path().join("straight").join(file)).unwrap();
-    let b = Checkpoint::load(&dir.path().join("killed").join(file)).unwrap();
-    for group in ["model", "optim"] {
-        let (ga, gb) = (a.group(group), b.group(group));
-        assert!(!ga.is_empty(), "no {group} tensors");
-        assert_eq!(ga.keys().collect::<Vec<_>>(), gb.keys().collect::<Vec<_>>());
-        for (name, t) in &ga {
-            assert!(t.equal(&gb[name]), "{group}.{name} differs after resuming");
-        }
-    }
-    let losses = |name: &str| -> Vec<f64> {
-        read_metrics(&dir.path().join(name).join("metrics.jsonl"))
-            .unwrap()
-            .into_iter()
-            .filter(|r| r.kind == RecordKind::Epoch)
-            .map(|r| r.loss)
-            .collect()
+    // Distillation from that run: 1 epoch of 9 steps (540 images, batches of 64).
+    let teacher = dir.path().join("ft/straight");
+    let distill = |name: &str| {
+        let mut args = few_label_args(
+            "distill",
+            name,
+            dir.path().join("kd").as_path(),
+            &[
+                "distill.epochs=1",
+                "distill.labeled_weight=0.5",
+                "checkpoint.every_steps=2",
+            ],
+        );
+        args.extend(["--batch-size".into(), "64".into(), "--teacher".into()]);
+        args.push(teacher.display().to_string());
+        args
     };
-    assert_eq!(losses("straight"), losses("killed"));
-    // The fine-tuned network starts from the encoder: its encoder differs from a fresh one's
-    // by the pre-training, and it kept the head's first layer (mlp head, from layer 1).
-    assert!(a.group("model").contains_key("head.0.weight"));
-    assert!(!a.group("model").contains_key("head.2.weight"));
+    let resume: Vec<String> = ["distill", "--quiet", "--teacher"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([teacher.display().to_string()])
+        .collect();
+    killed_stage_resumes_exactly(&dir.path().join("kd"), "distill", &distill, &resume);
 }
 
 #[test]
-fn bad_few_label_and_fine_tuning_settings_are_refused_by_name() {
+fn bad_few_label_fine_tuning_and_distillation_settings_are_refused_by_name() {
     common::require_fashion_mnist();
     let dir = tempfile::tempdir().unwrap();
     let refused = |name: &str, command: &str, sets: &[&str], extra: &[&str], says: &[&str]| {
@@ -269,6 +325,27 @@ fn bad_few_label_and_fine_tuning_settings_are_refused_by_name() {
         &["--preset", "quick-cpu-cmc"],
         &["[finetune]", "cmc"],
     );
+    refused(
+        "cold-distill",
+        "distill",
+        &["distill.temperature=0.0"],
+        &["--teacher", "nowhere"],
+        &["distill.temperature", "positive"],
+    );
+    refused(
+        "negative-weight",
+        "pretrain",
+        &["distill.labeled_weight=-1.0"],
+        &[],
+        &["distill.labeled_weight"],
+    );
+    refused(
+        "distill-without-teacher",
+        "train",
+        &["distill.epochs=1"],
+        &[],
+        &["[distill]", "[finetune]"],
+    );
     // Fine-tuning from a checkpoint of the wrong kind names it.
     let ce_args = few_label_args("ce", "ce", dir.path(), &[]);
     run(supcon().args(&ce_args), true);
@@ -279,5 +356,29 @@ fn bad_few_label_and_fine_tuning_settings_are_refused_by_name() {
         &[],
         &["--checkpoint", &ce.display().to_string()],
         &["is a ce checkpoint, not a pre-training one"],
+    );
+    // A teacher run without a fine-tuned network, or trained on other images.
+    let ce_run = dir.path().join("ce");
+    refused(
+        "teacher-without-finetune",
+        "distill",
+        &[],
+        &["--teacher", &ce_run.display().to_string()],
+        &["finetune-last.safetensors", "no fine-tuned network"],
+    );
+    let other = dir.path().join("other-data");
+    std::fs::create_dir_all(other.join("checkpoints")).unwrap();
+    let config = std::fs::read_to_string(ce_run.join("config.toml"))
+        .unwrap()
+        .replace("dataset = \"fashion-mnist\"", "dataset = \"mnist\"");
+    std::fs::write(other.join("config.toml"), config).unwrap();
+    // A fine-tuning checkpoint of the right class count: the CE one, relabelled by its path.
+    std::fs::copy(&ce, other.join("checkpoints/finetune-last.safetensors")).unwrap();
+    refused(
+        "teacher-of-other-images",
+        "distill",
+        &[],
+        &["--teacher", &other.display().to_string()],
+        &["mnist", "the teacher must read the student's images"],
     );
 }

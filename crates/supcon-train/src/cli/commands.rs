@@ -26,7 +26,8 @@ pub fn execute(cli: &Cli, comm: Comm) -> Result<String, TrainError> {
         if comm.world_size() > 1 {
             return Err(TrainError::Config(format!(
                 "supcon {command} runs in one process; start it without mpirun / srun \
-                 (train, pretrain, linear, finetune, ce and check-ranks run across ranks)"
+                 (train, pretrain, linear, finetune, distill, ce and check-ranks run across \
+                 ranks)"
             )));
         }
         Ok(())
@@ -88,6 +89,33 @@ pub fn execute(cli: &Cli, comm: Comm) -> Result<String, TrainError> {
             let report = pipeline::on_rank_zero(&session, |session| {
                 let test = pipeline::data::load_evaluation_split(&session.config, &session.data)?;
                 let method = evaluate::evaluate_finetune(session, &test, &chosen, vec![summary])?;
+                evaluate::finish_report(session, &test, vec![method])
+            })?;
+            Ok(finished(&session, report.as_ref()))
+        }
+        Command::Distill { teacher, run } => {
+            let mut session = open_session(run, "distill", Stage::Distill, cli.quiet, comm)?;
+            session.set_resume_command(format!(
+                "supcon distill --teacher {} --resume {}",
+                teacher.display(),
+                session.run.root().display()
+            ));
+            let teacher = pipeline::distill::Teacher::from_run(
+                teacher,
+                &session.config,
+                session.num_classes(),
+                session.device,
+            )?;
+            let (summary, chosen) = pipeline::distill(&mut session, &teacher)?;
+            let report = pipeline::on_rank_zero(&session, |session| {
+                let test = pipeline::data::load_evaluation_split(&session.config, &session.data)?;
+                let method = evaluate::evaluate_distill(
+                    session,
+                    &teacher.config,
+                    &test,
+                    &chosen,
+                    vec![summary],
+                )?;
                 evaluate::finish_report(session, &test, vec![method])
             })?;
             Ok(finished(&session, report.as_ref()))
@@ -265,9 +293,14 @@ pub fn resolve_config(args: &RunArgs, stage: Stage) -> Result<RunConfig, TrainEr
     }
     let preset = args.config.preset.as_deref().unwrap_or(DEFAULT_PRESET);
     let mut config = config::resolve(preset, args.config.config.as_deref(), &overrides)?;
+    // `supcon finetune` / `supcon distill` on a preset without the stage's table: its
+    // defaults, in config.toml too.
     if stage == Stage::Finetune && config.finetune.is_none() {
-        // `supcon finetune` on a preset without [finetune]: its defaults, in config.toml too.
         config.finetune = Some(config::FinetuneConfig::default());
+        config.validate()?;
+    }
+    if stage == Stage::Distill && config.distill.is_none() {
+        config.distill = Some(config::DistillConfig::default());
         config.validate()?;
     }
     Ok(config)

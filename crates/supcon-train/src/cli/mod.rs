@@ -70,6 +70,18 @@ pub enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// SimCLR v2's distillation alone: a student trained from scratch on every training
+    /// image (labeled or not) to match the tempered class probabilities of a teacher run's
+    /// fine-tuned network, then the test evaluation. --epochs, --batch-size, --lr, --augment
+    /// apply to this stage; [distill] of the configuration holds the rest (the student's
+    /// architecture, τ, the labeled images' weight).
+    Distill {
+        /// The teacher: a run folder with a fine-tuned network (checkpoints/finetune-*).
+        #[arg(long, value_name = "DIR")]
+        teacher: PathBuf,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// The cross-entropy baseline alone (encoder + linear layer trained end to end), then the
     /// test evaluation. --epochs, --batch-size, --lr apply to this stage.
     Ce {

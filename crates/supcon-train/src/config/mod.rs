@@ -56,6 +56,10 @@ pub struct RunConfig {
     /// runs it alone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finetune: Option<FinetuneConfig>,
+    /// The distillation stage, run after fine-tuning when present (`supcon distill` runs it
+    /// alone from a teacher run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<DistillConfig>,
     pub checkpoint: CheckpointConfig,
     pub eval: EvalConfig,
 }
@@ -523,6 +527,53 @@ impl Default for FinetuneConfig {
     }
 }
 
+/// SimCLR v2's distillation stage (`[distill]`): a student trained from scratch on every
+/// training image, labeled or not, to match the fine-tuned teacher's tempered class
+/// probabilities (the teacher reads clean images, the student augmented ones), optionally
+/// plus a weighted cross-entropy on the labeled ones. Every key has a default.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistillConfig {
+    pub epochs: u32,
+    pub batch_size: usize,
+    /// supcon-augment preset of the student's images (the teacher's are not augmented).
+    pub augment: String,
+    /// τ of both softmaxes (SimCLR v2: 1).
+    pub temperature: f64,
+    /// Weight of the cross-entropy on the labeled images of a batch (summed over them and
+    /// divided by the batch size); 0: the teacher alone.
+    pub labeled_weight: f64,
+    /// The student's architecture; absent: the teacher's (self-distillation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub student: Option<supcon_models::Architecture>,
+    pub optim: OptimConfig,
+}
+
+impl Default for DistillConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 6,
+            batch_size: 256,
+            augment: "jitter:0.2".into(),
+            temperature: 1.0,
+            labeled_weight: 0.0,
+            student: None,
+            optim: OptimConfig {
+                optimizer: OptimizerKind::Sgd,
+                lr: 0.8,
+                momentum: 0.9,
+                weight_decay: 5e-4,
+                schedule: ScheduleKind::Cosine,
+                warmup_epochs: Some(0.5),
+                warmup_from_fraction: default_warmup_from(),
+                lr_decay_epochs: Vec::new(),
+                lr_decay_rate: default_decay_rate(),
+                lars_eta: default_lars_eta(),
+            },
+        }
+    }
+}
+
 /// When checkpoints are written (the `last` one always at the end of each epoch).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -579,6 +630,13 @@ impl RunConfig {
     /// The libtorch device named by `device`.
     pub fn tch_device(&self) -> Result<tch::Device, TrainError> {
         parse_device(&self.device)
+    }
+
+    /// The distillation stage's settings: `[distill]`, or its defaults without one.
+    pub fn distill_settings(&self) -> &DistillConfig {
+        static DEFAULT: std::sync::LazyLock<DistillConfig> =
+            std::sync::LazyLock::new(DistillConfig::default);
+        self.distill.as_ref().unwrap_or(&DEFAULT)
     }
 
     /// The fine-tuning stage's settings: `[finetune]`, or its defaults without one.

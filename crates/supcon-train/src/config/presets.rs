@@ -170,22 +170,29 @@ fn strip_config_prefix(e: &TrainError) -> String {
     }
 }
 
+/// `[finetune]` and `[distill]` name only what they change (`--set finetune.optim.lr=0.01`
+/// alone is a whole stage): their other keys, those of their `optim` tables included, are the
+/// stages' defaults.
 fn from_table(mut table: toml::Table) -> Result<RunConfig, TrainError> {
-    if let Some(toml::Value::Table(given)) = table.remove("finetune") {
-        table.insert("finetune".into(), with_finetune_defaults(given)?.into());
+    for (stage, defaults) in [
+        (
+            "finetune",
+            toml::Table::try_from(super::FinetuneConfig::default()),
+        ),
+        (
+            "distill",
+            toml::Table::try_from(super::DistillConfig::default()),
+        ),
+    ] {
+        if let Some(toml::Value::Table(given)) = table.remove(stage) {
+            let mut full =
+                defaults.map_err(|e| TrainError::Config(format!("{stage} defaults: {e}")))?;
+            merge(&mut full, given);
+            table.insert(stage.into(), full.into());
+        }
     }
     RunConfig::deserialize(toml::Value::Table(table))
         .map_err(|e| TrainError::Config(e.to_string().trim().to_string()))
-}
-
-/// `[finetune]` names only what it changes (`--set finetune.optim.lr=0.01` alone is a whole
-/// stage): the other keys, those of its `optim` table included, are
-/// [`super::FinetuneConfig`]'s defaults.
-fn with_finetune_defaults(given: toml::Table) -> Result<toml::Table, TrainError> {
-    let mut full = toml::Table::try_from(super::FinetuneConfig::default())
-        .map_err(|e| TrainError::Config(format!("finetune defaults: {e}")))?;
-    merge(&mut full, given);
-    Ok(full)
 }
 
 /// Applies one `a.b.c=value` override.

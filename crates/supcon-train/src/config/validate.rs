@@ -30,6 +30,29 @@ impl RunConfig {
         Ok(())
     }
 
+    /// `[distill]`: a positive τ and a non-negative weight.
+    fn validate_distill(&self) -> Result<(), TrainError> {
+        let Some(distill) = &self.distill else {
+            return Ok(());
+        };
+        let bad = |key: &str, why: String| Err(TrainError::Config(format!("{key}: {why}")));
+        let t = distill.temperature;
+        if !(t.is_finite() && t > 0.0) {
+            return bad(
+                "distill.temperature",
+                format!("{t} is not a positive number"),
+            );
+        }
+        let w = distill.labeled_weight;
+        if !(w.is_finite() && w >= 0.0) {
+            return bad(
+                "distill.labeled_weight",
+                format!("{w} is not a number >= 0"),
+            );
+        }
+        Ok(())
+    }
+
     /// The few-label keys: one of the two, in range, on a labeled training set.
     fn validate_label_quota(&self) -> Result<(), TrainError> {
         let Some(quota) = self.data.label_quota()? else {
@@ -176,10 +199,15 @@ impl RunConfig {
             );
         }
         self.validate_finetune()?;
+        self.validate_distill()?;
         let finetune = self
             .finetune
             .as_ref()
             .map(|f| ("finetune", f.batch_size, &f.optim));
+        let distill = self
+            .distill
+            .as_ref()
+            .map(|d| ("distill", d.batch_size, &d.optim));
         for (name, stage_batch, optim) in [
             ("pretrain", p.batch_size, &p.optim),
             ("linear", self.linear.batch_size, &self.linear.optim),
@@ -187,6 +215,7 @@ impl RunConfig {
         ]
         .into_iter()
         .chain(finetune)
+        .chain(distill)
         {
             if stage_batch == 0 {
                 return bad(&format!("{name}.batch_size"), "must be at least 1".into());

@@ -140,7 +140,7 @@ pub(super) struct ClassifierTraining<'a> {
     eval_augmenter: Augmenter,
     eval_batch: usize,
     pub(super) device: Device,
-    comm: Comm,
+    pub(super) comm: Comm,
 }
 
 impl<'a> ClassifierTraining<'a> {

@@ -79,6 +79,16 @@ impl LabeledSubset {
 }
 
 impl TrainData {
+    /// Which of stage 1's images (and distillation's) may show their label: with few labels
+    /// the labeled subset, with unlabeled images none; `None`: all of them.
+    pub fn pretrain_label_mask(&self) -> Option<Arc<[bool]>> {
+        match (&self.labeled_subset, &self.unlabeled) {
+            (Some(subset), _) => Some(subset.labeled.clone()),
+            (None, Some(images)) => Some(vec![false; images.len()].into()),
+            (None, None) => None,
+        }
+    }
+
     /// The images of contrastive pre-training.
     pub fn pretrain_set(&self) -> &Dataset {
         self.unlabeled.as_ref().unwrap_or(&self.train)
@@ -493,6 +503,17 @@ pub enum BatchRecipe {
 }
 
 impl BatchRecipe {
+    /// This recipe, showing the labels of the images `labeled` marks only (`None`: all).
+    pub fn hiding_labels(self, labeled: Option<Arc<[bool]>>) -> Self {
+        match labeled {
+            Some(labeled) => BatchRecipe::HiddenLabels {
+                recipe: Box::new(self),
+                labeled,
+            },
+            None => self,
+        }
+    }
+
     /// The batch of the images at `indices` for `epoch`.
     pub fn prepare(
         &self,

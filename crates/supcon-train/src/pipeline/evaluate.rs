@@ -324,6 +324,31 @@ pub fn evaluate_finetune(
     )
 }
 
+/// The distilled student (weights of `checkpoint`; its teacher's run configuration
+/// `teacher`) on the test set, as the method `<pre-training method>+distill`.
+pub fn evaluate_distill(
+    session: &Session,
+    teacher: &crate::config::RunConfig,
+    test: &Dataset,
+    checkpoint: &Path,
+    stages: Vec<StageSummary>,
+) -> Result<MethodResult, TrainError> {
+    let (_vs, student) = crate::pipeline::distill::load_student(
+        &session.config,
+        teacher,
+        checkpoint,
+        test.num_classes(),
+        session.device,
+    )?;
+    let evaluator = Evaluator::new(session, test)?;
+    evaluator.measure(
+        format!("{}+distill", teacher.pretrain.method.as_str()),
+        stages,
+        &|x| student.forward_t(x, false),
+        &|x| student.encoder.forward_t(x, false),
+    )
+}
+
 /// Writes the plots, `report.json` and `report.md`; returns the report.
 pub fn finish_report(
     session: &Session,

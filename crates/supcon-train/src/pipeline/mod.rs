@@ -12,6 +12,7 @@
 
 pub mod classifier;
 pub mod data;
+pub mod distill;
 pub mod evaluate;
 pub mod finetune;
 pub mod methods;
@@ -235,6 +236,10 @@ fn stage_spec<'a>(
             let finetune = config.finetune_settings();
             (finetune.epochs, finetune.batch_size, &finetune.optim, false)
         }
+        Stage::Distill => {
+            let distill = config.distill_settings();
+            (distill.epochs, distill.batch_size, &distill.optim, false)
+        }
     };
     StageSpec {
         stage,
@@ -287,7 +292,13 @@ fn run_resumable(
 /// Drops the metrics lines that no checkpoint has seen: a resumed stage logs them again.
 fn cut_metrics_to_checkpoints(run: &RunDir) -> Result<(), TrainError> {
     let mut states = std::collections::HashMap::new();
-    for stage in [Stage::Pretrain, Stage::Linear, Stage::Ce, Stage::Finetune] {
+    for stage in [
+        Stage::Pretrain,
+        Stage::Linear,
+        Stage::Ce,
+        Stage::Finetune,
+        Stage::Distill,
+    ] {
         let path = run.last_checkpoint(stage);
         if path.exists() {
             let checkpoint = Checkpoint::load(&path)?;
@@ -327,7 +338,7 @@ fn run_stage_of(
         ..
     } = session;
     let dataset = match stage {
-        Stage::Pretrain => data.pretrain_set(),
+        Stage::Pretrain | Stage::Distill => data.pretrain_set(),
         Stage::Linear | Stage::Ce | Stage::Finetune => &data.train,
     };
     let spec = StageSpec {
@@ -358,9 +369,7 @@ pub fn pretrain(session: &mut Session) -> Result<(StageSummary, PathBuf), TrainE
         session.data.pretrain_set().len(),
         session.comm.clone(),
     )?;
-    if let Some(subset) = &session.data.labeled_subset {
-        model = model.hiding_labels_outside(subset.labeled.clone());
-    }
+    model = model.hiding_labels(session.data.pretrain_label_mask());
     tracing::info!(
         method = session.config.pretrain.method.as_str(),
         loss_backend = model.loss_backend(),
@@ -508,17 +517,83 @@ pub fn finetune(
     Ok((StageSummary::from_state(&state), chosen))
 }
 
+/// SimCLR v2's distillation of `teacher` into a student on every training image; returns the
+/// summary and the checkpoint used for testing.
+pub fn distill(
+    session: &mut Session,
+    teacher: &distill::Teacher,
+) -> Result<(StageSummary, PathBuf), TrainError> {
+    let (size, mean, std) = image_params(session);
+    let settings = session.config.distill_settings();
+    tracing::info!(
+        teacher = %teacher.checkpoint.display(),
+        student = %distill::student_model(&session.config, &teacher.config).architecture,
+        temperature = settings.temperature,
+        images = session.data.pretrain_set().len(),
+        "distillation"
+    );
+    let validation = session.data.validation.clone();
+    let config = session.config.clone();
+    let state = {
+        let started = std::time::Instant::now();
+        let mut model = distill::DistillModel::new(
+            &config,
+            teacher,
+            session.data.pretrain_set(),
+            session.data.pretrain_label_mask(),
+            &validation,
+            size,
+            &mean,
+            &std,
+            session.device,
+            session.comm.clone(),
+        )?;
+        // The teacher's pass over the training split is part of the stage's wall time.
+        let setup_seconds = started.elapsed().as_secs_f64();
+        run_stage_of(
+            session,
+            Stage::Distill,
+            "distill".into(),
+            &mut model,
+            setup_seconds,
+        )?
+    };
+    let chosen = session
+        .run
+        .chosen_checkpoint(Stage::Distill, state.best_epoch);
+    Ok((StageSummary::from_state(&state), chosen))
+}
+
 /// The whole recipe: pre-training, linear stage, optional CE baseline, then the final
 /// evaluation on the test set (read here, once) and the report; `None` on ranks other than 0.
 pub fn train(
     session: &mut Session,
     with_baseline: bool,
 ) -> Result<Option<crate::report::Report>, TrainError> {
+    if session.config.distill.is_some() && session.config.finetune.is_none() {
+        return Err(TrainError::Config(
+            "[distill] in `supcon train` distils the run's fine-tuned network: add [finetune] \
+             (or run `supcon distill --teacher <run>`)"
+                .into(),
+        ));
+    }
     let (pretrain_summary, encoder_checkpoint) = pretrain(session)?;
     let linear_outcome = linear(session, &encoder_checkpoint)?;
     let finetuned = match session.config.finetune {
         Some(_) => Some(finetune(session, &encoder_checkpoint)?),
         None => None,
+    };
+    let distilled = match (&finetuned, &session.config.distill) {
+        (Some((_, teacher)), Some(_)) => {
+            let teacher = distill::Teacher::load(
+                session.config.clone(),
+                teacher,
+                session.num_classes(),
+                session.device,
+            )?;
+            Some(distill(session, &teacher)?)
+        }
+        _ => None,
     };
     let baseline = if with_baseline {
         Some(ce(session)?)
@@ -535,13 +610,23 @@ pub fn train(
             vec![pretrain_summary.clone(), linear_outcome.summary.clone()],
         )?);
         if let Some((summary, checkpoint)) = finetuned {
-            let stages = vec![pretrain_summary, summary];
+            let mut stages = vec![pretrain_summary, summary];
             methods.push(evaluate::evaluate_finetune(
                 session,
                 &test,
                 &checkpoint,
-                stages,
+                stages.clone(),
             )?);
+            if let Some((summary, checkpoint)) = distilled {
+                stages.push(summary);
+                methods.push(evaluate::evaluate_distill(
+                    session,
+                    &session.config,
+                    &test,
+                    &checkpoint,
+                    stages,
+                )?);
+            }
         }
         if let Some((summary, checkpoint)) = baseline {
             methods.push(evaluate::evaluate_ce(session, &test, &checkpoint, summary)?);

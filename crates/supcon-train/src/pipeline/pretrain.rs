@@ -104,13 +104,11 @@ impl PretrainModel {
         })
     }
 
-    /// Few labels: the batches carry the labels of the images `labeled` marks only, every other
-    /// label is [`supcon_loss::UNLABELED`] (SupCon then trains semi-supervised).
-    pub fn hiding_labels_outside(mut self, labeled: std::sync::Arc<[bool]>) -> Self {
-        self.views = BatchRecipe::HiddenLabels {
-            recipe: Box::new(self.views),
-            labeled,
-        };
+    /// The batches carry the labels of the images `labeled` marks only (`None`: all), every
+    /// other label is [`supcon_loss::UNLABELED`] (with few labels SupCon then trains
+    /// semi-supervised).
+    pub fn hiding_labels(mut self, labeled: Option<std::sync::Arc<[bool]>>) -> Self {
+        self.views = self.views.hiding_labels(labeled);
         self
     }
 

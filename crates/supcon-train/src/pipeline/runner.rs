@@ -134,6 +134,7 @@ impl StageSpec<'_> {
             Stage::Linear => 2,
             Stage::Ce => 3,
             Stage::Finetune => 4,
+            Stage::Distill => 5,
         }
     }
 }

@@ -268,28 +268,26 @@ pub fn write_report(run_dir: &Path, input: ReportInput<'_>) -> Result<Report, Tr
 
 impl Report {
     /// Copies each method's test figures into its stage rows where they are empty: test
-    /// top-1/top-5 into the stage that trained the classifier (`linear`, `ce` or `finetune`),
-    /// kNN top-1 into the last stage that trained the encoder (`pretrain`, `ce`, or
-    /// `finetune` after `pretrain`).
+    /// top-1/top-5 into the last stage that trained the classifier (`linear`, `ce`,
+    /// `finetune` or `distill`), kNN top-1 into the last stage that trained the encoder
+    /// (`pretrain`, `ce`, or `finetune` / `distill` after `pretrain`).
     pub fn fill_stage_accuracies(&mut self) {
         for evaluation in &self.evaluations {
-            // The embeddings kNN reads are those of the method's last stage that trained the
-            // encoder (fine-tuning after pre-training).
-            let encoder_stage = self.stages.iter().rposition(|s| {
-                s.method == evaluation.method
-                    && matches!(s.stage, Stage::Pretrain | Stage::Ce | Stage::Finetune)
-            });
+            // A method's figures belong to its last stage of each kind: a fine-tuning or a
+            // distillation after pre-training is what the evaluation read.
+            let last = |kinds: &[Stage]| {
+                self.stages
+                    .iter()
+                    .rposition(|s| s.method == evaluation.method && kinds.contains(&s.stage))
+            };
+            let classifier = last(&[Stage::Linear, Stage::Ce, Stage::Finetune, Stage::Distill]);
+            let encoder = last(&[Stage::Pretrain, Stage::Ce, Stage::Finetune, Stage::Distill]);
             for (index, stage) in self.stages.iter_mut().enumerate() {
-                if stage.method != evaluation.method {
-                    continue;
-                }
-                let classifier_stage =
-                    matches!(stage.stage, Stage::Linear | Stage::Ce | Stage::Finetune);
-                if let (true, Some(c)) = (classifier_stage, &evaluation.classification) {
+                if let (true, Some(c)) = (classifier == Some(index), &evaluation.classification) {
                     stage.test_top1.get_or_insert(c.top1);
                     stage.test_top5.get_or_insert(c.top5);
                 }
-                if let (true, Some(k)) = (encoder_stage == Some(index), &evaluation.knn) {
+                if let (true, Some(k)) = (encoder == Some(index), &evaluation.knn) {
                     stage.knn_top1.get_or_insert(k.top1);
                 }
             }

@@ -31,6 +31,51 @@ fn json(path: &Path) -> serde_json::Value {
 }
 
 #[test]
+fn the_semi_cpu_preset_runs_simclr_v2s_whole_system_on_one_percent_of_the_labels() {
+    common::require_fashion_mnist();
+    let dir = tempfile::tempdir().unwrap();
+    let mut args: Vec<String> = ["train", "--quiet", "--with-baseline", "--name", "system"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(["--runs-dir".into(), dir.path().display().to_string()]);
+    args.extend(common::FAST.iter().map(|s| s.to_string()));
+    args.extend(
+        [
+            "--preset",
+            "semi-cpu",
+            "--set",
+            "finetune.epochs=1",
+            "--set",
+            "distill.epochs=1",
+        ]
+        .map(String::from),
+    );
+    run(supcon().args(&args), true);
+    let root = dir.path().join("system");
+    // 1 % of 54 images per class rounds to one.
+    assert_eq!(json(&root.join("labeled_subset.json"))["labeled"], 10);
+    let report = json(&root.join("report.json"));
+    let methods: Vec<&str> = report["evaluations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        methods,
+        ["simclr", "simclr+finetune", "simclr+distill", "ce"]
+    );
+    for stage in ["pretrain", "linear", "finetune", "distill", "ce"] {
+        assert!(
+            root.join(format!("checkpoints/{stage}-last.safetensors"))
+                .exists(),
+            "{stage}"
+        );
+    }
+}
+
+#[test]
 fn the_whole_system_trains_on_a_few_labels_and_says_which() {
     common::require_fashion_mnist();
     let dir = tempfile::tempdir().unwrap();

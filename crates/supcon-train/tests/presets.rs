@@ -19,6 +19,7 @@ fn every_cpu_preset_pretrains_a_few_steps() {
         ("quick-cpu-instdisc", Method::Instdisc),
         ("quick-cpu-swav", Method::Swav),
         ("cpu-long", Method::Supcon),
+        ("semi-cpu", Method::Simclr),
     ] {
         assert_eq!(RunConfig::preset(preset).unwrap().pretrain.method, method);
         let mut args = common::pretrain_args(preset, dir.path(), &["pretrain.batch_size=32"]);

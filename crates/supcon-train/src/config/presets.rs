@@ -41,6 +41,7 @@ pub const PRESETS: &[(&str, &str)] = &[
         "quick-cpu-cpc",
         include_str!("../presets/quick-cpu-cpc.toml"),
     ),
+    ("semi-cpu", include_str!("../presets/semi-cpu.toml")),
 ];
 
 /// The preset used when none is named.

@@ -140,6 +140,10 @@ fn the_whole_system_trains_on_a_few_labels_and_says_which() {
     );
     let dataset = report["dataset"].as_str().unwrap();
     assert!(dataset.contains("few labels: 50 of 540"), "{dataset}");
+    // `supcon eval` reads every stage's network back: the same rows, the same figures.
+    run(supcon().args(["eval", "--quiet", "--run"]).arg(&root), true);
+    let again = json(&root.join("report.json"));
+    assert_eq!(again["evaluations"], report["evaluations"]);
 
     // The same seed gives the same subset: another method is compared on the same labels.
     let other = few_label_args("pretrain", "simclr", dir.path(), &[]);

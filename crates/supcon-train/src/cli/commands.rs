@@ -109,13 +109,7 @@ pub fn execute(cli: &Cli, comm: Comm) -> Result<String, TrainError> {
             let (summary, chosen) = pipeline::distill(&mut session, &teacher)?;
             let report = pipeline::on_rank_zero(&session, |session| {
                 let test = pipeline::data::load_evaluation_split(&session.config, &session.data)?;
-                let method = evaluate::evaluate_distill(
-                    session,
-                    &teacher.config,
-                    &test,
-                    &chosen,
-                    vec![summary],
-                )?;
+                let method = evaluate::evaluate_distill(session, &test, &chosen, vec![summary])?;
                 evaluate::finish_report(session, &test, vec![method])
             })?;
             Ok(finished(&session, report.as_ref()))

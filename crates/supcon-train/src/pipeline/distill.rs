@@ -31,9 +31,8 @@ use crate::pipeline::runner::{StageModel, StepResult};
 use crate::run_dir::RunDir;
 use crate::vocabulary::Stage;
 
-/// The fine-tuned network a student learns from, and the configuration it was trained with.
+/// The fine-tuned network a student learns from.
 pub struct Teacher {
-    pub config: RunConfig,
     pub checkpoint: std::path::PathBuf,
     _vs: VarStore,
     model: FineTunedModel,
@@ -42,14 +41,13 @@ pub struct Teacher {
 impl Teacher {
     /// The fine-tuned network of `config`'s run at `checkpoint`, for `num_classes` classes.
     pub fn load(
-        config: RunConfig,
+        config: &RunConfig,
         checkpoint: &Path,
         num_classes: usize,
         device: Device,
     ) -> Result<Self, TrainError> {
         let (vs, model) = load_finetuned(&config, checkpoint, num_classes, device)?;
         Ok(Self {
-            config,
             checkpoint: checkpoint.to_path_buf(),
             _vs: vs,
             model,
@@ -103,7 +101,7 @@ impl Teacher {
             )));
         }
         let chosen = run_dir.chosen_checkpoint(Stage::Finetune, state.best_epoch);
-        Self::load(config, &chosen, num_classes, device)
+        Self::load(&config, &chosen, num_classes, device)
     }
 
     /// Logits of `images` (eval mode).
@@ -112,9 +110,10 @@ impl Teacher {
     }
 }
 
-/// The student: a cross-entropy model of `config.model` with the student's architecture.
-pub fn student_model(config: &RunConfig, teacher: &RunConfig) -> ModelConfig {
-    let mut model = teacher.model.clone();
+/// The student's network: the run's model with `distill.student`'s architecture when it names
+/// one (a cross-entropy model: encoder + linear layer).
+pub fn student_model(config: &RunConfig) -> ModelConfig {
+    let mut model = config.model.clone();
     if let Some(architecture) = config.distill_settings().student {
         model.architecture = architecture;
     }
@@ -165,11 +164,8 @@ impl<'a> DistillModel<'a> {
         let targets = teacher_probabilities(&logits, settings.temperature, device)?;
         tch::manual_seed(config.seed as i64 ^ 0x44);
         let vs = VarStore::new(device);
-        let student = CrossEntropyModel::new(
-            &vs.root(),
-            &student_model(config, &teacher.config),
-            logits.ncols() as i64,
-        )?;
+        let student =
+            CrossEntropyModel::new(&vs.root(), &student_model(config), logits.ncols() as i64)?;
         let pipeline = augment_pipeline(&settings.augment, image_size, mean, std)?;
         Ok(Self {
             training: ClassifierTraining::new(
@@ -288,18 +284,13 @@ impl StageModel for DistillModel<'_> {
 /// Loads a distilled student from its stage's checkpoint (for the evaluation).
 pub fn load_student(
     config: &RunConfig,
-    teacher: &RunConfig,
     checkpoint: &Path,
     num_classes: usize,
     device: Device,
 ) -> Result<(VarStore, CrossEntropyModel), TrainError> {
     let checkpoint = Checkpoint::load(checkpoint)?;
     let mut vs = VarStore::new(device);
-    let model = CrossEntropyModel::new(
-        &vs.root(),
-        &student_model(config, teacher),
-        num_classes as i64,
-    )?;
+    let model = CrossEntropyModel::new(&vs.root(), &student_model(config), num_classes as i64)?;
     checkpoint.load_into("model", &mut vs)?;
     Ok((vs, model))
 }

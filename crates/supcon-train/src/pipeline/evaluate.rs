@@ -324,25 +324,23 @@ pub fn evaluate_finetune(
     )
 }
 
-/// The distilled student (weights of `checkpoint`; its teacher's run configuration
-/// `teacher`) on the test set, as the method `<pre-training method>+distill`.
+/// The distilled student (weights of `checkpoint`) on the test set, as the method
+/// `<pre-training method>+distill`.
 pub fn evaluate_distill(
     session: &Session,
-    teacher: &crate::config::RunConfig,
     test: &Dataset,
     checkpoint: &Path,
     stages: Vec<StageSummary>,
 ) -> Result<MethodResult, TrainError> {
     let (_vs, student) = crate::pipeline::distill::load_student(
         &session.config,
-        teacher,
         checkpoint,
         test.num_classes(),
         session.device,
     )?;
     let evaluator = Evaluator::new(session, test)?;
     evaluator.measure(
-        format!("{}+distill", teacher.pretrain.method.as_str()),
+        format!("{}+distill", session.config.pretrain.method.as_str()),
         stages,
         &|x| student.forward_t(x, false),
         &|x| student.encoder.forward_t(x, false),
@@ -446,6 +444,21 @@ fn data_description(session: &Session, test: &EvaluationSet) -> Result<String, T
     })
 }
 
+/// The summary of `stage` in the session's run folder and the checkpoint its evaluation reads
+/// (the best validation epoch's, else the last); `None` when the stage never ran there.
+fn finished_stage(
+    session: &Session,
+    stage: Stage,
+) -> Result<Option<(StageSummary, std::path::PathBuf)>, TrainError> {
+    let last = session.run.last_checkpoint(stage);
+    if !last.exists() {
+        return Ok(None);
+    }
+    let state = Checkpoint::load(&last)?.require_state()?.clone();
+    let chosen = session.run.chosen_checkpoint(stage, state.best_epoch);
+    Ok(Some((StageSummary::from_state(&state), chosen)))
+}
+
 /// Evaluates a run again from its checkpoints (`supcon eval`): SupCon's encoder + linear
 /// classifier when both stages finished, the CE baseline when it did, then the report — what
 /// the end of `train` evaluates, read back from the run folder.
@@ -478,21 +491,27 @@ pub fn evaluate_checkpoints(session: &Session) -> Result<Report, TrainError> {
         ];
         methods.push(evaluate_supcon(session, &test, &outcome, stages)?);
     }
-    let ce_last = session.run.last_checkpoint(Stage::Ce);
-    if ce_last.exists() {
-        let state = Checkpoint::load(&ce_last)?.require_state()?.clone();
-        let chosen = session.run.chosen_checkpoint(Stage::Ce, state.best_epoch);
-        methods.push(evaluate_ce(
-            session,
-            &test,
-            &chosen,
-            StageSummary::from_state(&state),
-        )?);
+    // Fine-tuning and distillation, after the pre-training of the same run when it has one.
+    let mut stages: Vec<StageSummary> = finished_stage(session, Stage::Pretrain)?
+        .map(|(summary, _)| summary)
+        .into_iter()
+        .collect();
+    if let Some((summary, chosen)) = finished_stage(session, Stage::Finetune)? {
+        stages.push(summary);
+        methods.push(evaluate_finetune(session, &test, &chosen, stages.clone())?);
+    }
+    if let Some((summary, chosen)) = finished_stage(session, Stage::Distill)? {
+        stages.push(summary);
+        methods.push(evaluate_distill(session, &test, &chosen, stages)?);
+    }
+    if let Some((summary, chosen)) = finished_stage(session, Stage::Ce)? {
+        methods.push(evaluate_ce(session, &test, &chosen, summary)?);
     }
     if methods.is_empty() {
         return Err(TrainError::RunDir {
             path: session.run.root().to_path_buf(),
-            message: "no finished stage to evaluate (needs pretrain + linear, or ce, checkpoints)"
+            message: "no finished stage to evaluate (needs pretrain + linear, finetune, distill \
+                      or ce checkpoints)"
                 .into(),
         });
     }

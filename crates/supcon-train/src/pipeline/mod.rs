@@ -527,7 +527,7 @@ pub fn distill(
     let settings = session.config.distill_settings();
     tracing::info!(
         teacher = %teacher.checkpoint.display(),
-        student = %distill::student_model(&session.config, &teacher.config).architecture,
+        student = %distill::student_model(&session.config).architecture,
         temperature = settings.temperature,
         images = session.data.pretrain_set().len(),
         "distillation"
@@ -586,7 +586,7 @@ pub fn train(
     let distilled = match (&finetuned, &session.config.distill) {
         (Some((_, teacher)), Some(_)) => {
             let teacher = distill::Teacher::load(
-                session.config.clone(),
+                &session.config,
                 teacher,
                 session.num_classes(),
                 session.device,
@@ -621,7 +621,6 @@ pub fn train(
                 stages.push(summary);
                 methods.push(evaluate::evaluate_distill(
                     session,
-                    &session.config,
                     &test,
                     &checkpoint,
                     stages,

@@ -46,7 +46,7 @@ impl Teacher {
         num_classes: usize,
         device: Device,
     ) -> Result<Self, TrainError> {
-        let (vs, model) = load_finetuned(&config, checkpoint, num_classes, device)?;
+        let (vs, model) = load_finetuned(config, checkpoint, num_classes, device)?;
         Ok(Self {
             checkpoint: checkpoint.to_path_buf(),
             _vs: vs,

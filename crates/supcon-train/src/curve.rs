@@ -147,6 +147,71 @@ pub fn markdown_table(points: &[CurvePoint], split: &str) -> String {
     md
 }
 
+/// Named lines of `(x, y)` points, as the figures draw them.
+pub type Lines = Vec<(String, Vec<(f64, f64)>)>;
+
+/// The largest label-efficiency table read (a few dozen rows are expected).
+const MAX_TABLE_BYTES: u64 = 1 << 20;
+
+/// The rows of a label-efficiency table (`supcon label-efficiency`): CSV lines
+/// `row kind,labeled %,test top-1 %` (a header line and `#` comments are skipped), grouped by
+/// row kind in order of appearance, each kind's points sorted by labeled %.
+pub fn read_label_efficiency(path: &Path) -> Result<Lines, TrainError> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| TrainError::io(path, e))?
+        .len();
+    if size > MAX_TABLE_BYTES {
+        return Err(TrainError::Config(format!(
+            "{}: {size} bytes; a label-efficiency table is at most {MAX_TABLE_BYTES}",
+            path.display()
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+    let mut rows: Lines = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || (number == 0 && line.starts_with("row")) {
+            continue;
+        }
+        let bad = |why: &str| {
+            TrainError::Config(format!(
+                "{} line {}: {why} (expected `row kind,labeled %,test top-1 %`)",
+                path.display(),
+                number + 1
+            ))
+        };
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        let [kind, labeled, top1] = fields[..] else {
+            return Err(bad("not three fields"));
+        };
+        let number_in = |field: &str, what: &str, max: f64| -> Result<f64, TrainError> {
+            field
+                .parse::<f64>()
+                .ok()
+                .filter(|v| (0.0..=max).contains(v))
+                .ok_or_else(|| bad(&format!("{what} `{field}` is not a number in [0, {max}]")))
+        };
+        let point = (
+            number_in(labeled, "labeled %", 100.0)?,
+            number_in(top1, "top-1 %", 100.0)?,
+        );
+        match rows.iter_mut().find(|(name, _)| name == kind) {
+            Some((_, points)) => points.push(point),
+            None => rows.push((kind.to_string(), vec![point])),
+        }
+    }
+    if rows.is_empty() {
+        return Err(TrainError::Config(format!(
+            "{}: no rows (expected `row kind,labeled %,test top-1 %` lines)",
+            path.display()
+        )));
+    }
+    for (_, points) in &mut rows {
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    Ok(rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,5 +280,34 @@ mod tests {
         assert!(err.contains("one curve, one split"), "{err}");
         let empty = tempfile::tempdir().unwrap();
         assert!(collect(empty.path()).is_err());
+    }
+
+    #[test]
+    fn label_efficiency_tables_are_read_and_bad_lines_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.csv");
+        std::fs::write(
+            &path,
+            "row,labeled,top1\nce,10,80\nce,1,60\n# note\nsimclr,1,70\n",
+        )
+        .unwrap();
+        let rows = read_label_efficiency(&path).unwrap();
+        assert_eq!(
+            rows,
+            [
+                ("ce".to_string(), vec![(1.0, 60.0), (10.0, 80.0)]),
+                ("simclr".to_string(), vec![(1.0, 70.0)])
+            ]
+        );
+        for (text, says) in [
+            ("ce,1\n", "line 1: not three fields"),
+            ("ce,1,NaN\n", "top-1 % `NaN`"),
+            ("ce,101,5\n", "labeled % `101`"),
+            ("", "no rows"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = read_label_efficiency(&path).unwrap_err().to_string();
+            assert!(err.contains(says), "{text:?}: {err}");
+        }
     }
 }

@@ -346,16 +346,53 @@ pub fn plot_accuracy_vs_time(
     path: &Path,
     options: &PlotOptions,
 ) -> Result<(), TrainError> {
-    let series = methods
+    let y_desc = format!("{split} top-1 (%)");
+    let title = format!("{split} top-1 against training wall time");
+    plot_lines(
+        methods,
+        &title,
+        "training wall time (min)",
+        &y_desc,
+        path,
+        options,
+    )
+}
+
+/// Test top-1 (%) against the labeled fraction of the training set (%), a line per kind of
+/// row (`(name, points)`, each point `(labeled %, top-1 %)`): the Few labels page's figure.
+pub fn plot_label_efficiency(
+    rows: Vec<(String, Vec<(f64, f64)>)>,
+    path: &Path,
+    options: &PlotOptions,
+) -> Result<(), TrainError> {
+    plot_lines(
+        rows,
+        "test top-1 against the labeled fraction",
+        "labeled images (% of the training split)",
+        "test top-1 (%)",
+        path,
+        options,
+    )
+}
+
+/// One panel of lines with points, a legend entry per line.
+fn plot_lines(
+    lines: Vec<(String, Vec<(f64, f64)>)>,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    path: &Path,
+    options: &PlotOptions,
+) -> Result<(), TrainError> {
+    let series = lines
         .into_iter()
         .enumerate()
-        .map(|(index, (method, data))| (method, colour(index), data))
+        .map(|(index, (name, data))| (name, colour(index), data))
         .collect();
-    let y_desc = format!("{split} top-1 (%)");
     let panel = Panel {
-        title: format!("{split} top-1 against training wall time"),
-        x_desc: "training wall time (min)",
-        y_desc: &y_desc,
+        title: title.to_string(),
+        x_desc,
+        y_desc,
         series,
         points: true,
     };

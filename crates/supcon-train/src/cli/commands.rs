@@ -154,6 +154,12 @@ pub fn execute(cli: &Cli, comm: Comm) -> Result<String, TrainError> {
             one_process("curve")?;
             curve(runs)
         }
+        Command::LabelEfficiency { table, out } => {
+            one_process("label-efficiency")?;
+            let rows = crate::curve::read_label_efficiency(table)?;
+            crate::plots::plot_label_efficiency(rows, out, &crate::plots::PlotOptions::default())?;
+            Ok(format!("figure: {}\n", out.display()))
+        }
         Command::Loss(args) => {
             one_process("loss")?;
             loss_on_npy(args)

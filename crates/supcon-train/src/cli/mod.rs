@@ -129,6 +129,16 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         runs: PathBuf,
     },
+    /// The Few labels page's figure: test top-1 against the labeled fraction, a line per row
+    /// kind, from a CSV table of `row kind,labeled %,test top-1 %` lines.
+    LabelEfficiency {
+        /// The CSV table.
+        #[arg(long, value_name = "FILE")]
+        table: PathBuf,
+        /// Where the PNG goes.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Checks the ranks of a data-parallel job before a long run: every collective between
     /// them, and the SupCon / SimCLR loss across them against one process's on the same
     /// batch (every option, to 1e-6). Start it the way the run will be started, e.g.

@@ -130,6 +130,30 @@ fn cross_entropy_step(
     })
 }
 
+/// The [`StageModel`] methods that every classifier stage (linear, CE, fine-tuning,
+/// distillation) hands to its [`ClassifierTraining`] field `training`: the data-parallel
+/// tensors, the update and the checkpoint groups.
+macro_rules! classifier_stage_methods {
+    () => {
+        fn data_parallel(&self) -> DataParallelTensors {
+            self.training.data_parallel()
+        }
+
+        fn update(&mut self, lr: f64, progress: f64) -> Result<(), TrainError> {
+            self.training.update(lr, progress)
+        }
+
+        fn checkpoint_groups(&self) -> Vec<(&'static str, Vec<(String, tch::Tensor)>)> {
+            self.training.checkpoint_groups()
+        }
+
+        fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError> {
+            self.training.restore(checkpoint)
+        }
+    };
+}
+pub(super) use classifier_stage_methods;
+
 /// What the classifier stages (linear, CE, fine-tuning) share: the trained variables, their
 /// optimizer and the validation split, and so the same update, validation and checkpoint code.
 pub(super) struct ClassifierTraining<'a> {
@@ -477,13 +501,7 @@ impl StageModel for LinearModel<'_> {
         self.training.cross_entropy(&logits, batch)
     }
 
-    fn data_parallel(&self) -> DataParallelTensors {
-        self.training.data_parallel()
-    }
-
-    fn update(&mut self, lr: f64, progress: f64) -> Result<(), TrainError> {
-        self.training.update(lr, progress)
-    }
+    classifier_stage_methods!();
 
     fn validate(&mut self) -> Result<Option<f64>, TrainError> {
         self.training.validate(|data| match &self.stored {
@@ -493,14 +511,6 @@ impl StageModel for LinearModel<'_> {
             })),
             None => self.logits(data),
         })
-    }
-
-    fn checkpoint_groups(&self) -> Vec<(&'static str, Vec<(String, Tensor)>)> {
-        self.training.checkpoint_groups()
-    }
-
-    fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError> {
-        self.training.restore(checkpoint)
     }
 }
 
@@ -572,23 +582,9 @@ impl StageModel for CeModel<'_> {
         self.training.cross_entropy(&logits, batch)
     }
 
-    fn data_parallel(&self) -> DataParallelTensors {
-        self.training.data_parallel()
-    }
-
-    fn update(&mut self, lr: f64, progress: f64) -> Result<(), TrainError> {
-        self.training.update(lr, progress)
-    }
+    classifier_stage_methods!();
 
     fn validate(&mut self) -> Result<Option<f64>, TrainError> {
         self.training.validate(|data| self.logits(data))
-    }
-
-    fn checkpoint_groups(&self) -> Vec<(&'static str, Vec<(String, Tensor)>)> {
-        self.training.checkpoint_groups()
-    }
-
-    fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError> {
-        self.training.restore(checkpoint)
     }
 }

@@ -24,7 +24,7 @@ use crate::checkpoint::Checkpoint;
 use crate::config::RunConfig;
 use crate::dist::{self, Comm, DataParallelTensors};
 use crate::error::TrainError;
-use crate::pipeline::classifier::{infer, ClassifierTraining};
+use crate::pipeline::classifier::{classifier_stage_methods, infer, ClassifierTraining};
 use crate::pipeline::data::{augment_pipeline, BatchRecipe, PreparedBatch};
 use crate::pipeline::finetune::load_finetuned;
 use crate::pipeline::runner::{StageModel, StepResult};
@@ -260,24 +260,10 @@ impl StageModel for DistillModel<'_> {
         })
     }
 
-    fn data_parallel(&self) -> DataParallelTensors {
-        self.training.data_parallel()
-    }
-
-    fn update(&mut self, lr: f64, progress: f64) -> Result<(), TrainError> {
-        self.training.update(lr, progress)
-    }
+    classifier_stage_methods!();
 
     fn validate(&mut self) -> Result<Option<f64>, TrainError> {
         self.training.validate(|data| self.logits(data))
-    }
-
-    fn checkpoint_groups(&self) -> Vec<(&'static str, Vec<(String, Tensor)>)> {
-        self.training.checkpoint_groups()
-    }
-
-    fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError> {
-        self.training.restore(checkpoint)
     }
 }
 

@@ -16,7 +16,7 @@ use crate::checkpoint::{varstore_tensors, Checkpoint};
 use crate::config::RunConfig;
 use crate::dist::{Comm, DataParallelTensors};
 use crate::error::TrainError;
-use crate::pipeline::classifier::ClassifierTraining;
+use crate::pipeline::classifier::{classifier_stage_methods, ClassifierTraining};
 use crate::pipeline::data::{augment_pipeline, BatchRecipe, PreparedBatch};
 use crate::pipeline::methods;
 use crate::pipeline::runner::{StageModel, StepResult};
@@ -121,24 +121,10 @@ impl StageModel for FinetuneModel<'_> {
         self.training.cross_entropy(&logits, batch)
     }
 
-    fn data_parallel(&self) -> DataParallelTensors {
-        self.training.data_parallel()
-    }
-
-    fn update(&mut self, lr: f64, progress: f64) -> Result<(), TrainError> {
-        self.training.update(lr, progress)
-    }
+    classifier_stage_methods!();
 
     fn validate(&mut self) -> Result<Option<f64>, TrainError> {
         self.training.validate(|data| self.logits(data))
-    }
-
-    fn checkpoint_groups(&self) -> Vec<(&'static str, Vec<(String, tch::Tensor)>)> {
-        self.training.checkpoint_groups()
-    }
-
-    fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError> {
-        self.training.restore(checkpoint)
     }
 }
 

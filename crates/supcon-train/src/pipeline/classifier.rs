@@ -514,12 +514,25 @@ impl StageModel for LinearModel<'_> {
     }
 }
 
-/// The cross-entropy baseline: encoder + linear layer trained end to end.
-pub struct CeModel<'a> {
-    training: ClassifierTraining<'a>,
-    pub model: CrossEntropyModel,
-    augmenter: Augmenter,
+/// A classifier trained end to end with cross-entropy on one augmented view of the labeled
+/// images: the CE baseline ([`CeModel`]) and SimCLR v2's fine-tuning
+/// ([`super::finetune::FinetuneModel`]) differ only in their network and its start.
+pub struct EndToEndClassifier<'a, M> {
+    pub(super) training: ClassifierTraining<'a>,
+    pub model: M,
+    pub(super) augmenter: Augmenter,
 }
+
+impl<M: ModuleT> EndToEndClassifier<'_, M> {
+    /// Logits of every image of `dataset` (eval mode).
+    pub fn logits(&self, dataset: &Dataset) -> Result<Array2<f32>, TrainError> {
+        self.training
+            .infer(dataset, &|x| self.model.forward_t(x, false))
+    }
+}
+
+/// The cross-entropy baseline: encoder + linear layer trained end to end.
+pub type CeModel<'a> = EndToEndClassifier<'a, CrossEntropyModel>;
 
 impl<'a> CeModel<'a> {
     // The arguments are the stage's independent inputs; a struct would only rename them.
@@ -553,12 +566,6 @@ impl<'a> CeModel<'a> {
         })
     }
 
-    /// Logits of every image of `dataset` (eval mode).
-    pub fn logits(&self, dataset: &Dataset) -> Result<Array2<f32>, TrainError> {
-        self.training
-            .infer(dataset, &|x| self.model.forward_t(x, false))
-    }
-
     /// Encoder features of every image of `dataset` (eval mode).
     pub fn embeddings(&self, dataset: &Dataset) -> Result<Array2<f32>, TrainError> {
         self.training
@@ -566,7 +573,7 @@ impl<'a> CeModel<'a> {
     }
 }
 
-impl StageModel for CeModel<'_> {
+impl<M: ModuleT> StageModel for EndToEndClassifier<'_, M> {
     fn batch_recipe(&self) -> BatchRecipe {
         BatchRecipe::Views {
             augmenter: self.augmenter.clone(),

@@ -4,29 +4,23 @@
 //! subset) and their augmentation. Data parallel, checkpointed and resumed like the CE stage,
 //! whose training code ([`ClassifierTraining`]) it shares.
 
-use ndarray::Array2;
 use std::path::Path;
 use supcon_augment::Augmenter;
 use supcon_data::Dataset;
 use supcon_models::{FineTunedModel, SupConModel};
-use tch::nn::{ModuleT, VarStore};
+use tch::nn::VarStore;
 use tch::Device;
 
 use crate::checkpoint::{varstore_tensors, Checkpoint};
 use crate::config::RunConfig;
-use crate::dist::{Comm, DataParallelTensors};
+use crate::dist::Comm;
 use crate::error::TrainError;
-use crate::pipeline::classifier::{classifier_stage_methods, ClassifierTraining};
-use crate::pipeline::data::{augment_pipeline, BatchRecipe, PreparedBatch};
+use crate::pipeline::classifier::{ClassifierTraining, EndToEndClassifier};
+use crate::pipeline::data::augment_pipeline;
 use crate::pipeline::methods;
-use crate::pipeline::runner::{StageModel, StepResult};
 
 /// The fine-tuning stage's network and its training.
-pub struct FinetuneModel<'a> {
-    training: ClassifierTraining<'a>,
-    pub model: FineTunedModel,
-    augmenter: Augmenter,
-}
+pub type FinetuneModel<'a> = EndToEndClassifier<'a, FineTunedModel>;
 
 impl<'a> FinetuneModel<'a> {
     /// The network with the encoder and head layers of `pretrained` (a pre-training
@@ -69,12 +63,6 @@ impl<'a> FinetuneModel<'a> {
             augmenter: Augmenter::new(pipeline, config.seed ^ 0x5eed_0004),
         })
     }
-
-    /// Logits of every image of `dataset` (eval mode).
-    pub fn logits(&self, dataset: &Dataset) -> Result<Array2<f32>, TrainError> {
-        self.training
-            .infer(dataset, &|x| self.model.forward_t(x, false))
-    }
 }
 
 /// Copies the encoder and the kept head layers of `pretrained` into `vs` (whose other
@@ -103,29 +91,6 @@ fn copy_pretrained(
         }
         Ok(())
     })
-}
-
-impl StageModel for FinetuneModel<'_> {
-    fn batch_recipe(&self) -> BatchRecipe {
-        BatchRecipe::Views {
-            augmenter: self.augmenter.clone(),
-            views: 1,
-        }
-    }
-
-    fn forward_backward(&mut self, batch: &PreparedBatch) -> Result<StepResult, TrainError> {
-        self.training.optimizer.zero_grad();
-        let logits = self
-            .model
-            .forward_t(&batch.tensor(self.training.device), true);
-        self.training.cross_entropy(&logits, batch)
-    }
-
-    classifier_stage_methods!();
-
-    fn validate(&mut self) -> Result<Option<f64>, TrainError> {
-        self.training.validate(|data| self.logits(data))
-    }
 }
 
 /// Loads a fine-tuned network from its stage's checkpoint (for the evaluation).

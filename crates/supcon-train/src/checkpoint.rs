@@ -18,6 +18,7 @@ use tch::{nn::VarStore, Kind, Tensor};
 
 use crate::error::TrainError;
 use crate::files::write_atomic_with;
+use crate::run_dir::RunDir;
 use crate::vocabulary::Stage;
 
 /// Name of the tensor that carries the JSON training state.
@@ -160,6 +161,21 @@ impl Checkpoint {
         supcon_models::copy_into_varstore(vs, &group, &self.path, supcon_models::LoadMode::Strict)?;
         Ok(())
     }
+}
+
+/// The training state of `stage`'s last checkpoint in `run` and the checkpoint the stage is
+/// tested with ([`RunDir::chosen_checkpoint`]); `None` when the stage never wrote one there.
+pub fn finished_stage(
+    run: &RunDir,
+    stage: Stage,
+) -> Result<Option<(TrainState, PathBuf)>, TrainError> {
+    let last = run.last_checkpoint(stage);
+    if !last.exists() {
+        return Ok(None);
+    }
+    let state = Checkpoint::load(&last)?.require_state()?.clone();
+    let chosen = run.chosen_checkpoint(stage, state.best_epoch);
+    Ok(Some((state, chosen)))
 }
 
 /// The variables of `vs` as (name, tensor), sorted by name.

@@ -430,4 +430,29 @@ fn bad_few_label_fine_tuning_and_distillation_settings_are_refused_by_name() {
         &["--teacher", &other.display().to_string()],
         &["mnist", "the teacher must read the student's images"],
     );
+    // A teacher of another class count: the CE network's weights under a state that says 7.
+    let classes = dir.path().join("other-classes");
+    std::fs::create_dir_all(classes.join("checkpoints")).unwrap();
+    std::fs::copy(ce_run.join("config.toml"), classes.join("config.toml")).unwrap();
+    let source = Checkpoint::load(&ce).unwrap();
+    let mut state = source.require_state().unwrap().clone();
+    state.num_classes = 7;
+    let weights: Vec<(String, tch::Tensor)> = source.group("model").into_iter().collect();
+    supcon_train::checkpoint::save(
+        &classes.join("checkpoints/finetune-last.safetensors"),
+        &state,
+        &[("model", weights)],
+    )
+    .unwrap();
+    refused(
+        "teacher-of-other-classes",
+        "distill",
+        &[],
+        &["--teacher", &classes.display().to_string()],
+        &[
+            "classifies 7 classes",
+            "has 10",
+            "finetune-last.safetensors",
+        ],
+    );
 }

@@ -20,7 +20,7 @@ use supcon_models::{CrossEntropyModel, FineTunedModel, ModelConfig};
 use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Kind, Tensor};
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{finished_stage, Checkpoint};
 use crate::config::RunConfig;
 use crate::dist::{self, Comm, DataParallelTensors};
 use crate::error::TrainError;
@@ -65,18 +65,16 @@ impl Teacher {
     ) -> Result<Self, TrainError> {
         let config = crate::config::load_resolved(&run.join(crate::run_dir::CONFIG_FILE))?;
         let run_dir = RunDir::existing(run);
-        let last = run_dir.last_checkpoint(Stage::Finetune);
-        if !last.exists() {
+        let Some((state, chosen)) = finished_stage(&run_dir, Stage::Finetune)? else {
             return Err(TrainError::checkpoint(
-                &last,
+                &run_dir.last_checkpoint(Stage::Finetune),
                 "is missing: the teacher run has no fine-tuned network; run `supcon finetune` \
                  (or `supcon train` with [finetune]) first",
             ));
-        }
-        let state = Checkpoint::load(&last)?.require_state()?.clone();
+        };
         if state.num_classes != num_classes {
             return Err(TrainError::checkpoint(
-                &last,
+                &run_dir.last_checkpoint(Stage::Finetune),
                 format!(
                     "classifies {} classes and the student's data has {num_classes}: distil \
                      on the data the teacher was fine-tuned on",
@@ -100,7 +98,6 @@ impl Teacher {
                 student.model.in_channels
             )));
         }
-        let chosen = run_dir.chosen_checkpoint(Stage::Finetune, state.best_epoch);
         Self::load(&config, &chosen, num_classes, device)
     }
 

@@ -444,19 +444,14 @@ fn data_description(session: &Session, test: &EvaluationSet) -> Result<String, T
     })
 }
 
-/// The summary of `stage` in the session's run folder and the checkpoint its evaluation reads
-/// (the best validation epoch's, else the last); `None` when the stage never ran there.
+/// The summary of `stage` in the session's run folder and the checkpoint its evaluation reads;
+/// `None` when the stage never ran there.
 fn finished_stage(
     session: &Session,
     stage: Stage,
 ) -> Result<Option<(StageSummary, std::path::PathBuf)>, TrainError> {
-    let last = session.run.last_checkpoint(stage);
-    if !last.exists() {
-        return Ok(None);
-    }
-    let state = Checkpoint::load(&last)?.require_state()?.clone();
-    let chosen = session.run.chosen_checkpoint(stage, state.best_epoch);
-    Ok(Some((StageSummary::from_state(&state), chosen)))
+    Ok(crate::checkpoint::finished_stage(&session.run, stage)?
+        .map(|(state, chosen)| (StageSummary::from_state(&state), chosen)))
 }
 
 /// Evaluates a run again from its checkpoints (`supcon eval`): SupCon's encoder + linear

@@ -356,6 +356,9 @@ fn open_session(
     comm: Comm,
 ) -> Result<Session, TrainError> {
     let config = resolve_config(args, stage)?;
+    if command == "train" {
+        config.validate_whole_recipe()?;
+    }
     let (run_dir, reuse) = match &args.resume {
         Some(dir) => (dir.clone(), Reuse::Resume),
         None => {

@@ -53,6 +53,20 @@ impl RunConfig {
         Ok(())
     }
 
+    /// What `supcon train` (the whole recipe) needs beyond [`RunConfig::validate`]: its
+    /// distillation's teacher is the run's own fine-tuned network, so `[distill]` needs
+    /// `[finetune]` (`supcon distill --teacher` takes another run's instead).
+    pub fn validate_whole_recipe(&self) -> Result<(), TrainError> {
+        if self.distill.is_some() && self.finetune.is_none() {
+            return Err(TrainError::Config(
+                "[distill] in `supcon train` distils the run's fine-tuned network: add \
+                 [finetune] (or run `supcon distill --teacher <run>`)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The few-label keys: one of the two, in range, on a labeled training set.
     fn validate_label_quota(&self) -> Result<(), TrainError> {
         let Some(quota) = self.data.label_quota()? else {

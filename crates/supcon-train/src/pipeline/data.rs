@@ -65,16 +65,17 @@ impl LabeledSubset {
     /// What the run folder keeps of it (`labeled_subset.json`): enough to train another
     /// method on the same images, and to check that two runs did.
     pub fn to_json(&self, split_len: usize) -> String {
-        let quota = match self.quota {
-            LabelQuota::PerClass(n) => format!("\"labeled_per_class\": {n}"),
-            LabelQuota::Fraction(f) => format!("\"labeled_fraction\": {f}"),
+        let (quota_key, quota) = match self.quota {
+            LabelQuota::PerClass(n) => ("labeled_per_class", serde_json::json!(n)),
+            LabelQuota::Fraction(f) => ("labeled_fraction", serde_json::json!(f)),
         };
-        let indices: Vec<String> = self.indices.iter().map(usize::to_string).collect();
-        format!(
-            "{{\n  {quota},\n  \"labeled\": {},\n  \"training_split\": {split_len},\n  \"indices\": [{}]\n}}\n",
-            self.indices.len(),
-            indices.join(", ")
-        )
+        let mut file = serde_json::json!({
+            "labeled": self.indices.len(),
+            "training_split": split_len,
+            "indices": self.indices,
+        });
+        file[quota_key] = quota;
+        format!("{file}\n")
     }
 }
 

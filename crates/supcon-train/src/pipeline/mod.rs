@@ -570,13 +570,6 @@ pub fn train(
     session: &mut Session,
     with_baseline: bool,
 ) -> Result<Option<crate::report::Report>, TrainError> {
-    if session.config.distill.is_some() && session.config.finetune.is_none() {
-        return Err(TrainError::Config(
-            "[distill] in `supcon train` distils the run's fine-tuned network: add [finetune] \
-             (or run `supcon distill --teacher <run>`)"
-                .into(),
-        ));
-    }
     let (pretrain_summary, encoder_checkpoint) = pretrain(session)?;
     let linear_outcome = linear(session, &encoder_checkpoint)?;
     let finetuned = match session.config.finetune {

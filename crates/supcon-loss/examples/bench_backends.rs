@@ -6,7 +6,7 @@
 //!     --backend cpu|cpu-streaming|tch --rows 2048 [--dim 128] [--classes 10] [--threads 2] [--reps 5]
 //! ```
 //!
-//! Times forward + backward (one `LossBackend::compute` call: loss and ∂L/∂features) on
+//! Times forward + backward (one `SupConBackend::compute` call: loss and ∂L/∂features) on
 //! `rows` = batch · 2 views unit-norm random rows with random labels, after one warm-up call.
 //! Prints one JSON object: the median / min time in ms, the peak resident memory of the
 //! process (VmHWM) and the growth over the resident memory just before the first call.
@@ -16,8 +16,8 @@ use ndarray::Array3;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
-use supcon_loss::tch_backend::TchBackend;
-use supcon_loss::{CpuBackend, LossBackend, SupConInput, SupConOptions};
+use supcon_loss::TchBackend;
+use supcon_loss::{CpuBackend, SupConBackend, SupConInput, SupConOptions};
 
 struct Args {
     backend: String,
@@ -70,7 +70,7 @@ fn status_kib(field: &str) -> Option<u64> {
 
 fn main() -> Result<()> {
     let args = parse()?;
-    let backend: Box<dyn LossBackend> = match args.backend.as_str() {
+    let backend: Box<dyn SupConBackend> = match args.backend.as_str() {
         "cpu" => Box::new(CpuBackend::default().with_threads(args.threads)),
         // The memory-bounded path: similarities recomputed in the backward pass, never kept.
         "cpu-streaming" => Box::new(

@@ -8,7 +8,7 @@ use crate::{Element, LossError};
 
 /// τ must be positive and finite.
 pub(crate) fn check_temperature(value: f64) -> Result<(), LossError> {
-    crate::input::check_temperature("temperature", value)
+    crate::checks::check_temperature("temperature", value)
 }
 
 /// `EmptyAxis` for the first zero-length axis of `what` (axes named by `axes`).

@@ -2,26 +2,34 @@
 //!
 //! One function of the projections `f[b, v, :]` (batch b < B, view v < V, dim D) returns the
 //! loss, ∂loss/∂features and the number of anchors averaged. Backends: [`CpuBackend`] (tiled,
-//! rayon, this crate), `tch_backend::TchBackend` (feature `tch`), `cuda::CudaBackend`
-//! (feature `cuda`), all behind the [`LossBackend`] trait and the shared [`validate`].
+//! rayon, this crate), `TchBackend` (feature `tch`), [`cuda::CudaBackend`] (feature `cuda`),
+//! all behind the [`SupConBackend`] trait and the shared [`validate`].
 //!
 //! The crate also computes the SwAV loss (module [`mod@swav`], entry points [`swav()`] and
 //! [`swav_generic`]): Sinkhorn–Knopp codes over K prototypes and swapped prediction between
-//! crops, with gradients for the features and the prototypes (`tch_backend::swav_loss_tensor`
-//! is its libtorch counterpart).
+//! crops, with gradients for the features and the prototypes (`swav_loss_tensor` is its
+//! libtorch counterpart).
 //!
 //! Two losses with an explicit positive per query, gradients with respect to the queries:
 //! InfoNCE with shared or per-query negatives, MoCo's loss (module [`mod@infonce`], entry point
 //! [`infonce_loss`]; streaming over large queues), and InstDisc's NCE over a memory bank
 //! (module [`mod@nce`], entry point [`nce_loss`]). Their libtorch counterparts are
-//! `tch_backend::infonce_loss_tensor` and `tch_backend::nce_loss_tensor`.
+//! `infonce_loss_tensor` and `nce_loss_tensor`.
 //!
 //! Two losses whose candidates are the batch's own rows, with gradients for both sides: CMC's
 //! cross-view objective (module [`mod@cmc`], entry point [`cmc_loss`]; one encoder per view)
 //! and CPC's InfoNCE over a grid of predictions (module [`mod@cpc`], entry point [`cpc_loss`]).
 //!
 //! Every loss is also a [`LossOp`] (module [`mod@op`]): one type per loss with its CPU, libtorch
-//! and CUDA entry points where they exist, run on a [`Backend`].
+//! and CUDA entry points where they exist, run on a [`Backend`], and one way into autograd for
+//! code that holds libtorch tensors ([`LossOp::autograd`], feature `tch`).
+//!
+//! **Layout: one loss, one folder.** Each loss's module ([`mod@supcon`], [`mod@infonce`],
+//! [`mod@nce`], [`mod@swav`], [`mod@cmc`], [`mod@cpc`]) holds its options, its validation, its
+//! op and its implementations (the CPU code; `tensor`, the libtorch code; SupCon's `cuda`).
+//! Below them, what they share: the host checks (`checks`), the row kernels (`explicit`), the
+//! two-pass matching core of CMC and CPC (`matching`), the vectorized `exp` (`fast_exp`), and
+//! the libtorch utilities with the gradient surrogate ([`mod@libtorch`]).
 //!
 //! ```
 //! use ndarray::Array3;
@@ -112,51 +120,65 @@
 
 #![warn(missing_docs)]
 
-mod backend;
-mod cpu;
+mod checks;
 mod element;
 mod error;
 mod explicit;
-mod input;
+mod fast_exp;
 mod matching;
-mod options;
 
 pub mod cmc;
 pub mod cpc;
-pub mod cuda;
-#[cfg(feature = "collectives")]
-pub mod distributed;
 pub mod infonce;
+#[cfg(feature = "tch")]
+pub mod libtorch;
 pub mod nce;
 #[cfg(feature = "npy")]
 pub mod npy;
 pub mod op;
+pub mod supcon;
 pub mod swav;
-#[cfg(feature = "tch")]
-pub mod tch_backend;
-pub mod unlabeled;
 
-pub use backend::LossBackend;
-pub use cmc::{cmc_loss, validate_cmc, CmcOptions, CmcOutput, Pairing};
-pub use cpc::{cpc_loss, validate_cpc, CpcOptions, CpcOutput};
-pub use cpu::{CpuBackend, DEFAULT_CACHE_BYTES, DEFAULT_TILE};
+pub use cmc::{cmc_loss, validate_cmc, CmcOp, CmcOptions, CmcOutput, Pairing};
+pub use cpc::{cpc_loss, validate_cpc, CpcOp, CpcOptions, CpcOutput};
 pub use element::Element;
 pub use error::{LibraryError, LossError};
 pub use infonce::{
-    infonce_loss, validate_infonce, InfoNceInput, InfoNceOptions, InfoNceOutput, Negatives,
-    INFONCE_COLUMN_BLOCK, INFONCE_ROW_BLOCK,
+    infonce_loss, validate_infonce, InfoNceInput, InfoNceOp, InfoNceOptions, InfoNceOutput,
+    Negatives, INFONCE_COLUMN_BLOCK, INFONCE_ROW_BLOCK,
 };
-pub use input::{check_shape, validate, InputShape, LossOutput, Queue, SupConInput};
-pub use nce::{nce_loss, validate_nce, NceInput, NceOptions, NceOutput, NCE_ROW_BLOCK};
+pub use nce::{nce_loss, validate_nce, NceInput, NceOp, NceOptions, NceOutput, NCE_ROW_BLOCK};
+pub use op::{Backend, LossOp};
+#[cfg(feature = "collectives")]
+pub use supcon::distributed;
+pub use supcon::unlabeled::{is_unlabeled, UNLABELED};
 #[cfg(feature = "tch")]
-pub use op::SupConTensors;
-pub use op::{Backend, CmcOp, CpcOp, InfoNceOp, LossOp, NceOp, SupConOp, SwavOp};
-pub use options::{ContrastMode, SupConOptions, Variant};
+pub use supcon::SupConTensors;
+pub use supcon::{
+    check_shape, cuda, validate, ContrastMode, CpuBackend, InputShape, LossOutput, Queue,
+    SupConBackend, SupConInput, SupConOp, SupConOptions, Variant, DEFAULT_CACHE_BYTES,
+    DEFAULT_TILE,
+};
 pub use swav::{
-    swav, swav_codes, swav_generic, swav_with_codes, validate_swav, SwavInput, SwavOptions,
+    swav, swav_codes, swav_generic, swav_with_codes, validate_swav, SwavInput, SwavOp, SwavOptions,
     SwavOutput,
 };
-pub use unlabeled::{is_unlabeled, UNLABELED};
+
+// The libtorch entry points of every loss (feature `tch`), beside the CPU ones.
+#[cfg(feature = "tch")]
+pub use cmc::tensor::{cmc_loss_tensor, cmc_tch};
+#[cfg(feature = "tch")]
+pub use cpc::tensor::{cpc_loss_tensor, cpc_tch};
+#[cfg(feature = "tch")]
+pub use infonce::tensor::{infonce_loss_tensor, infonce_tch};
+#[cfg(feature = "tch")]
+pub use nce::tensor::{nce_loss_tensor, nce_tch, NceTensorOutput};
+#[cfg(feature = "tch")]
+pub use supcon::tensor::{
+    supcon_loss_tensor, supcon_loss_tensor_with_anchors, validate_tensors, TchBackend,
+};
+#[cfg(feature = "tch")]
+pub use swav::tensor::{swav_loss_tensor, swav_loss_tensor_with_codes, swav_tch};
 
 use ndarray::ArrayView3;
 

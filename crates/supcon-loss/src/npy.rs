@@ -13,8 +13,8 @@ use ndarray_npy::{read_npy, write_npy, ReadNpyError, WritableElement, WriteNpyEr
 
 use crate::{
     cmc_loss, cpc_loss, infonce_loss, nce_loss, swav_generic, CmcOptions, CpcOptions, CpuBackend,
-    Element, InfoNceInput, InfoNceOptions, LossBackend, LossError, NceInput, NceOptions, Negatives,
-    Queue, SupConInput, SupConOptions, SwavInput, SwavOptions,
+    Element, InfoNceInput, InfoNceOptions, LossError, NceInput, NceOptions, Negatives, Queue,
+    SupConBackend, SupConInput, SupConOptions, SwavInput, SwavOptions,
 };
 
 /// Why a loss on files failed: a file that does not hold the array it should, a gradient that
@@ -162,7 +162,7 @@ pub fn supcon_files(
     labels: Option<&Path>,
     queue: Option<(&Path, Option<&Path>)>,
     options: &SupConOptions,
-    backend: &dyn LossBackend,
+    backend: &dyn SupConBackend,
     grad_out: Option<&Path>,
 ) -> Result<Summary, NpyLossError> {
     let features = read_floats::<Ix3>(

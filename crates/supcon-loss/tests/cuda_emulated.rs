@@ -1,5 +1,5 @@
 //! The CUDA kernels, run on the CPU: the real `.cu` sources are compiled with the host C++
-//! compiler against `src/cuda/kernels/emulate/cuda_shim.h` (threads of a block as coroutines,
+//! compiler against `src/supcon/cuda/kernels/emulate/cuda_shim.h` (threads of a block as coroutines,
 //! `__syncthreads` as a barrier, warp shuffles and TF32 `mma.sync` emulated), and the exact
 //! launch schedule of `plan::schedule` (entries, grids, arguments, buffer offsets) is executed
 //! on host buffers. The result must match the CPU reference within the GPU tests' tolerance.
@@ -26,7 +26,7 @@ use supcon_loss::cuda::plan::{
 };
 use supcon_loss::{ContrastMode, CpuBackend, LossOutput, SupConOptions, Variant, UNLABELED};
 
-const KERNELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/cuda/kernels");
+const KERNELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/supcon/cuda/kernels");
 
 fn work_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("supcon-cuda-emulation");

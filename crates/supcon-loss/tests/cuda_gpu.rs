@@ -16,7 +16,7 @@ use ndarray::Array3;
 use proptest::prelude::*;
 use supcon_loss::cuda::{CudaBackend, Precision};
 use supcon_loss::{
-    ContrastMode, CpuBackend, LossBackend, LossOutput, SupConInput, SupConOptions, Variant,
+    ContrastMode, CpuBackend, LossOutput, SupConBackend, SupConInput, SupConOptions, Variant,
 };
 
 /// One backend per precision for the whole test binary (NVRTC compiles once).

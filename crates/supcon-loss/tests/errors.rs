@@ -2,7 +2,7 @@
 
 use ndarray::{Array2, Array3};
 use supcon_loss::{
-    validate, CpuBackend, LossBackend, LossError, Queue, SupConInput, SupConOptions,
+    validate, CpuBackend, LossError, Queue, SupConBackend, SupConInput, SupConOptions,
 };
 
 fn features(batch: usize, views: usize, dim: usize) -> Array3<f32> {

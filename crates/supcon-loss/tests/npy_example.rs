@@ -7,7 +7,7 @@ mod cli;
 
 use ndarray::{Array1, Array2, Array3};
 use ndarray_npy::{read_npy, write_npy};
-use supcon_loss::{supcon, CpuBackend, LossBackend, Queue, SupConInput, SupConOptions};
+use supcon_loss::{supcon, CpuBackend, Queue, SupConBackend, SupConInput, SupConOptions};
 
 fn features() -> Array3<f32> {
     Array3::from_shape_fn((6, 2, 4), |(b, v, d)| {

@@ -19,7 +19,7 @@ fn backends() -> Vec<Backend> {
     if tch::Cuda::is_available() {
         all.push(Backend::Tch { cuda: Some(0) });
     }
-    all.push(Backend::Cuda { ordinal: 0 });
+    all.push(Backend::cuda(0));
     all
 }
 

@@ -9,7 +9,7 @@ use common::{
 };
 use ndarray::{array, Array3};
 use supcon_loss::{
-    supcon, ContrastMode, CpuBackend, LossBackend, Queue, SupConInput, SupConOptions,
+    supcon, ContrastMode, CpuBackend, Queue, SupConBackend, SupConInput, SupConOptions,
 };
 
 #[test]

@@ -1,4 +1,4 @@
-//! SwAV's loss written the PyTorch way (`tch_backend::swav_loss_tensor`, autograd) against the
+//! SwAV's loss written the PyTorch way (`supcon_loss::swav_loss_tensor`, autograd) against the
 //! CPU implementation: loss, both gradients and the codes on random f32 problems, plus the
 //! tensor function's graph and errors.
 #![cfg(feature = "tch")]
@@ -7,8 +7,8 @@ mod common;
 
 use common::swav::{random_swav_problem, SwavProblem};
 use ndarray::{Array2, Array3};
-use supcon_loss::tch_backend::{swav_loss_tensor, swav_loss_tensor_with_codes, swav_tch};
 use supcon_loss::{swav_generic, LossError, SwavInput, SwavOptions, SwavOutput};
+use supcon_loss::{swav_loss_tensor, swav_loss_tensor_with_codes, swav_tch};
 use tch::{Device, Kind, Tensor};
 
 /// The problem's inputs in f32.

@@ -5,9 +5,9 @@
 use ndarray::{Array2, Array3};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use supcon_loss::tch_backend::{supcon_loss_tensor, TchBackend};
+use supcon_loss::{supcon_loss_tensor, TchBackend};
 use supcon_loss::{
-    ContrastMode, CpuBackend, LossBackend, LossError, LossOutput, Queue, SupConInput,
+    ContrastMode, CpuBackend, LossError, LossOutput, Queue, SupConBackend, SupConInput,
     SupConOptions, Variant, UNLABELED,
 };
 use tch::{Device, Kind, Tensor};

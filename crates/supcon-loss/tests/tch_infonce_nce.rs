@@ -10,7 +10,7 @@ use common::infonce_nce::{
     OwnedNegatives,
 };
 use ndarray::{Array, Array2, Dimension};
-use supcon_loss::tch_backend::{infonce_loss_tensor, nce_loss_tensor};
+use supcon_loss::{infonce_loss_tensor, nce_loss_tensor};
 use supcon_loss::{InfoNceOptions, LossError, NceOptions, INFONCE_COLUMN_BLOCK, INFONCE_ROW_BLOCK};
 use tch::{Kind, Tensor};
 

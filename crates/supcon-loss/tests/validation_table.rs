@@ -6,7 +6,7 @@
 
 use ndarray::{Array2, Array3};
 use supcon_loss::{
-    Backend, CpuBackend, LossBackend, LossError, LossOp, Queue, SupConInput, SupConOp,
+    Backend, CpuBackend, LossError, LossOp, Queue, SupConBackend, SupConInput, SupConOp,
     SupConOptions,
 };
 
@@ -146,7 +146,7 @@ fn entry_points() -> Vec<EntryPoint> {
         points.push((
             "tch backend",
             Box::new(|c: &Case| {
-                supcon_loss::tch_backend::TchBackend::default()
+                supcon_loss::TchBackend::default()
                     .compute(&c.input(), &c.options)
                     .map(|_| ())
             }),
@@ -155,7 +155,7 @@ fn entry_points() -> Vec<EntryPoint> {
             "tch tensor function",
             Box::new(|c: &Case| {
                 let (features, labels, queue) = tensors(c, tch::Device::Cpu);
-                supcon_loss::tch_backend::supcon_loss_tensor(
+                supcon_loss::supcon_loss_tensor(
                     &features,
                     labels.as_ref(),
                     queue.as_ref().map(|(k, l)| (k, l)),

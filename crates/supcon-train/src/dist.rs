@@ -152,6 +152,45 @@ pub fn gather_tensor_rows(
         .to_device(local.device()))
 }
 
+/// The rows `[n, …]` of every rank's `local` in rank order, this rank's (which start at row
+/// `first` of the whole) still in their autograd graph and the others' detached: a loss of
+/// the whole batch computed on the result back-propagates into this rank's rows only — its
+/// share of the whole batch's gradient, as a data-parallel step needs. One process: `local`
+/// itself.
+pub fn whole_batch_rows(
+    comm: &dyn Collectives,
+    local: &Tensor,
+    first: usize,
+    what: &'static str,
+) -> Result<Tensor, TrainError> {
+    if comm.world_size() == 1 {
+        return Ok(local.shallow_clone());
+    }
+    let shape = local.size();
+    let flat = local.f_reshape([shape[0], -1])?;
+    let all = gather_tensor_rows(comm, &flat, what)?;
+    let (first, own) = (first as i64, shape[0]);
+    let after = all.size()[0] - first - own;
+    if after < 0 {
+        return Err(TrainError::Shape(format!(
+            "{what}: rows {first}..{} of a batch of {}",
+            first + own,
+            all.size()[0]
+        )));
+    }
+    let whole = Tensor::f_cat(
+        &[
+            all.f_narrow(0, 0, first)?,
+            flat,
+            all.f_narrow(0, first + own, after)?,
+        ],
+        0,
+    )?;
+    let mut whole_shape = shape;
+    whole_shape[0] = -1;
+    Ok(whole.f_reshape(&whole_shape)?)
+}
+
 /// The tensors' values, concatenated, as host `f32`.
 fn to_host(tensors: &[&Tensor]) -> Result<Vec<f32>, TrainError> {
     let mut flat = Vec::with_capacity(tensors.iter().map(|t| t.numel()).sum());

@@ -75,21 +75,21 @@ fn train_config(
             .batch_recipe()
             .prepare(&data, &indices, epoch)
             .unwrap();
-        let copies = supcon_train::loss_bridge::host_copies();
+        let copies = supcon_loss::libtorch::host_copies();
         let result = model.forward_backward(&batch).unwrap();
         assert!(result.loss.is_finite() && result.loss > 0.0, "{result:?}");
         losses.push(result.loss);
         model.update(learning_rate, 0.0).unwrap();
         if backend == LossBackendKind::Tch {
             assert_eq!(
-                supcon_train::loss_bridge::host_copies(),
+                supcon_loss::libtorch::host_copies(),
                 copies,
                 "{}: the tch loss backend copied a loss input to the host",
                 config.pretrain.method.as_str()
             );
         } else {
             // The count is live: the CPU loss reads its inputs through it.
-            assert!(supcon_train::loss_bridge::host_copies() > copies);
+            assert!(supcon_loss::libtorch::host_copies() > copies);
         }
     }
     (varstore_tensors(&model.vs), losses)

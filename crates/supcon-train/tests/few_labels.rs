@@ -395,6 +395,8 @@ fn bad_few_label_fine_tuning_and_distillation_settings_are_refused_by_name() {
         &[],
         &["[distill]", "[finetune]"],
     );
+    // Refused with the configuration's checks, before the run folder is made.
+    assert!(!dir.path().join("distill-without-teacher").exists());
     // Fine-tuning from a checkpoint of the wrong kind names it.
     let ce_args = few_label_args("ce", "ce", dir.path(), &[]);
     run(supcon().args(&ce_args), true);

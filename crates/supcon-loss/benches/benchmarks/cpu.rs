@@ -4,7 +4,7 @@ use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use ndarray::{Array2, Array3};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use supcon_loss::{CpuBackend, LossBackend, Queue, SupConInput, SupConOptions};
+use supcon_loss::{CpuBackend, Queue, SupConBackend, SupConInput, SupConOptions};
 
 const DIM: usize = 128;
 const VIEWS: usize = 2;

@@ -4,7 +4,7 @@
 use ndarray::{Array2, Array3};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use supcon_loss::{LossBackend, LossOutput, Queue, SupConInput, SupConOptions};
+use supcon_loss::{LossOutput, Queue, SupConBackend, SupConInput, SupConOptions};
 
 /// Rows with E‖x‖² = 1, so similarities stay O(1/τ) whether or not the loss normalizes.
 pub fn random_rows(rng: &mut ChaCha8Rng, rows: usize, dim: usize) -> Vec<f32> {
@@ -66,7 +66,7 @@ impl Case {
 }
 
 /// `backend`'s loss and gradient on `data`, with its queue when the case has one.
-pub fn run_case(backend: &dyn LossBackend, case: &Case, data: &Data) -> LossOutput {
+pub fn run_case(backend: &dyn SupConBackend, case: &Case, data: &Data) -> LossOutput {
     let mut input = SupConInput::new(data.features.view(), data.labels.as_deref());
     if case.queue > 0 {
         input = input.with_queue(Queue {

@@ -576,7 +576,7 @@ fn loss_on_npy(args: &LossArgs) -> Result<String, TrainError> {
                 args.labels.as_deref(),
                 queue,
                 bridge.options(),
-                bridge.backend(),
+                &*supcon_loss::supcon::host_backend(bridge.backend())?,
                 grad_out,
             )?
         }

@@ -283,6 +283,30 @@ impl LossBackendKind {
             LossBackendKind::Cuda => "cuda",
         }
     }
+
+    /// The loss backend this names, on the run's `device` (CUDA's ordinal) with the CUDA
+    /// kernels' `precision`: the configuration's spelling of `supcon_loss::Backend`.
+    pub fn backend(self, device: tch::Device, precision: CudaPrecision) -> supcon_loss::Backend {
+        match self {
+            LossBackendKind::Cpu => supcon_loss::Backend::Cpu,
+            LossBackendKind::Tch => supcon_loss::Backend::Tch {
+                cuda: match device {
+                    tch::Device::Cuda(i) => Some(i),
+                    _ => None,
+                },
+            },
+            LossBackendKind::Cuda => supcon_loss::Backend::Cuda {
+                ordinal: match device {
+                    tch::Device::Cuda(i) => i,
+                    _ => 0,
+                },
+                precision: match precision {
+                    CudaPrecision::F32 => supcon_loss::cuda::Precision::F32,
+                    CudaPrecision::Tf32 => supcon_loss::cuda::Precision::Tf32,
+                },
+            },
+        }
+    }
 }
 
 /// Where the mean over positives sits (supcon-loss's `Variant`).

@@ -15,22 +15,22 @@
 //! ([`probe_features`]).
 //!
 //! The loss runs where `pretrain.loss_backend` says (`cpu`: host copies; `tch`:
-//! `supcon_loss::tch_backend::cmc_loss_tensor` on the device). Across the ranks of a
+//! `supcon_loss::cmc_loss_tensor` on the device). Across the ranks of a
 //! data-parallel run (cpu backend) both views' embeddings are gathered, every rank computes the
 //! loss of the whole batch and back-propagates the gradient of its own images' rows: what one
 //! process computes on the global batch.
 
-use supcon_loss::{Backend, CmcOp, CmcOptions, LossOp};
+use supcon_loss::{CmcOp, CmcOptions, LossOp};
 use supcon_models::{lab_from_srgb, sobel_magnitude, ModelConfig, SupConModel};
 use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Tensor};
 
-use super::{host_rows, ContrastiveMethod, MethodContext};
+use super::{ContrastiveMethod, MethodContext};
 use crate::checkpoint::{varstore_tensors, Checkpoint};
-use crate::config::{LossBackendKind, RunConfig};
-use crate::dist::gather;
+use crate::config::RunConfig;
+use crate::dist::whole_batch_rows;
 use crate::error::TrainError;
-use crate::loss_bridge::{backward_from_host_all, backward_scalar};
+use crate::loss_bridge::backward_scalar;
 use crate::pipeline::data::PreparedBatch;
 
 /// Checkpoint group of the second view's encoder + head.
@@ -43,7 +43,8 @@ pub struct Cmc {
     view1: SupConModel,
     modalities: Modalities,
     loss: CmcOp,
-    loss_backend: LossBackendKind,
+    /// Where the loss runs (`pretrain.loss_backend` on the run's device).
+    backend: supcon_loss::Backend,
     device: Device,
 }
 
@@ -58,7 +59,7 @@ pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMe
         view1,
         modalities: Modalities::of(context.config.model.in_channels, context.mean, context.std),
         loss: CmcOp(CmcOptions::new(pretrain.temperature())),
-        loss_backend: pretrain.loss_backend,
+        backend: super::loss_backend(context),
         device: context.device,
     }))
 }
@@ -177,31 +178,18 @@ impl ContrastiveMethod for Cmc {
         let (first, second) = self.modalities.split(&batch.tensor(self.device));
         let z0 = online.forward_t(&first, true);
         let z1 = self.view1.forward_t(&second, true);
-        if self.loss_backend == LossBackendKind::Tch {
-            let loss = self.loss.tensor_fwd(&&Tensor::stack(&[&z0, &z1], 0))?;
-            return backward_scalar(&loss, 1.0);
-        }
-        let (rows0, own, dim) = host_rows(&z0)?;
-        let (rows1, _, _) = host_rows(&z1)?;
+        // [2, B, D] of the whole batch, this rank's rows in the graph.
         let comm = &*self.comm;
-        // [2, B, D] of the whole batch: every rank's view-0 rows, then every rank's view-1 rows.
-        let all0 = gather(comm, &rows0, "all-gather of CMC's view 0")?;
-        let all1 = gather(comm, &rows1, "all-gather of CMC's view 1")?;
-        let global = all0.len() / dim.max(1);
-        let views = ndarray::Array3::from_shape_vec((2, global, dim), [all0, all1].concat())
-            .map_err(|e| TrainError::Shape(format!("CMC views: {e}")))?;
-        let out = self.loss.run(Backend::Cpu, &views.view())?;
-        // This rank's rows of the whole batch's gradient.
-        let mine = batch.global.offset..batch.global.offset + own;
-        let grad = |view: usize| -> Vec<f32> {
-            out.grad
-                .slice(ndarray::s![view, mine.clone(), ..])
-                .iter()
-                .copied()
-                .collect()
-        };
-        backward_from_host_all(&[(&z0, &grad(0)), (&z1, &grad(1))])?;
-        Ok(out.loss)
+        let first = batch.global.offset;
+        let views = Tensor::stack(
+            &[
+                whole_batch_rows(comm, &z0, first, "all-gather of CMC's view 0")?,
+                whole_batch_rows(comm, &z1, first, "all-gather of CMC's view 1")?,
+            ],
+            0,
+        );
+        let loss = self.loss.autograd(&&views, self.backend)?;
+        backward_scalar(&loss, 1.0)
     }
 
     fn trainable(&self) -> Vec<(String, Tensor)> {
@@ -229,7 +217,7 @@ impl ContrastiveMethod for Cmc {
     }
 
     fn loss_backend(&self) -> &'static str {
-        self.loss_backend.as_str()
+        self.backend.name()
     }
 }
 

@@ -21,17 +21,17 @@
 //! a data-parallel run (cpu backend) predictions and targets are gathered and each rank
 //! back-propagates its own images' rows of the whole batch's gradient.
 
-use supcon_loss::{Backend, CpcOp, CpcOptions, LossOp};
+use supcon_loss::{CpcOp, CpcOptions, LossOp};
 use supcon_models::{grid_positions, patch_grid, SupConModel};
 use tch::nn::{self, ModuleT, VarStore, RNN};
 use tch::{Device, Tensor};
 
-use super::{host_rows, ContrastiveMethod, MethodContext};
+use super::{ContrastiveMethod, MethodContext};
 use crate::checkpoint::{varstore_tensors, Checkpoint};
-use crate::config::{CpcConfig, LossBackendKind};
-use crate::dist::gather;
+use crate::config::CpcConfig;
+use crate::dist::whole_batch_rows;
 use crate::error::TrainError;
-use crate::loss_bridge::{backward_from_host_all, backward_scalar};
+use crate::loss_bridge::backward_scalar;
 use crate::pipeline::data::PreparedBatch;
 
 /// Checkpoint group of the context network and the predictors.
@@ -46,7 +46,8 @@ pub struct Cpc {
     patch: i64,
     stride: i64,
     loss: CpcOp,
-    loss_backend: LossBackendKind,
+    /// Where the loss runs (`pretrain.loss_backend` on the run's device).
+    backend: supcon_loss::Backend,
     device: Device,
 }
 
@@ -103,7 +104,7 @@ pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMe
                 .with_temperature(pretrain.temperature())
                 .with_normalize(settings.normalize),
         ),
-        loss_backend: pretrain.loss_backend,
+        backend: super::loss_backend(context),
         device: context.device,
     }))
 }
@@ -154,48 +155,18 @@ impl ContrastiveMethod for Cpc {
     ) -> Result<f64, TrainError> {
         let images = batch.tensor(self.device);
         let (targets, predictions) = self.predict(online, &images);
-        if self.loss_backend == LossBackendKind::Tch {
-            let loss = self.loss.tensor_fwd(&(&predictions, &targets))?;
-            return backward_scalar(&loss, 1.0);
-        }
-        let [sequences, rows, offsets, dim] = predictions.size()[..] else {
-            return Err(TrainError::Shape(format!(
-                "CPC predictions of shape {:?}",
-                predictions.size()
-            )));
-        };
-        let (p, _, _) = host_rows(&predictions.view([-1, dim]))?;
-        let (z, _, _) = host_rows(&targets.view([-1, dim]))?;
-        let comm = &*self.comm;
-        // The whole batch's sequences (image-major, so each rank's are consecutive).
-        let all_p = gather(comm, &p, "all-gather of CPC's predictions")?;
-        let all_z = gather(comm, &z, "all-gather of CPC's targets")?;
-        let (rows, offsets, dim) = (rows as usize, offsets as usize, dim as usize);
-        let global = all_z.len() / (rows * dim);
-        let shape_error = |e: ndarray::ShapeError| TrainError::Shape(format!("CPC: {e}"));
-        let all_p = ndarray::Array4::from_shape_vec((global, rows, offsets, dim), all_p)
-            .map_err(shape_error)?;
-        let all_z =
-            ndarray::Array3::from_shape_vec((global, rows, dim), all_z).map_err(shape_error)?;
-        let out = self.loss.run(Backend::Cpu, &(all_p.view(), all_z.view()))?;
-        // This rank's sequences: its images' columns.
-        let per_image = sequences as usize / batch.indices.len().max(1);
+        // The whole batch's sequences (image-major, so each rank's are consecutive), this
+        // rank's in the graph.
+        let per_image = predictions.size()[0] as usize / batch.indices.len().max(1);
         let first = batch.global.offset * per_image;
-        let mine = first..first + sequences as usize;
-        let grad_p: Vec<f32> = out
-            .grad_predictions
-            .slice(ndarray::s![mine.clone(), .., .., ..])
-            .iter()
-            .copied()
-            .collect();
-        let grad_z: Vec<f32> = out
-            .grad_targets
-            .slice(ndarray::s![mine, .., ..])
-            .iter()
-            .copied()
-            .collect();
-        backward_from_host_all(&[(&predictions, &grad_p), (&targets, &grad_z)])?;
-        Ok(out.loss)
+        let comm = &*self.comm;
+        let predictions =
+            whole_batch_rows(comm, &predictions, first, "all-gather of CPC's predictions")?;
+        let targets = whole_batch_rows(comm, &targets, first, "all-gather of CPC's targets")?;
+        let loss = self
+            .loss
+            .autograd(&(&predictions, &targets), self.backend)?;
+        backward_scalar(&loss, 1.0)
     }
 
     fn trainable(&self) -> Vec<(String, Tensor)> {
@@ -218,6 +189,6 @@ impl ContrastiveMethod for Cpc {
     }
 
     fn loss_backend(&self) -> &'static str {
-        self.loss_backend.as_str()
+        self.backend.name()
     }
 }

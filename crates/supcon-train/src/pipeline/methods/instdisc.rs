@@ -16,7 +16,7 @@
 //!
 //! The bank is a tensor on the training device. The loss runs where `pretrain.loss_backend`
 //! says: `cpu` is `supcon_loss::nce_loss` on host copies of the queries and of the bank rows
-//! the step reads; `tch` is `supcon_loss::tch_backend::nce_loss_tensor` on the device.
+//! the step reads; `tch` is `supcon_loss::nce_loss_tensor` on the device.
 //!
 //! Across the ranks of a data-parallel run the bank is replicated: each rank draws the
 //! negatives of the whole batch from the same seed and keeps its own images' share, Z is
@@ -27,17 +27,13 @@
 use crate::dist::{gather, gather_tensor_rows};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use supcon_loss::{Backend, LossOp, NceInput, NceOp, NceOptions};
+use supcon_loss::{LossOp, NceOp, NceOptions};
 use supcon_models::SupConModel;
 use tch::nn::ModuleT;
 use tch::{Device, Kind, Tensor};
 
-use super::{
-    backward_from_host, batch_seed, host_rows, random_unit_rows, rows_view, ContrastiveMethod,
-    MethodContext,
-};
+use super::{batch_seed, random_unit_rows, ContrastiveMethod, MethodContext};
 use crate::checkpoint::Checkpoint;
-use crate::config::LossBackendKind;
 use crate::error::TrainError;
 use crate::loss_bridge::backward_scalar;
 use crate::pipeline::data::PreparedBatch;
@@ -49,7 +45,8 @@ pub struct InstDisc {
     bank: Tensor,
     dim: usize,
     loss: NceOp,
-    loss_backend: LossBackendKind,
+    /// Where the loss runs (`pretrain.loss_backend` on the run's device).
+    backend: supcon_loss::Backend,
     negatives: usize,
     bank_momentum: f32,
     /// μ of Z's running average; 1: Z fixed after the first batch.
@@ -77,7 +74,7 @@ pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMe
                 .with_dataset_size(n)
                 .with_partition(settings.partition),
         ),
-        loss_backend: pretrain.loss_backend,
+        backend: super::loss_backend(context),
         negatives: settings.negatives,
         bank_momentum: settings.bank_momentum as f32,
         partition_momentum: settings.partition_momentum,
@@ -152,46 +149,22 @@ impl ContrastiveMethod for InstDisc {
         let estimating = self.loss.0.partition.is_none();
         // This rank's share of the whole batch's mean.
         let share = batch.share();
-        let (loss, partition, batch_partition) = if self.loss_backend == LossBackendKind::Tch {
-            let comm = &*self.comm;
-            if estimating && comm.world_size() > 1 {
-                let local = self
-                    .loss
-                    .tensor_fwd(&(&embeddings, &positives, &negatives))?
-                    .batch_partition
-                    .f_double_value(&[])?;
-                let z = self.estimate_partition(local, batch)?;
-                self.loss.0 = self.loss.0.clone().with_partition(Some(z));
-            }
-            let out = self
+        let tensors = (&embeddings, &positives, &negatives);
+        if estimating && self.comm.world_size() > 1 {
+            // Z from every rank's first batch: this rank's estimate, then the gathered mean.
+            let local = self
                 .loss
-                .tensor_fwd(&(&embeddings, &positives, &negatives))?;
-            let loss = backward_scalar(&out.loss, share)?;
-            // Read after the backward pass, which has waited for the device already.
-            let batch_partition = out.batch_partition.f_double_value(&[])?;
-            (loss, out.partition, batch_partition)
-        } else {
-            let (queries, _, dim) = host_rows(&embeddings)?;
-            let (positives, _, _) = host_rows(&positives)?;
-            let (negatives, _, _) = host_rows(&negatives.view([-1, self.dim as i64]))?;
-            let negatives =
-                ndarray::ArrayView3::from_shape((rows, self.negatives, dim), &negatives)
-                    .map_err(|e| TrainError::Shape(format!("negatives: {e}")))?;
-            let input = NceInput::new(
-                rows_view(&queries, rows, dim)?,
-                rows_view(&positives, rows, dim)?,
-                negatives,
-            );
-            if estimating && self.comm.world_size() > 1 {
-                let local = self.loss.run(Backend::Cpu, &input)?.batch_partition;
-                let z = self.estimate_partition(local, batch)?;
-                self.loss.0 = self.loss.0.clone().with_partition(Some(z));
-            }
-            let out = self.loss.run(Backend::Cpu, &input)?;
-            let grad: Vec<f32> = out.grad.iter().map(|&g| g * share as f32).collect();
-            backward_from_host(&embeddings, &grad)?;
-            (out.loss * share, out.partition, out.batch_partition)
-        };
+                .autograd(&tensors, self.backend)?
+                .batch_partition
+                .f_double_value(&[])?;
+            let z = self.estimate_partition(local, batch)?;
+            self.loss.0 = self.loss.0.clone().with_partition(Some(z));
+        }
+        let out = self.loss.autograd(&tensors, self.backend)?;
+        let loss = backward_scalar(&out.loss, share)?;
+        // Read after the backward pass, which has waited for the device already.
+        let batch_partition = out.batch_partition.f_double_value(&[])?;
+        let partition = out.partition;
         let next = if estimating {
             tracing::info!(
                 partition,
@@ -272,6 +245,6 @@ impl ContrastiveMethod for InstDisc {
     }
 
     fn loss_backend(&self) -> &'static str {
-        self.loss_backend.as_str()
+        self.backend.name()
     }
 }

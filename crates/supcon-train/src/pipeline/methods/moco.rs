@@ -15,7 +15,7 @@
 //! τ; the head and augmentation come from the config (presets `quick-cpu-moco-v1`/`-v2`).
 //!
 //! The loss runs where `pretrain.loss_backend` says: `cpu` is `supcon_loss::infonce_loss` on
-//! host copies of the queries, keys and queue; `tch` is `supcon_loss::tch_backend::
+//! host copies of the queries, keys and queue; `tch` is `supcon_loss::
 //! infonce_loss_tensor` (through `InfoNceOp::tensor_fwd`) on the training device, where the keys
 //! and the queue stay.
 //!
@@ -25,18 +25,14 @@
 //! enqueues all of them, and each rank's queries meet their own keys. The result is what one
 //! process computes with `shuffle_groups` groups.
 
-use supcon_loss::{Backend, InfoNceInput, InfoNceOp, InfoNceOptions, LossOp, Negatives};
+use supcon_loss::{InfoNceOp, InfoNceOptions, LossOp};
 use supcon_models::SupConModel;
 use tch::nn::ModuleT;
 use tch::{Device, Tensor};
 
 use super::momentum::{MomentumEncoder, MomentumSchedule};
-use super::{
-    backward_from_host, batch_seed, host_rows, random_unit_rows, rows_view, select_view,
-    ContrastiveMethod, MethodContext,
-};
+use super::{batch_seed, random_unit_rows, select_view, ContrastiveMethod, MethodContext};
 use crate::checkpoint::{varstore_tensors, Checkpoint};
-use crate::config::LossBackendKind;
 use crate::error::TrainError;
 use crate::loss_bridge::backward_scalar;
 use crate::pipeline::data::PreparedBatch;
@@ -48,7 +44,8 @@ pub struct Moco {
     key_encoder: MomentumEncoder,
     queue: KeyQueue,
     loss: InfoNceOp,
-    loss_backend: LossBackendKind,
+    /// Where the loss runs (`pretrain.loss_backend` on the run's device).
+    backend: supcon_loss::Backend,
     symmetric: bool,
     shuffle_groups: usize,
     seed: u64,
@@ -81,7 +78,7 @@ pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMe
         )?,
         queue,
         loss: InfoNceOp(InfoNceOptions::new(pretrain.temperature())),
-        loss_backend: pretrain.loss_backend,
+        backend: super::loss_backend(context),
         symmetric: moco.symmetric,
         shuffle_groups: moco.shuffle_groups,
         seed: context.config.seed,
@@ -102,24 +99,10 @@ impl Moco {
     ) -> Result<f64, TrainError> {
         let queries = online.forward_t(query_images, true);
         let (queue, _) = self.queue.keys();
-        if self.loss_backend == LossBackendKind::Tch {
-            let loss = self.loss.tensor_fwd(&(&queries, keys, &queue))?;
-            return backward_scalar(&loss, weight);
-        }
-        let (q, rows, dim) = host_rows(&queries)?;
-        let (k, _, _) = host_rows(keys)?;
-        let (negatives, queue_rows, _) = host_rows(&queue)?;
-        let out = self.loss.run(
-            Backend::Cpu,
-            &InfoNceInput::new(
-                rows_view(&q, rows, dim)?,
-                rows_view(&k, rows, dim)?,
-                Negatives::Shared(rows_view(&negatives, queue_rows, dim)?),
-            ),
-        )?;
-        let grad: Vec<f32> = out.grad.iter().map(|&g| g * weight as f32).collect();
-        backward_from_host(&queries, &grad)?;
-        Ok(weight * out.loss)
+        let loss = self
+            .loss
+            .autograd(&(&queries, keys, &queue), self.backend)?;
+        backward_scalar(&loss, weight)
     }
 }
 
@@ -181,6 +164,6 @@ impl ContrastiveMethod for Moco {
     }
 
     fn loss_backend(&self) -> &'static str {
-        self.loss_backend.as_str()
+        self.backend.name()
     }
 }

@@ -36,14 +36,14 @@ pub mod moco;
 pub mod momentum;
 pub mod swav;
 
-use ndarray::{ArrayView2, ArrayView3};
+use ndarray::ArrayView3;
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
 use crate::checkpoint::Checkpoint;
 use crate::config::{Method, RunConfig};
 use crate::error::TrainError;
-pub use crate::loss_bridge::{backward_from_host, host_rows};
+pub use crate::loss_bridge::host_rows;
 use crate::pipeline::data::PreparedBatch;
 use supcon_models::SupConModel;
 
@@ -123,6 +123,14 @@ pub fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, 
     }
 }
 
+/// Where `context`'s method computes its loss: `pretrain.loss_backend` on the run's device.
+pub fn loss_backend(context: &MethodContext<'_>) -> supcon_loss::Backend {
+    let pretrain = &context.config.pretrain;
+    pretrain
+        .loss_backend
+        .backend(context.device, pretrain.cuda_precision)
+}
+
 /// Across ranks a method whose loss needs the whole batch computes it on the gathered host
 /// rows, with the `cpu` backend: any other `pretrain.loss_backend` is refused, saying `why`
 /// the loss needs the gathered batch.
@@ -146,16 +154,6 @@ pub fn online_model(config: &RunConfig) -> supcon_models::ModelConfig {
         Method::Cmc => cmc::online_model(config),
         _ => config.model.clone(),
     }
-}
-
-/// `[rows, dim]` view of host rows.
-pub fn rows_view(
-    values: &[f32],
-    rows: usize,
-    dim: usize,
-) -> Result<ArrayView2<'_, f32>, TrainError> {
-    ArrayView2::from_shape((rows, dim), values)
-        .map_err(|e| TrainError::Shape(format!("{rows} × {dim} rows: {e}")))
 }
 
 /// `[batch, views, dim]` view of host rows laid out batch-major.

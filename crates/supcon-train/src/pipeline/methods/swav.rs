@@ -12,7 +12,7 @@
 //!
 //! The queues are tensors on the training device. The loss runs where `pretrain.loss_backend`
 //! says: `cpu` is `supcon_loss::swav_generic` on host copies; `tch` is
-//! `supcon_loss::tch_backend::swav_loss_tensor` on the device (one process: its codes come
+//! `supcon_loss::swav_loss_tensor` on the device (one process: its codes come
 //! from the batch it sees).
 //!
 //! Across the ranks of a data-parallel run the codes must balance the prototypes over the
@@ -23,16 +23,15 @@
 //! join the (replicated) queue.
 
 use crate::dist::{gather, gather_tensor_rows};
-use supcon_loss::{swav_codes, swav_with_codes, Backend, LossOp, SwavInput, SwavOp, SwavOptions};
+use supcon_loss::{swav_codes, swav_with_codes, LossOp, SwavInput, SwavOp, SwavOptions};
 use supcon_models::SupConModel;
 use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Tensor};
 
-use super::{host_rows, random_unit_rows, ContrastiveMethod, MethodContext};
+use super::{random_unit_rows, ContrastiveMethod, MethodContext};
 use crate::checkpoint::Checkpoint;
-use crate::config::LossBackendKind;
 use crate::error::TrainError;
-use crate::loss_bridge::{backward_from_host_all, backward_scalar};
+use crate::loss_bridge::backward_scalar;
 use crate::pipeline::data::PreparedBatch;
 use crate::queue::KeyQueue;
 
@@ -47,7 +46,8 @@ pub struct Swav {
     vs: VarStore,
     prototypes: Tensor,
     loss: SwavOp,
-    loss_backend: LossBackendKind,
+    /// Where the loss runs (`pretrain.loss_backend` on the run's device).
+    backend: supcon_loss::Backend,
     freeze_epochs: u32,
     queue_start_epoch: u32,
     /// One queue per assignment crop (empty capacity: no queue).
@@ -84,7 +84,7 @@ pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMe
                 .with_sinkhorn_iterations(settings.sinkhorn_iterations)
                 .with_assignment_crops(ASSIGNMENT_CROPS),
         ),
-        loss_backend: config.loss_backend,
+        backend: super::loss_backend(context),
         freeze_epochs: settings.freeze_prototypes_epochs,
         queue_start_epoch: settings.queue_start_epoch,
         queues: (0..ASSIGNMENT_CROPS)
@@ -133,6 +133,63 @@ impl Swav {
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
     }
+
+    /// The loss across ranks (the `cpu` backend, [`super::cpu_loss_across_ranks`]): the codes
+    /// from every rank's assignment crops (SwAV's `distributed_sinkhorn`, one all-gather), this
+    /// rank's images' loss against them, and its share of the whole batch's mean
+    /// back-propagated into `features` (`[B, S, D]`, this rank's) and the prototypes; returns
+    /// the whole batch's loss.
+    fn backward_across_ranks(
+        &self,
+        features: &Tensor,
+        batch: &PreparedBatch,
+    ) -> Result<f64, TrainError> {
+        use supcon_loss::libtorch::{host_rows, surrogate_from_host};
+        let comm = &*self.comm;
+        let crops = host_rows::<ndarray::Ix3>(features, "SwAV crops rank", "[B, S, D]")?;
+        let prototypes = host_rows::<ndarray::Ix2>(&self.prototypes, "prototypes rank", "[K, D]")?;
+        let queue = self
+            .full_queue()
+            .map(|q| host_rows::<ndarray::Ix3>(&q, "SwAV queue rank", "[A, Q, D]"))
+            .transpose()?;
+        let (images, _, dim) = crops.dim();
+        let assigned: Vec<f32> = crops
+            .slice(ndarray::s![.., ..ASSIGNMENT_CROPS, ..])
+            .iter()
+            .copied()
+            .collect();
+        let all = gather(comm, &assigned, "all-gather of the assignment crops")?;
+        let mut whole = SwavInput::new(
+            super::views_view(
+                &all,
+                all.len() / (ASSIGNMENT_CROPS * dim),
+                ASSIGNMENT_CROPS,
+                dim,
+            )?,
+            prototypes.view(),
+        );
+        if let Some(queue) = &queue {
+            whole = whole.with_queue(queue.view());
+        }
+        let codes = swav_codes(&whole, &self.loss.0)?;
+        let offset = batch.global.offset;
+        let out = swav_with_codes(
+            &SwavInput::new(crops.view(), prototypes.view()),
+            codes.slice(ndarray::s![.., offset..offset + images, ..]),
+            &self.loss.0,
+        )?;
+        let loss = surrogate_from_host(
+            out.loss,
+            &[
+                (features, out.grad_features.view().into_dyn()),
+                (&self.prototypes, out.grad_prototypes.view().into_dyn()),
+            ],
+        )?;
+        // This rank's share of the whole batch's mean; the ranks' shares add up.
+        let share = batch.share();
+        backward_scalar(&loss, share)?;
+        crate::dist::total(comm, out.loss * share)
+    }
 }
 
 impl ContrastiveMethod for Swav {
@@ -149,125 +206,23 @@ impl ContrastiveMethod for Swav {
             .map(|crops| online.forward_t(&crops.tensor(self.device), true));
         let dim = global.size()[1];
         let global_views = global.size()[0] as usize / b.max(1);
-        if self.loss_backend == LossBackendKind::Tch {
-            // [B, S, D] on the device: each image's global crops, then its local crops.
-            let mut crops = vec![global.view([b as i64, global_views as i64, dim])];
-            if let Some(local) = &local {
-                crops.push(local.view([b as i64, -1, dim]));
-            }
-            let features = Tensor::cat(&crops, 1);
+        // [B, S, D]: each image's global crops, then its local crops.
+        let mut crops = vec![global.view([b as i64, global_views as i64, dim])];
+        if let Some(local) = &local {
+            crops.push(local.view([b as i64, -1, dim]));
+        }
+        let features = Tensor::cat(&crops, 1);
+        let loss = if self.comm.world_size() == 1 {
             let queue = self.full_queue();
             let loss = self
                 .loss
-                .tensor_fwd(&(&features, &self.prototypes, queue.as_ref()))?;
-            let value = backward_scalar(&loss, 1.0)?;
-            self.pending = self.queued_crops(&global, global_views, batch)?;
-            return Ok(value);
-        }
-        let (global_rows, _, dim) = host_rows(&global)?;
-        let (local_rows, local_views) = match &local {
-            Some(local) => {
-                let (rows, _, _) = host_rows(local)?;
-                let views = rows.len() / (b * dim);
-                (rows, views)
-            }
-            None => (Vec::new(), 0),
-        };
-        let crops = global_views + local_views;
-        // [B, S, D]: each image's global crops, then its local crops.
-        let mut features = Vec::with_capacity(b * crops * dim);
-        for image in 0..b {
-            features.extend_from_slice(
-                &global_rows[image * global_views * dim..][..global_views * dim],
-            );
-            features
-                .extend_from_slice(&local_rows[image * local_views * dim..][..local_views * dim]);
-        }
-        let (prototypes, k, _) = host_rows(&self.prototypes)?;
-        let queue = self
-            .full_queue()
-            .map(|q| host_rows(&q.view([-1, dim as i64])))
-            .transpose()?
-            .map(|(values, _, _)| values);
-        let features_view = super::views_view(&features, b, crops, dim)?;
-        let prototypes_view = super::rows_view(&prototypes, k, dim)?;
-        let mut input = SwavInput::new(features_view, prototypes_view);
-        let queue_view = match &queue {
-            Some(values) => Some(
-                ndarray::ArrayView3::from_shape(
-                    (
-                        ASSIGNMENT_CROPS,
-                        values.len() / (ASSIGNMENT_CROPS * dim),
-                        dim,
-                    ),
-                    values,
-                )
-                .map_err(|e| TrainError::Shape(format!("SwAV queue: {e}")))?,
-            ),
-            None => None,
-        };
-        if let Some(q) = queue_view {
-            input = input.with_queue(q);
-        }
-        let comm = &*self.comm;
-        let out = if comm.world_size() == 1 {
-            self.loss.run(Backend::Cpu, &input)?
+                .autograd(&(&features, &self.prototypes, queue.as_ref()), self.backend)?;
+            backward_scalar(&loss, 1.0)?
         } else {
-            // The codes of the whole batch, from every rank's assignment crops.
-            let assigned: Vec<f32> = features
-                .chunks_exact(crops * dim)
-                .flat_map(|image| image[..ASSIGNMENT_CROPS * dim].iter().copied())
-                .collect();
-            let all = gather(comm, &assigned, "all-gather of the assignment crops")?;
-            let images = all.len() / (ASSIGNMENT_CROPS * dim);
-            let mut whole = SwavInput::new(
-                super::views_view(&all, images, ASSIGNMENT_CROPS, dim)?,
-                prototypes_view,
-            );
-            if let Some(q) = queue_view {
-                whole = whole.with_queue(q);
-            }
-            let codes = swav_codes(&whole, &self.loss.0)?;
-            let offset = batch.global.offset;
-            let own = codes.slice(ndarray::s![.., offset..offset + b, ..]);
-            let mut out = swav_with_codes(
-                &SwavInput::new(features_view, prototypes_view),
-                own,
-                &self.loss.0,
-            )?;
-            // This rank's share of the whole batch's mean; the ranks' shares add up.
-            let share = batch.share();
-            out.grad_features.mapv_inplace(|g| g * share as f32);
-            out.grad_prototypes.mapv_inplace(|g| g * share as f32);
-            out.loss = crate::dist::total(comm, out.loss * share)?;
-            out
+            self.backward_across_ranks(&features, batch)?
         };
-        // Split ∂L/∂features back into the global and local outputs' row order.
-        let mut global_grad = Vec::with_capacity(global_rows.len());
-        let mut local_grad = Vec::with_capacity(local_rows.len());
-        for image in out.grad_features.outer_iter() {
-            for (crop, row) in image.outer_iter().enumerate() {
-                let target = if crop < global_views {
-                    &mut global_grad
-                } else {
-                    &mut local_grad
-                };
-                target.extend(row.iter().copied());
-            }
-        }
-        let prototype_grad = out
-            .grad_prototypes
-            .as_slice()
-            .ok_or_else(|| TrainError::Shape("SwAV prototype gradient layout".into()))?;
-        // One backward pass over every output of the step.
-        let mut outputs = vec![(&global, global_grad.as_slice())];
-        if let Some(local) = &local {
-            outputs.push((local, local_grad.as_slice()));
-        }
-        outputs.push((&self.prototypes, prototype_grad));
-        backward_from_host_all(&outputs)?;
         self.pending = self.queued_crops(&global, global_views, batch)?;
-        Ok(out.loss)
+        Ok(loss)
     }
 
     fn trainable(&self) -> Vec<(String, Tensor)> {
@@ -319,6 +274,6 @@ impl ContrastiveMethod for Swav {
     }
 
     fn loss_backend(&self) -> &'static str {
-        self.loss_backend.as_str()
+        self.backend.name()
     }
 }

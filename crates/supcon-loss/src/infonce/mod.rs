@@ -95,11 +95,11 @@ use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array2, ArrayView2, ArrayView3, Axis};
 use rayon::prelude::*;
 
+use crate::checks::{check_finite, check_nonzero_rows};
 use crate::explicit::{
     add_scaled, check_len, check_not_empty, check_temperature, dot_f64, inverse_norm,
     normalization_backward, sigmoid, softplus, OnlineSoftmax,
 };
-use crate::input::{check_finite, check_nonzero_rows};
 use crate::{Element, LossError};
 
 /// Queries per block (and per parallel task).
@@ -268,7 +268,7 @@ pub(crate) fn check_rows<T: Element>(
 }
 
 /// The shape rules of InfoNCE and NCE, shared by every entry point (host arrays and
-/// `tch_backend`'s tensors): queries `[B, D]` with B, D > 0; positives `[B, D]`; negatives
+/// `tensor`'s tensors): queries `[B, D]` with B, D > 0; positives `[B, D]`; negatives
 /// `[K, D]` (shared, K > 0) or `[B, m, D]` (per query, m > 0), told apart by their rank.
 pub(crate) fn check_row_shapes(
     queries: [usize; 2],
@@ -527,4 +527,83 @@ impl<'p, 'a, T: Element> Prepared<'p, 'a, T> {
         }
         state
     }
+}
+
+#[cfg(feature = "tch")]
+pub mod tensor;
+
+/// InfoNCE with explicit positives and negatives (MoCo's loss; [`infonce_loss`],
+/// [`tensor::infonce_loss_tensor`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct InfoNceOp(pub InfoNceOptions);
+
+impl crate::LossOp for InfoNceOp {
+    type Input<'a> = InfoNceInput<'a>;
+    type Output = InfoNceOutput;
+    /// Queries `[B, D]`, positives `[B, D]`, negatives `[K, D]` or `[B, m, D]`.
+    #[cfg(feature = "tch")]
+    type Tensors<'a> = (&'a tch::Tensor, &'a tch::Tensor, &'a tch::Tensor);
+    #[cfg(feature = "tch")]
+    type TensorOutput = tch::Tensor;
+
+    fn name(&self) -> &'static str {
+        "infonce"
+    }
+
+    fn validate(&self, input: &InfoNceInput<'_>) -> Result<(), LossError> {
+        validate_infonce(input, &self.0)
+    }
+
+    fn cpu_fwd(&self, input: &InfoNceInput<'_>) -> Result<InfoNceOutput, LossError> {
+        infonce_loss(input, &self.0)
+    }
+
+    #[cfg(feature = "tch")]
+    fn tch_fwd(
+        &self,
+        input: &InfoNceInput<'_>,
+        cuda: Option<usize>,
+    ) -> Result<InfoNceOutput, LossError> {
+        tensor::infonce_tch(input, &self.0, crate::libtorch::device(cuda))
+    }
+
+    #[cfg(feature = "tch")]
+    fn tensor_fwd(
+        &self,
+        (queries, positives, negatives): &Self::Tensors<'_>,
+    ) -> Result<tch::Tensor, LossError> {
+        tensor::infonce_loss_tensor(queries, positives, negatives, &self.0)
+    }
+
+    #[cfg(feature = "tch")]
+    fn cpu_tensor_fwd(
+        &self,
+        (queries, positives, negatives): &Self::Tensors<'_>,
+    ) -> Result<tch::Tensor, LossError> {
+        use crate::libtorch::{host_rows, surrogate_from_host};
+        let q = host_rows::<ndarray::Ix2>(queries, "queries rank", "[B, D]")?;
+        let p = host_rows::<ndarray::Ix2>(positives, "positives rank", "[B, D]")?;
+        let n = crate::libtorch::host_array(negatives)?;
+        let negatives_view = match n.ndim() {
+            2 => Negatives::Shared(n.view().into_dimensionality().map_err(shape_bug)?),
+            _ => Negatives::PerQuery(n.view().into_dimensionality().map_err(|_| {
+                LossError::ShapeMismatch {
+                    what: "negatives rank",
+                    expected: "2 ([K, D]) or 3 ([B, m, D])".into(),
+                    actual: format!("{} (shape {:?})", n.ndim(), n.shape()),
+                }
+            })?),
+        };
+        let out = infonce_loss(
+            &InfoNceInput::new(q.view(), p.view(), negatives_view),
+            &self.0,
+        )?;
+        surrogate_from_host(out.loss, &[(queries, out.grad.view().into_dyn())])
+    }
+}
+
+/// An ndarray shape error where the shape was checked before: a bug, reported, not a panic.
+#[cfg(feature = "tch")]
+fn shape_bug(e: ndarray::ShapeError) -> LossError {
+    LossError::Backend(format!("a checked shape did not fit: {e}"))
 }

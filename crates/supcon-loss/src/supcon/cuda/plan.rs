@@ -302,7 +302,7 @@ impl ClassIndex {
     /// The class structure of `problem`'s contrast rows (`j = v·B + b`, then the queue keys).
     ///
     /// With labels, batch and queue labels share one label space, and an unlabeled sample or
-    /// key is a class of its own ([`crate::unlabeled`]). Without labels (SimCLR) row
+    /// key is a class of its own ([`crate::supcon::unlabeled`]). Without labels (SimCLR) row
     /// `j < V·B` has class `j mod B` (its sample) and every queue key a class of its own (a pure
     /// negative; the queue labels are ignored), as in the CPU reference.
     pub fn new(
@@ -329,7 +329,8 @@ impl ClassIndex {
                     });
                 }
                 // Unlabeled samples and keys: a class each (semi-supervised SupCon).
-                let (labels, queue_labels) = crate::unlabeled::own_labels(labels, queue_labels);
+                let (labels, queue_labels) =
+                    crate::supcon::unlabeled::own_labels(labels, queue_labels);
                 let mut ids = std::collections::HashMap::<i64, i32>::new();
                 let mut id_of = |label: i64| -> i32 {
                     let next = ids.len() as i32;

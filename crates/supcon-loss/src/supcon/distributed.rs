@@ -131,3 +131,29 @@ pub fn supcon_across_ranks(
         anchors: shard.anchors,
     })
 }
+
+/// [`supcon_across_ranks`] on this rank's libtorch tensors (feature `tch`): host copies, the
+/// loss of the global batch on the CPU backend, and this rank's gradient handed to autograd
+/// through [`crate::libtorch::surrogate`] — the loss across ranks as [`crate::LossOp::autograd`]
+/// gives it in one process. Returns the loss (with its graph) and |I| of the global batch.
+#[cfg(feature = "tch")]
+pub fn supcon_across_ranks_autograd(
+    comm: &dyn Collectives,
+    backend: &CpuBackend,
+    (features, labels, queue): &crate::SupConTensors<'_>,
+    options: &SupConOptions,
+) -> Result<(tch::Tensor, usize), LossError> {
+    let host = crate::supcon::tensor::HostSupCon::copy(features, *labels, *queue)?;
+    let input = host.input();
+    let out = supcon_across_ranks(
+        comm,
+        backend,
+        input.features,
+        input.labels,
+        input.queue,
+        options,
+    )?;
+    let loss =
+        crate::libtorch::surrogate_from_host(out.loss, &[(*features, out.grad.view().into_dyn())])?;
+    Ok((loss, out.anchors))
+}

@@ -43,8 +43,8 @@
 
 use ndarray::{Array3, ArrayView3};
 
+use crate::checks::{check_finite, check_nonzero_rows};
 use crate::explicit::check_temperature;
-use crate::input::{check_finite, check_nonzero_rows};
 use crate::matching::{input_gradient, match_rows, prepared_rows};
 use crate::{Element, LossError};
 
@@ -203,4 +203,55 @@ pub fn cmc_loss<T: Element>(
         grad,
         pairs: pairs.len(),
     })
+}
+
+#[cfg(feature = "tch")]
+pub mod tensor;
+
+/// CMC's cross-view objective ([`cmc_loss`], [`tensor::cmc_loss_tensor`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CmcOp(pub CmcOptions);
+
+impl crate::LossOp for CmcOp {
+    type Input<'a> = ndarray::ArrayView3<'a, f32>;
+    type Output = CmcOutput;
+    /// Views `[V, B, D]`.
+    #[cfg(feature = "tch")]
+    type Tensors<'a> = &'a tch::Tensor;
+    #[cfg(feature = "tch")]
+    type TensorOutput = tch::Tensor;
+
+    fn name(&self) -> &'static str {
+        "cmc"
+    }
+
+    fn validate(&self, views: &ndarray::ArrayView3<'_, f32>) -> Result<(), LossError> {
+        validate_cmc(*views, &self.0)
+    }
+
+    fn cpu_fwd(&self, views: &ndarray::ArrayView3<'_, f32>) -> Result<CmcOutput, LossError> {
+        cmc_loss(*views, &self.0)
+    }
+
+    #[cfg(feature = "tch")]
+    fn tch_fwd(
+        &self,
+        views: &ndarray::ArrayView3<'_, f32>,
+        cuda: Option<usize>,
+    ) -> Result<CmcOutput, LossError> {
+        tensor::cmc_tch(*views, &self.0, crate::libtorch::device(cuda))
+    }
+
+    #[cfg(feature = "tch")]
+    fn tensor_fwd(&self, views: &&tch::Tensor) -> Result<tch::Tensor, LossError> {
+        tensor::cmc_loss_tensor(views, &self.0)
+    }
+
+    #[cfg(feature = "tch")]
+    fn cpu_tensor_fwd(&self, views: &&tch::Tensor) -> Result<tch::Tensor, LossError> {
+        use crate::libtorch::{host_rows, surrogate_from_host};
+        let v = host_rows::<ndarray::Ix3>(views, "views rank", "[views, batch, dim]")?;
+        let out = cmc_loss(v.view(), &self.0)?;
+        surrogate_from_host(out.loss, &[(*views, out.grad.view().into_dyn())])
+    }
 }

@@ -22,9 +22,9 @@ use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array2, Array3, ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
-use super::fast_exp::exp;
 use super::kernels;
 use crate::explicit::write_row;
+use crate::fast_exp::exp;
 
 use crate::{ContrastMode, Element, LossError, LossOutput, SupConInput, SupConOptions, Variant};
 
@@ -254,7 +254,7 @@ impl<T: Element> Prepared<T> {
 /// Dense class ids of the samples and of the queue keys, and their count.
 ///
 /// With labels, equal labels (batch or queue) share an id, and every unlabeled sample or key
-/// has one of its own ([`crate::unlabeled`]). Without labels (SimCLR) sample b has id b (in
+/// has one of its own ([`crate::supcon::unlabeled`]). Without labels (SimCLR) sample b has id b (in
 /// every view), and all queue keys share one extra id that no anchor has: they are negatives
 /// only.
 fn dense_classes<T>(
@@ -265,7 +265,7 @@ fn dense_classes<T>(
     match input.labels {
         Some(labels) => {
             let queue_labels = input.queue.as_ref().map_or(&[][..], |q| q.labels);
-            let (labels, queue_labels) = crate::unlabeled::own_labels(labels, queue_labels);
+            let (labels, queue_labels) = crate::supcon::unlabeled::own_labels(labels, queue_labels);
             let (labels, queue_labels) = (&*labels, &*queue_labels);
             let mut distinct: Vec<i64> = labels.iter().chain(queue_labels).copied().collect();
             distinct.sort_unstable();

@@ -120,8 +120,8 @@ use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array2, Array3, ArrayView2, ArrayView3};
 use rayon::prelude::*;
 
+use crate::checks::{check_finite, check_nonzero_rows};
 use crate::explicit::write_row;
-use crate::input::{check_finite, check_nonzero_rows};
 use crate::{Element, LossError};
 
 /// Rows per parallel task, and the block length along the inner dimension of the products.
@@ -252,8 +252,8 @@ pub struct SwavOutput<T = f32> {
 /// The checks of [`validate_swav`] that need no input: τ, ε, iterations, A ≥ 1 (the libtorch
 /// function shares them).
 pub(crate) fn check_options(options: &SwavOptions) -> Result<(), LossError> {
-    crate::input::check_temperature("temperature", options.temperature)?;
-    crate::input::check_temperature("epsilon", options.epsilon)?;
+    crate::checks::check_temperature("temperature", options.temperature)?;
+    crate::checks::check_temperature("epsilon", options.epsilon)?;
     if options.sinkhorn_iterations == 0 {
         return Err(LossError::InvalidParameter {
             name: "sinkhorn_iterations",
@@ -735,4 +735,72 @@ fn column_log_sum_exp(logits: ArrayView2<'_, f64>, shift: &[f64], out: &mut [f64
                 *o = m + acc.ln();
             }
         });
+}
+
+#[cfg(feature = "tch")]
+pub mod tensor;
+
+/// SwAV's swapped prediction with Sinkhorn–Knopp codes ([`swav_generic`],
+/// [`tensor::swav_loss_tensor`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SwavOp(pub SwavOptions);
+
+impl crate::LossOp for SwavOp {
+    type Input<'a> = SwavInput<'a>;
+    type Output = SwavOutput;
+    /// Features `[B, S, D]`, prototypes `[K, D]`, the queue `[A, Q, D]` if any.
+    #[cfg(feature = "tch")]
+    type Tensors<'a> = (&'a tch::Tensor, &'a tch::Tensor, Option<&'a tch::Tensor>);
+    #[cfg(feature = "tch")]
+    type TensorOutput = tch::Tensor;
+
+    fn name(&self) -> &'static str {
+        "swav"
+    }
+
+    fn validate(&self, input: &SwavInput<'_>) -> Result<(), LossError> {
+        validate_swav(input, &self.0)
+    }
+
+    fn cpu_fwd(&self, input: &SwavInput<'_>) -> Result<SwavOutput, LossError> {
+        swav_generic(input, &self.0)
+    }
+
+    #[cfg(feature = "tch")]
+    fn tch_fwd(&self, input: &SwavInput<'_>, cuda: Option<usize>) -> Result<SwavOutput, LossError> {
+        tensor::swav_tch(input, &self.0, crate::libtorch::device(cuda))
+    }
+
+    #[cfg(feature = "tch")]
+    fn tensor_fwd(
+        &self,
+        (features, prototypes, queue): &Self::Tensors<'_>,
+    ) -> Result<tch::Tensor, LossError> {
+        tensor::swav_loss_tensor(features, prototypes, *queue, &self.0)
+    }
+
+    #[cfg(feature = "tch")]
+    fn cpu_tensor_fwd(
+        &self,
+        (features, prototypes, queue): &Self::Tensors<'_>,
+    ) -> Result<tch::Tensor, LossError> {
+        use crate::libtorch::{host_rows, surrogate_from_host};
+        let f = host_rows::<ndarray::Ix3>(features, "features rank", "[B, S, D]")?;
+        let c = host_rows::<ndarray::Ix2>(prototypes, "prototypes rank", "[K, D]")?;
+        let q = queue
+            .map(|q| host_rows::<ndarray::Ix3>(q, "queue rank", "[A, Q, D]"))
+            .transpose()?;
+        let mut input = SwavInput::new(f.view(), c.view());
+        if let Some(q) = &q {
+            input = input.with_queue(q.view());
+        }
+        let out = swav_generic(&input, &self.0)?;
+        surrogate_from_host(
+            out.loss,
+            &[
+                (features, out.grad_features.view().into_dyn()),
+                (prototypes, out.grad_prototypes.view().into_dyn()),
+            ],
+        )
+    }
 }

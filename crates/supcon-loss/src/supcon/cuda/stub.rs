@@ -2,7 +2,7 @@
 //! [`LossError::CudaUnavailable`](crate::LossError::CudaUnavailable), so no `#[cfg]` spreads to callers.
 
 use super::Precision;
-use crate::{LossBackend, LossError, LossOutput, SupConInput, SupConOptions};
+use crate::{LossError, LossOutput, SupConBackend, SupConInput, SupConOptions};
 
 const NOT_BUILT: &str = "not compiled with CUDA: supcon-loss was built without the `cuda` feature";
 
@@ -38,7 +38,7 @@ impl CudaBackend {
     }
 }
 
-impl LossBackend for CudaBackend {
+impl SupConBackend for CudaBackend {
     fn name(&self) -> &'static str {
         "cuda"
     }

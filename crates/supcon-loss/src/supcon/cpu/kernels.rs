@@ -5,7 +5,7 @@
 //! the only work of the loss that is not a matrix product, so the wide copy is what keeps them
 //! small next to the GEMMs (`matrixmultiply` dispatches its own kernels the same way).
 
-use super::fast_exp::exp;
+use crate::fast_exp::exp;
 use crate::Element;
 
 /// Defines `pub(crate) fn $name<T: Element>(...)` from one body, compiled for the baseline and

@@ -426,3 +426,63 @@ impl<'p, 'a, T: Element> Prepared<'p, 'a, T> {
         losses
     }
 }
+
+#[cfg(feature = "tch")]
+pub mod tensor;
+
+/// InstDisc's NCE over a memory bank ([`nce_loss`], [`tensor::nce_loss_tensor`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NceOp(pub NceOptions);
+
+impl crate::LossOp for NceOp {
+    type Input<'a> = NceInput<'a>;
+    type Output = NceOutput;
+    /// Queries `[B, D]`, positives `[B, D]`, negatives `[B, m, D]`.
+    #[cfg(feature = "tch")]
+    type Tensors<'a> = (&'a tch::Tensor, &'a tch::Tensor, &'a tch::Tensor);
+    /// The loss, the Z it used and the batch's estimate of Z.
+    #[cfg(feature = "tch")]
+    type TensorOutput = tensor::NceTensorOutput;
+
+    fn name(&self) -> &'static str {
+        "nce"
+    }
+
+    fn validate(&self, input: &NceInput<'_>) -> Result<(), LossError> {
+        validate_nce(input, &self.0)
+    }
+
+    fn cpu_fwd(&self, input: &NceInput<'_>) -> Result<NceOutput, LossError> {
+        nce_loss(input, &self.0)
+    }
+
+    #[cfg(feature = "tch")]
+    fn tch_fwd(&self, input: &NceInput<'_>, cuda: Option<usize>) -> Result<NceOutput, LossError> {
+        tensor::nce_tch(input, &self.0, crate::libtorch::device(cuda))
+    }
+
+    #[cfg(feature = "tch")]
+    fn tensor_fwd(
+        &self,
+        (queries, positives, negatives): &Self::Tensors<'_>,
+    ) -> Result<tensor::NceTensorOutput, LossError> {
+        tensor::nce_loss_tensor(queries, positives, negatives, &self.0)
+    }
+
+    #[cfg(feature = "tch")]
+    fn cpu_tensor_fwd(
+        &self,
+        (queries, positives, negatives): &Self::Tensors<'_>,
+    ) -> Result<tensor::NceTensorOutput, LossError> {
+        use crate::libtorch::{host_rows, scalar, surrogate_from_host};
+        let q = host_rows::<ndarray::Ix2>(queries, "queries rank", "[B, D]")?;
+        let p = host_rows::<ndarray::Ix2>(positives, "positives rank", "[B, D]")?;
+        let n = host_rows::<ndarray::Ix3>(negatives, "negatives rank", "[B, m, D]")?;
+        let out = nce_loss(&NceInput::new(q.view(), p.view(), n.view()), &self.0)?;
+        Ok(tensor::NceTensorOutput {
+            loss: surrogate_from_host(out.loss, &[(queries, out.grad.view().into_dyn())])?,
+            partition: out.partition,
+            batch_partition: scalar(out.batch_partition, queries.device())?,
+        })
+    }
+}

@@ -1,8 +1,5 @@
 //! The CPU backend: tiled, streaming, parallel (rayon), generic over `f32` / `f64`.
 
-mod fast_exp;
-
-pub(crate) use fast_exp::{exp, exp_f32};
 mod kernels;
 mod tiled;
 
@@ -11,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 use ndarray::ArrayView3;
 
-use crate::{validate, Element, LossBackend, LossError, LossOutput, SupConInput, SupConOptions};
+use crate::{validate, Element, LossError, LossOutput, SupConBackend, SupConInput, SupConOptions};
 
 /// Default tile edge: blocks of 128 rows × 512 columns of similarities.
 pub const DEFAULT_TILE: usize = 128;
@@ -172,7 +169,7 @@ impl CpuBackend {
     }
 }
 
-impl LossBackend for CpuBackend {
+impl SupConBackend for CpuBackend {
     fn name(&self) -> &'static str {
         "cpu"
     }

@@ -44,8 +44,8 @@
 
 use ndarray::{Array3, Array4, ArrayView3, ArrayView4};
 
+use crate::checks::{check_finite, check_nonzero_rows};
 use crate::explicit::check_temperature;
-use crate::input::{check_finite, check_nonzero_rows};
 use crate::matching::{input_gradient, match_rows, prepared_rows};
 use crate::{Element, LossError};
 
@@ -222,4 +222,63 @@ pub fn cpc_loss<T: Element>(
             .map_err(shape_error)?,
         predictions: valid.len(),
     })
+}
+
+#[cfg(feature = "tch")]
+pub mod tensor;
+
+/// CPC's InfoNCE over a grid ([`cpc_loss`], [`tensor::cpc_loss_tensor`]); the input is
+/// (predictions, targets).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CpcOp(pub CpcOptions);
+
+impl crate::LossOp for CpcOp {
+    type Input<'a> = (ndarray::ArrayView4<'a, f32>, ndarray::ArrayView3<'a, f32>);
+    type Output = CpcOutput;
+    /// Predictions `[B, T, K, D]`, targets `[B, T, D]`.
+    #[cfg(feature = "tch")]
+    type Tensors<'a> = (&'a tch::Tensor, &'a tch::Tensor);
+    #[cfg(feature = "tch")]
+    type TensorOutput = tch::Tensor;
+
+    fn name(&self) -> &'static str {
+        "cpc"
+    }
+
+    fn validate(&self, (p, z): &Self::Input<'_>) -> Result<(), LossError> {
+        validate_cpc(*p, *z, &self.0)
+    }
+
+    fn cpu_fwd(&self, (p, z): &Self::Input<'_>) -> Result<CpcOutput, LossError> {
+        cpc_loss(*p, *z, &self.0)
+    }
+
+    #[cfg(feature = "tch")]
+    fn tch_fwd(
+        &self,
+        (p, z): &Self::Input<'_>,
+        cuda: Option<usize>,
+    ) -> Result<CpcOutput, LossError> {
+        tensor::cpc_tch(*p, *z, &self.0, crate::libtorch::device(cuda))
+    }
+
+    #[cfg(feature = "tch")]
+    fn tensor_fwd(&self, (p, z): &Self::Tensors<'_>) -> Result<tch::Tensor, LossError> {
+        tensor::cpc_loss_tensor(p, z, &self.0)
+    }
+
+    #[cfg(feature = "tch")]
+    fn cpu_tensor_fwd(&self, (p, z): &Self::Tensors<'_>) -> Result<tch::Tensor, LossError> {
+        use crate::libtorch::{host_rows, surrogate_from_host};
+        let predictions = host_rows::<ndarray::Ix4>(p, "predictions rank", "[B, T, K, D]")?;
+        let targets = host_rows::<ndarray::Ix3>(z, "targets rank", "[B, T, D]")?;
+        let out = cpc_loss(predictions.view(), targets.view(), &self.0)?;
+        surrogate_from_host(
+            out.loss,
+            &[
+                (*p, out.grad_predictions.view().into_dyn()),
+                (*z, out.grad_targets.view().into_dyn()),
+            ],
+        )
+    }
 }

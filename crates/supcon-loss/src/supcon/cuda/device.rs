@@ -13,7 +13,7 @@ use ndarray::Array3;
 
 use super::kernels;
 use super::plan::{self, Buffers, ClassIndex, KernelArg, Precision, Problem, Scalars};
-use crate::{validate, LossBackend, LossError, LossOutput, SupConInput, SupConOptions};
+use crate::{validate, LossError, LossOutput, SupConBackend, SupConInput, SupConOptions};
 
 /// The output of one NVRTC compilation.
 #[derive(Clone, Debug)]
@@ -414,7 +414,7 @@ fn finish_loss(sum: f64, options: &SupConOptions, anchors: usize) -> Result<f64,
     }
 }
 
-impl LossBackend for CudaBackend {
+impl SupConBackend for CudaBackend {
     fn name(&self) -> &'static str {
         "cuda"
     }
@@ -474,7 +474,7 @@ impl LossBackend for CudaBackend {
 #[cfg(feature = "tch")]
 mod zero_copy {
     use super::*;
-    use crate::cuda::TchLossOutput;
+    use crate::supcon::cuda::TchLossOutput;
     use tch::{Device, Kind, Tensor};
 
     impl CudaBackend {
@@ -532,7 +532,7 @@ mod zero_copy {
             )?;
             let mut inputs = vec![(features, "features")];
             inputs.extend(queue.map(|(keys, _)| (keys, "queue keys")));
-            crate::tch_backend::check_all_finite(&inputs)?;
+            crate::libtorch::check_all_finite(&inputs)?;
             let (keys, queue_labels) = match queue {
                 Some((keys, key_labels)) => (Some(keys.contiguous()), key_labels),
                 None => (None, &[][..]),
@@ -540,9 +540,9 @@ mod zero_copy {
             // The kernels would divide a zero row by its norm: found here, as the other
             // entry points find it (a NaN loss was all the GPU showed before).
             if options.normalize {
-                crate::tch_backend::row_norms(features, "features").map(drop)?;
+                crate::libtorch::row_norms(features, "features").map(drop)?;
                 if let Some(keys) = &keys {
-                    crate::tch_backend::row_norms(keys, "queue keys").map(drop)?;
+                    crate::libtorch::row_norms(keys, "queue keys").map(drop)?;
                 }
             }
             let k = keys.as_ref().map_or(0, |t| t.size()[0] as usize);

@@ -539,6 +539,7 @@ fn loss_on_npy(args: &LossArgs) -> Result<String, TrainError> {
             ))
         })
     }
+    use config::methods::default_temperature as tau;
     let method = args.method;
     let grad_out = args.grad_out.as_deref();
     if method != LossMethod::Supcon && args.loss_backend != config::LossBackendKind::Cpu {
@@ -555,7 +556,7 @@ fn loss_on_npy(args: &LossArgs) -> Result<String, TrainError> {
     let summary = match args.method {
         LossMethod::Supcon => {
             let options = SupConOptions::default()
-                .with_temperature(args.temperature.unwrap_or(0.1))
+                .with_temperature(args.temperature.unwrap_or(tau::SUPCON))
                 .with_base_temperature(args.base_temperature)
                 .with_variant(match args.variant.unwrap_or_default() {
                     config::LossVariant::Out => supcon_loss::Variant::Out,
@@ -584,7 +585,8 @@ fn loss_on_npy(args: &LossArgs) -> Result<String, TrainError> {
             &args.features,
             need(&args.positives, "--positives", method)?,
             need(&args.negatives, "--negatives", method)?,
-            &InfoNceOptions::new(args.temperature.unwrap_or(0.2)).with_normalize(args.normalize),
+            &InfoNceOptions::new(args.temperature.unwrap_or(tau::MOCO_V2))
+                .with_normalize(args.normalize),
             grad_out,
         )?,
         LossMethod::Nce => {
@@ -595,7 +597,7 @@ fn loss_on_npy(args: &LossArgs) -> Result<String, TrainError> {
                 &args.features,
                 need(&args.positives, "--positives", method)?,
                 need(&args.negatives, "--negatives", method)?,
-                &NceOptions::new(args.temperature.unwrap_or(0.07))
+                &NceOptions::new(args.temperature.unwrap_or(tau::INSTDISC))
                     .with_dataset_size(data_size)
                     .with_partition(args.nce_z)
                     .with_normalize(args.normalize),
@@ -606,7 +608,7 @@ fn loss_on_npy(args: &LossArgs) -> Result<String, TrainError> {
             &args.features,
             need(&args.prototypes, "--prototypes", method)?,
             &SwavOptions::default()
-                .with_temperature(args.temperature.unwrap_or(0.1))
+                .with_temperature(args.temperature.unwrap_or(tau::SWAV))
                 .with_epsilon(args.epsilon)
                 .with_sinkhorn_iterations(args.sinkhorn_iterations)
                 .with_assignment_crops(args.assign_crops)
@@ -616,7 +618,7 @@ fn loss_on_npy(args: &LossArgs) -> Result<String, TrainError> {
         )?,
         LossMethod::Cmc => npy::cmc_files(
             &args.features,
-            &supcon_loss::CmcOptions::new(args.temperature.unwrap_or(0.07))
+            &supcon_loss::CmcOptions::new(args.temperature.unwrap_or(tau::CMC))
                 .with_normalize(args.normalize)
                 .with_pairing(match args.pairing {
                     CmcPairing::CoreView => supcon_loss::Pairing::CoreView,
@@ -628,7 +630,7 @@ fn loss_on_npy(args: &LossArgs) -> Result<String, TrainError> {
             &args.features,
             need(&args.targets, "--targets", method)?,
             &supcon_loss::CpcOptions::default()
-                .with_temperature(args.temperature.unwrap_or(1.0))
+                .with_temperature(args.temperature.unwrap_or(tau::cpc(args.normalize)))
                 .with_normalize(args.normalize),
             grad_out,
             args.target_grad_out.as_deref(),

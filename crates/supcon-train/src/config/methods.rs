@@ -32,6 +32,34 @@ pub struct MethodSpec {
     pub settings: fn(&PretrainConfig) -> Result<(), TrainError>,
 }
 
+/// Each loss's published τ: what a method uses when the configuration sets none, and what
+/// `supcon loss` uses without `--temperature` (one place for both).
+pub mod default_temperature {
+    /// SupCon (SupContrast's).
+    pub const SUPCON: f64 = 0.1;
+    /// SimCLR (SupContrast's SimCLR setting).
+    pub const SIMCLR: f64 = 0.5;
+    /// MoCo v1.
+    pub const MOCO_V1: f64 = 0.07;
+    /// MoCo v2 (and `supcon loss --method infonce`).
+    pub const MOCO_V2: f64 = 0.2;
+    /// InstDisc's NCE.
+    pub const INSTDISC: f64 = 0.07;
+    /// SwAV.
+    pub const SWAV: f64 = 0.1;
+    /// CMC.
+    pub const CMC: f64 = 0.07;
+
+    /// CPC: 0.1 on unit rows (ours), 1 on CPC's raw dot products.
+    pub fn cpc(normalize: bool) -> f64 {
+        if normalize {
+            0.1
+        } else {
+            1.0
+        }
+    }
+}
+
 /// A method without a settings table has nothing of its own to check.
 fn no_settings(_: &PretrainConfig) -> Result<(), TrainError> {
     Ok(())
@@ -50,7 +78,7 @@ pub fn spec(method: Method) -> MethodSpec {
     match method {
         // τ = 0.1 (SupContrast's), one view or more.
         Method::Supcon => MethodSpec {
-            temperature: |_| 0.1,
+            temperature: |_| default_temperature::SUPCON,
             min_views: 1,
             max_views: None,
             needs_labels: true,
@@ -62,7 +90,7 @@ pub fn spec(method: Method) -> MethodSpec {
         },
         // τ = 0.5 (SupContrast's SimCLR setting), two views or more.
         Method::Simclr => MethodSpec {
-            temperature: |_| 0.5,
+            temperature: |_| default_temperature::SIMCLR,
             min_views: 2,
             max_views: None,
             needs_labels: false,
@@ -74,7 +102,13 @@ pub fn spec(method: Method) -> MethodSpec {
         },
         // τ 0.07 (v1) or 0.2 (v2), two views.
         Method::Moco => MethodSpec {
-            temperature: |config| if config.moco.version == 1 { 0.07 } else { 0.2 },
+            temperature: |config| {
+                if config.moco.version == 1 {
+                    default_temperature::MOCO_V1
+                } else {
+                    default_temperature::MOCO_V2
+                }
+            },
             min_views: 2,
             max_views: Some(2),
             needs_labels: false,
@@ -86,7 +120,7 @@ pub fn spec(method: Method) -> MethodSpec {
         },
         // τ = 0.07, one view.
         Method::Instdisc => MethodSpec {
-            temperature: |_| 0.07,
+            temperature: |_| default_temperature::INSTDISC,
             min_views: 1,
             max_views: Some(1),
             needs_labels: false,
@@ -98,7 +132,7 @@ pub fn spec(method: Method) -> MethodSpec {
         },
         // τ = 0.1, two global views (and any number of local crops).
         Method::Swav => MethodSpec {
-            temperature: |_| 0.1,
+            temperature: |_| default_temperature::SWAV,
             min_views: 2,
             max_views: Some(2),
             needs_labels: false,
@@ -110,7 +144,7 @@ pub fn spec(method: Method) -> MethodSpec {
         },
         // τ = 0.07 (CMC's), one augmented view: the second modality is computed from it.
         Method::Cmc => MethodSpec {
-            temperature: |_| 0.07,
+            temperature: |_| default_temperature::CMC,
             min_views: 1,
             max_views: Some(1),
             needs_labels: false,
@@ -123,7 +157,7 @@ pub fn spec(method: Method) -> MethodSpec {
         // τ = 0.1 on unit rows (ours), 1 with CPC's raw dot products; one view, cut into
         // patches.
         Method::Cpc => MethodSpec {
-            temperature: |config| if config.cpc.normalize { 0.1 } else { 1.0 },
+            temperature: |config| default_temperature::cpc(config.cpc.normalize),
             min_views: 1,
             max_views: Some(1),
             needs_labels: false,

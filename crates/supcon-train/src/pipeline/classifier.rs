@@ -257,21 +257,12 @@ impl<'a> ClassifierTraining<'a> {
     }
 }
 
-/// The frozen encoder of a pre-trained [`SupConModel`], read the way its method reads images.
+/// The frozen encoder of a pre-trained [`SupConModel`], read the way its method reads images
+/// ([`methods::ProbeReading`]).
 pub struct FrozenEncoder {
     pub vs: VarStore,
     pub model: SupConModel,
-    reading: Reading,
-}
-
-/// How a method's encoder turns an image into the probe's features.
-enum Reading {
-    /// The encoder on the image (every method but CMC and CPC).
-    Image,
-    /// CMC: both views' encoders, concatenated (`methods::cmc::probe_features`).
-    CmcViews(Box<(VarStore, SupConModel, methods::cmc::Modalities)>),
-    /// CPC: the encoder on the patch grid, averaged (`methods::cpc::probe_features`).
-    CpcGrid(crate::config::CpcConfig),
+    reading: Box<dyn methods::ProbeReading>,
 }
 
 impl FrozenEncoder {
@@ -289,12 +280,49 @@ impl FrozenEncoder {
         let model = SupConModel::new(&vs.root(), &methods::online_model(config))?;
         checkpoint.load_into("model", &mut vs)?;
         vs.freeze();
-        // A checkpoint of a method with its own probe reading says so by its groups.
-        for (group, method) in [
-            (methods::cmc::VIEW1_GROUP, Method::Cmc),
-            (methods::cpc::CONTEXT_GROUP, Method::Cpc),
-        ] {
-            if config.pretrain.method != method && !checkpoint.group(group).is_empty() {
+        refuse_other_methods_checkpoint(config, checkpoint)?;
+        let reading = (methods::parts(config.pretrain.method).probe)(&methods::ProbeContext {
+            config,
+            checkpoint,
+            device,
+            mean,
+            std,
+        })?;
+        Ok(Self { vs, model, reading })
+    }
+
+    /// The probe's features `[n, feature_dim]` in eval mode.
+    pub fn encode(&self, images: &Tensor) -> Tensor {
+        self.reading.features(&self.model, images)
+    }
+
+    /// Width of [`FrozenEncoder::encode`]'s features.
+    pub fn feature_dim(&self) -> i64 {
+        self.reading.width(&self.model)
+    }
+
+    /// The model whose projection head applies to [`FrozenEncoder::encode`]'s features; a
+    /// method whose features are not one encoder's on the image (CMC, CPC) has none.
+    pub fn projection_head(&self) -> Result<&SupConModel, TrainError> {
+        match self.reading.headless() {
+            Some(why) => Err(TrainError::Config(format!("--projections: {why}"))),
+            None => Ok(&self.model),
+        }
+    }
+}
+
+/// A checkpoint holding a group that only another method writes is that method's: refused,
+/// naming it and the fix.
+fn refuse_other_methods_checkpoint(
+    config: &RunConfig,
+    checkpoint: &Checkpoint,
+) -> Result<(), TrainError> {
+    for method in Method::all() {
+        if method == config.pretrain.method {
+            continue;
+        }
+        for group in methods::parts(method).own_groups {
+            if !checkpoint.group(group).is_empty() {
                 return Err(TrainError::checkpoint(
                     &checkpoint.path,
                     format!(
@@ -307,56 +335,8 @@ impl FrozenEncoder {
                 ));
             }
         }
-        let reading = match config.pretrain.method {
-            Method::Cmc => {
-                let (vs, view1) = methods::cmc::load_view1(config, checkpoint, device)?;
-                let modalities = methods::cmc::Modalities::of(config.model.in_channels, mean, std);
-                Reading::CmcViews(Box::new((vs, view1, modalities)))
-            }
-            Method::Cpc => Reading::CpcGrid(config.pretrain.cpc.clone()),
-            _ => Reading::Image,
-        };
-        Ok(Self { vs, model, reading })
     }
-
-    /// The probe's features `[n, feature_dim]` in eval mode.
-    pub fn encode(&self, images: &Tensor) -> Tensor {
-        match &self.reading {
-            Reading::Image => self.model.encode(images, false),
-            Reading::CmcViews(views) => {
-                methods::cmc::probe_features(&self.model, &views.1, &views.2, images)
-            }
-            Reading::CpcGrid(settings) => {
-                methods::cpc::probe_features(&self.model, settings, images)
-            }
-        }
-    }
-
-    /// Width of [`FrozenEncoder::encode`]'s features.
-    pub fn feature_dim(&self) -> i64 {
-        match self.reading {
-            Reading::CmcViews(_) => 2 * self.model.feature_dim(),
-            _ => self.model.feature_dim(),
-        }
-    }
-
-    /// The model whose projection head applies to [`FrozenEncoder::encode`]'s features; a
-    /// method whose features are not one encoder's (CMC) has no single head.
-    pub fn projection_head(&self) -> Result<&SupConModel, TrainError> {
-        match self.reading {
-            Reading::CmcViews(_) => Err(TrainError::Config(
-                "--projections: CMC's features concatenate two encoders, each with its own \
-                 head; embed the features instead"
-                    .into(),
-            )),
-            Reading::CpcGrid(_) => Err(TrainError::Config(
-                "--projections: CPC's features average the patch grid; its head embeds \
-                 patches, not images; embed the features instead"
-                    .into(),
-            )),
-            Reading::Image => Ok(&self.model),
-        }
-    }
+    Ok(())
 }
 
 /// The linear stage: a linear layer trained on frozen encoder features.

@@ -48,6 +48,15 @@ pub struct Cmc {
     device: Device,
 }
 
+/// The method's parts for the registry ([`super::parts`]): its online network reads view 0's
+/// channels, its probe both encoders.
+pub(super) const PARTS: super::MethodParts = super::MethodParts {
+    build,
+    online_model,
+    probe: probe_reading,
+    own_groups: &[VIEW1_GROUP],
+};
+
 pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, TrainError> {
     let pretrain = &context.config.pretrain;
     super::cpu_loss_across_ranks(context, "CMC's loss contrasts the gathered batch")?;
@@ -130,7 +139,7 @@ impl Modalities {
 
 /// The online network of a CMC run: the configured model, reading view 0's channels (L of a
 /// colour image; a gray image itself).
-pub fn online_model(config: &RunConfig) -> ModelConfig {
+fn online_model(config: &RunConfig) -> ModelConfig {
     let (view0, _) = Modalities::channels(config.model.in_channels);
     config.model.clone().with_in_channels(view0)
 }
@@ -141,32 +150,48 @@ fn view1_model(config: &RunConfig) -> ModelConfig {
     config.model.clone().with_in_channels(view1)
 }
 
-/// The linear probe's features of `images` with a CMC encoder pair: both encoders' features,
+/// CMC's probe: both views' encoders on their channels of the image, their features
 /// concatenated (`[N, 2·feature_dim]`).
-pub fn probe_features(
-    view0: &SupConModel,
-    view1: &SupConModel,
-    modalities: &Modalities,
-    images: &Tensor,
-) -> Tensor {
-    let (first, second) = modalities.split(images);
-    Tensor::cat(
-        &[view0.encode(&first, false), view1.encode(&second, false)],
-        1,
-    )
+struct CmcReading {
+    _vs: VarStore,
+    view1: SupConModel,
+    modalities: Modalities,
+}
+
+impl super::ProbeReading for CmcReading {
+    fn features(&self, view0: &SupConModel, images: &Tensor) -> Tensor {
+        let (first, second) = self.modalities.split(images);
+        Tensor::cat(
+            &[
+                view0.encode(&first, false),
+                self.view1.encode(&second, false),
+            ],
+            1,
+        )
+    }
+
+    fn width(&self, view0: &SupConModel) -> i64 {
+        view0.feature_dim() + self.view1.feature_dim()
+    }
+
+    fn headless(&self) -> Option<&'static str> {
+        Some("CMC's features concatenate two encoders, each with its own head; embed the features instead")
+    }
 }
 
 /// Loads the second view's encoder + head of a CMC checkpoint (frozen), for the probe.
-pub fn load_view1(
-    config: &RunConfig,
-    checkpoint: &Checkpoint,
-    device: Device,
-) -> Result<(VarStore, SupConModel), TrainError> {
-    let mut vs = VarStore::new(device);
-    let model = SupConModel::new(&vs.root(), &view1_model(config))?;
-    checkpoint.load_into(VIEW1_GROUP, &mut vs)?;
+fn probe_reading(
+    context: &super::ProbeContext<'_>,
+) -> Result<Box<dyn super::ProbeReading>, TrainError> {
+    let mut vs = VarStore::new(context.device);
+    let view1 = SupConModel::new(&vs.root(), &view1_model(context.config))?;
+    context.checkpoint.load_into(VIEW1_GROUP, &mut vs)?;
     vs.freeze();
-    Ok((vs, model))
+    Ok(Box::new(CmcReading {
+        _vs: vs,
+        view1,
+        modalities: Modalities::of(context.config.model.in_channels, context.mean, context.std),
+    }))
 }
 
 impl ContrastiveMethod for Cmc {

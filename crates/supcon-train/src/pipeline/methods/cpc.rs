@@ -51,6 +51,14 @@ pub struct Cpc {
     device: Device,
 }
 
+/// The method's parts for the registry ([`super::parts`]): its probe averages the patch grid.
+pub(super) const PARTS: super::MethodParts = super::MethodParts {
+    build,
+    online_model: super::run_model,
+    probe: |context| Ok(Box::new(CpcReading(context.config.pretrain.cpc.clone()))),
+    own_groups: &[CONTEXT_GROUP],
+};
+
 pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, TrainError> {
     let pretrain = &context.config.pretrain;
     let settings = &pretrain.cpc;
@@ -109,16 +117,24 @@ pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMe
     }))
 }
 
-/// The linear probe's features of `images` with a CPC encoder: the encoder's features of every
-/// patch of the grid, averaged (`[N, feature_dim]`).
-pub fn probe_features(model: &SupConModel, settings: &CpcConfig, images: &Tensor) -> Tensor {
-    let n = images.size()[0];
-    let (patches, _) = patch_grid(images, settings.patch as i64, settings.stride as i64);
-    let features = model.encode(&patches, false);
-    let dim = features.size()[1];
-    features
-        .view([n, -1, dim])
-        .mean_dim([1i64].as_slice(), false, features.kind())
+/// CPC's probe: the encoder's features of every patch of the grid, averaged
+/// (`[N, feature_dim]`).
+struct CpcReading(CpcConfig);
+
+impl super::ProbeReading for CpcReading {
+    fn features(&self, model: &SupConModel, images: &Tensor) -> Tensor {
+        let n = images.size()[0];
+        let (patches, _) = patch_grid(images, self.0.patch as i64, self.0.stride as i64);
+        let features = model.encode(&patches, false);
+        let dim = features.size()[1];
+        features
+            .view([n, -1, dim])
+            .mean_dim([1i64].as_slice(), false, features.kind())
+    }
+
+    fn headless(&self) -> Option<&'static str> {
+        Some("CPC's features average the patch grid; its head embeds patches, not images; embed the features instead")
+    }
 }
 
 impl Cpc {

@@ -5,18 +5,20 @@
 //! run's [`ContrastiveMethod`], which owns everything particular to it (momentum encoder, key
 //! queue, memory bank, prototypes), computes its loss with `supcon-loss`, back-propagates it
 //! into the online network, updates its own state after the optimizer step and names its
-//! checkpoint groups. [`build`] is the registry. Adding a method: its module here and one arm
-//! in [`build`]; on the schema side a [`Method`] variant (with its name) and its arm in
+//! checkpoint groups. [`parts`] is the registry: a method's module exports its [`MethodParts`]
+//! (builder, online network, probe reading, own checkpoint groups). Adding a method: its module
+//! here and one arm in [`parts`]; on the schema side a [`Method`] variant (with its name) and its arm in
 //! `config::methods::spec` — views, default τ, labels, label-aware queue, multi-crop, the loss
 //! backends it has, the checks of its settings table — plus the table there if it has one.
 //! Every one of these is an exhaustive `match` (the compiler lists what a new variant lacks),
 //! and `config::methods`' test checks what each method provides. The schema lives apart so
 //! that the configuration never imports the pipeline.
 //!
-//! Each method holds its loss as a `supcon_loss::LossOp` and computes it where
-//! `pretrain.loss_backend` says: `cpu` (`LossOp::run(Backend::Cpu, ..)`) on host copies, `tch`
-//! (`LossOp::tensor_fwd`) on the training device (its queue, bank and prototypes are tensors
-//! there), `cuda` (SupCon, SimCLR) with the fused kernels.
+//! Each method holds its loss as a `supcon_loss::LossOp` and computes it through the op's one
+//! way into autograd, `LossOp::autograd(&tensors, backend)`, on the backend
+//! `pretrain.loss_backend` names: `cpu` on host copies, `tch` on the training device (its
+//! queue, bank and prototypes are tensors there), `cuda` (SupCon, SimCLR) with the fused
+//! kernels.
 //!
 //! | method | module | positives of an anchor | negatives | loss (`supcon-loss`) |
 //! |---|---|---|---|---|
@@ -110,17 +112,89 @@ pub struct MethodContext<'a> {
     pub comm: crate::dist::Comm,
 }
 
-/// The registry: builds the method of `config`'s stage 1 (its settings and requirements are
-/// `config::methods`).
-pub fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, TrainError> {
-    match context.config.pretrain.method {
-        Method::Supcon | Method::Simclr => in_batch::build(context),
-        Method::Moco => moco::build(context),
-        Method::Instdisc => instdisc::build(context),
-        Method::Swav => swav::build(context),
-        Method::Cmc => cmc::build(context),
-        Method::Cpc => cpc::build(context),
+/// What the pipeline needs of a method besides its training step: how to build it, which
+/// network is online, how its frozen encoder reads images for the probe, and the checkpoint
+/// groups only it writes. Each method module has its `PARTS`; [`parts`] is the registry.
+pub struct MethodParts {
+    /// Builds the method of stage 1.
+    pub build: fn(&MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, TrainError>,
+    /// The online network's configuration (the run's model, unless the method reads another
+    /// view of the image with it: CMC's L channel).
+    pub online_model: fn(&RunConfig) -> supcon_models::ModelConfig,
+    /// How its pre-trained encoder turns images into the probe's features.
+    pub probe: fn(&ProbeContext<'_>) -> Result<Box<dyn ProbeReading>, TrainError>,
+    /// Checkpoint groups that only this method writes (a checkpoint holding one is this
+    /// method's).
+    pub own_groups: &'static [&'static str],
+}
+
+/// The registry: every [`Method`]'s parts.
+pub fn parts(method: Method) -> MethodParts {
+    match method {
+        Method::Supcon | Method::Simclr => in_batch::PARTS,
+        Method::Moco => moco::PARTS,
+        Method::Instdisc => instdisc::PARTS,
+        Method::Swav => swav::PARTS,
+        Method::Cmc => cmc::PARTS,
+        Method::Cpc => cpc::PARTS,
     }
+}
+
+/// Builds the method of `config`'s stage 1.
+pub fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, TrainError> {
+    (parts(context.config.pretrain.method).build)(context)
+}
+
+/// The online network's configuration of `config`'s method.
+pub fn online_model(config: &RunConfig) -> supcon_models::ModelConfig {
+    (parts(config.pretrain.method).online_model)(config)
+}
+
+/// [`MethodParts::online_model`] of a method whose online network is the run's model.
+pub fn run_model(config: &RunConfig) -> supcon_models::ModelConfig {
+    config.model.clone()
+}
+
+/// What a method's probe reading is built from.
+pub struct ProbeContext<'a> {
+    pub config: &'a RunConfig,
+    /// The pre-training checkpoint (a method with a second network reads it from here).
+    pub checkpoint: &'a Checkpoint,
+    pub device: Device,
+    /// The pixels' per-channel normalization (CMC's colour split undoes it).
+    pub mean: &'a [f32],
+    pub std: &'a [f32],
+}
+
+/// How a method's frozen encoder turns images into the probe's features (the linear probe,
+/// kNN, `supcon embed`).
+pub trait ProbeReading {
+    /// The features `[n, width]` of `images`, in eval mode.
+    fn features(&self, encoder: &SupConModel, images: &Tensor) -> Tensor;
+
+    /// The width of [`ProbeReading::features`].
+    fn width(&self, encoder: &SupConModel) -> i64 {
+        encoder.feature_dim()
+    }
+
+    /// Why the encoder's projection head does not apply to these features (`None`: it does).
+    fn headless(&self) -> Option<&'static str> {
+        None
+    }
+}
+
+/// Every method's reading but CMC's and CPC's: the encoder on the image.
+pub struct ImageReading;
+
+impl ProbeReading for ImageReading {
+    fn features(&self, encoder: &SupConModel, images: &Tensor) -> Tensor {
+        encoder.encode(images, false)
+    }
+}
+
+/// [`MethodParts::probe`] of a method whose probe reads its encoder on the image.
+pub fn image_probe(_: &ProbeContext<'_>) -> Result<Box<dyn ProbeReading>, TrainError> {
+    Ok(Box::new(ImageReading))
 }
 
 /// Where `context`'s method computes its loss: `pretrain.loss_backend` on the run's device.
@@ -145,15 +219,6 @@ pub fn cpu_loss_across_ranks(context: &MethodContext<'_>, why: &str) -> Result<(
         )));
     }
     Ok(())
-}
-
-/// The online network's configuration: the run's model, except where the method reads another
-/// view of the image with it (CMC's L channel of colour images).
-pub fn online_model(config: &RunConfig) -> supcon_models::ModelConfig {
-    match config.pretrain.method {
-        Method::Cmc => cmc::online_model(config),
-        _ => config.model.clone(),
-    }
 }
 
 /// `[batch, views, dim]` view of host rows laid out batch-major.

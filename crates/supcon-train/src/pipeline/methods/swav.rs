@@ -58,6 +58,14 @@ pub struct Swav {
     pending: Option<Vec<Tensor>>,
 }
 
+/// The method's parts for the registry ([`super::parts`]).
+pub(super) const PARTS: super::MethodParts = super::MethodParts {
+    build,
+    online_model: super::run_model,
+    probe: super::image_probe,
+    own_groups: &[],
+};
+
 pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMethod>, TrainError> {
     let config = &context.config.pretrain;
     let settings = &config.swav;

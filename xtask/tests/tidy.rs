@@ -426,3 +426,126 @@ fn supcon_train_modules_import_each_other_without_cycles() {
         graph["vocabulary"]
     );
 }
+
+/// The code map's rows: (path, the rest of the row).
+fn code_map_rows() -> Vec<(String, String)> {
+    let text = read(&root().join("ARCHITECTURE.md"));
+    let map = text
+        .split("## Code map")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("ARCHITECTURE.md has a code map")
+        .to_owned();
+    map.lines()
+        .filter(|l| l.starts_with("| `"))
+        .filter_map(|row| {
+            let (path, rest) = row.trim_start_matches("| `").split_once('`')?;
+            Some((path.to_owned(), rest.to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn architecture_code_map_lists_every_loss_and_method() {
+    let rows = code_map_rows();
+    // Every loss folder of supcon-loss (a folder with a mod.rs) has its own row.
+    let losses = root().join("crates/supcon-loss/src");
+    for entry in std::fs::read_dir(&losses).unwrap().flatten() {
+        if !entry.path().join("mod.rs").exists() {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = format!("crates/supcon-loss/src/{name}");
+        assert!(
+            rows.iter().any(|(p, _)| *p == path),
+            "ARCHITECTURE.md's code map has no row for the loss folder {path}"
+        );
+    }
+    // Every method module is named in the methods row.
+    let methods = "crates/supcon-train/src/pipeline/methods";
+    let (_, row) = rows
+        .iter()
+        .find(|(p, _)| p == methods)
+        .unwrap_or_else(|| panic!("ARCHITECTURE.md's code map has no row for {methods}"));
+    for entry in std::fs::read_dir(root().join(methods)).unwrap().flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if file == "mod.rs" {
+            continue;
+        }
+        assert!(
+            row.contains(&format!("`{file}`")),
+            "ARCHITECTURE.md's methods row does not name {file}"
+        );
+    }
+}
+
+/// Where a method's name may appear in supcon-train's code (comments aside), and why: the
+/// recipe of ARCHITECTURE.md's "Adding a method" keeps everything else method-free.
+const METHOD_NAME_PLACES: &[(&str, &str)] = &[
+    (
+        "pipeline/methods/mod.rs",
+        "the registry (`parts`) and the module list",
+    ),
+    (
+        "config/mod.rs",
+        "the `Method` enum and the settings tables' fields",
+    ),
+    (
+        "config/methods.rs",
+        "the schema: each method's requirements and settings table",
+    ),
+    ("config/presets.rs", "the presets' names"),
+    ("cli/mod.rs", "`supcon loss --method`: one loss per name"),
+    ("cli/commands.rs", "`supcon loss`: each loss's options"),
+    (
+        "error.rs",
+        "InstDisc's running Z has its own error (`NonFinitePartition`)",
+    ),
+];
+
+#[test]
+fn a_methods_name_appears_only_in_its_own_places() {
+    let src = root().join("crates/supcon-train/src");
+    let methods = ["moco", "instdisc", "swav", "cmc", "cpc"];
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut strays = Vec::new();
+    for file in files {
+        let relative = file
+            .strip_prefix(&src)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        if METHOD_NAME_PLACES
+            .iter()
+            .any(|(place, _)| *place == relative)
+        {
+            continue;
+        }
+        let text = read(&file);
+        for (number, line) in text.lines().enumerate() {
+            if line.trim_start().starts_with("//") {
+                continue;
+            }
+            let lower = line.to_lowercase();
+            let words: Vec<&str> = lower.split(|c: char| !c.is_ascii_alphanumeric()).collect();
+            for method in methods {
+                // A method's own module (and MoCo's shared momentum encoder) may name it.
+                let own = relative == format!("pipeline/methods/{method}.rs")
+                    || (method == "moco" && relative == "pipeline/methods/momentum.rs");
+                if !own && words.contains(&method) {
+                    strays.push(format!(
+                        "{relative}:{}: {method}: {}",
+                        number + 1,
+                        line.trim()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        strays.is_empty(),
+        "a method's name outside its own places (ARCHITECTURE.md, \"Adding a method\"):\n{}",
+        strays.join("\n")
+    );
+}

@@ -380,9 +380,11 @@ fn train_module_graph() -> std::collections::BTreeMap<String, std::collections::
     graph
 }
 
-#[test]
-fn supcon_train_modules_import_each_other_without_cycles() {
-    let graph = train_module_graph();
+/// Panics naming a module of `graph` that is in an import cycle (`what` names the graph).
+fn assert_acyclic(
+    graph: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    what: &str,
+) {
     let names: Vec<&String> = graph.keys().collect();
     let index = |name: &str| names.iter().position(|n| *n == name);
     let n = names.len();
@@ -406,8 +408,78 @@ fn supcon_train_modules_import_each_other_without_cycles() {
             .collect();
         assert!(
             in_cycle.is_empty(),
-            "supcon-train's module {} is in an import cycle with {in_cycle:?}",
+            "{what}'s module {} is in an import cycle with {in_cycle:?}",
             names[a]
+        );
+    }
+}
+
+/// The pipeline's children (`pipeline/<child>.rs` or `pipeline/<child>/`) and the siblings each
+/// imports (`super::x` from a direct child, `crate::pipeline::x` from anywhere in it); an
+/// import of what `pipeline/mod.rs` itself holds (a capitalized name) is the edge `mod`.
+fn pipeline_module_graph() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>>
+{
+    let src = root().join("crates/supcon-train/src/pipeline");
+    let mut graph = std::collections::BTreeMap::new();
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    for file in &files {
+        let rel = file.strip_prefix(&src).unwrap();
+        let direct_child = rel.components().count() == 1;
+        let first = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy();
+        let module = first.trim_end_matches(".rs").to_string();
+        let uses: &mut std::collections::BTreeSet<String> =
+            graph.entry(module.clone()).or_default();
+        for line in read(file).lines() {
+            let code = line.split("//").next().unwrap_or("");
+            let mut imports: Vec<&str> = code.split("crate::pipeline::").skip(1).collect();
+            if direct_child {
+                imports.extend(code.split("super::").skip(1));
+            }
+            for part in imports {
+                // `x::…`, or a group `{x, y::…, Z}`: the first segment of each path.
+                let paths: Vec<&str> = match part.strip_prefix('{') {
+                    Some(rest) => rest.split('}').next().unwrap_or("").split(',').collect(),
+                    None => vec![part],
+                };
+                for path in paths {
+                    let name: String = path
+                        .trim()
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    let edge = match name.chars().next() {
+                        Some(c) if c.is_ascii_uppercase() => "mod".to_string(),
+                        Some(_) => name,
+                        None => continue,
+                    };
+                    if edge != module && edge != "self" {
+                        uses.insert(edge);
+                    }
+                }
+            }
+        }
+    }
+    graph
+}
+
+#[test]
+fn supcon_train_modules_import_each_other_without_cycles() {
+    let graph = train_module_graph();
+    assert_acyclic(&graph, "supcon-train");
+    // The pipeline's children import each other without cycles, and none imports from the
+    // entry point `pipeline/mod.rs` (it re-exports them; it does no work of its own).
+    let pipeline = pipeline_module_graph();
+    assert_acyclic(&pipeline, "the pipeline");
+    for (child, uses) in &pipeline {
+        assert!(
+            child == "mod" || !uses.contains("mod"),
+            "pipeline/{child} imports from pipeline/mod.rs; import the sibling that holds it"
         );
     }
     // The leaves stay leaves; the schema never reaches into the pipeline.

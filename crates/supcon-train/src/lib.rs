@@ -15,6 +15,7 @@ pub mod dist;
 pub mod error;
 pub mod eval;
 pub mod files;
+pub mod interrupt;
 pub mod loss_bridge;
 pub mod metrics_log;
 pub mod optim;

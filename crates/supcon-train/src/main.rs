@@ -48,12 +48,12 @@ fn main() -> ExitCode {
     // First Ctrl-C (or SIGTERM, which mpirun and Slurm send to every rank): finish the current
     // step, write a checkpoint, print how to resume. Second: leave at once.
     let handler = ctrlc::set_handler(|| {
-        if supcon_train::pipeline::interrupted() {
+        if supcon_train::interrupt::requested() {
             eprintln!("\nsecond interrupt: exiting without a checkpoint");
             std::process::exit(130);
         }
         eprintln!("\ninterrupt: finishing the current step and writing a checkpoint (Ctrl-C again to quit now)");
-        supcon_train::pipeline::request_interrupt();
+        supcon_train::interrupt::request();
     });
     if let Err(e) = handler {
         tracing::warn!("no Ctrl-C handler: {e}");

@@ -339,6 +339,14 @@ fn refuse_other_methods_checkpoint(
     Ok(())
 }
 
+/// What the linear stage leaves: the summary, the frozen encoder and the chosen classifier.
+pub struct LinearOutcome {
+    pub summary: super::session::StageSummary,
+    pub encoder: FrozenEncoder,
+    /// Classifier checkpoint used for testing: best validation epoch, else the last.
+    pub classifier_checkpoint: std::path::PathBuf,
+}
+
 /// The linear stage: a linear layer trained on frozen encoder features.
 pub struct LinearModel<'a> {
     pub encoder: &'a FrozenEncoder,

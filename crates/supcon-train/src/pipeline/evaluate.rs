@@ -10,6 +10,8 @@ use supcon_data::Dataset;
 use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Tensor};
 
+use super::classifier::LinearOutcome;
+use super::session::{Session, StageSummary};
 use crate::checkpoint::Checkpoint;
 use crate::error::TrainError;
 use crate::eval::robustness::ImageCorruption;
@@ -19,7 +21,6 @@ use crate::eval::{
 };
 use crate::pipeline::classifier::{infer, FrozenEncoder};
 use crate::pipeline::data::{augment_pipeline, EvaluationSet};
-use crate::pipeline::{LinearOutcome, Session, StageSummary};
 use crate::plots::{EmbeddingsForPlot, PlotOptions};
 use crate::report::{write_report, MethodEvaluation, Report, ReportInput, StageReport};
 use crate::vocabulary::Stage;

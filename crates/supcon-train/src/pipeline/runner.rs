@@ -190,7 +190,10 @@ pub fn check_resumable(
     Ok(())
 }
 
-/// Runs (or continues, from `resume`) a stage to its end; returns the final state.
+/// Runs (or continues, from `resume`) a stage to its end; returns the final state. Composes
+/// the pieces below: the checks of the stage's size, then per epoch its steps
+/// ([`StageLoop::run_steps`]) and its end ([`StageLoop::finish_epoch`]: validation, records,
+/// checkpoints, the agreed interrupt).
 pub fn run_stage(
     spec: &StageSpec<'_>,
     model: &mut dyn StageModel,
@@ -198,7 +201,22 @@ pub fn run_stage(
     metrics: &mut MetricsWriter,
     resume: Option<TrainState>,
 ) -> Result<TrainState, TrainError> {
-    let steps_per_epoch = spec.steps_per_epoch();
+    let steps_per_epoch = check_stage_size(spec)?;
+    let stage = StageLoop::new(spec, run, steps_per_epoch);
+    let mut state = resume.unwrap_or_else(|| spec.fresh_state());
+    state.wall_seconds += spec.setup_seconds;
+    let recipe = model.batch_recipe();
+    while state.epoch < spec.epochs {
+        stage.run_steps(&mut state, model, metrics, &recipe)?;
+        stage.finish_epoch(&mut state, model, metrics)?;
+    }
+    stage.progress.finish();
+    Ok(state)
+}
+
+/// Optimizer steps per epoch, or a configuration error when the stage's batch cannot be
+/// split between the ranks or the data set holds less than one batch.
+fn check_stage_size(spec: &StageSpec<'_>) -> Result<u64, TrainError> {
     let ranks = spec.comm.world_size();
     if spec.batch_size < ranks {
         return Err(TrainError::Config(format!(
@@ -207,6 +225,7 @@ pub fn run_stage(
             spec.stage, spec.batch_size
         )));
     }
+    let steps_per_epoch = spec.steps_per_epoch();
     if steps_per_epoch == 0 {
         return Err(TrainError::Config(format!(
             "{}: {} training images are fewer than one batch of {}",
@@ -215,41 +234,74 @@ pub fn run_stage(
             spec.batch_size
         )));
     }
-    let schedule = LrSchedule::new(spec.optim, spec.epochs, steps_per_epoch, spec.batch_size);
-    let total_steps = u64::from(spec.epochs) * steps_per_epoch;
-    let mut state = resume.unwrap_or_else(|| spec.fresh_state());
-    state.wall_seconds += spec.setup_seconds;
-    let last_path = run.last_checkpoint(spec.stage);
-    let (rank, world) = (spec.comm.rank(), spec.comm.world_size());
-    // Every rank holds the same state; rank 0 alone writes it.
-    let save = |state: &TrainState, model: &dyn StageModel, path: &std::path::Path| {
-        if rank == 0 {
+    Ok(steps_per_epoch)
+}
+
+/// What a stage's loop holds while it runs: the spec, the schedule, the progress display and
+/// where checkpoints go.
+struct StageLoop<'s, 'a> {
+    spec: &'s StageSpec<'a>,
+    run: &'s RunDir,
+    schedule: LrSchedule,
+    steps_per_epoch: u64,
+    total_steps: u64,
+    progress: StageProgress,
+}
+
+/// Images and seconds since the last step record (the throughput it reports).
+#[derive(Default)]
+struct Window {
+    images: u64,
+    seconds: f64,
+}
+
+impl<'s, 'a> StageLoop<'s, 'a> {
+    fn new(spec: &'s StageSpec<'a>, run: &'s RunDir, steps_per_epoch: u64) -> Self {
+        let (stage, epochs) = (spec.stage.as_str(), spec.epochs);
+        // Rank 0 shows the progress of every rank.
+        let progress = if spec.comm.rank() == 0 {
+            StageProgress::new(stage, epochs, steps_per_epoch, spec.quiet)
+        } else {
+            StageProgress::with_mode(stage, epochs, steps_per_epoch, ProgressMode::Silent)
+        };
+        Self {
+            spec,
+            run,
+            schedule: LrSchedule::new(spec.optim, spec.epochs, steps_per_epoch, spec.batch_size),
+            steps_per_epoch,
+            total_steps: u64::from(spec.epochs) * steps_per_epoch,
+            progress,
+        }
+    }
+
+    /// Writes a checkpoint of `state` and `model` to `path` (rank 0 alone: every rank holds
+    /// the same state).
+    fn save(
+        &self,
+        state: &TrainState,
+        model: &dyn StageModel,
+        path: &std::path::Path,
+    ) -> Result<(), TrainError> {
+        if self.spec.comm.rank() == 0 {
             checkpoint::save(path, state, &model.checkpoint_groups())
         } else {
             Ok(())
         }
-    };
-    // Rank 0 shows the progress of every rank.
-    let progress = if rank == 0 {
-        StageProgress::new(
-            spec.stage.as_str(),
-            spec.epochs,
-            steps_per_epoch,
-            spec.quiet,
-        )
-    } else {
-        StageProgress::with_mode(
-            spec.stage.as_str(),
-            spec.epochs,
-            steps_per_epoch,
-            ProgressMode::Silent,
-        )
-    };
-    let log_every = spec.checkpoints.log_every_steps.max(1);
-    let recipe = model.batch_recipe();
-    let shard_runs = spec.dataset.shard_runs();
-    while state.epoch < spec.epochs {
+    }
+
+    /// The steps left in the current epoch, their batches prepared ahead in a scoped thread
+    /// that lives for the epoch (an error or an interrupt drops the receiver, which stops the
+    /// thread at its next batch).
+    fn run_steps(
+        &self,
+        state: &mut TrainState,
+        model: &mut dyn StageModel,
+        metrics: &mut MetricsWriter,
+        recipe: &BatchRecipe,
+    ) -> Result<(), TrainError> {
+        let spec = self.spec;
         let epoch = state.epoch;
+        let shard_runs = spec.dataset.shard_runs();
         let order = epoch_order(
             spec.dataset.len(),
             shard_runs.as_deref(),
@@ -258,128 +310,130 @@ pub fn run_stage(
             spec.stream(),
             epoch,
         );
-        progress.start_epoch(epoch, state.step_in_epoch);
-        let mut window_images = 0u64;
-        let mut window_seconds = 0.0f64;
-        let steps = state.step_in_epoch..steps_per_epoch;
+        self.progress.start_epoch(epoch, state.step_in_epoch);
+        let steps = state.step_in_epoch..self.steps_per_epoch;
         let epoch_batches = EpochBatches {
             dataset: spec.dataset,
-            recipe: &recipe,
+            recipe,
             order: &order,
             batch_size: spec.batch_size,
-            rank,
-            world,
+            rank: spec.comm.rank(),
+            world: spec.comm.world_size(),
             epoch,
         };
-        // Scoped: a batch thread lives for one epoch and ends when the loop leaves it (an
-        // error or an interrupt drops the receiver, which stops the thread at its next batch).
         std::thread::scope(|scope| -> Result<(), TrainError> {
             let mut batches =
                 prefetched(scope, steps.clone(), spec.prefetch_depth(), &epoch_batches);
+            let mut window = Window::default();
             for step_in_epoch in steps {
-                let started = Instant::now();
                 let batch = batches.next().unwrap_or_else(|| {
                     Err(TrainError::Shape("the batch thread stopped early".into()))
                 })?;
-                let global = &batch.global.indices;
-                let lr = schedule.lr(state.global_step);
-                let result = model.forward_backward(&batch)?;
-                dist::all_reduce_step(spec.comm, &model.data_parallel())?;
-                // Every rank learns the whole batch's correct count and whether any was
-                // interrupted, so that all of them stop at the same step.
-                let mut counts = [
-                    result.correct.unwrap_or(0) as f64,
-                    f64::from(u8::from(crate::pipeline::interrupted())),
-                ];
-                dist::sum(spec.comm, &mut counts)?;
-                let (correct, interrupted) =
-                    (result.correct.map(|_| counts[0] as u64), counts[1] > 0.0);
-                if !result.loss.is_finite() {
-                    return Err(TrainError::NonFiniteLoss {
-                        stage: spec.stage.to_string(),
-                        epoch,
-                        step: state.global_step,
-                        lr,
-                        loss: result.loss,
-                        batch: batch_statistics(&batch),
-                    });
-                }
-                model.update(lr, state.global_step as f64 / total_steps as f64)?;
-                let seconds = started.elapsed().as_secs_f64();
-                let images = global.len() as u64;
-                state.global_step += 1;
-                state.step_in_epoch = step_in_epoch + 1;
-                state.wall_seconds += seconds;
-                state.images_seen += images;
-                state.epoch_loss_sum += result.loss;
-                state.epoch_steps += 1;
-                if let Some(correct) = correct {
-                    state.epoch_correct += correct;
-                    state.epoch_seen += images;
-                }
-                window_images += images;
-                window_seconds += seconds;
-                let images_per_second = window_images as f64 / window_seconds.max(1e-9);
-                progress.step(result.loss, lr, images_per_second);
-                if state.global_step % log_every == 0 {
-                    metrics.write(&MetricRecord {
-                        stage: spec.stage,
-                        kind: RecordKind::Step,
-                        epoch,
-                        step: state.global_step,
-                        loss: result.loss,
-                        lr,
-                        images_per_second,
-                        val_top1: None,
-                        train_top1: None,
-                        wall_seconds: state.wall_seconds,
-                    })?;
-                    window_images = 0;
-                    window_seconds = 0.0;
-                }
-                let every = spec.checkpoints.every_steps;
-                if (every > 0 && state.global_step % every == 0) || interrupted {
-                    save(&state, model, &last_path)?;
-                    tracing::debug!(step = state.global_step, "checkpoint written");
-                }
-                if interrupted {
-                    progress.finish();
-                    return Err(TrainError::Interrupted {
-                        stage: spec.stage.to_string(),
-                        epoch,
-                        step: state.global_step,
-                        resume_command: spec.resume_command.clone(),
-                    });
-                }
+                self.step(state, model, metrics, &batch, step_in_epoch, &mut window)?;
             }
             Ok(())
-        })?;
-        // End of the epoch: validation, records, checkpoints.
+        })
+    }
+
+    /// One optimizer step on `batch`: forward and backward, the ranks' gradients summed, the
+    /// update, the state's counts, the progress and step records, the step checkpoint, and an
+    /// interrupt agreed by every rank (all of them stop at the same step).
+    fn step(
+        &self,
+        state: &mut TrainState,
+        model: &mut dyn StageModel,
+        metrics: &mut MetricsWriter,
+        batch: &PreparedBatch,
+        step_in_epoch: u64,
+        window: &mut Window,
+    ) -> Result<(), TrainError> {
+        let spec = self.spec;
+        let started = Instant::now();
+        let lr = self.schedule.lr(state.global_step);
+        let result = model.forward_backward(batch)?;
+        dist::all_reduce_step(spec.comm, &model.data_parallel())?;
+        // Every rank learns the whole batch's correct count and whether any was interrupted.
+        let mut counts = [
+            result.correct.unwrap_or(0) as f64,
+            f64::from(u8::from(crate::interrupt::requested())),
+        ];
+        dist::sum(spec.comm, &mut counts)?;
+        let (correct, interrupted) = (result.correct.map(|_| counts[0] as u64), counts[1] > 0.0);
+        if !result.loss.is_finite() {
+            return Err(TrainError::NonFiniteLoss {
+                stage: spec.stage.to_string(),
+                epoch: state.epoch,
+                step: state.global_step,
+                lr,
+                loss: result.loss,
+                batch: batch_statistics(batch),
+            });
+        }
+        model.update(lr, state.global_step as f64 / self.total_steps as f64)?;
+        let seconds = started.elapsed().as_secs_f64();
+        let images = batch.global.indices.len() as u64;
+        state.global_step += 1;
+        state.step_in_epoch = step_in_epoch + 1;
+        state.wall_seconds += seconds;
+        state.images_seen += images;
+        state.epoch_loss_sum += result.loss;
+        state.epoch_steps += 1;
+        if let Some(correct) = correct {
+            state.epoch_correct += correct;
+            state.epoch_seen += images;
+        }
+        window.images += images;
+        window.seconds += seconds;
+        let images_per_second = window.images as f64 / window.seconds.max(1e-9);
+        self.progress.step(result.loss, lr, images_per_second);
+        if state.global_step % spec.checkpoints.log_every_steps.max(1) == 0 {
+            metrics.write(&MetricRecord {
+                stage: spec.stage,
+                kind: RecordKind::Step,
+                epoch: state.epoch,
+                step: state.global_step,
+                loss: result.loss,
+                lr,
+                images_per_second,
+                val_top1: None,
+                train_top1: None,
+                wall_seconds: state.wall_seconds,
+            })?;
+            *window = Window::default();
+        }
+        let every = spec.checkpoints.every_steps;
+        if (every > 0 && state.global_step % every == 0) || interrupted {
+            self.save(state, model, &self.run.last_checkpoint(spec.stage))?;
+            tracing::debug!(step = state.global_step, "checkpoint written");
+        }
+        if interrupted {
+            self.progress.finish();
+            return Err(self.interrupted(state.epoch, state.global_step));
+        }
+        Ok(())
+    }
+
+    /// The end of an epoch: validation, the epoch record, the state's epoch counts reset, the
+    /// best, last and periodic checkpoints, and an interrupt agreed by every rank.
+    fn finish_epoch(
+        &self,
+        state: &mut TrainState,
+        model: &mut dyn StageModel,
+        metrics: &mut MetricsWriter,
+    ) -> Result<(), TrainError> {
+        let spec = self.spec;
+        let epoch = state.epoch;
         let started = Instant::now();
         let val_top1 = model.validate()?;
         state.wall_seconds += started.elapsed().as_secs_f64();
-        let train_top1 =
-            (state.epoch_seen > 0).then(|| state.epoch_correct as f64 / state.epoch_seen as f64);
-        let mean_loss = state.epoch_loss_sum / state.epoch_steps.max(1) as f64;
-        let record = MetricRecord {
-            stage: spec.stage,
-            kind: RecordKind::Epoch,
-            epoch,
-            step: state.global_step,
-            loss: mean_loss,
-            lr: schedule.lr(state.global_step.saturating_sub(1)),
-            images_per_second: state.images_seen as f64 / state.wall_seconds.max(1e-9),
-            val_top1,
-            train_top1,
-            wall_seconds: state.wall_seconds,
-        };
-        progress.finish_epoch(&record);
+        let record = self.epoch_record(state, val_top1);
+        self.progress.finish_epoch(&record);
         tracing::debug!(
             stage = %spec.stage,
             epoch = epoch + 1,
-            loss = mean_loss,
+            loss = record.loss,
             val_top1 = ?val_top1,
-            train_top1 = ?train_top1,
+            train_top1 = ?record.train_top1,
             images_per_second = record.images_per_second,
             "epoch finished"
         );
@@ -393,36 +447,54 @@ pub fn run_stage(
             if state.best_val_top1.is_none_or(|best| val > best) {
                 state.best_val_top1 = Some(val);
                 state.best_epoch = Some(epoch);
-                save(&state, model, &run.best_checkpoint(spec.stage))?;
+                self.save(state, model, &self.run.best_checkpoint(spec.stage))?;
             }
         }
-        save(&state, model, &last_path)?;
+        self.save(state, model, &self.run.last_checkpoint(spec.stage))?;
         let every = spec.checkpoints.every_epochs;
         if every > 0 && state.epoch % every == 0 {
-            save(
-                &state,
-                model,
-                &run.epoch_checkpoint(spec.stage, state.epoch),
-            )?;
+            let path = self.run.epoch_checkpoint(spec.stage, state.epoch);
+            self.save(state, model, &path)?;
         }
         metrics.write(&record)?;
         // Agreed by every rank, like the interrupt of a step.
         let stop = spec
             .comm
-            .any(crate::pipeline::interrupted())
+            .any(crate::interrupt::requested())
             .map_err(dist::failed("agreeing on an interrupt"))?;
         if stop && state.epoch < spec.epochs {
-            progress.finish();
-            return Err(TrainError::Interrupted {
-                stage: spec.stage.to_string(),
-                epoch: state.epoch,
-                step: state.global_step,
-                resume_command: spec.resume_command.clone(),
-            });
+            self.progress.finish();
+            return Err(self.interrupted(state.epoch, state.global_step));
+        }
+        Ok(())
+    }
+
+    /// The record of the epoch `state` is finishing (its counts not yet reset).
+    fn epoch_record(&self, state: &TrainState, val_top1: Option<f64>) -> MetricRecord {
+        MetricRecord {
+            stage: self.spec.stage,
+            kind: RecordKind::Epoch,
+            epoch: state.epoch,
+            step: state.global_step,
+            loss: state.epoch_loss_sum / state.epoch_steps.max(1) as f64,
+            lr: self.schedule.lr(state.global_step.saturating_sub(1)),
+            images_per_second: state.images_seen as f64 / state.wall_seconds.max(1e-9),
+            val_top1,
+            train_top1: (state.epoch_seen > 0)
+                .then(|| state.epoch_correct as f64 / state.epoch_seen as f64),
+            wall_seconds: state.wall_seconds,
         }
     }
-    progress.finish();
-    Ok(state)
+
+    /// The error that stops an interrupted stage, with the command that continues it.
+    fn interrupted(&self, epoch: u32, step: u64) -> TrainError {
+        TrainError::Interrupted {
+            stage: self.spec.stage.to_string(),
+            epoch,
+            step,
+            resume_command: self.spec.resume_command.clone(),
+        }
+    }
 }
 
 /// What the batches of one epoch are made from; shared with the batch thread.

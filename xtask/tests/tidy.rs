@@ -621,3 +621,59 @@ fn a_methods_name_appears_only_in_its_own_places() {
         strays.join("\n")
     );
 }
+
+/// Where a function may start: `fn name` after optional `pub`, `pub(crate)`, `const`,
+/// `async` or `unsafe`, at the line's indentation.
+fn function_name(line: &str) -> Option<&str> {
+    let mut rest = line.trim_start();
+    for prefix in [
+        "pub(crate) ",
+        "pub(super) ",
+        "pub ",
+        "const ",
+        "async ",
+        "unsafe ",
+    ] {
+        rest = rest.strip_prefix(prefix).unwrap_or(rest);
+    }
+    let name = rest.strip_prefix("fn ")?;
+    name.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .next()
+}
+
+#[test]
+fn no_function_outside_tests_is_over_150_lines() {
+    let mut files = Vec::new();
+    rust_files(&root().join("crates"), &mut files);
+    rust_files(&root().join("xtask/src"), &mut files);
+    let mut long = Vec::new();
+    for file in files {
+        let path = file.to_string_lossy();
+        if path.contains("/tests/") || path.contains("/benches/") || path.contains("/examples/") {
+            continue;
+        }
+        let text = read(&file);
+        let lines: Vec<&str> = text.lines().collect();
+        for (start, line) in lines.iter().enumerate() {
+            if line.trim_start().starts_with("#[cfg(test)]") {
+                break; // the unit tests sit at the end of a file
+            }
+            let Some(name) = function_name(line) else {
+                continue;
+            };
+            let indent = &line[..line.len() - line.trim_start().len()];
+            let end = lines[start + 1..]
+                .iter()
+                .position(|l| *l == format!("{indent}}}"))
+                .map_or(0, |offset| offset + 2);
+            if end > 150 {
+                long.push(format!("{}:{} {name}: {end} lines", path, start + 1));
+            }
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "functions over 150 lines (split them into pieces the caller composes):\n{}",
+        long.join("\n")
+    );
+}

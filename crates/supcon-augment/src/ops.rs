@@ -275,6 +275,55 @@ fn check_size(op: &'static str, h: usize, w: usize) -> Result<(), AugmentError> 
     }
 }
 
+impl ColorJitter {
+    /// The factors' ranges (non-negative, `lo ≤ hi`) and the hue's (within [-0.5, 0.5]).
+    fn validate(&self) -> Result<(), AugmentError> {
+        let j = self;
+        for (name, r) in [
+            ("brightness", j.brightness),
+            ("contrast", j.contrast),
+            ("saturation", j.saturation),
+        ] {
+            if let Some(r) = r {
+                check_range("ColorJitter", name, r, false)?;
+            }
+        }
+        if let Some((lo, hi)) = j.hue {
+            if !(-0.5..=0.5).contains(&lo) || !(-0.5..=0.5).contains(&hi) || lo > hi {
+                return Err(invalid(
+                    "ColorJitter",
+                    "hue",
+                    format!("({lo}, {hi}) must lie in [-0.5, 0.5]"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One mean and one positive, finite std per channel.
+fn check_normalize(mean: &[f32], std: &[f32], channels: usize) -> Result<(), AugmentError> {
+    if mean.len() != channels || std.len() != channels {
+        return Err(invalid(
+            "Normalize",
+            "mean/std",
+            format!(
+                "{} means and {} stds for {channels} channels",
+                mean.len(),
+                std.len()
+            ),
+        ));
+    }
+    if let Some(s) = std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+        return Err(invalid(
+            "Normalize",
+            "std",
+            format!("{s} must be finite and > 0"),
+        ));
+    }
+    Ok(())
+}
+
 impl Op {
     /// Checks the parameters; `channels` is the pipeline's channel count.
     pub(crate) fn validate(&self, channels: usize, nested: bool) -> Result<(), AugmentError> {
@@ -330,27 +379,7 @@ impl Op {
             }
             Op::HorizontalFlip { p } => check_p("HorizontalFlip", *p),
             Op::Grayscale { p } => check_p("Grayscale", *p),
-            Op::ColorJitter(j) => {
-                for (name, r) in [
-                    ("brightness", j.brightness),
-                    ("contrast", j.contrast),
-                    ("saturation", j.saturation),
-                ] {
-                    if let Some(r) = r {
-                        check_range("ColorJitter", name, r, false)?;
-                    }
-                }
-                if let Some((lo, hi)) = j.hue {
-                    if !(-0.5..=0.5).contains(&lo) || !(-0.5..=0.5).contains(&hi) || lo > hi {
-                        return Err(invalid(
-                            "ColorJitter",
-                            "hue",
-                            format!("({lo}, {hi}) must lie in [-0.5, 0.5]"),
-                        ));
-                    }
-                }
-                Ok(())
-            }
+            Op::ColorJitter(j) => j.validate(),
             Op::GaussianBlur { kernel_size, sigma } => {
                 if *kernel_size == 0 || kernel_size % 2 == 0 {
                     return Err(invalid(
@@ -407,27 +436,7 @@ impl Op {
                 Ok(())
             }
             Op::Sobel => Ok(()),
-            Op::Normalize { mean, std } => {
-                if mean.len() != channels || std.len() != channels {
-                    return Err(invalid(
-                        "Normalize",
-                        "mean/std",
-                        format!(
-                            "{} means and {} stds for {channels} channels",
-                            mean.len(),
-                            std.len()
-                        ),
-                    ));
-                }
-                if let Some(s) = std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
-                    return Err(invalid(
-                        "Normalize",
-                        "std",
-                        format!("{s} must be finite and > 0"),
-                    ));
-                }
-                Ok(())
-            }
+            Op::Normalize { mean, std } => check_normalize(mean, std, channels),
             Op::RandomApply { p, ops } => {
                 check_p("RandomApply", *p)?;
                 ops.iter().try_for_each(|op| op.validate(channels, true))
@@ -608,50 +617,8 @@ impl Op {
                 scale,
                 ratio,
                 value,
-            } => {
-                if !rng.bernoulli(f64::from(*p)) {
-                    return;
-                }
-                let img = &mut scratch.image;
-                let Some((top, left, eh, ew)) =
-                    sample_erasing(img.height, img.width, *scale, *ratio, rng)
-                else {
-                    return;
-                };
-                let (c, w, plane) = (img.channels, img.width, img.plane());
-                for ch in 0..c {
-                    for y in top..top + eh {
-                        let row = &mut img.data[ch * plane + y * w + left..][..ew];
-                        match value {
-                            EraseValue::Constant(v) => row.fill(*v),
-                            EraseValue::Random => {
-                                for px in row.iter_mut() {
-                                    *px = rng.normal_pair().0 as f32;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            Op::Cutout { size, p, value } => {
-                if !rng.bernoulli(f64::from(*p)) {
-                    return;
-                }
-                let img = &mut scratch.image;
-                let (c, h, w, plane) = (img.channels, img.height, img.width, img.plane());
-                let cy = rng.below(h) as isize;
-                let cx = rng.below(w) as isize;
-                let half = (*size / 2) as isize;
-                let y0 = (cy - half).clamp(0, h as isize) as usize;
-                let y1 = (cy - half + *size as isize).clamp(0, h as isize) as usize;
-                let x0 = (cx - half).clamp(0, w as isize) as usize;
-                let x1 = (cx - half + *size as isize).clamp(0, w as isize) as usize;
-                for ch in 0..c {
-                    for y in y0..y1 {
-                        img.data[ch * plane + y * w + x0..ch * plane + y * w + x1].fill(*value);
-                    }
-                }
-            }
+            } => random_erasing(scratch, rng, *p, *scale, *ratio, value),
+            Op::Cutout { size, p, value } => cutout(scratch, rng, *size, *p, *value),
             Op::Rotation {
                 degrees,
                 bilinear,
@@ -690,6 +657,61 @@ impl Op {
                     }
                 }
             }
+        }
+    }
+}
+
+/// torchvision's `RandomErasing`: with probability `p`, a box of `scale` × the image's area
+/// and aspect ratio in `ratio` filled with `value`.
+fn random_erasing(
+    scratch: &mut Scratch,
+    rng: &mut ViewRng,
+    p: f32,
+    scale: (f32, f32),
+    ratio: (f32, f32),
+    value: &EraseValue,
+) {
+    if !rng.bernoulli(f64::from(p)) {
+        return;
+    }
+    let img = &mut scratch.image;
+    let Some((top, left, eh, ew)) = sample_erasing(img.height, img.width, scale, ratio, rng) else {
+        return;
+    };
+    let (c, w, plane) = (img.channels, img.width, img.plane());
+    for ch in 0..c {
+        for y in top..top + eh {
+            let row = &mut img.data[ch * plane + y * w + left..][..ew];
+            match value {
+                EraseValue::Constant(v) => row.fill(*v),
+                EraseValue::Random => {
+                    for px in row.iter_mut() {
+                        *px = rng.normal_pair().0 as f32;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Cutout (DeVries & Taylor 2017): with probability `p`, a `size` × `size` square around a
+/// uniform centre (clipped at the borders) filled with `value`.
+fn cutout(scratch: &mut Scratch, rng: &mut ViewRng, size: usize, p: f32, value: f32) {
+    if !rng.bernoulli(f64::from(p)) {
+        return;
+    }
+    let img = &mut scratch.image;
+    let (c, h, w, plane) = (img.channels, img.height, img.width, img.plane());
+    let cy = rng.below(h) as isize;
+    let cx = rng.below(w) as isize;
+    let half = (size / 2) as isize;
+    let y0 = (cy - half).clamp(0, h as isize) as usize;
+    let y1 = (cy - half + size as isize).clamp(0, h as isize) as usize;
+    let x0 = (cx - half).clamp(0, w as isize) as usize;
+    let x1 = (cx - half + size as isize).clamp(0, w as isize) as usize;
+    for ch in 0..c {
+        for y in y0..y1 {
+            img.data[ch * plane + y * w + x0..ch * plane + y * w + x1].fill(value);
         }
     }
 }

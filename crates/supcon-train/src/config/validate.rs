@@ -95,9 +95,32 @@ impl RunConfig {
         Ok(())
     }
 
-    /// Rejects values that cannot work, naming the key.
+    /// Rejects values that cannot work, naming the key: the data, stage 1's method, the
+    /// stages' batches and optimizers, the evaluation, in that order.
     pub fn validate(&self) -> Result<(), TrainError> {
-        let bad = |key: &str, why: String| Err(TrainError::Config(format!("{key}: {why}")));
+        self.validate_data()?;
+        self.model
+            .validate()
+            .map_err(|e| TrainError::Config(format!("model: {e}")))?;
+        self.validate_method()?;
+        self.validate_pretrain_values()?;
+        if self.ce.standardize {
+            return bad(
+                "ce.standardize",
+                "the baseline trains its encoder; standardization is the linear probe's \
+                 (linear.standardize)"
+                    .into(),
+            );
+        }
+        self.validate_finetune()?;
+        self.validate_distill()?;
+        self.validate_stage_optimizers()?;
+        self.validate_eval()
+    }
+
+    /// `[data]`: the validation split, the few-label keys, the source, and labels where the
+    /// method needs them.
+    fn validate_data(&self) -> Result<(), TrainError> {
         if !(0.0..1.0).contains(&self.data.validation_fraction) {
             return bad(
                 "data.validation_fraction",
@@ -106,9 +129,8 @@ impl RunConfig {
         }
         self.validate_label_quota()?;
         super::DataSource::parse(&self.data)?;
-        let method = super::methods::spec(self.pretrain.method);
         if !self.data.labels {
-            if method.needs_labels {
+            if super::methods::spec(self.pretrain.method).needs_labels {
                 return bad(
                     "data.labels",
                     format!(
@@ -120,10 +142,14 @@ impl RunConfig {
             }
             super::DataSource::parse(&self.data.labeled()?)?;
         }
-        self.model
-            .validate()
-            .map_err(|e| TrainError::Config(format!("model: {e}")))?;
+        Ok(())
+    }
+
+    /// Stage 1 against its method's requirements (`config::methods::spec`): the batch, the
+    /// views, the label-aware queue, the loss backend, multi-crop and the method's own table.
+    fn validate_method(&self) -> Result<(), TrainError> {
         let p = &self.pretrain;
+        let method = super::methods::spec(p.method);
         if p.batch_size < 2 {
             return bad("pretrain.batch_size", format!("{} < 2", p.batch_size));
         }
@@ -190,7 +216,12 @@ impl RunConfig {
         if p.multicrop.local_views > 0 && p.multicrop.local_size == 0 {
             return bad("pretrain.multicrop.local_size", "must be at least 1".into());
         }
-        (method.settings)(p)?;
+        (method.settings)(p)
+    }
+
+    /// Stage 1's numbers: τ and the label-aware queue's momentum.
+    fn validate_pretrain_values(&self) -> Result<(), TrainError> {
+        let p = &self.pretrain;
         let t = p.temperature();
         if !(t.is_finite() && t > 0.0) {
             return bad(
@@ -204,16 +235,12 @@ impl RunConfig {
                 format!("{} is not in [0, 1)", p.queue_momentum),
             );
         }
-        if self.ce.standardize {
-            return bad(
-                "ce.standardize",
-                "the baseline trains its encoder; standardization is the linear probe's \
-                 (linear.standardize)"
-                    .into(),
-            );
-        }
-        self.validate_finetune()?;
-        self.validate_distill()?;
+        Ok(())
+    }
+
+    /// Every stage's batch size and optimizer (lr, momentum, weight decay).
+    fn validate_stage_optimizers(&self) -> Result<(), TrainError> {
+        let p = &self.pretrain;
         let finetune = self
             .finetune
             .as_ref()
@@ -253,6 +280,11 @@ impl RunConfig {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// `[eval]` and `[checkpoint]`.
+    fn validate_eval(&self) -> Result<(), TrainError> {
         if self.eval.split == EvalSplit::Validation && self.data.validation_fraction == 0.0 {
             return bad(
                 "eval.split",
@@ -270,4 +302,9 @@ impl RunConfig {
         }
         Ok(())
     }
+}
+
+/// A configuration error naming `key` and `why`.
+fn bad(key: &str, why: String) -> Result<(), TrainError> {
+    Err(TrainError::Config(format!("{key}: {why}")))
 }

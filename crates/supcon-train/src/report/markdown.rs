@@ -63,7 +63,15 @@ impl Report {
             );
         }
         let _ = write!(md, "## Summary\n\n{}", self.summary_table());
+        self.embeddings_section(&mut md);
+        self.per_class_section(&mut md);
+        self.robustness_section(&mut md);
+        plots_section(run_dir, &mut md);
+        md
+    }
 
+    /// The kNN and geometry table, when an evaluation has them.
+    fn embeddings_section(&self, md: &mut String) {
         let embedding_rows: Vec<Vec<String>> = self
             .evaluations
             .iter()
@@ -86,7 +94,7 @@ impl Report {
         if !embedding_rows.is_empty() {
             let knn = self.evaluations.iter().find_map(|e| e.knn.as_ref());
             let _ = writeln!(
-                md,
+                *md,
                 "\n## Embeddings\n\nWeighted kNN (k = {}, cosine, weights exp(sim / {})) with the \
                  training embeddings as the bank; alignment (lower is better) and uniformity \
                  (lower is more uniform) after Wang & Isola (2020), t = 2; effective rank after \
@@ -107,14 +115,17 @@ impl Report {
                 1,
             ));
         }
+    }
 
+    /// Per-class accuracy and each method's confusion matrix, when an evaluation classified.
+    fn per_class_section(&self, md: &mut String) {
         let classified: Vec<(&str, &ClassificationMetrics)> = self
             .evaluations
             .iter()
             .filter_map(|e| e.classification.as_ref().map(|c| (e.method.as_str(), c)))
             .collect();
         if !classified.is_empty() {
-            let _ = writeln!(md, "\n## Per-class {} accuracy\n", self.evaluated_on);
+            let _ = writeln!(*md, "\n## Per-class {} accuracy\n", self.evaluated_on);
             let classes = classified
                 .iter()
                 .map(|(_, c)| c.per_class.len())
@@ -136,7 +147,7 @@ impl Report {
             md.push_str(&markdown_table(&header, &rows, 1));
             for (method, metrics) in &classified {
                 let _ = writeln!(
-                    md,
+                    *md,
                     "\n### Confusion matrix: {method}\n\nRows: true class, columns: predicted.\n"
                 );
                 let n = metrics.confusion.num_classes;
@@ -158,7 +169,10 @@ impl Report {
                 md.push_str(&markdown_table(&header, &rows, 1));
             }
         }
+    }
 
+    /// Top-1 under each corruption, when an evaluation measured them.
+    fn robustness_section(&self, md: &mut String) {
         let robust: Vec<(&str, &RobustnessReport)> = self
             .evaluations
             .iter()
@@ -166,7 +180,7 @@ impl Report {
             .collect();
         if !robust.is_empty() {
             let _ = writeln!(
-                md,
+                *md,
                 "\n## Robustness\n\nTest top-1 under each corruption, mean over severities 1–5 \
                  (per severity in `report.json`).\n"
             );
@@ -200,19 +214,6 @@ impl Report {
             let header: Vec<&str> = header.iter().map(String::as_str).collect();
             md.push_str(&markdown_table(&header, &rows, 1));
         }
-
-        let plots: Vec<&str> = crate::plots::PLOT_FILES
-            .iter()
-            .copied()
-            .filter(|name| run_dir.join(crate::plots::PLOTS_DIR).join(name).exists())
-            .collect();
-        if !plots.is_empty() {
-            let _ = writeln!(md, "\n## Plots\n");
-            for name in plots {
-                let _ = writeln!(md, "![{name}]({}/{name})\n", crate::plots::PLOTS_DIR);
-            }
-        }
-        md
     }
 
     fn class_name(&self, class: usize) -> String {
@@ -287,6 +288,21 @@ fn markdown_table(header: &[&str], rows: &[Vec<String>], first_numeric: usize) -
         ));
     }
     out
+}
+
+/// Links to the plots of `run_dir/plots/` that exist.
+fn plots_section(run_dir: &Path, md: &mut String) {
+    let plots: Vec<&str> = crate::plots::PLOT_FILES
+        .iter()
+        .copied()
+        .filter(|name| run_dir.join(crate::plots::PLOTS_DIR).join(name).exists())
+        .collect();
+    if !plots.is_empty() {
+        let _ = writeln!(*md, "\n## Plots\n");
+        for name in plots {
+            let _ = writeln!(*md, "![{name}]({}/{name})\n", crate::plots::PLOTS_DIR);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -650,54 +650,74 @@ fn backward<T: Element>(
                 accumulate(&mut acc, &product);
             }
             for r in 0..height {
-                let j = j0 + r;
-                let grad = &mut acc[r * dim..(r + 1) * dim];
-                let c_j = own_rows.row(r);
-                if let (Some(sums), Some(weighted)) = (class_sums, anchor_weighted_sums) {
-                    // L_out's w terms from class sums: Σ_k w_jk c_k = (S_{y_j} − c_j)/|P(j)| for
-                    // an anchor j, and Σ_i w_ij a_i = T_{y_j} − [j ∈ I] c_j/|P(j)|.
-                    let y = prep.class[j] as usize;
-                    let used = j < n && prep.positives[j] > 0;
-                    let inv_p = if used {
-                        1.0 / prep.positives[j] as f64
-                    } else {
-                        0.0
-                    };
-                    let anchor_sum = sums.row(y);
-                    let contrast_sum = weighted.row(y);
-                    for (((g, &s), &t), &c) in grad
-                        .iter_mut()
-                        .zip(anchor_sum.iter())
-                        .zip(contrast_sum.iter())
-                        .zip(c_j.iter())
-                    {
-                        let c = c.to_f64();
-                        *g -= (s - c) * inv_p + t - c * inv_p;
-                    }
-                }
-                for g in grad.iter_mut() {
-                    *g *= grad_scale;
-                }
-                if let Some(&inv_norm) = prep.inv_norms.get(j) {
-                    // z = x/‖x‖:  ∂L/∂x = (g − z (z·g)) / ‖x‖, with z recomputed in f64.
-                    let (b, v) = prep.source[j];
-                    let x = input.features.slice(s![b, v, ..]);
-                    let z_dot_g: f64 = x
-                        .iter()
-                        .zip(grad.iter())
-                        .map(|(&x, &g)| x.to_f64() * inv_norm * g)
-                        .sum();
-                    for (g, &x) in grad.iter_mut().zip(x.iter()) {
-                        *g = (*g - x.to_f64() * inv_norm * z_dot_g) * inv_norm;
-                    }
-                }
-                for (o, &g) in out_block[r * dim..(r + 1) * dim]
-                    .iter_mut()
-                    .zip(grad.iter())
-                {
-                    *o = T::from_f64(g);
-                }
+                finish_row(
+                    prep,
+                    input,
+                    class_sums.zip(anchor_weighted_sums),
+                    grad_scale,
+                    j0 + r,
+                    own_rows.row(r),
+                    &mut acc[r * dim..(r + 1) * dim],
+                    &mut out_block[r * dim..(r + 1) * dim],
+                );
             }
         });
     out
+}
+
+/// The end of feature row `j`'s gradient in [`backward`]: `grad` (its accumulated
+/// `Σ_k (G_jk + G_kj) c_k`) minus `L_out`'s positive terms from the class sums `l_out`
+/// (`S`, `T`), times `grad_scale`, through the normalization, rounded to `T` into `out`.
+#[allow(clippy::too_many_arguments)]
+fn finish_row<T: Element>(
+    prep: &Prepared<T>,
+    input: &SupConInput<'_, T>,
+    l_out: Option<(&Array2<f64>, &Array2<f64>)>,
+    grad_scale: f64,
+    j: usize,
+    c_j: ndarray::ArrayView1<'_, T>,
+    grad: &mut [f64],
+    out: &mut [T],
+) {
+    if let Some((sums, weighted)) = l_out {
+        // L_out's w terms from class sums: Σ_k w_jk c_k = (S_{y_j} − c_j)/|P(j)| for
+        // an anchor j, and Σ_i w_ij a_i = T_{y_j} − [j ∈ I] c_j/|P(j)|.
+        let y = prep.class[j] as usize;
+        let used = j < prep.anchors && prep.positives[j] > 0;
+        let inv_p = if used {
+            1.0 / prep.positives[j] as f64
+        } else {
+            0.0
+        };
+        let anchor_sum = sums.row(y);
+        let contrast_sum = weighted.row(y);
+        for (((g, &s), &t), &c) in grad
+            .iter_mut()
+            .zip(anchor_sum.iter())
+            .zip(contrast_sum.iter())
+            .zip(c_j.iter())
+        {
+            let c = c.to_f64();
+            *g -= (s - c) * inv_p + t - c * inv_p;
+        }
+    }
+    for g in grad.iter_mut() {
+        *g *= grad_scale;
+    }
+    if let Some(&inv_norm) = prep.inv_norms.get(j) {
+        // z = x/‖x‖:  ∂L/∂x = (g − z (z·g)) / ‖x‖, with z recomputed in f64.
+        let (b, v) = prep.source[j];
+        let x = input.features.slice(s![b, v, ..]);
+        let z_dot_g: f64 = x
+            .iter()
+            .zip(grad.iter())
+            .map(|(&x, &g)| x.to_f64() * inv_norm * g)
+            .sum();
+        for (g, &x) in grad.iter_mut().zip(x.iter()) {
+            *g = (*g - x.to_f64() * inv_norm * z_dot_g) * inv_norm;
+        }
+    }
+    for (o, &g) in out.iter_mut().zip(grad.iter()) {
+        *o = T::from_f64(g);
+    }
 }

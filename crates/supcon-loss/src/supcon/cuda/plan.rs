@@ -527,6 +527,49 @@ fn int(value: usize, what: &str) -> Result<KernelArg, LossError> {
         .map_err(|_| LossError::Backend(format!("CUDA launch: {what} = {value} exceeds i32")))
 }
 
+/// Step 1 of [`schedule`]: the features `[B, V, D]` into the contrast rows (view-major), then
+/// the queue keys after them, L2-normalized when asked (1/‖x‖ kept).
+fn gather_launches(
+    p: &Problem,
+    buf: &Buffers,
+    normalize: KernelArg,
+) -> Result<Vec<Launch>, LossError> {
+    use KernelArg::Ptr;
+    let d = int(p.dim, "dim")?;
+    let f32_bytes = F32 as u64;
+    let mut out = vec![Launch {
+        entry: "supcon_gather_rows".into(),
+        dims: p.rows(p.feature_rows)?,
+        args: vec![
+            Ptr(buf.features),
+            int(p.batch, "batch")?,
+            int(p.views, "views")?,
+            d,
+            normalize,
+            Ptr(buf.contrast),
+            Ptr(buf.inv_norm),
+        ],
+    }];
+    if p.queue > 0 {
+        // The keys as a [K, 1, D] batch, written after the V·B feature rows.
+        let offset = p.feature_rows as u64;
+        out.push(Launch {
+            entry: "supcon_gather_rows".into(),
+            dims: p.rows(p.queue)?,
+            args: vec![
+                Ptr(buf.keys),
+                int(p.queue, "queue keys")?,
+                KernelArg::Int(1),
+                d,
+                normalize,
+                Ptr(buf.contrast + offset * p.dim as u64 * f32_bytes),
+                Ptr(buf.inv_norm + offset * f32_bytes),
+            ],
+        });
+    }
+    Ok(out)
+}
+
 /// Every launch of one evaluation, in stream order. The executor (`device.rs`) only walks this
 /// list, so the whole orchestration is testable without a GPU.
 pub fn schedule(
@@ -546,39 +589,7 @@ pub fn schedule(
     let normalize = KernelArg::Int(i32::from(scalars.normalize));
     let variant_in = KernelArg::Int(i32::from(scalars.variant_in));
     let lout = !scalars.variant_in;
-    let f32_bytes = F32 as u64;
-    let mut out = Vec::new();
-
-    out.push(Launch {
-        entry: "supcon_gather_rows".into(),
-        dims: p.rows(p.feature_rows)?,
-        args: vec![
-            Ptr(buf.features),
-            b,
-            v,
-            d,
-            normalize,
-            Ptr(buf.contrast),
-            Ptr(buf.inv_norm),
-        ],
-    });
-    if p.queue > 0 {
-        // The keys as a [K, 1, D] batch, written after the V·B feature rows.
-        let offset = p.feature_rows as u64;
-        out.push(Launch {
-            entry: "supcon_gather_rows".into(),
-            dims: p.rows(p.queue)?,
-            args: vec![
-                Ptr(buf.keys),
-                int(p.queue, "queue keys")?,
-                KernelArg::Int(1),
-                d,
-                normalize,
-                Ptr(buf.contrast + offset * p.dim as u64 * f32_bytes),
-                Ptr(buf.inv_norm + offset * f32_bytes),
-            ],
-        });
-    }
+    let mut out = gather_launches(p, buf, normalize)?;
     // L_in never reads the class sums: any valid address will do.
     let (class_s, class_t) = if lout {
         (buf.class_s, buf.class_t)

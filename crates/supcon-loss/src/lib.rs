@@ -130,6 +130,7 @@ mod matching;
 pub mod cmc;
 pub mod cpc;
 pub mod infonce;
+pub mod invspread;
 #[cfg(feature = "tch")]
 pub mod libtorch;
 pub mod nce;
@@ -146,6 +147,9 @@ pub use error::{LibraryError, LossError};
 pub use infonce::{
     infonce_loss, validate_infonce, InfoNceInput, InfoNceOp, InfoNceOptions, InfoNceOutput,
     Negatives, INFONCE_COLUMN_BLOCK, INFONCE_ROW_BLOCK,
+};
+pub use invspread::{
+    invspread_loss, validate_invspread, InvSpreadOp, InvSpreadOptions, InvSpreadOutput,
 };
 pub use nce::{nce_loss, validate_nce, NceInput, NceOp, NceOptions, NceOutput, NCE_ROW_BLOCK};
 pub use op::{Backend, LossOp};
@@ -171,6 +175,8 @@ pub use cmc::tensor::{cmc_loss_tensor, cmc_tch};
 pub use cpc::tensor::{cpc_loss_tensor, cpc_tch};
 #[cfg(feature = "tch")]
 pub use infonce::tensor::{infonce_loss_tensor, infonce_tch};
+#[cfg(feature = "tch")]
+pub use invspread::tensor::{invspread_loss_tensor, invspread_tch};
 #[cfg(feature = "tch")]
 pub use nce::tensor::{nce_loss_tensor, nce_tch, NceTensorOutput};
 #[cfg(feature = "tch")]

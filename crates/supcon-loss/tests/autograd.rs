@@ -6,8 +6,9 @@
 #![cfg(feature = "tch")]
 
 use supcon_loss::{
-    Backend, CmcOp, CmcOptions, CpcOp, CpcOptions, InfoNceOp, InfoNceOptions, LossError, LossOp,
-    NceOp, NceOptions, SupConOp, SupConOptions, SwavOp, SwavOptions,
+    Backend, CmcOp, CmcOptions, CpcOp, CpcOptions, InfoNceOp, InfoNceOptions, InvSpreadOp,
+    InvSpreadOptions, LossError, LossOp, NceOp, NceOptions, SupConOp, SupConOptions, SwavOp,
+    SwavOptions,
 };
 use tch::{Kind, Tensor};
 
@@ -112,6 +113,10 @@ fn every_loss_enters_autograd_alike_on_the_cpu_and_tch_backends() {
     let cmc = CmcOp(CmcOptions::new(0.1).with_normalize(true));
     same_on_both("cmc", &[values(&[2, 6, 8], 11)], |x, backend| {
         cmc.autograd(&&x[0], backend).unwrap()
+    });
+    let invspread = InvSpreadOp(InvSpreadOptions::new(0.2));
+    same_on_both("invspread", &[values(&[4, 2, 8], 14)], |x, backend| {
+        invspread.autograd(&&x[0], backend).unwrap()
     });
     let cpc = CpcOp(CpcOptions::default().with_normalize(true));
     same_on_both(

@@ -12,9 +12,10 @@ use ndarray::{Array, Array1, Dimension, Ix2, Ix3, Ix4};
 use ndarray_npy::{read_npy, write_npy, ReadNpyError, WritableElement, WriteNpyError};
 
 use crate::{
-    cmc_loss, cpc_loss, infonce_loss, nce_loss, swav_generic, CmcOptions, CpcOptions, CpuBackend,
-    Element, InfoNceInput, InfoNceOptions, LossError, NceInput, NceOptions, Negatives, Queue,
-    SupConBackend, SupConInput, SupConOptions, SwavInput, SwavOptions,
+    cmc_loss, cpc_loss, infonce_loss, invspread_loss, nce_loss, swav_generic, CmcOptions,
+    CpcOptions, CpuBackend, Element, InfoNceInput, InfoNceOptions, InvSpreadOptions, LossError,
+    NceInput, NceOptions, Negatives, Queue, SupConBackend, SupConInput, SupConOptions, SwavInput,
+    SwavOptions,
 };
 
 /// Why a loss on files failed: a file that does not hold the array it should, a gradient that
@@ -356,6 +357,22 @@ pub fn cmc_files(
         let views = views.to::<T>();
         let out = cmc_loss(views.view(), options)?;
         finish(out.loss, out.pairs * views.dim().1, &out.grad, grad_out)
+    })
+}
+
+/// InvSpread on files: features `[B, 2, D]` (each image and its augmented copy). `grad_out`
+/// receives ∂loss/∂features; the summary's anchors are the 2B rows.
+pub fn invspread_files(
+    features: &Path,
+    options: &InvSpreadOptions,
+    grad_out: Option<&Path>,
+) -> Result<Summary, NpyLossError> {
+    let features =
+        read_floats::<Ix3>(features, "features", "a [batch, 2, dim] float32 or float64")?;
+    in_file_type!(features, |T| {
+        let features = features.to::<T>();
+        let out = invspread_loss(features.view(), options)?;
+        finish(out.loss, 2 * features.dim().0, &out.grad, grad_out)
     })
 }
 

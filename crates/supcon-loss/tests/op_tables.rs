@@ -1,4 +1,4 @@
-//! One table of bad inputs per loss — InfoNCE, NCE, SwAV, CMC, CPC — run through every entry point of its
+//! One table of bad inputs per loss — InfoNCE, NCE, SwAV, CMC, CPC, InvSpread — run through every entry point of its
 //! [`LossOp`] that this build has: each must give the CPU's error, variant and fields alike
 //! (compared by their `Debug` text: a NaN field is not equal to itself). Where the loss has no
 //! implementation on a backend the op says so with `Unsupported`. Valid inputs give the CPU's
@@ -317,6 +317,43 @@ fn cmc_table() {
     }
     let full = CmcOptions::default().with_pairing(Pairing::FullGraph);
     assert!(run(&views, full).unwrap().loss.is_finite());
+}
+
+#[test]
+fn invspread_table() {
+    use supcon_loss::{InvSpreadOp, InvSpreadOptions};
+    let features = cube(4, 2, 5, 0);
+    let run = |features: &Array3<f32>, options: InvSpreadOptions| {
+        check("invspread", &InvSpreadOp(options), &features.view())
+    };
+    let mut nan = features.clone();
+    nan[[3, 1, 2]] = f32::NAN;
+    let mut zero = features.clone();
+    zero.slice_mut(ndarray::s![2, 0, ..]).fill(0.0);
+    let bad = vec![
+        ("τ = 0", run(&features, InvSpreadOptions::new(0.0))),
+        (
+            "three views",
+            run(&cube(4, 3, 5, 0), InvSpreadOptions::default()),
+        ),
+        (
+            "one image",
+            run(&cube(1, 2, 5, 0), InvSpreadOptions::default()),
+        ),
+        (
+            "no dims",
+            run(&cube(4, 2, 0, 0), InvSpreadOptions::default()),
+        ),
+        ("NaN", run(&nan, InvSpreadOptions::default())),
+        ("zero row", run(&zero, InvSpreadOptions::default())),
+    ];
+    for (case, result) in bad {
+        assert!(result.is_err(), "{case}: accepted");
+    }
+    assert!(run(&features, InvSpreadOptions::default())
+        .unwrap()
+        .loss
+        .is_finite());
 }
 
 #[test]

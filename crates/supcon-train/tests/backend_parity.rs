@@ -122,7 +122,8 @@ fn assert_same_parameters(
 
 /// MoCo (InfoNCE against the key queue), InstDisc (NCE over the memory bank), SwAV
 /// (Sinkhorn codes against trainable prototypes, multi-crop, with a queue that fills during the
-/// run), CMC (a second encoder) and CPC (a context network over patches) train alike on both
+/// run), CMC (a second encoder), CPC (a context network over patches) and InvSpread (in-batch
+/// instances with the spreading term) train alike on both
 /// backends; the tch runs copy nothing to the host (checked in
 /// [`train_config`]).
 #[test]
@@ -136,6 +137,7 @@ fn every_method_trains_alike_on_the_cpu_and_tch_loss_backends() {
         ("quick-cpu-cmc", 1),
         ("quick-cpu-cmc", 3),
         ("quick-cpu-cpc", 1),
+        ("quick-cpu-invspread", 1),
     ] {
         let mut config = RunConfig::preset(preset).unwrap();
         // InstDisc: 64 negatives from the 16-entry bank (not the preset's 4096). SwAV:

@@ -305,12 +305,13 @@ fn two_ranks_streaming_shards_train_what_one_process_trains_in_memory() {
 /// relative) with its state replicated on
 /// the ranks — SimCLR's label-aware key queue, MoCo's keys shuffled across ranks and its
 /// queue, InstDisc's bank, partition estimates (a moving Z) and negatives, SwAV's codes over
-/// the whole batch and its queue, CMC's and CPC's in-batch negatives over the gathered batch.
+/// the whole batch and its queue, CMC's, CPC's and InvSpread's in-batch negatives over the
+/// gathered batch.
 #[test]
 fn every_method_trains_across_two_ranks_as_in_one_process() {
     require_mpirun();
     let dir = tempfile::tempdir().unwrap();
-    let methods: [(&str, &[&str]); 6] = [
+    let methods: [(&str, &[&str]); 7] = [
         (
             "simclr",
             &[
@@ -355,6 +356,10 @@ fn every_method_trains_across_two_ranks_as_in_one_process() {
             ],
         ),
         ("cmc", &["pretrain.method=cmc", "pretrain.views=1"]),
+        (
+            "invspread",
+            &["pretrain.method=invspread", "pretrain.views=2"],
+        ),
         (
             "cpc",
             &[

@@ -1,4 +1,4 @@
-//! `supcon loss --method infonce | nce | swav` against independent float64 implementations of
+//! `supcon loss --method infonce | nce | swav | cmc | cpc | invspread` against independent float64 implementations of
 //! the formulas (dense, written here from the papers' definitions), with gradients checked by
 //! central differences of those implementations: the loss to 1e-6 relative, gradients to 1e-4
 //! of their largest entry.
@@ -397,6 +397,51 @@ fn cmc_matches_the_cross_view_formula_for_both_pairings() {
         let g: Array3<f64> = read_npy(file("g.npy")).unwrap();
         assert_close(pairing, &g, &numeric_gradient(&x, |x| loss(x, pairs)));
     }
+}
+
+#[test]
+fn invspread_matches_the_paper_formula() {
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let (b, d, tau) = (4, 3, 0.3);
+    let x: Array3<f64> = random((b, 2, d), &mut rng);
+    // Rows j = 2·image + view, ẑ = z/‖z‖; each classified among the other 2B − 1 rows:
+    // ℓ_j = −log P(j's other view) − Σ_{other instances k} log(1 − P_jk).
+    let loss = |x: &Array3<f64>| -> f64 {
+        let unit = |j: usize| {
+            let row = x.slice(ndarray::s![j / 2, j % 2, ..]);
+            &row / row.dot(&row).sqrt()
+        };
+        let n = 2 * b;
+        let mut total = 0.0;
+        for j in 0..n {
+            let scores: Vec<f64> = (0..n).map(|k| unit(j).dot(&unit(k)) / tau).collect();
+            let lse = log_sum_exp((0..n).filter(|&k| k != j).map(|k| scores[k]));
+            total -= scores[j ^ 1] - lse;
+            for k in (0..n).filter(|&k| k != j && k != (j ^ 1)) {
+                total -= (1.0 - (scores[k] - lse).exp()).ln();
+            }
+        }
+        total / n as f64
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str| dir.path().join(name);
+    write_npy(file("features.npy"), &x).unwrap();
+    let (got, anchors) = loss_command(&[
+        "--method".as_ref(),
+        "invspread".as_ref(),
+        "--temperature".as_ref(),
+        "0.3".as_ref(),
+        "--normalize".as_ref(),
+        "--features".as_ref(),
+        file("features.npy").as_os_str(),
+        "--grad-out".as_ref(),
+        file("g.npy").as_os_str(),
+    ]);
+    let want = loss(&x);
+    assert_eq!(anchors, (2 * b) as u64);
+    assert!((got - want).abs() <= 1e-6 * want.abs(), "{got} vs {want}");
+    let g: Array3<f64> = read_npy(file("g.npy")).unwrap();
+    assert_close("invspread", &g, &numeric_gradient(&x, loss));
 }
 
 #[test]

@@ -93,6 +93,14 @@ fn a_killed_cmc_run_resumes_with_its_second_encoder() {
 }
 
 #[test]
+fn a_killed_invspread_run_resumes_exactly() {
+    killed_run_resumes_exactly(
+        &["pretrain.method=invspread", "pretrain.views=2"],
+        &["model", "optim"],
+    );
+}
+
+#[test]
 fn a_killed_cpc_run_resumes_with_its_context_network() {
     killed_run_resumes_exactly(
         &[

@@ -626,6 +626,12 @@ fn loss_on_npy(args: &LossArgs) -> Result<String, TrainError> {
                 }),
             grad_out,
         )?,
+        LossMethod::Invspread => npy::invspread_files(
+            &args.features,
+            &supcon_loss::InvSpreadOptions::new(args.temperature.unwrap_or(tau::INVSPREAD))
+                .with_normalize(args.normalize),
+            grad_out,
+        )?,
         LossMethod::Cpc => npy::cpc_files(
             &args.features,
             need(&args.targets, "--targets", method)?,

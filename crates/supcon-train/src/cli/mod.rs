@@ -189,6 +189,8 @@ pub enum LossMethod {
     Cmc,
     /// CPC: --features (the predictions) [B, T, K, D], --targets [B, T, D].
     Cpc,
+    /// InvSpread: --features [B, 2, D] (each image and its augmented copy).
+    Invspread,
 }
 
 /// Which view pairs CMC contrasts (supcon-loss's `Pairing`).

@@ -45,6 +45,8 @@ pub mod default_temperature {
     pub const MOCO_V2: f64 = 0.2;
     /// InstDisc's NCE.
     pub const INSTDISC: f64 = 0.07;
+    /// InvSpread (the paper's).
+    pub const INVSPREAD: f64 = 0.1;
     /// SwAV.
     pub const SWAV: f64 = 0.1;
     /// CMC.
@@ -129,6 +131,18 @@ pub fn spec(method: Method) -> MethodSpec {
             fine_tunable: true,
             loss_backends: CPU_AND_TCH,
             settings: |config| config.instdisc.validate(),
+        },
+        // τ = 0.1 (the paper's), each image and one augmented copy.
+        Method::Invspread => MethodSpec {
+            temperature: |_| default_temperature::INVSPREAD,
+            min_views: 2,
+            max_views: Some(2),
+            needs_labels: false,
+            label_queue: false,
+            multicrop: false,
+            fine_tunable: true,
+            loss_backends: CPU_AND_TCH,
+            settings: no_settings,
         },
         // τ = 0.1, two global views (and any number of local crops).
         Method::Swav => MethodSpec {

@@ -223,6 +223,9 @@ pub enum Method {
     Moco,
     /// InstDisc: memory bank and NCE (`[pretrain.instdisc]`).
     Instdisc,
+    /// InvSpread: in-batch instance discrimination of each image and its augmented copy, with
+    /// a binary spreading term for the other instances.
+    Invspread,
     /// SwAV: Sinkhorn–Knopp codes and swapped prediction (`[pretrain.swav]`).
     Swav,
     /// CMC: a second encoder for a second modality of each image, contrasted across views.
@@ -240,6 +243,7 @@ impl Method {
             Method::Simclr => "simclr",
             Method::Moco => "moco",
             Method::Instdisc => "instdisc",
+            Method::Invspread => "invspread",
             Method::Swav => "swav",
             Method::Cmc => "cmc",
             Method::Cpc => "cpc",

@@ -30,6 +30,10 @@ pub const PRESETS: &[(&str, &str)] = &[
         include_str!("../presets/quick-cpu-instdisc.toml"),
     ),
     (
+        "quick-cpu-invspread",
+        include_str!("../presets/quick-cpu-invspread.toml"),
+    ),
+    (
         "quick-cpu-swav",
         include_str!("../presets/quick-cpu-swav.toml"),
     ),

@@ -26,6 +26,7 @@
 //! | `simclr` | [`in_batch`] | the other views of its image | everything else in the batch (and the queue) | NT-Xent |
 //! | `moco` | [`moco`] | the momentum key of its image's other view | the key queue | InfoNCE |
 //! | `instdisc` | [`instdisc`] | its image's memory-bank entry | m entries drawn from the bank | NCE |
+//! | `invspread` | [`invspread`] | its image's other view | every other row of the batch (with a binary spreading term) | InvSpread |
 //! | `swav` | [`swav`] | the Sinkhorn code of its image's other crops | (none: equipartition of the codes) | SwAV swapped prediction |
 //! | `cmc` | [`cmc`] | the same image's embedding by the other view's encoder (Sobel magnitude) | the batch's other images in that view | CMC cross-view |
 //! | `cpc` | [`cpc`] | the embedding of the patch k rows below, predicted from the column's context | every other patch of the batch | CPC InfoNCE over the grid |
@@ -34,6 +35,7 @@ pub mod cmc;
 pub mod cpc;
 pub mod in_batch;
 pub mod instdisc;
+pub mod invspread;
 pub mod moco;
 pub mod momentum;
 pub mod swav;
@@ -134,6 +136,7 @@ pub fn parts(method: Method) -> MethodParts {
         Method::Supcon | Method::Simclr => in_batch::PARTS,
         Method::Moco => moco::PARTS,
         Method::Instdisc => instdisc::PARTS,
+        Method::Invspread => invspread::PARTS,
         Method::Swav => swav::PARTS,
         Method::Cmc => cmc::PARTS,
         Method::Cpc => cpc::PARTS,

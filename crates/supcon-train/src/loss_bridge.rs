@@ -55,8 +55,9 @@ impl LossBridge {
         precision: CudaPrecision,
     ) -> Result<Self, TrainError> {
         let backend = kind.backend(device, precision);
-        if let Backend::Cuda { ordinal, .. } = backend {
-            supcon_loss::cuda::CudaBackend::new(ordinal).map_err(|e| {
+        if let Backend::Cuda { ordinal, precision } = backend {
+            // Built here once (NVRTC compiles its kernels), shared by every step's autograd.
+            supcon_loss::cuda::shared_backend(ordinal, precision).map_err(|e| {
                 TrainError::Config(format!(
                     "--loss-backend cuda is not available in this build or on this machine: {e}"
                 ))

@@ -108,18 +108,21 @@ impl LossOp for SupConOp {
 }
 
 /// The [`SupConBackend`] of a backend choice, for host inputs (`Tch`'s `cuda` and `Cuda`'s
-/// ordinal name the device); a backend this build or machine lacks is an error.
-pub fn host_backend(backend: crate::Backend) -> Result<Box<dyn SupConBackend>, LossError> {
+/// ordinal name the device; the CUDA one is the process's shared backend,
+/// [`cuda::shared_backend`]); a backend this build or machine lacks is an error.
+pub fn host_backend(
+    backend: crate::Backend,
+) -> Result<std::sync::Arc<dyn SupConBackend>, LossError> {
     match backend {
-        crate::Backend::Cpu => Ok(Box::new(CpuBackend::default())),
+        crate::Backend::Cpu => Ok(std::sync::Arc::new(CpuBackend::default())),
         #[cfg(feature = "tch")]
-        crate::Backend::Tch { cuda } => Ok(Box::new(tensor::TchBackend::new(
+        crate::Backend::Tch { cuda } => Ok(std::sync::Arc::new(tensor::TchBackend::new(
             crate::libtorch::device(cuda),
         ))),
         #[cfg(not(feature = "tch"))]
         crate::Backend::Tch { .. } => Err(SupConOp::default().unsupported(backend)),
-        crate::Backend::Cuda { ordinal, precision } => Ok(Box::new(
-            cuda::CudaBackend::new(ordinal)?.with_precision(precision),
-        )),
+        crate::Backend::Cuda { ordinal, precision } => {
+            Ok(cuda::shared_backend(ordinal, precision)?)
+        }
     }
 }

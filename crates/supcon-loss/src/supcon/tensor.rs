@@ -371,7 +371,7 @@ pub(crate) fn cuda_autograd(
             })
         }
     };
-    let backend = crate::supcon::cuda::CudaBackend::new(ordinal)?.with_precision(precision);
+    let backend = crate::supcon::cuda::shared_backend(ordinal, precision)?;
     let as_f32 = |t: &Tensor| -> Result<Tensor, LossError> {
         Ok(t.detach()
             .f_to_kind(Kind::Float)

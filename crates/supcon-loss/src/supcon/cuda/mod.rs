@@ -62,6 +62,30 @@ mod stub;
 #[cfg(not(feature = "cuda"))]
 pub use stub::CudaBackend;
 
+/// The backend on device `ordinal` with `precision`, built once per process (its kernels
+/// compiled by NVRTC once) and shared: a training step must not pay the compilation, and every
+/// entry point that names the backend by its ordinal (`LossOp::autograd`, `supcon loss`) gets
+/// this one. A failure is not kept: the next call tries again.
+pub fn shared_backend(
+    ordinal: usize,
+    precision: Precision,
+) -> Result<std::sync::Arc<CudaBackend>, crate::LossError> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    type Backends = Mutex<HashMap<(usize, Precision), Arc<CudaBackend>>>;
+    static BACKENDS: OnceLock<Backends> = OnceLock::new();
+    let mut backends = BACKENDS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(backend) = backends.get(&(ordinal, precision)) {
+        return Ok(backend.clone());
+    }
+    let backend = Arc::new(CudaBackend::new(ordinal)?.with_precision(precision));
+    backends.insert((ordinal, precision), backend.clone());
+    Ok(backend)
+}
+
 /// The default NVRTC target when the device cannot be asked: Hopper (H100 / H200).
 pub const DEFAULT_ARCH: &str = "compute_90";
 

@@ -3,6 +3,7 @@
 //! the CPU's agreeing on random problems (proptest), and the errors of bad inputs.
 
 use ndarray::Array3;
+#[cfg(feature = "tch")]
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

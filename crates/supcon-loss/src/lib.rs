@@ -19,13 +19,15 @@
 //! Two losses whose candidates are the batch's own rows, with gradients for both sides: CMC's
 //! cross-view objective (module [`mod@cmc`], entry point [`cmc_loss`]; one encoder per view)
 //! and CPC's InfoNCE over a grid of predictions (module [`mod@cpc`], entry point [`cpc_loss`]).
+//! InvSpread's in-batch instance loss with its spreading term (module [`mod@invspread`], entry
+//! point [`invspread_loss`]) trains both sides of every similarity too.
 //!
 //! Every loss is also a [`LossOp`] (module [`mod@op`]): one type per loss with its CPU, libtorch
 //! and CUDA entry points where they exist, run on a [`Backend`], and one way into autograd for
 //! code that holds libtorch tensors ([`LossOp::autograd`], feature `tch`).
 //!
 //! **Layout: one loss, one folder.** Each loss's module ([`mod@supcon`], [`mod@infonce`],
-//! [`mod@nce`], [`mod@swav`], [`mod@cmc`], [`mod@cpc`]) holds its options, its validation, its
+//! [`mod@nce`], [`mod@swav`], [`mod@cmc`], [`mod@cpc`], [`mod@invspread`]) holds its options, its validation, its
 //! op and its implementations (the CPU code; `tensor`, the libtorch code; SupCon's `cuda`).
 //! Below them, what they share: the host checks (`checks`), the row kernels (`explicit`), the
 //! two-pass matching core of CMC and CPC (`matching`), the vectorized `exp` (`fast_exp`), and

@@ -17,6 +17,7 @@
 //! | [`SwavOp`](crate::SwavOp) | [`SwavInput`](crate::SwavInput) | [`SwavOutput`](crate::SwavOutput) | yes | yes | — |
 //! | [`CmcOp`](crate::CmcOp) | views `[V, B, D]` | [`CmcOutput`](crate::CmcOutput) | yes | yes | — |
 //! | [`CpcOp`](crate::CpcOp) | (predictions `[B, T, K, D]`, targets `[B, T, D]`) | [`CpcOutput`](crate::CpcOutput) | yes | yes | — |
+//! | [`InvSpreadOp`](crate::InvSpreadOp) | features `[B, 2, D]` | [`InvSpreadOutput`](crate::InvSpreadOutput) | yes | yes | — |
 //!
 //! **One way into autograd** (feature `tch`). Code that holds libtorch tensors (a training
 //! loop) calls [`LossOp::autograd`] with the backend of its choice and gets the loss as a
@@ -84,7 +85,8 @@ pub trait LossOp {
     #[cfg(feature = "tch")]
     type TensorOutput;
 
-    /// The loss's name in logs and errors (`supcon`, `infonce`, `nce`, `swav`, `cmc`, `cpc`).
+    /// The loss's name in logs and errors (`supcon`, `infonce`, `nce`, `swav`, `cmc`, `cpc`,
+    /// `invspread`).
     fn name(&self) -> &'static str;
 
     /// The checks every entry point applies before computing: shapes, options, finiteness.

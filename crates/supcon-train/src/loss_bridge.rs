@@ -138,7 +138,7 @@ impl LossBridge {
             )));
         }
         let device = projections.device();
-        let features = projections.view([batch as i64, views as i64, size[1]]);
+        let features = projections.f_reshape([batch as i64, views as i64, size[1]])?;
         let labels = labels
             .map(|l| Tensor::f_from_slice(l)?.f_to_device(device))
             .transpose()?;

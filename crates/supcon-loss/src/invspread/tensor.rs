@@ -28,8 +28,10 @@ pub fn invspread_loss_tensor(
     )?
     .remove(0);
     let n = (shape[0] * 2) as i64;
+    // In f64, as the CPU computes (the gradient flows back to the input's kind).
     let z = rows
         .f_reshape([n, shape[2] as i64])
+        .and_then(|z| z.f_to_kind(Kind::Double))
         .map_err(backend_error)?;
     let device = z.device();
     let own = Tensor::eye(n, (Kind::Bool, device));

@@ -238,7 +238,8 @@ pub struct LossArgs {
     /// cmc: which view pairs are contrasted.
     #[arg(long, value_enum, default_value_t = CmcPairing::CoreView)]
     pub pairing: CmcPairing,
-    /// Temperature τ (default: supcon 0.1, infonce 0.2, nce 0.07, swav 0.1, cmc 0.07, cpc 1).
+    /// Temperature τ (default: supcon 0.1, infonce 0.2, nce 0.07, swav 0.1, cmc 0.07,
+    /// invspread 0.1, cpc 1 on raw dot products and 0.1 with --normalize, as the pipeline).
     #[arg(long)]
     pub temperature: Option<f64>,
     /// supcon: τ_base (default: τ).

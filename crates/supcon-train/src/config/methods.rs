@@ -409,7 +409,7 @@ mod tests {
 
     /// What every method must provide on the schema side, listed and checked for each: a name
     /// that round-trips through the config, views and τ that make sense, and a preset to start
-    /// from (named by `--method X`'s errors). The pipeline side (`pipeline::methods::build`) is
+    /// from (named by `--method X`'s errors). The pipeline side (`pipeline::methods::parts`) is
     /// an exhaustive `match`: the compiler refuses a method without it.
     #[test]
     fn every_method_provides_what_the_schema_needs() {

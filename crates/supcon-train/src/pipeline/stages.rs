@@ -353,6 +353,8 @@ pub fn train(
     session: &mut Session,
     with_baseline: bool,
 ) -> Result<Option<crate::report::Report>, TrainError> {
+    // `supcon train` checks it before the session opens; a library caller gets it here.
+    session.config.validate_whole_recipe()?;
     let (pretrain_summary, encoder_checkpoint) = pretrain(session)?;
     let linear_outcome = linear(session, &encoder_checkpoint)?;
     let finetuned = match session.config.finetune {

@@ -193,10 +193,12 @@ impl Swav {
                 (&self.prototypes, out.grad_prototypes.view().into_dyn()),
             ],
         )?;
-        // This rank's share of the whole batch's mean; the ranks' shares add up.
+        // This rank's share of the whole batch's mean; the ranks' shares add up. The collective
+        // first, as every rank reaches it.
         let share = batch.share();
+        let total = crate::dist::total(comm, out.loss * share)?;
         backward_scalar(&loss, share)?;
-        crate::dist::total(comm, out.loss * share)
+        Ok(total)
     }
 }
 

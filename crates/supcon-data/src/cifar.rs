@@ -10,8 +10,10 @@
 //! Class names come from `batches.meta.txt` (CIFAR-10) or `fine_label_names.txt` /
 //! `coarse_label_names.txt` (CIFAR-100) when present, else from the standard lists built in.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use crate::files::open_regular_file;
 use crate::location::{resolve_dataset_dir, DatasetFiles};
 use crate::{read_maybe_gzip, DataError, Dataset, ImageShape, ParseError, Partition, Split};
 
@@ -360,10 +362,13 @@ fn class_names(path: &Path, builtin: &[&str]) -> Result<Vec<String>, DataError> 
     if !path.exists() {
         return Ok(builtin.iter().map(|&s| s.to_owned()).collect());
     }
-    let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let mut text = String::new();
+    open_regular_file(path)?
+        .read_to_string(&mut text)
+        .map_err(|source| DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
     let names: Vec<String> = text
         .lines()
         .map(str::trim)

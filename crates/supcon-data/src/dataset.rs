@@ -297,7 +297,7 @@ impl Dataset {
         if self.is_in_memory() {
             return Ok(self);
         }
-        let mut pixels = vec![0u8; self.len() * self.shape.len()];
+        let mut pixels = self.pixel_buffer()?;
         let first_error = pixels
             .par_chunks_mut(self.shape.len())
             .enumerate()
@@ -316,6 +316,24 @@ impl Dataset {
             images: Images::Memory(pixels),
             ..self
         })
+    }
+
+    /// A zeroed buffer for every image, or an error when this process cannot have it: the
+    /// image count and size come from files, and a failed allocation would abort.
+    fn pixel_buffer(&self) -> Result<Vec<u8>, DataError> {
+        let too_large = || DataError::TooLargeForMemory {
+            images: self.len(),
+            shape: self.shape,
+            bytes: self.len() as u128 * self.shape.len() as u128,
+        };
+        let bytes = self
+            .len()
+            .checked_mul(self.shape.len())
+            .ok_or_else(too_large)?;
+        let mut pixels = Vec::new();
+        pixels.try_reserve_exact(bytes).map_err(|_| too_large())?;
+        pixels.resize(bytes, 0);
+        Ok(pixels)
     }
 
     /// The dataset without the images that cannot be read (corrupt, truncated, of another

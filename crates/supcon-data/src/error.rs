@@ -233,6 +233,68 @@ pub enum DataError {
         /// Its text (the first 40 characters).
         text: String,
     },
+    /// A tar member's data runs past the end of its shard: the file is cut short, or the
+    /// member's header declares more bytes than the shard holds.
+    #[error(
+        "shard {shard}: member {member} declares {size} bytes from byte {offset}, but the shard \
+         ends at byte {shard_len} (truncated file?)"
+    )]
+    ShardTruncated {
+        /// The `.tar` file.
+        shard: PathBuf,
+        /// The member's name inside it.
+        member: String,
+        /// Byte offset of the member's data in the shard.
+        offset: u64,
+        /// Bytes its header declares.
+        size: u64,
+        /// Bytes the shard holds.
+        shard_len: u64,
+    },
+    /// Decoding a streamed dataset into memory needs a buffer this process cannot allocate.
+    #[error(
+        "{images} images of {shape} need {bytes} bytes in memory, more than can be allocated; \
+         stream them instead (data.stream = true for an image folder)"
+    )]
+    TooLargeForMemory {
+        /// Number of images.
+        images: usize,
+        /// Shape of one image.
+        shape: crate::ImageShape,
+        /// Bytes the images need.
+        bytes: u128,
+    },
+    /// A size read from a file or given as a setting is over its [`crate::Limits`] bound; nothing
+    /// of that size was allocated.
+    #[error(
+        "{}{what} is {value}, over the limit of {limit}; raise `Limits::{setting}` if this input \
+         is trusted",
+        location(.path.as_deref(), .member.as_deref())
+    )]
+    LimitExceeded {
+        /// The file the size comes from (an image, a shard, a compressed file) or the shard-list
+        /// pattern as given; `None` for a setting (a resize).
+        path: Option<PathBuf>,
+        /// The tar member, when the size comes from one.
+        member: Option<String>,
+        /// What was measured, with its unit, e.g. `"declared size in bytes"`.
+        what: String,
+        /// The size found. For a stream read up to its limit (gzip), the bytes read: limit + 1.
+        value: u64,
+        /// The bound it exceeds.
+        limit: u64,
+        /// The [`crate::Limits`] field that sets the bound.
+        setting: &'static str,
+    },
+    /// A path that must be a regular file (an image, a shard, a dataset file) is something else:
+    /// opening a FIFO would block forever, a device would never end.
+    #[error("{path} is {kind}, not a regular file")]
+    NotAFile {
+        /// The path as given or found.
+        path: PathBuf,
+        /// What it is instead, e.g. `"a FIFO (named pipe)"`.
+        kind: &'static str,
+    },
     /// A shard list that names no usable shard.
     #[error("shard list `{pattern}` {reason}")]
     ShardPattern {
@@ -385,4 +447,13 @@ fn display_paths(paths: &[PathBuf]) -> String {
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `"path: "`, `"path, member `name`: "` or nothing: where a [`DataError::LimitExceeded`] comes from.
+fn location(path: Option<&std::path::Path>, member: Option<&str>) -> String {
+    match (path, member) {
+        (Some(path), Some(member)) => format!("{}, member `{member}`: ", path.display()),
+        (Some(path), None) => format!("{}: ", path.display()),
+        (None, _) => String::new(),
+    }
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::store::FileStore;
-use crate::{DataError, Dataset, ImageFolderOptions};
+use crate::{DataError, Dataset, ImageFolderOptions, Limits};
 
 fn is_image_file(path: &Path) -> bool {
     path.extension()
@@ -106,10 +106,22 @@ pub fn scan_unlabeled_folder(root: &Path) -> Result<Vec<PathBuf>, DataError> {
 ///
 /// Errors: no class folder, an empty class folder, an unreadable folder; without a resize, an
 /// unreadable first image (its size is every image's). Later images are checked when read.
+/// Images are decoded within the default [`Limits`].
 pub fn open_image_folder(
     root: &Path,
     options: &ImageFolderOptions,
     labeled: bool,
+) -> Result<Dataset, DataError> {
+    open_image_folder_with_limits(root, options, labeled, &Limits::default())
+}
+
+/// [`open_image_folder`] decoding within `limits`: an image, its resize, and a resize target
+/// with more pixels than [`Limits::max_image_pixels`] are refused before they are allocated.
+pub fn open_image_folder_with_limits(
+    root: &Path,
+    options: &ImageFolderOptions,
+    labeled: bool,
+    limits: &Limits,
 ) -> Result<Dataset, DataError> {
     let (paths, labels, class_names) = if labeled {
         let classes = scan_image_folder(root)?;
@@ -126,7 +138,7 @@ pub fn open_image_folder(
         (scan_unlabeled_folder(root)?, None, Vec::new())
     };
     let count = paths.len();
-    let store = FileStore::new(paths, *options)?;
+    let store = FileStore::with_limits(paths, *options, *limits)?;
     let shape = store.shape();
     tracing::debug!(images = count, classes = class_names.len(), %shape, root = %root.display(), "indexed image folder");
     Dataset::stored(Arc::new(store), shape, labels, class_names)

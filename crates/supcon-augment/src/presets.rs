@@ -64,7 +64,7 @@ fn color_distortion(strength: f32) -> Result<Vec<Op>, AugmentError> {
 /// SimCLR's blur kernel: 10 % of the side, made odd, at least 3.
 pub fn blur_kernel_size(size: usize) -> usize {
     let k = (size / 10).max(3);
-    if k % 2 == 0 {
+    if k.is_multiple_of(2) {
         k + 1
     } else {
         k

@@ -50,7 +50,7 @@ fn parse() -> Result<Args> {
             other => bail!("unknown option {other}"),
         }
     }
-    if args.rows < 2 || args.rows % 2 != 0 || args.reps == 0 {
+    if args.rows < 2 || !args.rows.is_multiple_of(2) || args.reps == 0 {
         bail!("--rows must be even and ≥ 2 (2 views), --reps ≥ 1");
     }
     Ok(args)

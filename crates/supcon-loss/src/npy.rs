@@ -36,6 +36,17 @@ pub enum NpyLossError {
         #[source]
         source: ReadNpyError,
     },
+    /// A `.npy` file is not a regular file, or its header declares more than the file holds
+    /// (checked before anything is allocated: the header is input too).
+    #[error("{what} {}: {reason}", path.display())]
+    Bounds {
+        /// E.g. `"features"`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The declared size, what the file holds, or the limit crossed.
+        reason: String,
+    },
     /// A gradient file could not be written.
     #[error("writing {}", path.display())]
     Write {
@@ -93,12 +104,85 @@ impl<D: Dimension> Floats<D> {
     }
 }
 
+/// The longest `.npy` header read (numpy writes about 128 bytes; the format allows 4 GiB).
+pub const MAX_NPY_HEADER_BYTES: usize = 1 << 16;
+
+/// The smallest element this module reads (float32, int32): a header's shape times it must fit
+/// in the bytes after the header.
+const SMALLEST_ELEMENT_BYTES: u64 = 4;
+
+/// Checks a `.npy` file before `ndarray-npy` allocates what its header declares: a regular
+/// file, a header of at most [`MAX_NPY_HEADER_BYTES`], and a shape whose elements fit in the
+/// bytes the file holds. A file too short or malformed to tell is left to `ndarray-npy`, whose
+/// error says what is wrong.
+fn check_declared_size(path: &Path, what: &'static str) -> Result<(), NpyLossError> {
+    use std::io::Read;
+    let bounds = |reason: String| NpyLossError::Bounds {
+        what,
+        path: path.to_path_buf(),
+        reason,
+    };
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    if !meta.is_file() {
+        return Err(bounds("is not a regular file".into()));
+    }
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return Ok(());
+    };
+    let mut preamble = [0u8; 12];
+    if file.read_exact(&mut preamble).is_err() || &preamble[..6] != b"\x93NUMPY" {
+        return Ok(());
+    }
+    let (header_len, preamble_len) = match preamble[6] {
+        1 => (
+            u64::from(u16::from_le_bytes([preamble[8], preamble[9]])),
+            10,
+        ),
+        _ => (
+            u64::from(u32::from_le_bytes([
+                preamble[8],
+                preamble[9],
+                preamble[10],
+                preamble[11],
+            ])),
+            12,
+        ),
+    };
+    if header_len > MAX_NPY_HEADER_BYTES as u64 {
+        return Err(bounds(format!(
+            "declares a header of {header_len} bytes, above the limit of {MAX_NPY_HEADER_BYTES}"
+        )));
+    }
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return Ok(());
+    };
+    let Ok(header) = ndarray_npy::npy::header::Header::from_reader(&mut file) else {
+        return Ok(());
+    };
+    let data_bytes = meta.len().saturating_sub(preamble_len + header_len);
+    let elements = header
+        .shape
+        .iter()
+        .try_fold(1u64, |n, &d| n.checked_mul(d as u64));
+    match elements.and_then(|n| n.checked_mul(SMALLEST_ELEMENT_BYTES)) {
+        Some(bytes) if bytes <= data_bytes => Ok(()),
+        _ => Err(bounds(format!(
+            "its header declares shape {:?}, more elements than the {data_bytes} bytes after \
+             the header hold (a truncated or forged file)",
+            header.shape
+        ))),
+    }
+}
+
 /// Reads a float32 or float64 array of `D` dimensions; `what` and `expected` name it in errors.
 pub fn read_floats<D: Dimension>(
     path: &Path,
     what: &'static str,
     expected: &'static str,
 ) -> Result<Floats<D>, NpyLossError> {
+    check_declared_size(path, what)?;
     let failed = |source| NpyLossError::Read {
         what,
         path: path.to_path_buf(),
@@ -116,6 +200,7 @@ pub fn read_floats<D: Dimension>(
 
 /// Reads a 1-D int64 or int32 array of labels.
 pub fn read_labels(path: &Path, what: &'static str) -> Result<Vec<i64>, NpyLossError> {
+    check_declared_size(path, what)?;
     let failed = |source| NpyLossError::Read {
         what,
         path: path.to_path_buf(),

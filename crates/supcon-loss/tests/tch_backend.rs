@@ -90,8 +90,8 @@ fn matches_the_cpu_reference_across_options() {
                         let p =
                             problem(case, 7, 2, 16, if with_queue { 5 } else { 0 }, 3, normalize);
                         let options = SupConOptions::default()
-                            .with_temperature(if case % 2 == 0 { 0.1 } else { 0.5 })
-                            .with_base_temperature((case % 3 == 0).then_some(0.07))
+                            .with_temperature(if case.is_multiple_of(2) { 0.1 } else { 0.5 })
+                            .with_base_temperature(case.is_multiple_of(3).then_some(0.07))
                             .with_variant(variant)
                             .with_contrast_mode(contrast_mode)
                             .with_normalize(normalize);

@@ -69,11 +69,18 @@ pub fn checkpoint_shapes(path: impl AsRef<Path>) -> Result<Vec<(String, Vec<i64>
 /// The tensors of a safetensors file, with typed errors naming it (missing file, unreadable
 /// format).
 pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>, ModelError> {
-    // A readable error for the common case, rather than safetensors' wrapped one.
-    std::fs::metadata(path).map_err(|source| ModelError::Io {
+    // A readable error for the common case, rather than safetensors' wrapped one; and only a
+    // regular file: `/dev/zero` or a FIFO would be read until memory or patience ran out.
+    let io = |source| ModelError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(io(std::io::Error::other(
+            "is not a regular file (a checkpoint is a .safetensors file)",
+        )));
+    }
     Tensor::read_safetensors(path).map_err(|source| ModelError::CheckpointFormat {
         path: path.to_path_buf(),
         source,

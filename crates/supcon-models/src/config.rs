@@ -225,6 +225,12 @@ impl FromStr for HeadKind {
     }
 }
 
+/// The most input channels a model takes (images have 1, 3 or 4; multispectral a few dozen).
+pub const MAX_IN_CHANNELS: i64 = 64;
+
+/// The widest projection head output.
+pub const MAX_PROJECTION_DIM: i64 = 65_536;
+
 /// Everything needed to build an encoder (and a projection head): the `[model]` table of
 /// the train crate's TOML config. Missing fields take SupContrast's defaults.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -282,21 +288,31 @@ impl ModelConfig {
         }
     }
 
-    /// Checks the numeric fields.
+    /// Checks the numeric fields: at least 1 and at most [`MAX_IN_CHANNELS`] /
+    /// [`MAX_PROJECTION_DIM`], so a size from a file cannot ask libtorch for a tensor it
+    /// cannot allocate.
     pub fn validate(&self) -> Result<(), ModelError> {
-        if self.in_channels < 1 {
-            return Err(ModelError::InvalidConfig {
-                field: "in_channels",
-                value: self.in_channels.to_string(),
-                reason: "must be at least 1",
-            });
-        }
-        if self.projection_dim < 1 {
-            return Err(ModelError::InvalidConfig {
-                field: "projection_dim",
-                value: self.projection_dim.to_string(),
-                reason: "must be at least 1",
-            });
+        for (field, value, max, reason) in [
+            (
+                "in_channels",
+                self.in_channels,
+                MAX_IN_CHANNELS,
+                "must be 1 to 64",
+            ),
+            (
+                "projection_dim",
+                self.projection_dim,
+                MAX_PROJECTION_DIM,
+                "must be 1 to 65536",
+            ),
+        ] {
+            if !(1..=max).contains(&value) {
+                return Err(ModelError::InvalidConfig {
+                    field,
+                    value: value.to_string(),
+                    reason,
+                });
+            }
         }
         Ok(())
     }

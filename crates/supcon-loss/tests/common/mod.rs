@@ -231,7 +231,7 @@ pub fn combination_problem(
 ) -> Problem {
     let options = SupConOptions::default()
         .with_temperature([0.1, 0.5, 0.07][seed as usize % 3])
-        .with_base_temperature((seed % 2 == 0).then_some(0.07))
+        .with_base_temperature(seed.is_multiple_of(2).then_some(0.07))
         .with_variant(variant)
         .with_contrast_mode(mode)
         .with_normalize(normalize);

@@ -67,6 +67,27 @@ fn one_rank() -> usize {
     1
 }
 
+/// The most classes a checkpoint's classifier may have (ImageNet-21k has 21 841).
+pub const MAX_CLASSES: usize = 1 << 20;
+
+/// A checkpoint's own model sizes are input too (`supcon embed` builds the model from them):
+/// bounded like a configuration's before anything is built.
+fn check_state_sizes(state: &TrainState, path: &Path) -> Result<(), TrainError> {
+    state.model.validate().map_err(|e| {
+        TrainError::checkpoint(path, format!("its model is not one supcon builds: {e}"))
+    })?;
+    if state.num_classes > MAX_CLASSES {
+        return Err(TrainError::checkpoint(
+            path,
+            format!(
+                "its state names {} classes, above the limit of {MAX_CLASSES}",
+                state.num_classes
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A loaded checkpoint.
 pub struct Checkpoint {
     pub path: PathBuf,
@@ -98,6 +119,7 @@ impl Checkpoint {
                         ),
                     ));
                 }
+                check_state_sizes(&parsed, path)?;
                 state = Some(parsed);
             } else {
                 tensors.insert(name, tensor);

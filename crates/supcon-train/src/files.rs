@@ -1,5 +1,6 @@
 //! Atomic file writes, the project's one writer (`supcon-atomic`) with this crate's errors: a
-//! reader sees the old file or the new one, never half. A leaf beside `error`.
+//! reader sees the old file or the new one, never half; and the one reader of small text
+//! files (configurations), bounded and regular files only. A leaf beside `error`.
 
 use std::path::Path;
 
@@ -17,6 +18,26 @@ pub fn write_atomic_with<E: std::error::Error + Send + Sync + 'static>(
     write: impl FnOnce(&Path) -> Result<(), E>,
 ) -> Result<(), TrainError> {
     supcon_atomic::write_with(path, write).map_err(atomic_error)
+}
+
+/// The largest configuration file read (the book's largest is a few KB).
+pub const MAX_TEXT_FILE_BYTES: u64 = 1 << 20;
+
+/// Reads a small text file (a configuration): only a regular file (a FIFO or a device would
+/// block or never end) of at most [`MAX_TEXT_FILE_BYTES`].
+pub fn read_text_file(path: &Path) -> Result<String, TrainError> {
+    let meta = std::fs::metadata(path).map_err(|e| TrainError::io(path, e))?;
+    let refuse = |why: String| TrainError::io(path, std::io::Error::other(why));
+    if !meta.is_file() {
+        return Err(refuse("is not a regular file".into()));
+    }
+    if meta.len() > MAX_TEXT_FILE_BYTES {
+        return Err(refuse(format!(
+            "holds {} bytes, above the limit of {MAX_TEXT_FILE_BYTES} for a configuration",
+            meta.len()
+        )));
+    }
+    std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))
 }
 
 fn atomic_error<E: std::error::Error + Send + Sync + 'static>(

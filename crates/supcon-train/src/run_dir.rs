@@ -4,6 +4,8 @@
 //!
 //! ```text
 //! runs/<name>/
+//!   .supcon-run                 the marker: this folder was made by supcon (--overwrite needs it)
+//!   run.lock                    locked while a process writes in the folder; holds its pid
 //!   config.toml                 the resolved configuration (preset + file + overrides)
 //!   metrics.jsonl               see metrics_log
 //!   checkpoints/<stage>-last.safetensors
@@ -16,9 +18,16 @@
 //! Every file that a crash must not destroy is written with [`write_atomic`] (`files`): into a temporary
 //! file in the same folder, flushed to disk, then renamed over the old one (a rename within one
 //! file system is atomic on POSIX), so a reader sees the old file or the new one, never half.
+//!
+//! **Invariant:** supcon deletes only folders it made: `--overwrite` needs the marker file, and
+//! the run name is one plain path component, so `--name ..` or `--name /` cannot point above
+//! `--runs-dir`. **Invariant:** one writer per run folder: every process that writes in one
+//! (training, resuming, `supcon eval`) holds [`RunLock`] for its life; the operating system
+//! drops the lock when the process ends, even by SIGKILL, so a killed run can be resumed.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::fs::{self, File, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::path::{Component, Path, PathBuf};
 
 use crate::error::TrainError;
 use crate::vocabulary::Stage;
@@ -33,6 +42,76 @@ pub use crate::files::{write_atomic, write_atomic_with};
 
 /// File name of the metrics log inside a run folder (see `metrics_log`).
 pub const METRICS_FILE: &str = "metrics.jsonl";
+
+/// The marker that says supcon made the folder: `--overwrite` deletes nothing without it.
+pub const MARKER_FILE: &str = ".supcon-run";
+
+/// The lock file: locked (`flock`) while a process writes in the folder; holds that pid.
+pub const LOCK_FILE: &str = "run.lock";
+
+/// Checks that a run name is one plain path component (`a-run`, not `..`, `/`, `a/b` or ``),
+/// so the run folder lies directly inside the runs folder.
+pub fn check_run_name(name: &str) -> Result<(), TrainError> {
+    let mut parts = Path::new(name).components();
+    match (parts.next(), parts.next()) {
+        (Some(Component::Normal(part)), None) if part == name => Ok(()),
+        _ => Err(TrainError::Config(format!(
+            "--name {name:?} is not a plain folder name: it must be one path component \
+             (no `/`, not `.` or `..`, not empty)"
+        ))),
+    }
+}
+
+/// The lock on a run folder, held while this value lives (the OS drops it when the process
+/// ends, however it ends).
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+}
+
+impl RunLock {
+    /// Locks `root`'s lock file, or says which process holds it.
+    pub fn acquire(root: &Path) -> Result<Self, TrainError> {
+        let path = root.join(LOCK_FILE);
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| TrainError::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                // The holder's pid is a hint for the message; an unreadable one is no error.
+                let _ = file.read_to_string(&mut holder);
+                return Err(TrainError::RunDir {
+                    path: root.to_path_buf(),
+                    message: format!(
+                        "is in use by another supcon process ({}); wait for it to finish or \
+                         stop it first",
+                        holder_description(&holder)
+                    ),
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(TrainError::io(&path, e)),
+        }
+        let record = format!("pid {}\n", std::process::id());
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(record.as_bytes()))
+            .map_err(|e| TrainError::io(&path, e))?;
+        Ok(Self { _file: file })
+    }
+}
+
+fn holder_description(record: &str) -> String {
+    match record.trim() {
+        "" => "pid unknown".to_string(),
+        pid => pid.to_string(),
+    }
+}
 
 /// How to treat a run folder that already exists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,8 +131,9 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// Opens `root` as a run folder according to `reuse`; creates it unless resuming.
-    pub fn prepare(root: &Path, reuse: Reuse) -> Result<Self, TrainError> {
+    /// Opens `root` as a run folder according to `reuse`, creates it unless resuming, and
+    /// locks it for this process (see the module's invariants).
+    pub fn prepare(root: &Path, reuse: Reuse) -> Result<(Self, RunLock), TrainError> {
         let err = |message: String| TrainError::RunDir {
             path: root.to_path_buf(),
             message,
@@ -66,19 +146,7 @@ impl RunDir {
                 root.display()
             )))
             }
-            Reuse::Overwrite if exists => {
-                // Only delete what looks like one of our run folders.
-                if !root.join(CONFIG_FILE).exists()
-                    && fs::read_dir(root)
-                        .map(|mut d| d.next().is_some())
-                        .unwrap_or(true)
-                {
-                    return Err(err(format!(
-                        "exists and is not a run folder (no {CONFIG_FILE}); refusing to delete it"
-                    )));
-                }
-                fs::remove_dir_all(root).map_err(|e| TrainError::io(root, e))?;
-            }
+            Reuse::Overwrite if exists => Self::delete_old_run(root)?,
             Reuse::Resume if !root.join(CONFIG_FILE).exists() => {
                 return Err(err(format!(
                     "cannot resume: no {CONFIG_FILE} in it (is this a run folder?)"
@@ -90,7 +158,36 @@ impl RunDir {
             root: root.to_path_buf(),
         };
         fs::create_dir_all(dir.checkpoints()).map_err(|e| TrainError::io(root, e))?;
-        Ok(dir)
+        let lock = RunLock::acquire(root)?;
+        if reuse != Reuse::Resume {
+            write_atomic(&root.join(MARKER_FILE), b"a run folder made by supcon\n")?;
+        }
+        Ok((dir, lock))
+    }
+
+    /// Deletes a run folder for `--overwrite`: only one that supcon made (its marker) and
+    /// that no process is using (its lock).
+    fn delete_old_run(root: &Path) -> Result<(), TrainError> {
+        if !root.join(MARKER_FILE).is_file() {
+            return Err(TrainError::RunDir {
+                path: root.to_path_buf(),
+                message: format!(
+                    "has no {MARKER_FILE} marker, so supcon did not make it (or made it before \
+                     markers existed); refusing to delete it — remove it yourself or pick \
+                     another --name"
+                ),
+            });
+        }
+        let lock = RunLock::acquire(root)?;
+        fs::remove_dir_all(root).map_err(|e| TrainError::io(root, e))?;
+        drop(lock);
+        Ok(())
+    }
+
+    /// Opens an existing run folder to write in it (`supcon eval --run`): it must hold a
+    /// config, and no other process may be writing in it.
+    pub fn open_existing(root: &Path) -> Result<(Self, RunLock), TrainError> {
+        Self::prepare(root, Reuse::Resume)
     }
 
     /// The run folder at `root` as another rank of a data-parallel run sees it: paths only,
@@ -203,15 +300,60 @@ mod tests {
     fn an_existing_run_is_refused_unless_resumed_or_overwritten() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("run");
-        let run = RunDir::prepare(&root, Reuse::Refuse).unwrap();
+        let (run, lock) = RunDir::prepare(&root, Reuse::Refuse).unwrap();
         write_atomic(&run.config_path(), b"seed = 1").unwrap();
+        drop(lock);
         let err = RunDir::prepare(&root, Reuse::Refuse).unwrap_err();
         assert!(err.to_string().contains("already exists"), "{err}");
         assert!(root.join(CONFIG_FILE).exists());
-        RunDir::prepare(&root, Reuse::Resume).unwrap();
-        RunDir::prepare(&root, Reuse::Overwrite).unwrap();
+        drop(RunDir::prepare(&root, Reuse::Resume).unwrap());
+        drop(RunDir::prepare(&root, Reuse::Overwrite).unwrap());
         assert!(!root.join(CONFIG_FILE).exists());
         let err = RunDir::prepare(&dir.path().join("none"), Reuse::Resume).unwrap_err();
         assert!(err.to_string().contains("cannot resume"), "{err}");
+    }
+
+    #[test]
+    fn run_names_are_one_plain_component() {
+        for good in ["run", "simclr-mlp3", "a.b", "..x"] {
+            check_run_name(good).unwrap();
+        }
+        for bad in ["", ".", "..", "/", "/tmp/x", "a/b", "../x", "a/"] {
+            let err = check_run_name(bad).unwrap_err();
+            assert!(
+                err.to_string().contains("plain folder name"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn overwrite_deletes_only_unlocked_folders_that_supcon_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let project = dir.path().join("project");
+        fs::create_dir_all(&project).unwrap();
+        fs::write(project.join(CONFIG_FILE), b"mine").unwrap();
+        let err = RunDir::prepare(&project, Reuse::Overwrite).unwrap_err();
+        assert!(err.to_string().contains(MARKER_FILE), "{err}");
+        assert_eq!(fs::read(project.join(CONFIG_FILE)).unwrap(), b"mine");
+
+        let root = dir.path().join("run");
+        let (run, lock) = RunDir::prepare(&root, Reuse::Refuse).unwrap();
+        write_atomic(&run.config_path(), b"seed = 1").unwrap();
+        let err = RunDir::prepare(&root, Reuse::Overwrite).unwrap_err();
+        assert!(
+            err.to_string().contains("in use by another supcon process"),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        assert!(run.config_path().exists());
+        let err = RunDir::open_existing(&root).unwrap_err();
+        assert!(err.to_string().contains("in use"), "{err}");
+        drop(lock);
+        drop(RunDir::open_existing(&root).unwrap());
     }
 }

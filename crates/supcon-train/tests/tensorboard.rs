@@ -105,7 +105,7 @@ fn record(stage: Stage, kind: RecordKind, step: u64, val_top1: Option<f64>) -> M
 #[test]
 fn a_runs_metrics_writer_logs_every_record_to_both_files() {
     let dir = tempfile::tempdir().unwrap();
-    let run = RunDir::prepare(&dir.path().join("run"), Reuse::Refuse).unwrap();
+    let (run, _lock) = RunDir::prepare(&dir.path().join("run"), Reuse::Refuse).unwrap();
     let mut metrics = MetricsWriter::for_run(&run).unwrap();
     metrics
         .write(&record(Stage::Pretrain, RecordKind::Step, 1, None))
@@ -184,7 +184,7 @@ fn a_metrics_writer_hands_everything_to_each_sink() {
 #[test]
 fn an_unwritable_events_folder_is_an_io_error_that_keeps_the_metrics_line() {
     let dir = tempfile::tempdir().unwrap();
-    let run = RunDir::prepare(&dir.path().join("run"), Reuse::Refuse).unwrap();
+    let (run, _lock) = RunDir::prepare(&dir.path().join("run"), Reuse::Refuse).unwrap();
     // A file where the folder should be.
     std::fs::write(run.tensorboard(), b"not a folder").unwrap();
     let mut metrics = MetricsWriter::for_run(&run).unwrap();

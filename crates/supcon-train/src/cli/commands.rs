@@ -359,6 +359,9 @@ fn open_session(
     if command == "train" {
         config.validate_whole_recipe()?;
     }
+    if command != "pretrain" {
+        config.validate_final_evaluation()?;
+    }
     let (run_dir, reuse) = match &args.resume {
         Some(dir) => (dir.clone(), Reuse::Resume),
         None => {
@@ -366,6 +369,7 @@ fn open_session(
                 .name
                 .clone()
                 .unwrap_or_else(|| format!("{command}-{}", timestamp()));
+            crate::run_dir::check_run_name(&name)?;
             let reuse = if args.overwrite {
                 Reuse::Overwrite
             } else {

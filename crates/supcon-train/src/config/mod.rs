@@ -25,6 +25,7 @@ use supcon_models::ModelConfig;
 use crate::error::TrainError;
 
 mod data;
+pub mod limits;
 pub mod methods;
 mod presets;
 mod validate;

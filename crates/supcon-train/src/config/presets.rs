@@ -94,7 +94,7 @@ pub fn resolve(
 ) -> Result<RunConfig, TrainError> {
     let mut table = preset_table(preset, 0)?;
     if let Some(file) = file {
-        let text = std::fs::read_to_string(file).map_err(|e| TrainError::io(file, e))?;
+        let text = crate::files::read_text_file(file)?;
         let overlay: toml::Table = toml::from_str(&text)
             .map_err(|e| TrainError::Config(format!("{}: {e}", file.display())))?;
         merge(&mut table, overlay);
@@ -158,7 +158,7 @@ pub fn presets_of(method: Method) -> Vec<&'static str> {
 
 /// Reads a resolved configuration (a run folder's `config.toml`).
 pub fn load_resolved(path: &Path) -> Result<RunConfig, TrainError> {
-    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+    let text = crate::files::read_text_file(path)?;
     let table: toml::Table = toml::from_str(&text)
         .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
     let config = from_table(table).map_err(|e| {
@@ -214,7 +214,16 @@ pub fn apply_override(table: &mut toml::Table, item: &str) -> Result<(), TrainEr
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(raw.to_string()));
-    let parts: Vec<&str> = key.split('.').collect();
+    // The deepest key of the configuration has three parts (`pretrain.optim.lr`); a few more
+    // leave room, while tens of thousands would nest tables deep enough to overflow the stack.
+    const MAX_KEY_PARTS: usize = 8;
+    let parts: Vec<&str> = key.splitn(MAX_KEY_PARTS + 1, '.').collect();
+    if parts.len() > MAX_KEY_PARTS {
+        return Err(TrainError::Config(format!(
+            "override key `{}…` has more than {MAX_KEY_PARTS} dotted parts; no setting is that deep",
+            key.chars().take(40).collect::<String>()
+        )));
+    }
     if parts.iter().any(|p| p.is_empty()) {
         return Err(TrainError::Config(format!(
             "override `{item}`: empty key part"

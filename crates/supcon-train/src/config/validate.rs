@@ -67,6 +67,27 @@ impl RunConfig {
         Ok(())
     }
 
+    /// What a command that ends in the final evaluation (every one but `pretrain`) needs
+    /// beyond [`RunConfig::validate`]: shards evaluated on the test split need the test split's
+    /// shards, checked before training rather than after it.
+    pub fn validate_final_evaluation(&self) -> Result<(), TrainError> {
+        let labeled = self.data.labeled()?;
+        if matches!(
+            super::DataSource::parse(&labeled)?,
+            super::DataSource::Shards(_)
+        ) && self.eval.split == EvalSplit::Test
+            && labeled.test_path.is_none()
+        {
+            return bad(
+                "data.test_path",
+                "data.dataset = \"shards\" with eval.split = \"test\" needs the test split's \
+                 shards, e.g. 'dir/test-{000000..000009}.tar' (or eval.split = \"validation\")"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     /// The few-label keys: one of the two, in range, on a labeled training set.
     fn validate_label_quota(&self) -> Result<(), TrainError> {
         let Some(quota) = self.data.label_quota()? else {
@@ -98,6 +119,7 @@ impl RunConfig {
     /// Rejects values that cannot work, naming the key: the data, stage 1's method, the
     /// stages' batches and optimizers, the evaluation, in that order.
     pub fn validate(&self) -> Result<(), TrainError> {
+        self.validate_sizes()?;
         self.validate_data()?;
         self.model
             .validate()
@@ -279,6 +301,7 @@ impl RunConfig {
                     format!("{} is negative", optim.weight_decay),
                 );
             }
+            validate_schedule(name, optim)?;
         }
         Ok(())
     }
@@ -289,6 +312,13 @@ impl RunConfig {
             return bad(
                 "eval.split",
                 "`validation` needs data.validation_fraction > 0".into(),
+            );
+        }
+        let t = self.eval.knn_temperature;
+        if !(t.is_finite() && t > 0.0) {
+            return bad(
+                "eval.knn_temperature",
+                format!("{t} is not a positive number"),
             );
         }
         if self.eval.knn_k == 0 {
@@ -307,4 +337,39 @@ impl RunConfig {
 /// A configuration error naming `key` and `why`.
 fn bad(key: &str, why: String) -> Result<(), TrainError> {
     Err(TrainError::Config(format!("{key}: {why}")))
+}
+
+/// A stage's schedule numbers: a positive decay factor and trust coefficient (a negative one
+/// would turn the learning rate negative), a warm-up start within [0, 1] of the rate, and a
+/// warm-up length that is a number of epochs.
+fn validate_schedule(stage: &str, optim: &super::OptimConfig) -> Result<(), TrainError> {
+    let positive = |x: f64| x.is_finite() && x > 0.0;
+    if !positive(optim.lr_decay_rate) {
+        return bad(
+            &format!("{stage}.optim.lr_decay_rate"),
+            format!("{} is not a positive number", optim.lr_decay_rate),
+        );
+    }
+    if !positive(optim.lars_eta) {
+        return bad(
+            &format!("{stage}.optim.lars_eta"),
+            format!("{} is not a positive number", optim.lars_eta),
+        );
+    }
+    if !(0.0..=1.0).contains(&optim.warmup_from_fraction) {
+        return bad(
+            &format!("{stage}.optim.warmup_from_fraction"),
+            format!("{} is not in [0, 1]", optim.warmup_from_fraction),
+        );
+    }
+    if let Some(w) = optim
+        .warmup_epochs
+        .filter(|w| !(w.is_finite() && *w >= 0.0))
+    {
+        return bad(
+            &format!("{stage}.optim.warmup_epochs"),
+            format!("{w} is not a number of epochs >= 0"),
+        );
+    }
+    Ok(())
 }

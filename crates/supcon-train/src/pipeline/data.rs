@@ -297,6 +297,33 @@ pub fn load_evaluation_split(
     }
 }
 
+/// Checks, before training, that the test split has the training split's classes under the
+/// same names. The splits of an image folder or of shards are indexed separately: the same
+/// count under other names would silently give the test images other classes' labels. A named
+/// data set has fixed classes; a run evaluated on the validation split reads no test split.
+pub fn check_test_classes(config: &RunConfig, data: &TrainData) -> Result<(), TrainError> {
+    let labeled = config.data.labeled()?;
+    if config.eval.split != EvalSplit::Test
+        || matches!(DataSource::parse(&labeled)?, DataSource::Named(_))
+    {
+        return Ok(());
+    }
+    let test = open_split(&labeled, Split::Test)?;
+    same_classes(&data.train, &test)
+}
+
+fn same_classes(train: &Dataset, test: &Dataset) -> Result<(), TrainError> {
+    if train.class_names() == test.class_names() {
+        return Ok(());
+    }
+    Err(TrainError::Config(format!(
+        "data: the test split's classes [{}] are not the training split's [{}]: both need the \
+         same class folders (or labels), so that a label means the same class in both",
+        test.class_names().join(", "),
+        train.class_names().join(", ")
+    )))
+}
+
 /// Loads the test set (read once, for the final evaluation).
 pub fn load_test(config: &RunConfig) -> Result<EvaluationSet, TrainError> {
     let labeled = config.data.labeled()?;

@@ -18,6 +18,7 @@ pub mod distill;
 pub mod evaluate;
 pub mod finetune;
 pub mod methods;
+pub mod origin;
 pub mod pretrain;
 pub mod runner;
 pub mod session;

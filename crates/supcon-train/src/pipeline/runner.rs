@@ -386,7 +386,10 @@ impl<'s, 'a> StageLoop<'s, 'a> {
         window.seconds += seconds;
         let images_per_second = window.images as f64 / window.seconds.max(1e-9);
         self.progress.step(result.loss, lr, images_per_second);
-        if state.global_step % spec.checkpoints.log_every_steps.max(1) == 0 {
+        if state
+            .global_step
+            .is_multiple_of(spec.checkpoints.log_every_steps.max(1))
+        {
             metrics.write(&MetricRecord {
                 stage: spec.stage,
                 kind: RecordKind::Step,
@@ -402,7 +405,7 @@ impl<'s, 'a> StageLoop<'s, 'a> {
             *window = Window::default();
         }
         let every = spec.checkpoints.every_steps;
-        if (every > 0 && state.global_step % every == 0) || interrupted {
+        if (every > 0 && state.global_step.is_multiple_of(every)) || interrupted {
             self.save(state, model, &self.run.last_checkpoint(spec.stage))?;
             tracing::debug!(step = state.global_step, "checkpoint written");
         }
@@ -452,7 +455,7 @@ impl<'s, 'a> StageLoop<'s, 'a> {
         }
         self.save(state, model, &self.run.last_checkpoint(spec.stage))?;
         let every = spec.checkpoints.every_epochs;
-        if every > 0 && state.epoch % every == 0 {
+        if every > 0 && state.epoch.is_multiple_of(every) {
             let path = self.run.epoch_checkpoint(spec.stage, state.epoch);
             self.save(state, model, &path)?;
         }

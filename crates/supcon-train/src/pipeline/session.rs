@@ -15,10 +15,11 @@ use crate::config::RunConfig;
 use crate::dist::{self, Comm};
 use crate::error::TrainError;
 use crate::metrics_log::{truncate_metrics, MetricsWriter};
-use crate::run_dir::{write_atomic, Reuse, RunDir};
+use crate::run_dir::{write_atomic, Reuse, RunDir, RunLock};
 use crate::vocabulary::{RecordKind, Stage};
 
 use super::data::{self, TrainData};
+use super::origin::RunOrigin;
 
 /// How a session treats its run folder and the terminal.
 #[derive(Clone, Debug)]
@@ -42,6 +43,8 @@ pub struct Session {
     pub data: TrainData,
     pub resuming: bool,
     pub quiet: bool,
+    /// Rank 0's lock on the run folder, held for the session's life.
+    _lock: Option<RunLock>,
     command: String,
     resume_override: Option<String>,
     started: Instant,
@@ -95,22 +98,37 @@ impl Session {
         let device = rank_device(&config, comm.world_size())?;
         let data = data::load_train(&config)?;
         same_as_rank_zero(&*comm, &config, &data)?;
+        // Only pre-training alone never reads the test split.
+        if options.command != "pretrain" {
+            data::check_test_classes(&config, &data)?;
+        }
         let resuming = options.reuse == Reuse::Resume;
-        let (run, metrics) = if comm.rank() == 0 {
-            let run = RunDir::prepare(&options.run_dir, options.reuse)?;
+        let origin = RunOrigin::new(&config, &data)?;
+        let (run, metrics, lock) = if comm.rank() == 0 {
+            let (run, lock) = RunDir::prepare(&options.run_dir, options.reuse)?;
             if resuming {
+                // `supcon eval` may read another split than the run trained for; only a
+                // training command continues the run itself.
+                if options.command != "eval" {
+                    origin.check_unchanged(&run)?;
+                }
                 cut_metrics_to_checkpoints(&run)?;
             } else {
                 write_atomic(&run.config_path(), config.to_toml()?.as_bytes())?;
+                origin.write(&run)?;
                 if let Some(subset) = &data.labeled_subset {
                     let json = subset.to_json(data.pretrain_set().len());
                     write_atomic(&run.labeled_subset_path(), json.as_bytes())?;
                 }
             }
             let metrics = MetricsWriter::for_run(&run)?;
-            (run, metrics)
+            (run, metrics, Some(lock))
         } else {
-            (RunDir::existing(&options.run_dir), MetricsWriter::discard())
+            (
+                RunDir::existing(&options.run_dir),
+                MetricsWriter::discard(),
+                None,
+            )
         };
         tracing::info!(
             run = %run.root().display(),
@@ -132,6 +150,7 @@ impl Session {
             data,
             resuming,
             quiet: options.quiet,
+            _lock: lock,
             command: options.command.clone(),
             resume_override: None,
             started: Instant::now(),
@@ -263,19 +282,25 @@ fn same_as_rank_zero(
     let theirs = comm
         .broadcast_bytes(ours.as_bytes(), 0)
         .map_err(dist::failed("broadcast of rank 0's configuration"))?;
-    if theirs != ours.as_bytes() {
+    let disagreement = (theirs != ours.as_bytes()).then(|| {
         let theirs = String::from_utf8_lossy(&theirs);
-        let first = ours
-            .lines()
+        ours.lines()
             .zip(theirs.lines())
             .find(|(a, b)| a != b)
             .map_or_else(
                 || "one of them has more lines".to_string(),
                 |(a, b)| format!("rank {} has `{a}` where rank 0 has `{b}`", comm.rank()),
-            );
+            )
+    });
+    // Every rank learns whether any disagrees before rank 0 touches the run folder.
+    let any_disagrees = comm
+        .any(disagreement.is_some())
+        .map_err(dist::failed("agreement on the configuration"))?;
+    if any_disagrees {
+        let what = disagreement.unwrap_or_else(|| "another rank differs from rank 0".into());
         return Err(TrainError::Config(format!(
-            "the ranks disagree on the run's configuration or data: {first}; start every rank \
-             with the same arguments and data"
+            "the ranks disagree on the run's configuration or data: {what}; start every rank \
+             with the same arguments and data (nothing was written)"
         )));
     }
     Ok(())

@@ -484,8 +484,8 @@ fn supcon_train_modules_import_each_other_without_cycles() {
     }
     // The leaves stay leaves; the schema never reaches into the pipeline.
     assert!(
-        graph["config"].iter().all(|m| m == "error"),
-        "config must import nothing of the crate but its error type: {:?}",
+        graph["config"].iter().all(|m| m == "error" || m == "files"),
+        "config must import nothing of the crate but its leaves error and files: {:?}",
         graph["config"]
     );
     assert!(

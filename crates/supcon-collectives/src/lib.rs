@@ -12,6 +12,9 @@
 //! | `MpiCollectives` (feature `mpi`) | MPI (Open MPI via the `mpi` crate) | `mpirun`, `srun` |
 //! | `NcclCollectives` (feature `nccl`) | NCCL (cudarc), started over MPI | one process per GPU |
 //!
+//! [`Watchdog`] wraps any of them with a deadline per collective: a rank stuck elsewhere (in
+//! I/O, or dead unnoticed) would otherwise leave the others waiting forever.
+//!
 //! [`connect`] picks the implementation from how the process was started ([`Launch`]): a
 //! process started by an MPI launcher talks MPI (or NCCL when asked), any other is alone.
 //!
@@ -45,6 +48,7 @@ mod mpi_transport;
 #[cfg(feature = "nccl")]
 mod nccl_transport;
 mod single;
+mod watchdog;
 
 use std::ops::Range;
 
@@ -55,6 +59,7 @@ pub use mpi_transport::MpiCollectives;
 #[cfg(feature = "nccl")]
 pub use nccl_transport::NcclCollectives;
 pub use single::SingleProcess;
+pub use watchdog::{Stalled, Watchdog};
 
 /// A borrowed host buffer of one of the element types the collectives carry.
 #[derive(Clone, Copy, Debug)]
@@ -180,6 +185,47 @@ pub trait Collectives {
     /// Ends every rank of the job with exit status `code` (MPI_Abort): what a rank does when it
     /// cannot go on, so that the others are not left waiting in a collective.
     fn abort(&self, code: i32) -> !;
+}
+
+/// A boxed transport (what [`connect`] returns) is a transport, so it can be wrapped
+/// ([`Watchdog`]).
+impl<C: Collectives + ?Sized> Collectives for Box<C> {
+    fn rank(&self) -> usize {
+        (**self).rank()
+    }
+    fn world_size(&self) -> usize {
+        (**self).world_size()
+    }
+    fn transport(&self) -> &'static str {
+        (**self).transport()
+    }
+    fn all_reduce_sum(&self, values: BufferMut<'_>) -> Result<(), CollectiveError> {
+        (**self).all_reduce_sum(values)
+    }
+    fn all_gather(
+        &self,
+        local: Buffer<'_>,
+        gathered: BufferMut<'_>,
+    ) -> Result<(), CollectiveError> {
+        (**self).all_gather(local, gathered)
+    }
+    fn all_gather_varcount(
+        &self,
+        local: Buffer<'_>,
+        counts: &[usize],
+        gathered: BufferMut<'_>,
+    ) -> Result<(), CollectiveError> {
+        (**self).all_gather_varcount(local, counts, gathered)
+    }
+    fn broadcast(&self, values: BufferMut<'_>, root: usize) -> Result<(), CollectiveError> {
+        (**self).broadcast(values, root)
+    }
+    fn barrier(&self) -> Result<(), CollectiveError> {
+        (**self).barrier()
+    }
+    fn abort(&self, code: i32) -> ! {
+        (**self).abort(code)
+    }
 }
 
 mod sealed {

@@ -145,3 +145,64 @@ fn bad_files_and_arguments_give_messages_naming_them() {
     assert!(message(&["--bogus"]).contains("unknown option"));
     assert!(message(&[]).contains("FEATURES"));
 }
+
+/// A bounded mutation fuzzer of the `.npy` readers (the in-CI stand-in for a cargo-fuzz target):
+/// a valid file's header bytes are flipped, its length fields set to extremes, the file cut or
+/// extended; every read returns an array or an error, never a panic, and never allocates
+/// beyond what the file holds (a forged shape is refused before ndarray-npy sizes a buffer).
+#[test]
+fn mutated_npy_files_are_read_or_refused_never_allocated_blindly() {
+    let dir = tempfile::tempdir().unwrap();
+    let valid = dir.path().join("valid.npy");
+    write_npy(&valid, &features()).unwrap();
+    let seed = std::fs::read(&valid).unwrap();
+    let path = dir.path().join("mutant.npy");
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        // xorshift64*: a fixed, dependency-free stream of mutations.
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let mut refused_by_size = 0;
+    for case in 0..3000 {
+        let mut bytes = seed.clone();
+        match case % 4 {
+            0 => {
+                let at = next() as usize % 128;
+                bytes[at] ^= 1 << (next() % 8);
+            }
+            1 => {
+                // The header length (v1: two bytes at 8) set to an extreme.
+                let value = [0u16, 1, 0x7fff, u16::MAX][next() as usize % 4];
+                bytes[8..10].copy_from_slice(&value.to_le_bytes());
+            }
+            2 => bytes.truncate(next() as usize % bytes.len()),
+            _ => {
+                // A digit of the shape replaced by a long run of nines.
+                let text = String::from_utf8_lossy(&bytes[10..128]).into_owned();
+                if let Some(at) = text.find("(6") {
+                    let at = 10 + at + 1;
+                    bytes.splice(at..at + 1, b"99999999999999".iter().copied());
+                    bytes.truncate(bytes.len().min(seed.len()));
+                }
+            }
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let read = std::panic::catch_unwind(|| {
+            let _ = supcon_loss::npy::read_labels(&path, "labels");
+            supcon_loss::npy::read_floats::<ndarray::Ix3>(&path, "features", "a 3-D")
+        });
+        match read {
+            Err(_) => panic!("case {case} panicked on {bytes:?}"),
+            Ok(Err(supcon_loss::npy::NpyLossError::Bounds { .. })) => refused_by_size += 1,
+            Ok(_) => {}
+        }
+    }
+    assert!(
+        refused_by_size > 100,
+        "only {refused_by_size} forged sizes were tried"
+    );
+    eprintln!("{refused_by_size} of 3000 mutants refused by their declared size");
+}

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
     // One process, or one rank of a job started by mpirun / srun.
     let comm: supcon_train::dist::Comm =
         match supcon_collectives::connect(cli.collectives.into(), None) {
-            Ok(comm) => Rc::from(comm),
+            Ok(comm) => watched(comm, cli.collective_timeout),
             Err(e) => {
                 eprintln!("error: {}", supcon_train::error::chain(&e));
                 return ExitCode::FAILURE;
@@ -96,4 +96,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The ranks of a job under `--collective-timeout`: a collective that waits longer ends this
+/// rank (abort, as a panicking rank does), and the launcher then ends the job.
+fn watched(
+    comm: Box<dyn supcon_collectives::Collectives>,
+    timeout_seconds: u64,
+) -> supcon_train::dist::Comm {
+    if comm.world_size() == 1 || timeout_seconds == 0 {
+        return Rc::from(comm);
+    }
+    let timeout = std::time::Duration::from_secs(timeout_seconds);
+    Rc::new(supcon_collectives::Watchdog::new(
+        comm,
+        timeout,
+        move |stalled| {
+            eprintln!("error: {stalled} (--collective-timeout {timeout_seconds}): ending the job");
+            std::process::abort();
+        },
+    ))
 }

@@ -172,6 +172,17 @@ fn config_sizes_and_numbers_are_bounded_before_the_run_folder_exists() {
         assert!(err.contains(key), "{set}: {err}");
         assert!(!dir.path().join("x").exists(), "{set} made the run folder");
     }
+    let err = fails_quickly(supcon().args([
+        "train",
+        "--preset",
+        "quick-cpu-moco-v2",
+        "--set",
+        "pretrain.moco.queue=100000000000",
+    ]));
+    assert!(
+        err.contains("pretrain.moco.queue: 100000000000 is above"),
+        "{err}"
+    );
     let deep = format!("{}=1", vec!["a"; 50_000].join("."));
     let err = fails_quickly(supcon().args(["train", "--set", &deep]));
     assert!(err.contains("dotted parts"), "{err}");
@@ -291,6 +302,33 @@ fn test_classes_under_other_names_are_refused_before_training() {
     );
     assert!(
         err.contains("[cat, fox]") && err.contains("[cat, dog]"),
+        "{err}"
+    );
+    assert!(!dir.path().join("x").exists());
+}
+
+#[test]
+fn the_data_limits_are_settings_and_their_errors_name_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    image_folder(&data, "train", &["cat", "dog"]);
+    image_folder(&data, "test", &["cat", "dog"]);
+    // 8 × 8 images under a limit of 10 pixels: the setting reaches the reader.
+    let err = fails_quickly(
+        supcon()
+            .args(["train", "--name", "x", "--runs-dir"])
+            .arg(dir.path())
+            .args([
+                "--set",
+                "data.dataset=\"folder\"",
+                "--set",
+                "data.color=\"gray\"",
+            ])
+            .args(["--set", "data.limits.max_image_pixels=10", "--data"])
+            .arg(&data),
+    );
+    assert!(
+        err.contains("max_image_pixels") && err.contains("64"),
         "{err}"
     );
     assert!(!dir.path().join("x").exists());

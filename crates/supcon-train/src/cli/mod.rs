@@ -27,6 +27,11 @@ pub struct Cli {
     /// the nccl feature). See the book's Scaling out.
     #[arg(long, global = true, value_enum, default_value_t = CollectivesArg::Auto)]
     pub collectives: CollectivesArg,
+    /// Seconds a rank waits in one collective for the others before it ends the job, saying
+    /// so (a rank stuck in I/O or dead would otherwise hang every other rank); 0: no limit.
+    /// Generous by default: a collective waits at most for one step's work on another rank.
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 1800)]
+    pub collective_timeout: u64,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -6,7 +6,8 @@
 //! would make libtorch panic, the allocator abort, or the run fail hours in. The bounds are
 //! far above any recipe in the book (ImageNet's included) and below what breaks; a value over
 //! one is a configuration error naming the key, the value and the bound, raised by
-//! [`RunConfig::validate`] before the run folder exists.
+//! [`RunConfig::validate`] before the run folder exists. Each method's own table checks its
+//! sizes against these bounds in `config/methods.rs` (`[pretrain.<method>]`).
 
 use super::RunConfig;
 use crate::error::TrainError;
@@ -42,20 +43,12 @@ impl RunConfig {
                 )));
             }
         }
-        let widest_queue = [
-            self.pretrain.queue,
-            self.pretrain.moco.queue,
-            self.pretrain.swav.queue,
-            self.pretrain.instdisc.negatives,
-        ]
-        .into_iter()
-        .max()
-        .unwrap_or(0) as u64;
-        let elements = widest_queue.saturating_mul(self.model.projection_dim.max(0) as u64);
+        let queue = self.pretrain.queue as u64;
+        let elements = queue.saturating_mul(self.model.projection_dim.max(0) as u64);
         if elements > MAX_QUEUE_ELEMENTS {
             return Err(TrainError::Config(format!(
-                "pretrain: a queue of {widest_queue} entries × model.projection_dim {} = \
-                 {elements} elements is above the limit of {MAX_QUEUE_ELEMENTS} (4 GiB of f32)",
+                "pretrain.queue: {queue} entries × model.projection_dim {} = {elements} \
+                 elements is above the limit of {MAX_QUEUE_ELEMENTS} (4 GiB of f32)",
                 self.model.projection_dim
             )));
         }
@@ -103,31 +96,6 @@ impl RunConfig {
             ("ce.batch_size", self.ce.batch_size as u64, MAX_BATCH),
             ("eval.batch_size", self.eval.batch_size as u64, MAX_BATCH),
             ("pretrain.queue", p.queue as u64, MAX_QUEUE),
-            ("pretrain.moco.queue", p.moco.queue as u64, MAX_QUEUE),
-            (
-                "pretrain.moco.shuffle_groups",
-                p.moco.shuffle_groups as u64,
-                MAX_BATCH,
-            ),
-            (
-                "pretrain.instdisc.negatives",
-                p.instdisc.negatives as u64,
-                MAX_QUEUE,
-            ),
-            ("pretrain.swav.queue", p.swav.queue as u64, MAX_QUEUE),
-            (
-                "pretrain.swav.prototypes",
-                p.swav.prototypes as u64,
-                MAX_PROTOTYPES,
-            ),
-            (
-                "pretrain.swav.sinkhorn_iterations",
-                p.swav.sinkhorn_iterations as u64,
-                MAX_ITERATIONS,
-            ),
-            ("pretrain.cpc.patch", p.cpc.patch as u64, MAX_IMAGE_SIDE),
-            ("pretrain.cpc.stride", p.cpc.stride as u64, MAX_IMAGE_SIDE),
-            ("pretrain.cpc.offsets", p.cpc.offsets as u64, MAX_IMAGE_SIDE),
             ("eval.knn_k", self.eval.knn_k as u64, MAX_ITERATIONS),
         ];
         if let Some(f) = &self.finetune {

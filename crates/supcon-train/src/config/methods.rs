@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{LossBackendKind, Method, PretrainConfig};
+use super::{limits, LossBackendKind, Method, PretrainConfig};
 use crate::error::TrainError;
 
 /// What a method asks of the configuration.
@@ -60,6 +60,18 @@ pub mod default_temperature {
             1.0
         }
     }
+}
+
+/// Each `(key, value, bound)` of a method's table against its bound (`config::limits`).
+fn within_limits(table: &str, sizes: &[(&str, usize, u64)]) -> Result<(), TrainError> {
+    for &(key, value, max) in sizes {
+        if value as u64 > max {
+            return Err(TrainError::Config(format!(
+                "pretrain.{table}.{key}: {value} is above the limit of {max} (config::limits)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A method without a settings table has nothing of its own to check.
@@ -225,7 +237,14 @@ impl CpcConfig {
                 return bad(key, "must be at least 1".into());
             }
         }
-        Ok(())
+        within_limits(
+            "cpc",
+            &[
+                ("patch", self.patch, limits::MAX_IMAGE_SIDE),
+                ("stride", self.stride, limits::MAX_IMAGE_SIDE),
+                ("offsets", self.offsets, limits::MAX_IMAGE_SIDE),
+            ],
+        )
     }
 }
 
@@ -286,7 +305,13 @@ impl MocoConfig {
         if self.shuffle_groups == 0 {
             return bad("shuffle_groups", "must be at least 1".into());
         }
-        Ok(())
+        within_limits(
+            "moco",
+            &[
+                ("queue", self.queue, limits::MAX_QUEUE),
+                ("shuffle_groups", self.shuffle_groups, limits::MAX_BATCH),
+            ],
+        )
     }
 }
 
@@ -347,7 +372,10 @@ impl InstDiscConfig {
                 format!("{} is not in [0, 1]", self.partition_momentum),
             );
         }
-        Ok(())
+        within_limits(
+            "instdisc",
+            &[("negatives", self.negatives, limits::MAX_QUEUE)],
+        )
     }
 }
 
@@ -399,7 +427,18 @@ impl SwavConfig {
         if self.sinkhorn_iterations == 0 {
             return bad("sinkhorn_iterations", "must be at least 1".into());
         }
-        Ok(())
+        within_limits(
+            "swav",
+            &[
+                ("queue", self.queue, limits::MAX_QUEUE),
+                ("prototypes", self.prototypes, limits::MAX_PROTOTYPES),
+                (
+                    "sinkhorn_iterations",
+                    self.sinkhorn_iterations,
+                    limits::MAX_ITERATIONS,
+                ),
+            ],
+        )
     }
 }
 

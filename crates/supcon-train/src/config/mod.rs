@@ -145,6 +145,51 @@ pub struct DataConfig {
     /// its training set has at most this many images, or with 0.
     #[serde(default = "default_stats_images")]
     pub stats_images: usize,
+    /// Image folders and shards: raises (or lowers) `supcon_data::Limits`, the bounds on sizes
+    /// read from the files, for trusted data beyond them (`[data.limits]`, the fields named
+    /// as the errors name them).
+    #[serde(default, skip_serializing_if = "DataLimits::is_default")]
+    pub limits: DataLimits,
+}
+
+/// `[data.limits]`: each key absent keeps `supcon_data::Limits`'s default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_image_pixels: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_shard_member_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_class_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pattern_names: Option<u64>,
+}
+
+impl DataLimits {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The data crate's limits with these keys applied.
+    pub fn resolve(&self) -> supcon_data::Limits {
+        let mut limits = supcon_data::Limits::default();
+        let overrides = [
+            (self.max_image_pixels, &mut limits.max_image_pixels),
+            (
+                self.max_shard_member_bytes,
+                &mut limits.max_shard_member_bytes,
+            ),
+            (self.max_class_id, &mut limits.max_class_id),
+            (self.max_pattern_names, &mut limits.max_pattern_names),
+        ];
+        for (given, field) in overrides {
+            if let Some(value) = given {
+                *field = value;
+            }
+        }
+        limits
+    }
 }
 
 impl DataConfig {

@@ -8,7 +8,10 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::sync::Arc;
 use supcon_augment::{presets, Augmenter, ImageRef, MultiCropAugmenter, Pipeline};
-use supcon_data::{open_image_folder, open_shards, shard_paths, Dataset, LabelQuota, Split};
+use supcon_data::{
+    open_image_folder_with_limits, open_shards_with_limits, shard_paths_with_limits, Dataset,
+    LabelQuota, Split,
+};
 use tch::{Device, Tensor};
 
 use crate::config::{DataConfig, DataSource, EvalSplit, RunConfig};
@@ -155,7 +158,8 @@ fn open_split(config: &DataConfig, split: Split) -> Result<Dataset, TrainError> 
             } else {
                 root.to_path_buf()
             };
-            open_image_folder(&root, &options, config.labels).map_err(data_error)
+            open_image_folder_with_limits(&root, &options, config.labels, &config.limits.resolve())
+                .map_err(data_error)
         }
         DataSource::Shards(options) => {
             let (key, pattern) = match split {
@@ -169,8 +173,9 @@ fn open_split(config: &DataConfig, split: Split) -> Result<Dataset, TrainError> 
                     split_name(split)
                 ))
             })?;
-            let paths = shard_paths(pattern).map_err(data_error)?;
-            open_shards(&paths, &options, config.labels).map_err(data_error)
+            let limits = config.limits.resolve();
+            let paths = shard_paths_with_limits(pattern, &limits).map_err(data_error)?;
+            open_shards_with_limits(&paths, &options, config.labels, &limits).map_err(data_error)
         }
     }
 }

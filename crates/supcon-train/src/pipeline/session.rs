@@ -271,14 +271,10 @@ fn same_as_rank_zero(
     comparable.data.path = None;
     comparable.data.eval_path = None;
     comparable.data.test_path = None;
-    let ours = format!(
-        "{}\n# {} training, {} validation and {} pre-training images, {} classes",
-        comparable.to_toml()?,
-        data.train.len(),
-        data.validation.len(),
-        data.pretrain_set().len(),
-        data.train.num_classes()
-    );
+    // The data's fingerprint (sizes, image shape, class names), one field per line.
+    let fingerprint = serde_json::to_string_pretty(&super::origin::DataFingerprint::of(data))
+        .map_err(|e| TrainError::Config(e.to_string()))?;
+    let ours = format!("{}\n{fingerprint}", comparable.to_toml()?);
     let theirs = comm
         .broadcast_bytes(ours.as_bytes(), 0)
         .map_err(dist::failed("broadcast of rank 0's configuration"))?;

@@ -225,6 +225,19 @@ fn special_files_are_refused_instead_of_read_forever() {
     );
 }
 
+/// `supcon args…` under a 2 GiB address-space limit (`ulimit -v`): an input of a few KB that
+/// makes it allocate more aborts instead of failing cleanly.
+fn within_two_gib(args: &[&std::ffi::OsStr]) -> Command {
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg("ulimit -v 2097152 && exec \"$@\"")
+        .arg("bash")
+        .arg(env!("CARGO_BIN_EXE_supcon"))
+        .args(args)
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
 /// A `.npy` file of `total` bytes whose header declares `shape` float32 elements.
 fn forged_npy(path: &Path, shape: &str, total: usize) {
     let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({shape}), }}");
@@ -246,13 +259,11 @@ fn a_forged_npy_header_is_an_error_within_a_memory_bound() {
     let features = dir.path().join("features.npy");
     forged_npy(&features, "1099511627776, 2, 128", 256);
     // Under a 2 GiB address-space limit: asking for the declared terabytes would abort.
-    let err = fails_quickly(
-        Command::new("bash")
-            .arg("-c")
-            .arg("ulimit -v 2097152 && exec \"$0\" loss --features \"$1\"")
-            .arg(env!("CARGO_BIN_EXE_supcon"))
-            .arg(&features),
-    );
+    let err = fails_quickly(&mut within_two_gib(&[
+        "loss".as_ref(),
+        "--features".as_ref(),
+        features.as_os_str(),
+    ]));
     assert!(
         err.contains("features.npy")
             && err.contains("1099511627776")
@@ -332,4 +343,105 @@ fn the_data_limits_are_settings_and_their_errors_name_them() {
         "{err}"
     );
     assert!(!dir.path().join("x").exists());
+}
+
+/// A tar shard holding `sample.png` (a real 8 × 8 image) and `sample.cls` = `label`.
+fn shard_with_label(path: &Path, label: &str) {
+    let mut png = std::io::Cursor::new(Vec::new());
+    image::GrayImage::from_pixel(8, 8, image::Luma([7]))
+        .write_to(&mut png, image::ImageFormat::Png)
+        .unwrap();
+    let mut builder = tar::Builder::new(fs::File::create(path).unwrap());
+    for (name, body) in [
+        ("sample.png", png.into_inner()),
+        ("sample.cls", label.into()),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(body.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, name, body.as_slice())
+            .unwrap();
+    }
+    builder.finish().unwrap();
+}
+
+#[test]
+fn hostile_image_data_is_refused_by_the_binary_within_two_gib() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let name_and_runs = |name: &str| -> Vec<std::ffi::OsString> {
+        vec![
+            "train".into(),
+            "--name".into(),
+            name.into(),
+            "--runs-dir".into(),
+            runs.clone().into(),
+        ]
+    };
+    let with = |name: &str, sets: &[String]| {
+        let mut args = name_and_runs(name);
+        for set in sets {
+            args.push("--set".into());
+            args.push(set.into());
+        }
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        fails_quickly(&mut within_two_gib(&args))
+    };
+
+    // A 1 × 3 000 000 PNG (a few KB) centre-cropped to 32 × 32 would be resized to
+    // 32 × 96 000 000 pixels first.
+    let data = dir.path().join("thin");
+    image_folder(&data, "train", &["cat", "dog"]);
+    image_folder(&data, "test", &["cat", "dog"]);
+    image::GrayImage::new(3_000_000, 1)
+        .save(data.join("train/cat/thin.png"))
+        .unwrap();
+    let folder = |path: &Path| {
+        vec![
+            "data.dataset=\"folder\"".to_string(),
+            "data.color=\"gray\"".into(),
+            "data.image_size=32".into(),
+            "data.fit=\"center-crop\"".into(),
+            format!("data.path='{}'", path.display()),
+        ]
+    };
+    let err = with("thin", &folder(&data));
+    assert!(
+        err.contains("thin.png") && err.contains("max_image_pixels"),
+        "{err}"
+    );
+
+    // A brace pattern naming a hundred billion shards.
+    let shards = dir.path().join("shards");
+    fs::create_dir_all(&shards).unwrap();
+    let pattern = |split: &str| format!("'{}/{split}-{{0..99999999999}}.tar'", shards.display());
+    let sets = [
+        "data.dataset=\"shards\"".to_string(),
+        "data.color=\"gray\"".into(),
+        format!("data.path={}", pattern("train")),
+        format!("data.test_path={}", pattern("test")),
+    ];
+    let err = with("braces", &sets);
+    assert!(
+        err.contains("max_pattern_names") && err.contains("100000000000"),
+        "{err}"
+    );
+
+    // A label of 10^11 would size the class list.
+    shard_with_label(&shards.join("train.tar"), "100000000000");
+    shard_with_label(&shards.join("test.tar"), "0");
+    let sets = [
+        "data.dataset=\"shards\"".to_string(),
+        "data.color=\"gray\"".into(),
+        format!("data.path='{}'", shards.join("train.tar").display()),
+        format!("data.test_path='{}'", shards.join("test.tar").display()),
+    ];
+    let err = with("label", &sets);
+    assert!(
+        err.contains("sample.cls") && err.contains("max_class_id"),
+        "{err}"
+    );
+    assert!(!runs.exists(), "a refused run made its folder");
 }

@@ -52,7 +52,8 @@ fn matches_the_direct_formula() {
                 let options = NceOptions::new(tau)
                     .with_dataset_size(n)
                     .with_partition(partition)
-                    .with_normalize(normalize);
+                    .with_normalize(normalize)
+                    .with_proximal([0.0, 0.5, 30.0][seed as usize % 3]);
                 let p = random_nce(seed, batch, dim, m, options);
                 let want = p.reference();
                 let got = p.run();
@@ -77,12 +78,13 @@ fn matches_the_direct_formula() {
 fn gradient_matches_finite_differences_for_every_option() {
     let mut seed = 100;
     for (normalize, partition) in combinations() {
-        for tau in [0.07, 0.5] {
+        for (tau, proximal) in [(0.07, 0.0), (0.5, 0.0), (0.07, 30.0), (0.5, 2.0)] {
             seed += 1;
             let options = NceOptions::new(tau)
                 .with_dataset_size(1000)
                 .with_partition(partition)
-                .with_normalize(normalize);
+                .with_normalize(normalize)
+                .with_proximal(proximal);
             let p = random_nce(seed, 5, 4, 7, options);
             let analytic = p.run();
             let mut fixed = p.clone();
@@ -296,6 +298,19 @@ fn invalid_options_name_the_option() {
             "{err}"
         );
         assert!(err.to_string().contains("partition"), "{err}");
+    }
+    for bad in [-1.0, f64::NAN, f64::INFINITY] {
+        let err = error_of(&input, &valid().with_proximal(bad));
+        assert!(
+            matches!(
+                err,
+                LossError::InvalidParameter {
+                    name: "proximal",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
     let err = error_of(&input, &NceOptions::default());
     assert!(

@@ -136,7 +136,8 @@ fn nce_matches_instdiscs_formula() {
                 let options = NceOptions::new(0.07)
                     .with_dataset_size(50_000)
                     .with_partition(partition)
-                    .with_normalize(normalize);
+                    .with_normalize(normalize)
+                    .with_proximal(if seed % 2 == 0 { 30.0 } else { 0.0 });
                 let p = random_nce(seed, batch, dim, m, options).rounded();
                 let what = format!("{batch}x{dim}x{m} {:?}", p.options);
                 let (cpu, tch) = (p.run_f32(), nce_tch(&p, Kind::Float));

@@ -148,6 +148,8 @@ fn every_method_trains_alike_on_the_cpu_and_tch_loss_backends() {
         // (tau 0.1, weight decay 5e-4) moved conv1 by 0.9 in three steps and the backends
         // parted by 2.4e-4, beyond the bound; at 0.003 the worst method uses 15 % of it.
         config.pretrain.instdisc.negatives = 64;
+        // The proximal term (λ‖v − bank entry‖²) on both backends too.
+        config.pretrain.instdisc.proximal = 1.0;
         config.model.in_channels = channels;
         if channels == 3 {
             // The preset's recipe is Fashion-MNIST's (gray); SupContrast's is for colour.

@@ -144,21 +144,24 @@ fn infonce_matches_the_formula_with_shared_and_per_query_negatives() {
 #[test]
 fn nce_matches_instdisc_formula() {
     let mut rng = ChaCha8Rng::seed_from_u64(2);
-    let (b, m, d, tau, n, z) = (4, 6, 5, 0.07, 1000usize, 2500.0);
+    let (b, m, d, tau, n, z, lambda) = (4, 6, 5, 0.07, 1000usize, 2500.0, 3.0);
     let q: Array2<f64> = random((b, d), &mut rng) * 0.3;
     let pos: Array2<f64> = random((b, d), &mut rng) * 0.3;
     let neg: Array3<f64> = random((b, m, d), &mut rng) * 0.3;
-    // P(i|v) = e^{v_i·v/τ}/Z, h = P/(P + m/N), ℓ = −log h(k) − Σ_j log(1 − h(n_j)).
+    // P(i|v) = e^{v_i·v/τ}/Z, h = P/(P + m/N), ℓ = −log h(k) − Σ_j log(1 − h(n_j)), plus the
+    // proximal term λ‖v − k‖².
     let loss = |q: &Array2<f64>| -> f64 {
         let noise = m as f64 / n as f64;
         let h = |p: f64| p / (p + noise);
         (0..b)
             .map(|i| {
                 let p = |row: ndarray::ArrayView1<'_, f64>| (dot(q.row(i), row) / tau).exp() / z;
+                let drift = &q.row(i) - &pos.row(i);
                 -h(p(pos.row(i))).ln()
                     - (0..m)
                         .map(|j| (1.0 - h(p(neg.slice(ndarray::s![i, j, ..])))).ln())
                         .sum::<f64>()
+                    + lambda * dot(drift.view(), drift.view())
             })
             .sum::<f64>()
             / b as f64
@@ -181,6 +184,8 @@ fn nce_matches_instdisc_formula() {
         "1000".as_ref(),
         "--nce-z".as_ref(),
         "2500".as_ref(),
+        "--proximal".as_ref(),
+        "3".as_ref(),
         "--temperature".as_ref(),
         "0.07".as_ref(),
         "--grad-out".as_ref(),

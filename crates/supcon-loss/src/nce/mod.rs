@@ -37,6 +37,19 @@
 //! Loss = (1/B) Σ_b ℓ_b
 //! ```
 //!
+//! **Proximal regularization** (InstDisc §3.4, [`NceOptions::proximal`] = λ, 0 by default).
+//! Each image is its own class and is seen once per epoch, so its bank entry `k_b = v_b^(t−1)`
+//! can jump between epochs and the training oscillate; the paper adds the squared distance of
+//! the new feature from the bank's:
+//!
+//! ```text
+//! Loss = (1/B) Σ_b [ ℓ_b + λ ‖ẑ_qb − ẑ_kb‖² ]          ∂/∂ẑ_qb of the new term: 2λ(ẑ_qb − ẑ_kb)/B
+//! ```
+//!
+//! (with `normalize` the distance of the normalized rows, whose gradient goes through the
+//! normalization like the rest; the bank entry is a constant). As training converges the two
+//! agree and the term vanishes.
+//!
 //! **Z.** Either given ([`NceOptions::partition`] = `Some(z)`) or, when `None`, estimated from
 //! the batch by Monte Carlo, as InstDisc does on its first batch:
 //! `Z = N · mean_{b<B, j<m} e^{ẑ_qb·ẑ_nbj/τ}` (in log space). Z is a constant either way: no
@@ -74,6 +87,8 @@
 //! ∂Loss/∂q_b = (1/B) · (g − ẑ_qb (ẑ_qb·g)) / ‖q_b‖   with g = ∂ℓ_b/∂ẑ_qb   (normalize)
 //! ∂Loss/∂q_b = (1/B) · ∂ℓ_b/∂ẑ_qb                                        (otherwise)
 //! ```
+//!
+//! plus the proximal term's `2λ(ẑ_qb − ẑ_kb)` added to `∂ℓ_b/∂ẑ_qb` before the normalization.
 //!
 //! # Computation
 //!
@@ -140,6 +155,10 @@ pub struct NceOptions {
     /// through the queries' normalization. Off by default (InstDisc normalizes its features
     /// in the model).
     pub normalize: bool,
+    /// λ of InstDisc's proximal regularization `λ‖ẑ_q − ẑ_k‖²` (the query's distance from its
+    /// own bank entry; see the [module docs](self)). 0 (the default) leaves it out; must be
+    /// finite and at least 0.
+    pub proximal: f64,
 }
 
 impl Default for NceOptions {
@@ -149,6 +168,7 @@ impl Default for NceOptions {
             dataset_size: 0,
             partition: None,
             normalize: false,
+            proximal: 0.0,
         }
     }
 }
@@ -189,6 +209,11 @@ impl NceOptions {
         Self { normalize, ..self }
     }
 
+    /// The same options with the proximal weight λ (0: off).
+    pub fn with_proximal(self, proximal: f64) -> Self {
+        Self { proximal, ..self }
+    }
+
     /// The option checks of every NCE entry point: τ positive and finite, N > 0, a given Z
     /// positive and finite.
     pub(crate) fn check(&self) -> Result<(), LossError> {
@@ -208,6 +233,13 @@ impl NceOptions {
                     reason: "the normalization constant Z must be positive and finite",
                 });
             }
+        }
+        if !(self.proximal.is_finite() && self.proximal >= 0.0) {
+            return Err(LossError::InvalidParameter {
+                name: "proximal",
+                value: self.proximal,
+                reason: "the proximal weight λ must be finite and at least 0",
+            });
         }
         Ok(())
     }
@@ -232,7 +264,8 @@ pub struct NceOutput<T = f32> {
 
 /// Checks the inputs and options of [`nce_loss`] (which calls it first).
 ///
-/// Checks, in this order: τ positive and finite; N > 0; a given Z positive and finite;
+/// Checks, in this order: τ positive and finite; N > 0; a given Z positive and finite; λ
+/// finite and ≥ 0;
 /// queries `[B, D]` with B, D > 0; positives `[B, D]`; negatives `[B, m, D]` with m > 0; every
 /// value finite (queries, positives, negatives); with `normalize`, no all-zero row (same
 /// order). Errors name the input and, for values, the index of the first bad element.
@@ -348,6 +381,8 @@ struct Prepared<'p, 'a, T> {
     input: &'p NceInput<'a, T>,
     inv_tau: f64,
     normalize: bool,
+    /// λ of the proximal term.
+    proximal: f64,
     /// 1/‖q_b‖ (1 without normalize).
     inv_queries: Vec<f64>,
     /// 1/‖k_b‖ (1 without normalize).
@@ -368,6 +403,7 @@ impl<'p, 'a, T: Element> Prepared<'p, 'a, T> {
             input,
             inv_tau: 1.0 / options.temperature,
             normalize,
+            proximal: options.proximal,
             inv_queries: inv_rows(input.queries),
             inv_positives: inv_rows(input.positives),
             inv_negatives: input.negatives.outer_iter().flat_map(inv_rows).collect(),
@@ -384,6 +420,22 @@ impl<'p, 'a, T: Element> Prepared<'p, 'a, T> {
         for ((x, n), &inv) in out.iter_mut().zip(negatives.outer_iter()).zip(inv_norms) {
             *x = dot_f64(q, n) * inv * scale;
         }
+    }
+
+    /// λ‖ẑ_qb − ẑ_kb‖² (returned) and its gradient `2λ(ẑ_qb − ẑ_kb)/B` (added to `grad`, the
+    /// gradient with respect to ẑ_qb).
+    fn add_proximal(&self, b: usize, grad: &mut [f64], batch: usize) -> f64 {
+        let q = self.input.queries.row(b);
+        let k = self.input.positives.row(b);
+        let (inv_q, inv_k) = (self.inv_queries[b], self.inv_positives[b]);
+        let scale = 2.0 * self.proximal / batch as f64;
+        let mut squared = 0.0;
+        for ((g, &qd), &kd) in grad.iter_mut().zip(q).zip(k) {
+            let diff = qd.to_f64() * inv_q - kd.to_f64() * inv_k;
+            squared += diff * diff;
+            *g += scale * diff;
+        }
+        self.proximal * squared
     }
 
     /// The queries `b0..` of one block: writes their gradient rows into `out` and returns their
@@ -413,11 +465,14 @@ impl<'p, 'a, T: Element> Prepared<'p, 'a, T> {
                 loss += softplus(x);
                 add_scaled(&mut grad, sigmoid(x) * inv, n);
             }
-            losses.push((loss, log_sum_exp(&logits)));
             let factor = self.inv_tau / batch as f64;
             for g in &mut grad {
                 *g *= factor;
             }
+            if self.proximal > 0.0 {
+                loss += self.add_proximal(b, &mut grad, batch);
+            }
+            losses.push((loss, log_sum_exp(&logits)));
             normalization_backward(&mut grad, q, self.normalize.then_some(self.inv_queries[b]));
             for (o, g) in out[r * dim..(r + 1) * dim].iter_mut().zip(grad) {
                 *o = T::from_f64(g);

@@ -10,7 +10,8 @@ use crate::{LossError, NceOptions};
 
 /// InstDisc's NCE on libtorch tensors, with its autograd graph, written from the formula:
 /// `P = exp(s/τ) / Z` for the positive and the m negatives of each query,
-/// `h = P / (P + m/N)`, `loss = −mean_b (log h_b0 + Σ_j log(1 − h_bj))`.
+/// `h = P / (P + m/N)`, `loss = −mean_b (log h_b0 + Σ_j log(1 − h_bj))`, plus
+/// `λ · mean_b ‖ẑ_qb − ẑ_kb‖²` with the proximal weight λ.
 ///
 /// - `queries`: `[B, D]`, floating point (`requires_grad`).
 /// - `positives`: `[B, D]` and `negatives`: `[B, m, D]` (memory-bank entries), detached inside.
@@ -67,8 +68,13 @@ pub fn nce_loss_tensor(
     let log_h_pos = (&p_pos / (&p_pos + noise)).log();
     let log_one_minus_h_neg = (noise / (&p_neg + noise)).log();
     let total = log_h_pos.sum(kind) + log_one_minus_h_neg.sum(kind);
+    let mut loss = total * (-1.0 / batch as f64);
+    if options.proximal > 0.0 {
+        // λ · mean_b ‖ẑ_qb − ẑ_kb‖², the bank entry a constant.
+        loss += (&q - &k).square().sum(kind) * (options.proximal / batch as f64);
+    }
     Ok(NceTensorOutput {
-        loss: total * (-1.0 / batch as f64),
+        loss,
         partition: z,
         batch_partition,
     })

@@ -406,6 +406,11 @@ pub fn nce_reference(problem: &NceProblem) -> Dense {
                 g.scaled_add(h / o.temperature, c);
             }
         }
+        // InstDisc's proximal term λ‖ẑ_q − ẑ_k‖², its gradient 2λ(ẑ_q − ẑ_k).
+        let q = unit(problem.queries.row(b), normalize);
+        let drift = &q - &bank[b][0];
+        loss += o.proximal * drift.dot(&drift);
+        g.scaled_add(2.0 * o.proximal, &drift);
         let g = through_normalization(g, problem.queries.row(b), normalize) / batch as f64;
         grad.row_mut(b).assign(&g);
     }

@@ -604,7 +604,8 @@ fn loss_on_npy(args: &LossArgs) -> Result<String, TrainError> {
                 &NceOptions::new(args.temperature.unwrap_or(tau::INSTDISC))
                     .with_dataset_size(data_size)
                     .with_partition(args.nce_z)
-                    .with_normalize(args.normalize),
+                    .with_normalize(args.normalize)
+                    .with_proximal(args.proximal),
                 grad_out,
             )?
         }

@@ -269,6 +269,9 @@ pub struct LossArgs {
     /// nce: the partition constant Z (absent: estimated from these queries).
     #[arg(long)]
     pub nce_z: Option<f64>,
+    /// nce: λ of InstDisc's proximal term λ‖q − positive‖² (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    pub proximal: f64,
     /// swav: ε of Sinkhorn–Knopp.
     #[arg(long, default_value_t = 0.05)]
     pub epsilon: f64,

@@ -331,6 +331,9 @@ pub struct InstDiscConfig {
     /// vectors, which is too small once the bank holds learned embeddings (HobbitLong/CMC
     /// issue #23 suggests 0.99).
     pub partition_momentum: f64,
+    /// λ of the proximal regularization `λ‖v_i^(t) − v_i^(t−1)‖²` (InstDisc §3.4): the new
+    /// embedding's squared distance from the image's bank entry; 0 = off.
+    pub proximal: f64,
 }
 
 impl Default for InstDiscConfig {
@@ -340,6 +343,7 @@ impl Default for InstDiscConfig {
             bank_momentum: 0.5,
             partition: None,
             partition_momentum: 1.0,
+            proximal: 0.0,
         }
     }
 }
@@ -370,6 +374,12 @@ impl InstDiscConfig {
             return bad(
                 "partition_momentum",
                 format!("{} is not in [0, 1]", self.partition_momentum),
+            );
+        }
+        if !(self.proximal.is_finite() && self.proximal >= 0.0) {
+            return bad(
+                "proximal",
+                format!("{} is not a number >= 0", self.proximal),
             );
         }
         within_limits(

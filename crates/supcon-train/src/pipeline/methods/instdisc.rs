@@ -80,7 +80,8 @@ pub(super) fn build(context: &MethodContext<'_>) -> Result<Box<dyn ContrastiveMe
         loss: NceOp(
             NceOptions::new(pretrain.temperature())
                 .with_dataset_size(n)
-                .with_partition(settings.partition),
+                .with_partition(settings.partition)
+                .with_proximal(settings.proximal),
         ),
         backend: super::loss_backend(context),
         negatives: settings.negatives,

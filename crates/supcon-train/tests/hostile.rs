@@ -292,25 +292,27 @@ fn image_folder(root: &Path, split: &str, classes: &[&str]) {
     }
 }
 
+/// `supcon train --name x` on the gray image folder `data` with the `sets` overrides, which
+/// must fail; its stderr.
+fn refused_on_folder(runs: &Path, data: &Path, sets: &[&str]) -> String {
+    let mut cmd = supcon();
+    cmd.args(["train", "--name", "x", "--runs-dir"]).arg(runs);
+    for set in ["data.dataset=\"folder\"", "data.color=\"gray\""]
+        .iter()
+        .chain(sets)
+    {
+        cmd.args(["--set", set]);
+    }
+    fails_quickly(cmd.arg("--data").arg(data))
+}
+
 #[test]
 fn test_classes_under_other_names_are_refused_before_training() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     image_folder(&data, "train", &["cat", "dog"]);
     image_folder(&data, "test", &["cat", "fox"]);
-    let err = fails_quickly(
-        supcon()
-            .args(["train", "--name", "x", "--runs-dir"])
-            .arg(dir.path())
-            .args([
-                "--set",
-                "data.dataset=\"folder\"",
-                "--set",
-                "data.color=\"gray\"",
-            ])
-            .arg("--data")
-            .arg(&data),
-    );
+    let err = refused_on_folder(dir.path(), &data, &[]);
     assert!(
         err.contains("[cat, fox]") && err.contains("[cat, dog]"),
         "{err}"
@@ -325,19 +327,7 @@ fn the_data_limits_are_settings_and_their_errors_name_them() {
     image_folder(&data, "train", &["cat", "dog"]);
     image_folder(&data, "test", &["cat", "dog"]);
     // 8 × 8 images under a limit of 10 pixels: the setting reaches the reader.
-    let err = fails_quickly(
-        supcon()
-            .args(["train", "--name", "x", "--runs-dir"])
-            .arg(dir.path())
-            .args([
-                "--set",
-                "data.dataset=\"folder\"",
-                "--set",
-                "data.color=\"gray\"",
-            ])
-            .args(["--set", "data.limits.max_image_pixels=10", "--data"])
-            .arg(&data),
-    );
+    let err = refused_on_folder(dir.path(), &data, &["data.limits.max_image_pixels=10"]);
     assert!(
         err.contains("max_image_pixels") && err.contains("64"),
         "{err}"

@@ -4,18 +4,14 @@
 //! PIL per-image pipeline, DataLoader with 2 worker processes, `torch.set_num_threads(2)`),
 //! on the same machine in the same run. Writes `target/bench-results/augment.json`.
 //!
-//! torchvision lives in its own virtual environment, `<cache>/bench-venv` (the cache folder
-//! of `cargo xtask setup`), with the wheels of `WHEELS` (`torch==2.11.0 torchvision==0.26.0
-//! safetensors[torch]==0.7.0`, shared with `cargo xtask bench train` and `bench interop`); a marker
-//! file that lists them makes the installation happen once (and again when the list changes).
-//! Where Python has no `venv` module, `pip install --target` into the same folder and
-//! `PYTHONPATH` take its place.
+//! torchvision lives in the Python environment `<cache>/bench-venv` (`crate::python`), with the
+//! wheels of `WHEELS` (shared with `cargo xtask bench train`, `bench interop` and `bench
+//! methods`).
 
-use crate::util::{
-    build_release, field, machine, project_root, run as sh, write_bench_result, OptionArgs,
-};
+pub(crate) use crate::python::PythonEnv;
+use crate::util::{build_release, field, machine, project_root, write_bench_result, OptionArgs};
 use anyhow::{bail, Context, Result};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 /// What the reference scripts import: torch and torchvision, safetensors for the state dict
@@ -58,101 +54,9 @@ fn parse(args: &[String]) -> Result<Options> {
     Ok(o)
 }
 
-/// The Python that has torchvision: a venv's interpreter, or the system one with `PYTHONPATH`.
-pub(crate) struct BenchPython {
-    program: PathBuf,
-    pythonpath: Option<PathBuf>,
-}
-
-impl BenchPython {
-    pub(crate) fn command(&self) -> Command {
-        let mut cmd = Command::new(&self.program);
-        if let Some(path) = &self.pythonpath {
-            cmd.env("PYTHONPATH", path);
-        }
-        cmd
-    }
-}
-
-fn system_python() -> Result<&'static str> {
-    ["python3", "python"]
-        .into_iter()
-        .find(|p| {
-            Command::new(p)
-                .arg("--version")
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false)
-        })
-        .context("python3 is missing: the torchvision side of the benchmark needs it")
-}
-
-fn works(cmd: &mut Command) -> bool {
-    cmd.output().map(|o| o.status.success()).unwrap_or(false)
-}
-
-/// Installs torch, torchvision and safetensors into `<cache>/bench-venv` once (about 4.6 GB: the full
-/// torch wheel with its CUDA libraries, which `import torch` loads even without a GPU).
-pub(crate) fn bench_python() -> Result<BenchPython> {
-    let dir = crate::setup::cache_dir()?.join("bench-venv");
-    let marker = dir.join(".supcon-ready");
-    let expected = WHEELS.join(" ");
-    let venv_python = dir.join("bin").join("python");
-    let target_site = dir.join("site");
-    let ready = std::fs::read_to_string(&marker)
-        .map(|m| m.trim() == expected)
-        .unwrap_or(false);
-    if ready {
-        if venv_python.exists() {
-            return Ok(BenchPython {
-                program: venv_python,
-                pythonpath: None,
-            });
-        }
-        if target_site.exists() {
-            return Ok(BenchPython {
-                program: PathBuf::from(system_python()?),
-                pythonpath: Some(target_site),
-            });
-        }
-    }
-    let python = system_python()?;
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-    }
-    eprintln!(
-        "installing {} into {} (once; about 4.6 GB)",
-        WHEELS.join(" "),
-        dir.display()
-    );
-    let bench = if works(Command::new(python).args(["-m", "venv"]).arg(&dir)) {
-        let bench = BenchPython {
-            program: venv_python,
-            pythonpath: None,
-        };
-        pip_install(bench.command().args(["-m", "pip", "install"]))?;
-        bench
-    } else {
-        eprintln!("note: python has no working venv module; using pip install --target");
-        std::fs::create_dir_all(&dir)?;
-        pip_install(
-            Command::new(python)
-                .args(["-m", "pip", "install", "--target"])
-                .arg(&target_site),
-        )?;
-        BenchPython {
-            program: PathBuf::from(python),
-            pythonpath: Some(target_site),
-        }
-    };
-    std::fs::write(&marker, &expected).with_context(|| format!("writing {}", marker.display()))?;
-    Ok(bench)
-}
-
-fn pip_install(cmd: &mut Command) -> Result<()> {
-    cmd.args(["--disable-pip-version-check", "--no-cache-dir"])
-        .args(WHEELS);
-    sh(cmd).context("pip could not install the benchmark wheels (torch, ...): is PyPI reachable?")
+/// The benchmark's Python: `<cache>/bench-venv` with [`WHEELS`], made once.
+pub(crate) fn bench_python() -> Result<PythonEnv> {
+    crate::python::environment("bench-venv", WHEELS)
 }
 
 /// The last JSON line a benchmark printed.
@@ -197,7 +101,7 @@ fn ours(exe: &Path, recipe: &str, o: &Options) -> Result<Rate> {
     rate(&json_line(&output, "augment_throughput")?)
 }
 
-fn torchvision(python: &BenchPython, recipe: &str, o: &Options) -> Result<Rate> {
+fn torchvision(python: &PythonEnv, recipe: &str, o: &Options) -> Result<Rate> {
     let script = project_root()
         .join("benches")
         .join("augment_torchvision.py");

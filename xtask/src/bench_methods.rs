@@ -23,7 +23,7 @@
 //! and writes `target/bench-results/methods.json`; the goal is our kNN top-1 within 1 point of
 //! the peer's, or ahead.
 
-use crate::bench_augment::{bench_python, json_line, BenchPython};
+use crate::bench_augment::{bench_python, json_line, PythonEnv};
 use crate::setup::{self, Flavour};
 use crate::util::{field, machine, project_root, run as sh, write_bench_result, OptionArgs};
 use anyhow::{bail, Context, Result};
@@ -269,7 +269,7 @@ fn run_ours(
 /// Trains `method` with lightly on the configuration of our run (`config.toml` of `run`);
 /// returns what it measured and its JSON line.
 fn run_peer(
-    python: &BenchPython,
+    python: &PythonEnv,
     method: &MethodSpec,
     run: &Path,
     o: &Options,

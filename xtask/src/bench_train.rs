@@ -117,7 +117,7 @@ fn run_supcon(binary: &Path, o: &Options, ld_library_path: &str) -> Result<(f64,
 }
 
 fn run_pytorch(
-    python: &crate::bench_augment::BenchPython,
+    python: &crate::bench_augment::PythonEnv,
     o: &Options,
     workers: usize,
 ) -> Result<f64> {

@@ -11,6 +11,7 @@ mod bench_loss;
 mod bench_methods;
 mod bench_train;
 mod docs;
+mod python;
 mod setup;
 mod test;
 mod train;

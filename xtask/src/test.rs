@@ -46,9 +46,11 @@ pub fn run(args: &[String]) -> Result<()> {
         &env,
     ))?;
     let bare = run_counting(cargo().arg("test").args(&packages).args(args))?;
-    counts.passed += bare.passed;
-    counts.failed += bare.failed;
-    counts.ignored += bare.ignored;
+    counts.add(&bare);
+    if args.is_empty() {
+        // The Python package through Python, as its users install and call it.
+        counts.add(&python_tests()?);
+    }
     // One closing line for the whole workspace: cargo's last block is often a doc-test
     // binary with nothing in it, which says "0 passed" about a run of hundreds of tests.
     println!(
@@ -69,6 +71,36 @@ struct TestCounts {
 }
 
 impl TestCounts {
+    fn add(&mut self, other: &TestCounts) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.ignored += other.ignored;
+    }
+
+    /// Adds the counts of pytest's closing line, `12 passed, 1 skipped in 3.45s` (with `-q`;
+    /// `failed`, `error(s)` and `skipped` as they come).
+    fn add_pytest_line(&mut self, line: &str) {
+        let line = line.trim().trim_matches('=').trim();
+        if !line.contains(" in ") || !line.contains(" passed") && !line.contains(" failed") {
+            return;
+        }
+        for part in line.split(" in ").next().unwrap_or("").split(',') {
+            let mut words = part.split_whitespace();
+            let (Some(number), Some(what)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(number) = number.parse::<u64>() else {
+                continue;
+            };
+            match what {
+                "passed" => self.passed += number,
+                "failed" | "error" | "errors" => self.failed += number,
+                "skipped" => self.ignored += number,
+                _ => {}
+            }
+        }
+    }
+
     /// Adds the counts of one `test result: ok. 3 passed; 0 failed; 1 ignored; ...` line.
     fn add_result_line(&mut self, line: &str) {
         let Some(rest) = line.trim().strip_prefix("test result: ") else {
@@ -94,28 +126,75 @@ impl TestCounts {
 
 /// Runs `cmd` (a `cargo test`), passing its output through while adding up the result lines.
 fn run_counting(cmd: &mut Command) -> Result<TestCounts> {
+    run_counting_with(cmd, "cargo test", TestCounts::add_result_line)
+}
+
+/// Runs a test command, passing its output through while `count` adds up its result lines.
+fn run_counting_with(
+    cmd: &mut Command,
+    what: &str,
+    count: fn(&mut TestCounts, &str),
+) -> Result<TestCounts> {
     eprintln!("$ {cmd:?}");
     let mut child = cmd
         .stdout(Stdio::piped())
         .spawn()
-        .context("could not start cargo test")?;
+        .with_context(|| format!("could not start {what}"))?;
     let mut counts = TestCounts::default();
     if let Some(stdout) = child.stdout.take() {
         for line in BufReader::new(stdout).lines() {
-            let line = line.context("reading cargo test's output")?;
+            let line = line.with_context(|| format!("reading {what}'s output"))?;
             println!("{line}");
-            counts.add_result_line(&line);
+            count(&mut counts, &line);
         }
     }
-    let status = child.wait().context("waiting for cargo test")?;
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for {what}"))?;
     if !status.success() {
         println!(
             "summary: {} passed, {} failed, {} skipped",
             counts.passed, counts.failed, counts.ignored
         );
-        bail!("cargo test failed ({status})");
+        bail!("{what} failed ({status})");
     }
     Ok(counts)
+}
+
+/// What the Python package's tests import, in `<cache>/test-venv` (`crate::python`): PyTorch
+/// (the full wheel: `import torch` loads cuDNN even without a GPU), pytorch-metric-learning (the
+/// loss PyTorch users compare with), pytest, and maturin, which builds the package.
+const PYTHON_TEST_WHEELS: &[&str] = &[
+    "torch==2.11.0",
+    "pytorch-metric-learning==2.9.0",
+    "pytest==9.2.0",
+    "maturin==1.16.0",
+    "numpy==2.4.6",
+];
+
+/// Installs `crates/supcon-py` into the test environment the way its README says (`pip
+/// install ./crates/supcon-py`, here without fetching maturin again) and runs its pytest suite.
+fn python_tests() -> Result<TestCounts> {
+    let python = crate::python::environment("test-venv", PYTHON_TEST_WHEELS)?;
+    let package = crate::util::project_root().join("crates").join("supcon-py");
+    sh(python
+        .pip_install()
+        .args([
+            "--no-deps",
+            "--no-build-isolation",
+            "--force-reinstall",
+            "--quiet",
+        ])
+        .arg(&package))
+    .context("building and installing the Python package (crates/supcon-py)")?;
+    run_counting_with(
+        python
+            .command()
+            .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+            .arg(package.join("tests")),
+        "pytest",
+        TestCounts::add_pytest_line,
+    )
 }
 
 /// The tests marked `#[ignore = "needs a CUDA GPU ..."]` (names containing `gpu`), run where
@@ -167,12 +246,15 @@ mod tests {
         );
         counts.add_result_line("test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured");
         counts.add_result_line("running 4 tests");
+        counts.add_pytest_line("40 passed, 2 skipped, 1 failed in 12.34s");
+        counts.add_pytest_line("=============== 3 passed in 0.5s ===============");
+        counts.add_pytest_line("tests/test_torch.py ....   [ 50%]");
         assert_eq!(
             counts,
             TestCounts {
-                passed: 21,
-                failed: 1,
-                ignored: 2
+                passed: 64,
+                failed: 2,
+                ignored: 4
             }
         );
     }

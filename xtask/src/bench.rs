@@ -3,7 +3,8 @@
 //! `target/bench-results/<what>.json` and prints the ratio; `methods` compares accuracy too
 //! (kNN top-1 and images/s of SimCLR, MoCo and SwAV against lightly's implementations), and
 //! `interop` is a correctness check instead (SupContrast's weights in supcon-models, same
-//! outputs) and prints the differences.
+//! outputs) and prints the differences; `python` measures the Python package's SupCon loss
+//! against pytorch-metric-learning's and SupContrast's.
 
 use anyhow::{bail, Result};
 
@@ -19,10 +20,11 @@ pub fn run(args: &[String]) -> Result<()> {
         "data" => crate::bench_data::run(rest),
         "methods" => crate::bench_methods::run(rest),
         "interop" => crate::bench_interop::run(rest),
+        "python" => crate::bench_python::run(rest),
         other => {
             bail!(
                 "unknown benchmark `{other}`; expected one of: loss, augment, train, data, \
-                 methods, interop"
+                 methods, interop, python"
             )
         }
     }

@@ -9,6 +9,7 @@ mod bench_data;
 mod bench_interop;
 mod bench_loss;
 mod bench_methods;
+mod bench_python;
 mod bench_train;
 mod docs;
 mod python;

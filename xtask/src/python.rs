@@ -1,6 +1,7 @@
 //! Python environments of xtask, in the cache folder of `cargo xtask setup`: one per purpose
-//! (`bench-venv` for the benchmarks' PyTorch references, `test-venv` for the Python package's
-//! tests), each with its pinned wheels, installed once. A marker file that lists the wheels
+//! (`bench-venv` for the benchmarks' PyTorch references, `test-venv` for the Python package
+//! `crates/supcon-py`, its tests and its benchmark), each with its pinned wheels, installed
+//! once. A marker file that lists the wheels
 //! makes the installation happen once (and again when the list changes). Where Python has no
 //! `venv` module, `pip install --target` into the same folder and `PYTHONPATH` take its place.
 //!
@@ -125,4 +126,38 @@ fn install(env: &PythonEnv, wheels: &[&str], dir: &Path) -> Result<()> {
             dir.display()
         )
     })
+}
+
+/// What the Python package's tests and benchmark import, in `<cache>/test-venv`: PyTorch (the
+/// full wheel: `import torch` loads cuDNN even without a GPU), pytorch-metric-learning (the loss
+/// PyTorch users compare with), pytest, and maturin, which builds the package.
+pub(crate) const PACKAGE_WHEELS: &[&str] = &[
+    "torch==2.11.0",
+    "pytorch-metric-learning==2.9.0",
+    "pytest==9.2.0",
+    "maturin==1.16.0",
+    "numpy==2.4.6",
+];
+
+/// `crates/supcon-py`, the Python package.
+pub(crate) fn package_dir() -> PathBuf {
+    crate::util::project_root().join("crates").join("supcon-py")
+}
+
+/// The package environment with the package built from the checkout and installed the way
+/// its README says (`pip install ./crates/supcon-py`; here with the environment's maturin
+/// rather than a fresh download).
+pub(crate) fn with_package() -> Result<PythonEnv> {
+    let python = environment("test-venv", PACKAGE_WHEELS)?;
+    sh(python
+        .pip_install()
+        .args([
+            "--no-deps",
+            "--no-build-isolation",
+            "--force-reinstall",
+            "--quiet",
+        ])
+        .arg(package_dir()))
+    .context("building and installing the Python package (crates/supcon-py)")?;
+    Ok(python)
 }

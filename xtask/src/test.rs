@@ -161,37 +161,14 @@ fn run_counting_with(
     Ok(counts)
 }
 
-/// What the Python package's tests import, in `<cache>/test-venv` (`crate::python`): PyTorch
-/// (the full wheel: `import torch` loads cuDNN even without a GPU), pytorch-metric-learning (the
-/// loss PyTorch users compare with), pytest, and maturin, which builds the package.
-const PYTHON_TEST_WHEELS: &[&str] = &[
-    "torch==2.11.0",
-    "pytorch-metric-learning==2.9.0",
-    "pytest==9.2.0",
-    "maturin==1.16.0",
-    "numpy==2.4.6",
-];
-
-/// Installs `crates/supcon-py` into the test environment the way its README says (`pip
-/// install ./crates/supcon-py`, here without fetching maturin again) and runs its pytest suite.
+/// The Python package's pytest suite, run in the package environment (`crate::python`).
 fn python_tests() -> Result<TestCounts> {
-    let python = crate::python::environment("test-venv", PYTHON_TEST_WHEELS)?;
-    let package = crate::util::project_root().join("crates").join("supcon-py");
-    sh(python
-        .pip_install()
-        .args([
-            "--no-deps",
-            "--no-build-isolation",
-            "--force-reinstall",
-            "--quiet",
-        ])
-        .arg(&package))
-    .context("building and installing the Python package (crates/supcon-py)")?;
+    let python = crate::python::with_package()?;
     run_counting_with(
         python
             .command()
             .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
-            .arg(package.join("tests")),
+            .arg(crate::python::package_dir().join("tests")),
         "pytest",
         TestCounts::add_pytest_line,
     )

@@ -69,8 +69,17 @@ fn case(
         .args(["--impl", implementation, "--rows", &rows.to_string()])
         .args(["--repeats", &repeats.to_string()])
         .args(["--limit-gib", &o.limit_gib.to_string()])
+        // Two threads for every side: PyTorch's (the script's --threads) and our loss's.
+        .env("RAYON_NUM_THREADS", "2")
         .output()
         .context("running benches/python_losses.py")?;
+    if !output.status.success() {
+        // Killed by the limit (a failed allocation in Rust aborts): a case that did not run.
+        return Ok(format!(
+            "{{\"impl\": {implementation:?}, \"rows\": {rows}, \"ok\": false, \"error\": \"exited with {}\"}}",
+            output.status
+        ));
+    }
     crate::bench_augment::json_line(&output, &format!("{implementation} at N = {rows}"))
 }
 

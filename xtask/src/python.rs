@@ -48,7 +48,8 @@ impl PythonEnv {
         let mut cmd = self.command();
         cmd.args(["-m", "pip", "install", "--disable-pip-version-check"]);
         if let Some(site) = &self.pythonpath {
-            cmd.arg("--target").arg(site);
+            // Without --upgrade, --target keeps a package that is already there.
+            cmd.arg("--upgrade").arg("--target").arg(site);
         }
         cmd
     }
@@ -110,6 +111,10 @@ pub(crate) fn environment(name: &str, wheels: &[&str]) -> Result<PythonEnv> {
         venv
     } else {
         eprintln!("note: python has no working venv module; using pip install --target");
+        // A failed venv may leave bin/python behind: it must not pass for the environment.
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
         std::fs::create_dir_all(&dir)?;
         target()?
     };

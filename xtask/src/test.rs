@@ -81,7 +81,8 @@ impl TestCounts {
     /// `failed`, `error(s)` and `skipped` as they come).
     fn add_pytest_line(&mut self, line: &str) {
         let line = line.trim().trim_matches('=').trim();
-        if !line.contains(" in ") || !line.contains(" passed") && !line.contains(" failed") {
+        let counted = [" passed", " failed", " skipped", " error"];
+        if !line.contains(" in ") || !counted.iter().any(|word| line.contains(word)) {
             return;
         }
         for part in line.split(" in ").next().unwrap_or("").split(',') {
@@ -226,12 +227,13 @@ mod tests {
         counts.add_pytest_line("40 passed, 2 skipped, 1 failed in 12.34s");
         counts.add_pytest_line("=============== 3 passed in 0.5s ===============");
         counts.add_pytest_line("tests/test_torch.py ....   [ 50%]");
+        counts.add_pytest_line("2 skipped in 0.1s");
         assert_eq!(
             counts,
             TestCounts {
                 passed: 64,
                 failed: 2,
-                ignored: 4
+                ignored: 6
             }
         );
     }

@@ -59,7 +59,7 @@ pub use mpi_transport::MpiCollectives;
 #[cfg(feature = "nccl")]
 pub use nccl_transport::NcclCollectives;
 pub use single::SingleProcess;
-pub use watchdog::{Stalled, Watchdog};
+pub use watchdog::{unwatched, Stalled, Watchdog};
 
 /// A borrowed host buffer of one of the element types the collectives carry.
 #[derive(Clone, Copy, Debug)]

@@ -7,11 +7,27 @@
 //! a [`Stalled`] report (the binary logs it and ends the process, and the launcher then ends
 //! the job); the rank that does *not* report is the one that never arrived.
 
+use std::cell::Cell;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::{Buffer, BufferMut, CollectiveError, Collectives};
+
+thread_local! {
+    /// Set inside [`unwatched`]: this thread's collectives wait without a deadline.
+    static UNWATCHED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `work` with this thread's collectives exempt from every [`Watchdog`]'s deadline: for a
+/// wait that is long by design, such as ranks waiting in a barrier while rank 0 alone runs the
+/// final evaluation.
+pub fn unwatched<T>(work: impl FnOnce() -> T) -> T {
+    let before = UNWATCHED.with(|flag| flag.replace(true));
+    let result = work();
+    UNWATCHED.with(|flag| flag.set(before));
+    result
+}
 
 /// A collective that waited longer than the timeout.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +95,9 @@ impl<C: Collectives> Watchdog<C> {
 
     /// Runs one collective with its start recorded for the watching thread.
     fn timed<T>(&self, operation: &'static str, run: impl FnOnce(&C) -> T) -> T {
+        if UNWATCHED.with(Cell::get) {
+            return run(&self.inner);
+        }
         let (state, wake) = &*self.shared;
         set_current(state, Some((operation, Instant::now())));
         wake.notify_one();
@@ -233,5 +252,29 @@ mod tests {
             stalled.to_string().contains("rank 0 of 2 has waited"),
             "{stalled}"
         );
+    }
+
+    #[test]
+    fn an_unwatched_wait_is_not_reported() {
+        let (sender, reports) = mpsc::channel();
+        let ranks: Vec<_> = LocalGroup::new(2)
+            .into_iter()
+            .map(|comm| {
+                let sender = sender.clone();
+                thread::spawn(move || {
+                    let comm = Watchdog::new(comm, Duration::from_millis(100), move |stalled| {
+                        sender.send(stalled).unwrap();
+                    });
+                    if comm.rank() == 0 {
+                        thread::sleep(Duration::from_millis(400));
+                    }
+                    unwatched(|| comm.barrier()).unwrap();
+                })
+            })
+            .collect();
+        for rank in ranks {
+            rank.join().unwrap();
+        }
+        assert_eq!(reports.try_iter().count(), 0);
     }
 }

@@ -26,14 +26,19 @@ pub const MAX_TEXT_FILE_BYTES: u64 = 1 << 20;
 /// Reads a small text file (a configuration): only a regular file (a FIFO or a device would
 /// block or never end) of at most [`MAX_TEXT_FILE_BYTES`].
 pub fn read_text_file(path: &Path) -> Result<String, TrainError> {
+    read_text_file_within(path, MAX_TEXT_FILE_BYTES)
+}
+
+/// [`read_text_file`] with another bound (`max_bytes`).
+pub fn read_text_file_within(path: &Path, max_bytes: u64) -> Result<String, TrainError> {
     let meta = std::fs::metadata(path).map_err(|e| TrainError::io(path, e))?;
     let refuse = |why: String| TrainError::io(path, std::io::Error::other(why));
     if !meta.is_file() {
         return Err(refuse("is not a regular file".into()));
     }
-    if meta.len() > MAX_TEXT_FILE_BYTES {
+    if meta.len() > max_bytes {
         return Err(refuse(format!(
-            "holds {} bytes, above the limit of {MAX_TEXT_FILE_BYTES} for a configuration",
+            "holds {} bytes, above the limit of {max_bytes}",
             meta.len()
         )));
     }

@@ -66,7 +66,8 @@ pub fn check_run_name(name: &str) -> Result<(), TrainError> {
 /// ends, however it ends).
 #[derive(Debug)]
 pub struct RunLock {
-    _file: File,
+    /// `None` where the file system has no locks (some network and FUSE mounts).
+    _file: Option<File>,
 }
 
 impl RunLock {
@@ -95,6 +96,14 @@ impl RunLock {
                     ),
                 });
             }
+            Err(TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
+                tracing::warn!(
+                    path = %path.display(),
+                    "this file system has no file locks: the run folder is not protected \
+                     against a second writer"
+                );
+                return Ok(Self { _file: None });
+            }
             Err(TryLockError::Error(e)) => return Err(TrainError::io(&path, e)),
         }
         let record = format!("pid {}\n", std::process::id());
@@ -102,7 +111,7 @@ impl RunLock {
             .and_then(|()| file.rewind())
             .and_then(|()| file.write_all(record.as_bytes()))
             .map_err(|e| TrainError::io(&path, e))?;
-        Ok(Self { _file: file })
+        Ok(Self { _file: Some(file) })
     }
 }
 

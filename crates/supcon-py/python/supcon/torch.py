@@ -6,7 +6,8 @@ the loss returns; its backward is that gradient times ``grad_output``. The N × 
 matrix is never built, anchors without a positive are left out (never NaN), and the loss keeps
 the features' dtype and device.
 
-With ``distributed=True`` and ``torch.distributed`` initialised, every rank's features and
+With ``distributed=True`` and ``torch.distributed`` initialised with a process group that
+carries CPU tensors (gloo, or ``"cpu:gloo,cuda:nccl"`` next to NCCL), every rank's features and
 labels are gathered, each rank computes the share of its own anchors against all rows, and the
 shares are summed: the loss is the one-process loss of the whole batch on every rank. DDP
 averages the ranks' gradients, so the gradient handed back is scaled by the world size: the
@@ -20,6 +21,7 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.autograd.function import once_differentiable
 
 from . import _native
 from ._native import SupConError
@@ -85,6 +87,7 @@ class _SupConFunction(torch.autograd.Function):
         return torch.tensor(loss, dtype=features.dtype, device=features.device)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_output):
         (grad,) = ctx.saved_tensors
         return grad.to(grad_output.device) * grad_output, None, None, None

@@ -29,7 +29,8 @@ pub struct Cli {
     pub collectives: CollectivesArg,
     /// Seconds a rank waits in one collective for the others before it ends the job, saying
     /// so (a rank stuck in I/O or dead would otherwise hang every other rank); 0: no limit.
-    /// Generous by default: a collective waits at most for one step's work on another rank.
+    /// Generous by default: a training collective waits for one step's or one validation's
+    /// work on another rank (waiting for rank 0's final evaluation is exempt).
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = 1800)]
     pub collective_timeout: u64,
     #[command(subcommand)]

@@ -34,7 +34,8 @@ pub use data::DataSource;
 pub use methods::{CpcConfig, InstDiscConfig, MocoConfig, SwavConfig};
 
 pub use presets::{
-    apply_override, load_resolved, preset_text, presets_of, resolve, DEFAULT_PRESET, PRESETS,
+    apply_override, load_resolved, parse_resolved, preset_text, presets_of, resolve,
+    DEFAULT_PRESET, PRESETS,
 };
 
 /// Everything a run needs to know.

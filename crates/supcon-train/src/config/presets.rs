@@ -159,13 +159,19 @@ pub fn presets_of(method: Method) -> Vec<&'static str> {
 /// Reads a resolved configuration (a run folder's `config.toml`).
 pub fn load_resolved(path: &Path) -> Result<RunConfig, TrainError> {
     let text = crate::files::read_text_file(path)?;
-    let table: toml::Table = toml::from_str(&text)
-        .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
-    let config = from_table(table).map_err(|e| {
-        TrainError::Config(format!("{}: {}", path.display(), strip_config_prefix(&e)))
-    })?;
+    let config = parse_resolved(&text, path)?;
     config.validate()?;
     Ok(config)
+}
+
+/// A resolved configuration's text as this version reads it (keys it adds take their
+/// defaults), unvalidated; `origin` names it in errors.
+pub fn parse_resolved(text: &str, origin: &Path) -> Result<RunConfig, TrainError> {
+    let table: toml::Table = toml::from_str(text)
+        .map_err(|e| TrainError::Config(format!("{}: {e}", origin.display())))?;
+    from_table(table).map_err(|e| {
+        TrainError::Config(format!("{}: {}", origin.display(), strip_config_prefix(&e)))
+    })
 }
 
 fn strip_config_prefix(e: &TrainError) -> String {

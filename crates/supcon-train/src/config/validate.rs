@@ -339,15 +339,15 @@ fn bad(key: &str, why: String) -> Result<(), TrainError> {
     Err(TrainError::Config(format!("{key}: {why}")))
 }
 
-/// A stage's schedule numbers: a positive decay factor and trust coefficient (a negative one
-/// would turn the learning rate negative), a warm-up start within [0, 1] of the rate, and a
-/// warm-up length that is a number of epochs.
+/// A stage's schedule numbers: a decay factor ≥ 0 (0: cosine down to 0) and a positive trust
+/// coefficient (a negative one would turn the learning rate negative), a warm-up start within
+/// [0, 1] of the rate, and a warm-up length that is a number of epochs.
 fn validate_schedule(stage: &str, optim: &super::OptimConfig) -> Result<(), TrainError> {
     let positive = |x: f64| x.is_finite() && x > 0.0;
-    if !positive(optim.lr_decay_rate) {
+    if !(optim.lr_decay_rate.is_finite() && optim.lr_decay_rate >= 0.0) {
         return bad(
             &format!("{stage}.optim.lr_decay_rate"),
-            format!("{} is not a positive number", optim.lr_decay_rate),
+            format!("{} is not a number >= 0", optim.lr_decay_rate),
         );
     }
     if !positive(optim.lars_eta) {

@@ -14,6 +14,19 @@ use crate::run_dir::{write_atomic, RunDir};
 /// File name of the origin inside a run folder.
 pub const ORIGIN_FILE: &str = "origin.json";
 
+/// The largest origin read back: its class names may number a million.
+const MAX_ORIGIN_BYTES: u64 = 256 << 20;
+
+/// Keys that may differ on resume: where the data lies (moved data is compared by its
+/// fingerprint), the device and the thread count (the same run on another machine).
+const MAY_DIFFER: [&str; 5] = [
+    "data.path",
+    "data.eval_path",
+    "data.test_path",
+    "device",
+    "threads",
+];
+
 /// The data as the run saw it: class names, split sizes and image shape.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataFingerprint {
@@ -74,12 +87,14 @@ impl RunOrigin {
             tracing::warn!(run = %run.root().display(), "no {ORIGIN_FILE}: cannot check that the configuration and data are unchanged");
             return Ok(());
         }
-        let text = crate::files::read_text_file(&path)?;
+        let text = crate::files::read_text_file_within(&path, MAX_ORIGIN_BYTES)?;
         let started: RunOrigin = serde_json::from_str(&text).map_err(|e| TrainError::Json {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        let changed = changed_keys(&started.config, &self.config)?;
+        // Read as this version reads it, so a key added since (with its default) is no change.
+        let then = crate::config::parse_resolved(&started.config, &path)?.to_toml()?;
+        let changed = changed_keys(&then, &self.config)?;
         if !changed.is_empty() {
             return Err(TrainError::RunDir {
                 path: run.root().to_path_buf(),
@@ -133,6 +148,7 @@ fn changed_keys(then: &str, now: &str) -> Result<Vec<String>, TrainError> {
     let keys: std::collections::BTreeSet<&String> = then_map.keys().chain(now_map.keys()).collect();
     Ok(keys
         .into_iter()
+        .filter(|key| !MAY_DIFFER.contains(&key.as_str()))
         .filter_map(|key| {
             let (a, b) = (then_map.get(key), now_map.get(key));
             (a != b).then(|| {
@@ -167,6 +183,8 @@ mod tests {
         let then = "seed = 1\n[pretrain]\nbatch_size = 64\n[pretrain.optim]\nlr = 0.5\n";
         let now = "seed = 1\n[pretrain]\nbatch_size = 128\n[pretrain.optim]\nlr = 0.5\nextra = 1\n";
         let changed = changed_keys(then, now).unwrap();
+        let moved = changed_keys("threads = 2\n[data]\npath = 'a'\n", "[data]\npath = 'b'\n");
+        assert!(moved.unwrap().is_empty());
         assert_eq!(
             changed,
             [

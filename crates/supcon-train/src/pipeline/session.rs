@@ -236,7 +236,8 @@ pub fn on_rank_zero<T>(
     } else {
         None
     };
-    comm.barrier()
+    // Long by design (the whole evaluation): exempt from --collective-timeout.
+    supcon_collectives::unwatched(|| comm.barrier())
         .map_err(dist::failed("waiting for rank 0's evaluation"))?;
     Ok(result)
 }

@@ -5,7 +5,7 @@
 
 The N rows are N/2 images of two views each (D dims, 100 classes), as SupContrast feeds its
 loss; every implementation gets the same rows: `supcon.torch.SupConLoss` and SupContrast's
-`SupConLoss` (its formulation, transcribed below, τ_base = τ) on `[N/2, 2, D]`,
+`SupConLoss` (its formulation, τ_base = τ) on `[N/2, 2, D]`,
 pytorch-metric-learning's `SupConLoss` on the `[N, D]` rows with the image labels repeated.
 
 Memory: the process may allocate `--limit-gib` GiB beyond what it holds after the set-up
@@ -24,31 +24,10 @@ import time
 import torch
 import torch.nn.functional as F
 
+# SupContrast's formulation, as the GPU benchmark runs it (same folder).
+from supcon_dense_pytorch import supcon_dense
+
 TEMPERATURE = 0.1
-
-
-def supcontrast_loss(features, labels, temperature=TEMPERATURE, base_temperature=TEMPERATURE):
-    """SupContrast's `SupConLoss.forward` (HobbitLong/SupContrast, losses.py), contrast_mode
-    'all': the [N, N] logits, masks and log-probabilities."""
-    batch_size, views = features.shape[0], features.shape[1]
-    labels = labels.contiguous().view(-1, 1)
-    mask = torch.eq(labels, labels.T).float()
-    contrast_feature = torch.cat(torch.unbind(features, dim=1), dim=0)
-    anchor_dot_contrast = torch.div(torch.matmul(contrast_feature, contrast_feature.T), temperature)
-    logits_max, _ = torch.max(anchor_dot_contrast, dim=1, keepdim=True)
-    logits = anchor_dot_contrast - logits_max.detach()
-    mask = mask.repeat(views, views)
-    logits_mask = torch.scatter(
-        torch.ones_like(mask), 1, torch.arange(batch_size * views).view(-1, 1), 0
-    )
-    mask = mask * logits_mask
-    exp_logits = torch.exp(logits) * logits_mask
-    log_prob = logits - torch.log(exp_logits.sum(1, keepdim=True))
-    mask_pos_pairs = mask.sum(1)
-    mask_pos_pairs = torch.where(mask_pos_pairs < 1e-6, 1, mask_pos_pairs)
-    mean_log_prob_pos = (mask * log_prob).sum(1) / mask_pos_pairs
-    loss = -(temperature / base_temperature) * mean_log_prob_pos
-    return loss.view(views, batch_size).mean()
 
 
 def make_loss(name):
@@ -65,7 +44,9 @@ def make_loss(name):
             torch.cat(torch.unbind(views, dim=1)), labels.repeat(views.shape[1])
         )
     if name == "supcontrast":
-        return lambda views, labels: supcontrast_loss(F.normalize(views, dim=-1), labels)
+        return lambda views, labels: supcon_dense(
+            F.normalize(views, dim=-1), labels, TEMPERATURE, TEMPERATURE
+        )
     raise SystemExit(f"unknown --impl {name}")
 
 

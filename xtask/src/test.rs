@@ -85,7 +85,19 @@ impl TestCounts {
         if !line.contains(" in ") || !counted.iter().any(|word| line.contains(word)) {
             return;
         }
-        for part in line.split(" in ").next().unwrap_or("").split(',') {
+        self.add_parts(line.split(" in ").next().unwrap_or("").split(','));
+    }
+
+    /// Adds the counts of one `test result: ok. 3 passed; 0 failed; 1 ignored; ...` line.
+    fn add_result_line(&mut self, line: &str) {
+        if let Some(rest) = line.trim().strip_prefix("test result: ") {
+            self.add_parts(rest.split(['.', ';']));
+        }
+    }
+
+    /// Adds each `<number> <what>` part (cargo's and pytest's words for the outcomes).
+    fn add_parts<'a>(&mut self, parts: impl Iterator<Item = &'a str>) {
+        for part in parts {
             let mut words = part.split_whitespace();
             let (Some(number), Some(what)) = (words.next(), words.next()) else {
                 continue;
@@ -96,29 +108,7 @@ impl TestCounts {
             match what {
                 "passed" => self.passed += number,
                 "failed" | "error" | "errors" => self.failed += number,
-                "skipped" => self.ignored += number,
-                _ => {}
-            }
-        }
-    }
-
-    /// Adds the counts of one `test result: ok. 3 passed; 0 failed; 1 ignored; ...` line.
-    fn add_result_line(&mut self, line: &str) {
-        let Some(rest) = line.trim().strip_prefix("test result: ") else {
-            return;
-        };
-        for part in rest.split(['.', ';']) {
-            let mut words = part.split_whitespace();
-            let (Some(number), Some(what)) = (words.next(), words.next()) else {
-                continue;
-            };
-            let Ok(number) = number.parse::<u64>() else {
-                continue;
-            };
-            match what {
-                "passed" => self.passed += number,
-                "failed" => self.failed += number,
-                "ignored" => self.ignored += number,
+                "ignored" | "skipped" => self.ignored += number,
                 _ => {}
             }
         }

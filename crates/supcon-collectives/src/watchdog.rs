@@ -216,33 +216,42 @@ mod tests {
     use crate::{CollectivesExt, LocalGroup};
     use std::sync::mpsc;
 
-    #[test]
-    fn a_collective_one_rank_is_late_to_is_reported_by_the_waiting_rank_only() {
+    /// Runs `body` on two watched ranks (threads) with `timeout`; returns the reports.
+    fn two_watched_ranks(
+        timeout: Duration,
+        body: impl Fn(&Watchdog<LocalGroup>) + Send + Sync + Copy + 'static,
+    ) -> Vec<Stalled> {
         let (sender, reports) = mpsc::channel();
         let ranks: Vec<_> = LocalGroup::new(2)
             .into_iter()
             .map(|comm| {
                 let sender = sender.clone();
                 thread::spawn(move || {
-                    let comm = Watchdog::new(comm, Duration::from_millis(200), move |stalled| {
+                    body(&Watchdog::new(comm, timeout, move |stalled| {
                         sender.send(stalled).unwrap();
-                    });
-                    if comm.rank() == 1 {
-                        // Rank 1 is "stuck in I/O" for a while before it joins.
-                        thread::sleep(Duration::from_millis(700));
-                    }
-                    let mut total = [1i64];
-                    comm.all_reduce_sum_in_place(&mut total).unwrap();
-                    // Prompt collectives are not reported.
-                    comm.barrier().unwrap();
-                    total
+                    }))
                 })
             })
             .collect();
         for rank in ranks {
-            assert_eq!(rank.join().unwrap(), [2]);
+            rank.join().unwrap();
         }
-        let reports: Vec<Stalled> = reports.try_iter().collect();
+        reports.try_iter().collect()
+    }
+
+    #[test]
+    fn a_collective_one_rank_is_late_to_is_reported_by_the_waiting_rank_only() {
+        let reports = two_watched_ranks(Duration::from_millis(200), |comm| {
+            if comm.rank() == 1 {
+                // Rank 1 is "stuck in I/O" for a while before it joins.
+                thread::sleep(Duration::from_millis(700));
+            }
+            let mut total = [1i64];
+            comm.all_reduce_sum_in_place(&mut total).unwrap();
+            assert_eq!(total, [2]);
+            // Prompt collectives are not reported.
+            comm.barrier().unwrap();
+        });
         assert_eq!(reports.len(), 1, "{reports:?}");
         let stalled = &reports[0];
         assert_eq!((stalled.rank, stalled.world_size), (0, 2));
@@ -256,25 +265,12 @@ mod tests {
 
     #[test]
     fn an_unwatched_wait_is_not_reported() {
-        let (sender, reports) = mpsc::channel();
-        let ranks: Vec<_> = LocalGroup::new(2)
-            .into_iter()
-            .map(|comm| {
-                let sender = sender.clone();
-                thread::spawn(move || {
-                    let comm = Watchdog::new(comm, Duration::from_millis(100), move |stalled| {
-                        sender.send(stalled).unwrap();
-                    });
-                    if comm.rank() == 0 {
-                        thread::sleep(Duration::from_millis(400));
-                    }
-                    unwatched(|| comm.barrier()).unwrap();
-                })
-            })
-            .collect();
-        for rank in ranks {
-            rank.join().unwrap();
-        }
-        assert_eq!(reports.try_iter().count(), 0);
+        let reports = two_watched_ranks(Duration::from_millis(100), |comm| {
+            if comm.rank() == 0 {
+                thread::sleep(Duration::from_millis(400));
+            }
+            unwatched(|| comm.barrier()).unwrap();
+        });
+        assert!(reports.is_empty(), "{reports:?}");
     }
 }

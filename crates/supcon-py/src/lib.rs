@@ -249,60 +249,33 @@ fn supcon_loss_py<'py>(
             )));
         }
     }
-    let loss = match (&floats, &queue) {
-        (Floats::F32(f), None) => {
-            let f = as_views(f.as_array(), "features")?;
-            let out = py
-                .detach(|| call.run(f, None))
-                .map_err(|e| loss_error(&e))?;
-            (
-                out.loss,
-                gradient_array(py, out.grad, &shape)?.into_any(),
-                out.anchors,
-            )
-        }
-        (Floats::F32(f), Some(Floats::F32(q))) => {
-            let f = as_views(f.as_array(), "features")?;
-            let q = two_d(q.as_array(), "queue")?;
-            let out = py
-                .detach(|| call.run(f, Some(q)))
-                .map_err(|e| loss_error(&e))?;
-            (
-                out.loss,
-                gradient_array(py, out.grad, &shape)?.into_any(),
-                out.anchors,
-            )
-        }
-        (Floats::F64(f), None) => {
-            let f = as_views(f.as_array(), "features")?;
-            let out = py
-                .detach(|| call.run(f, None))
-                .map_err(|e| loss_error(&e))?;
-            (
-                out.loss,
-                gradient_array(py, out.grad, &shape)?.into_any(),
-                out.anchors,
-            )
-        }
-        (Floats::F64(f), Some(Floats::F64(q))) => {
-            let f = as_views(f.as_array(), "features")?;
-            let q = two_d(q.as_array(), "queue")?;
-            let out = py
-                .detach(|| call.run(f, Some(q)))
-                .map_err(|e| loss_error(&e))?;
-            (
-                out.loss,
-                gradient_array(py, out.grad, &shape)?.into_any(),
-                out.anchors,
-            )
-        }
-        _ => {
-            return Err(bad_input(
-                "queue: its dtype must be the features' (float32 or float64)".into(),
-            ))
-        }
-    };
-    Ok(loss)
+    match (&floats, &queue) {
+        (Floats::F32(f), None) => supcon_in(py, &call, f, None, &shape),
+        (Floats::F32(f), Some(Floats::F32(q))) => supcon_in(py, &call, f, Some(q), &shape),
+        (Floats::F64(f), None) => supcon_in(py, &call, f, None, &shape),
+        (Floats::F64(f), Some(Floats::F64(q))) => supcon_in(py, &call, f, Some(q), &shape),
+        _ => Err(bad_input(
+            "queue: its dtype must be the features' (float32 or float64)".into(),
+        )),
+    }
+}
+
+/// [`supcon_loss_py`] in one float type: the loss with the GIL released, and the gradient as
+/// an array of the features' `shape`.
+fn supcon_in<'py, T: Element + numpy::Element>(
+    py: Python<'py>,
+    call: &SupConCall<'_>,
+    features: &PyReadonlyArrayDyn<'py, T>,
+    queue: Option<&PyReadonlyArrayDyn<'py, T>>,
+    shape: &[usize],
+) -> PyResult<(f64, Bound<'py, PyAny>, usize)> {
+    let features = as_views(features.as_array(), "features")?;
+    let queue = queue.map(|q| two_d(q.as_array(), "queue")).transpose()?;
+    let out = py
+        .detach(|| call.run(features, queue))
+        .map_err(|e| loss_error(&e))?;
+    let grad = gradient_array(py, out.grad, shape)?.into_any();
+    Ok((out.loss, grad, out.anchors))
 }
 
 fn two_d<'a, T>(

@@ -116,7 +116,7 @@ const SMALLEST_ELEMENT_BYTES: u64 = 4;
 /// bytes the file holds. A file too short or malformed to tell is left to `ndarray-npy`, whose
 /// error says what is wrong.
 fn check_declared_size(path: &Path, what: &'static str) -> Result<(), NpyLossError> {
-    use std::io::Read;
+    use std::io::{Read, Seek};
     let bounds = |reason: String| NpyLossError::Bounds {
         what,
         path: path.to_path_buf(),
@@ -155,9 +155,10 @@ fn check_declared_size(path: &Path, what: &'static str) -> Result<(), NpyLossErr
             "declares a header of {header_len} bytes, above the limit of {MAX_NPY_HEADER_BYTES}"
         )));
     }
-    let Ok(mut file) = std::fs::File::open(path) else {
+    // The header again, from the start, now that its length is known to be small.
+    if file.rewind().is_err() {
         return Ok(());
-    };
+    }
     let Ok(header) = ndarray_npy::npy::header::Header::from_reader(&mut file) else {
         return Ok(());
     };

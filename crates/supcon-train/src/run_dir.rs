@@ -193,12 +193,6 @@ impl RunDir {
         Ok(())
     }
 
-    /// Opens an existing run folder to write in it (`supcon eval --run`): it must hold a
-    /// config, and no other process may be writing in it.
-    pub fn open_existing(root: &Path) -> Result<(Self, RunLock), TrainError> {
-        Self::prepare(root, Reuse::Resume)
-    }
-
     /// The run folder at `root` as another rank of a data-parallel run sees it: paths only,
     /// nothing created or checked (rank 0 prepares the folder and writes in it).
     pub fn existing(root: &Path) -> Self {
@@ -360,9 +354,9 @@ mod tests {
             "{err}"
         );
         assert!(run.config_path().exists());
-        let err = RunDir::open_existing(&root).unwrap_err();
+        let err = RunDir::prepare(&root, Reuse::Resume).unwrap_err();
         assert!(err.to_string().contains("in use"), "{err}");
         drop(lock);
-        drop(RunDir::open_existing(&root).unwrap());
+        drop(RunDir::prepare(&root, Reuse::Resume).unwrap());
     }
 }

@@ -33,16 +33,23 @@ pub const MAX_ITERATIONS: u64 = 1 << 16;
 /// Elements (entries × projection dimension) of the largest queue: 4 GiB of f32.
 pub const MAX_QUEUE_ELEMENTS: u64 = 1 << 30;
 
+/// Each `(key, value, bound)` against its bound, the key named as `<prefix><key>` (the one
+/// check of the configuration's sizes and of each method's table).
+pub(super) fn check_sizes(prefix: &str, sizes: &[(&str, u64, u64)]) -> Result<(), TrainError> {
+    for &(key, value, max) in sizes {
+        if value > max {
+            return Err(TrainError::Config(format!(
+                "{prefix}{key}: {value} is above the limit of {max} (config::limits)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl RunConfig {
     /// Every size of the configuration against its bound.
     pub(super) fn validate_sizes(&self) -> Result<(), TrainError> {
-        for (key, value, max) in self.sizes() {
-            if value > max {
-                return Err(TrainError::Config(format!(
-                    "{key}: {value} is above the limit of {max} (config::limits)"
-                )));
-            }
-        }
+        check_sizes("", &self.sizes())?;
         let queue = self.pretrain.queue as u64;
         let elements = queue.saturating_mul(self.model.projection_dim.max(0) as u64);
         if elements > MAX_QUEUE_ELEMENTS {

@@ -64,14 +64,11 @@ pub mod default_temperature {
 
 /// Each `(key, value, bound)` of a method's table against its bound (`config::limits`).
 fn within_limits(table: &str, sizes: &[(&str, usize, u64)]) -> Result<(), TrainError> {
-    for &(key, value, max) in sizes {
-        if value as u64 > max {
-            return Err(TrainError::Config(format!(
-                "pretrain.{table}.{key}: {value} is above the limit of {max} (config::limits)"
-            )));
-        }
-    }
-    Ok(())
+    let sizes: Vec<(&str, u64, u64)> = sizes
+        .iter()
+        .map(|&(key, value, max)| (key, value as u64, max))
+        .collect();
+    limits::check_sizes(&format!("pretrain.{table}."), &sizes)
 }
 
 /// A method without a settings table has nothing of its own to check.

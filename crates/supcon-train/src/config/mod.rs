@@ -703,6 +703,17 @@ pub struct EvalConfig {
 }
 
 impl RunConfig {
+    /// The configuration without where the data lies (`data.path`, `eval_path`,
+    /// `test_path`), which may differ between machines while what is read may not: what ranks
+    /// compare with each other and a resume with its start.
+    pub fn machine_independent(&self) -> RunConfig {
+        let mut config = self.clone();
+        config.data.path = None;
+        config.data.eval_path = None;
+        config.data.test_path = None;
+        config
+    }
+
     /// The libtorch device named by `device`.
     pub fn tch_device(&self) -> Result<tch::Device, TrainError> {
         parse_device(&self.device)

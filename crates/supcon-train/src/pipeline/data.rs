@@ -308,15 +308,14 @@ pub fn load_evaluation_split(
 /// data set has fixed classes; a run evaluated on the validation split reads no test split.
 pub fn check_test_classes(config: &RunConfig, data: &TrainData) -> Result<(), TrainError> {
     let labeled = config.data.labeled()?;
-    if config.eval.split != EvalSplit::Test
-        || matches!(DataSource::parse(&labeled)?, DataSource::Named(_))
-    {
+    let source = DataSource::parse(&labeled)?;
+    if config.eval.split != EvalSplit::Test || matches!(source, DataSource::Named(_)) {
         return Ok(());
     }
     let test = open_split(&labeled, Split::Test)?;
     // Shards' classes are their label numbers 0..=the largest seen: a test split without the
     // largest one names a prefix of the training split's, with the same meanings.
-    let shards = matches!(DataSource::parse(&labeled)?, DataSource::Shards(_));
+    let shards = matches!(source, DataSource::Shards(_));
     same_classes(&data.train, &test, shards)
 }
 

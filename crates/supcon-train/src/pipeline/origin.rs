@@ -17,15 +17,10 @@ pub const ORIGIN_FILE: &str = "origin.json";
 /// The largest origin read back: its class names may number a million.
 const MAX_ORIGIN_BYTES: u64 = 256 << 20;
 
-/// Keys that may differ on resume: where the data lies (moved data is compared by its
-/// fingerprint), the device and the thread count (the same run on another machine).
-const MAY_DIFFER: [&str; 5] = [
-    "data.path",
-    "data.eval_path",
-    "data.test_path",
-    "device",
-    "threads",
-];
+/// Keys that may differ on resume besides where the data lies (moved data is compared by its
+/// fingerprint; [`RunConfig::machine_independent`]): the device and the thread count (the same
+/// run on another machine).
+const MAY_DIFFER: [&str; 2] = ["device", "threads"];
 
 /// The data as the run saw it: class names, split sizes and image shape.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,14 +55,6 @@ pub struct RunOrigin {
 }
 
 impl RunOrigin {
-    /// The origin of a run starting now.
-    pub fn new(config: &RunConfig, data: &TrainData) -> Result<Self, TrainError> {
-        Ok(Self {
-            config: config.to_toml()?,
-            data: DataFingerprint::of(data),
-        })
-    }
-
     /// Writes it into a new run folder.
     pub fn write(&self, run: &RunDir) -> Result<(), TrainError> {
         let path = run.file(ORIGIN_FILE);
@@ -78,10 +65,14 @@ impl RunOrigin {
         write_atomic(&path, json.as_bytes())
     }
 
-    /// Checks that a resumed run is the run it started as: the same configuration, key by
-    /// key, and the same data. A run folder made before origins were written has none to
-    /// compare against; it resumes with a warning.
-    pub fn check_unchanged(&self, run: &RunDir) -> Result<(), TrainError> {
+    /// Checks that a resumed run, with `config` and `data` now, is the run it started as: the
+    /// same configuration, key by key, and the same data. A run folder made before origins
+    /// were written has none to compare against; it resumes with a warning.
+    pub fn check_unchanged(
+        run: &RunDir,
+        config: &RunConfig,
+        data: &DataFingerprint,
+    ) -> Result<(), TrainError> {
         let path = run.file(ORIGIN_FILE);
         if !path.exists() {
             tracing::warn!(run = %run.root().display(), "no {ORIGIN_FILE}: cannot check that the configuration and data are unchanged");
@@ -93,8 +84,8 @@ impl RunOrigin {
             message: e.to_string(),
         })?;
         // Read as this version reads it, so a key added since (with its default) is no change.
-        let then = crate::config::parse_resolved(&started.config, &path)?.to_toml()?;
-        let changed = changed_keys(&then, &self.config)?;
+        let then = crate::config::parse_resolved(&started.config, &path)?;
+        let changed = changed_settings(&then, config)?;
         if !changed.is_empty() {
             return Err(TrainError::RunDir {
                 path: run.root().to_path_buf(),
@@ -105,14 +96,14 @@ impl RunOrigin {
                 ),
             });
         }
-        if started.data != self.data {
+        if started.data != *data {
             return Err(TrainError::RunDir {
                 path: run.root().to_path_buf(),
                 message: format!(
                     "cannot resume exactly: the data changed since the run started (then: \
                      {}; now: {}); point data.path at the run's data",
                     describe(&started.data),
-                    describe(&self.data)
+                    describe(data)
                 ),
             });
         }
@@ -131,6 +122,15 @@ fn describe(d: &DataFingerprint) -> String {
         d.image_shape[0],
         d.image_shape[1],
         d.image_shape[2]
+    )
+}
+
+/// The settings that differ between a run's start and now, as [`changed_keys`] names them,
+/// leaving out what may differ between machines.
+fn changed_settings(then: &RunConfig, now: &RunConfig) -> Result<Vec<String>, TrainError> {
+    changed_keys(
+        &then.machine_independent().to_toml()?,
+        &now.machine_independent().to_toml()?,
     )
 }
 
@@ -183,8 +183,6 @@ mod tests {
         let then = "seed = 1\n[pretrain]\nbatch_size = 64\n[pretrain.optim]\nlr = 0.5\n";
         let now = "seed = 1\n[pretrain]\nbatch_size = 128\n[pretrain.optim]\nlr = 0.5\nextra = 1\n";
         let changed = changed_keys(then, now).unwrap();
-        let moved = changed_keys("threads = 2\n[data]\npath = 'a'\n", "[data]\npath = 'b'\n");
-        assert!(moved.unwrap().is_empty());
         assert_eq!(
             changed,
             [
@@ -193,5 +191,18 @@ mod tests {
             ]
         );
         assert!(changed_keys(then, then).unwrap().is_empty());
+    }
+
+    #[test]
+    fn moved_data_another_device_or_thread_count_is_no_change() {
+        let then = RunConfig::preset("quick-cpu").unwrap();
+        let mut now = then.clone();
+        now.data.path = Some("/elsewhere/fashion-mnist".into());
+        now.data.test_path = Some("/elsewhere/test".into());
+        now.threads = 7;
+        now.device = "cuda:1".into();
+        assert!(changed_settings(&then, &now).unwrap().is_empty());
+        now.pretrain.batch_size += 1;
+        assert_eq!(changed_settings(&then, &now).unwrap().len(), 1);
     }
 }

@@ -19,7 +19,7 @@ use crate::run_dir::{write_atomic, Reuse, RunDir, RunLock};
 use crate::vocabulary::{RecordKind, Stage};
 
 use super::data::{self, TrainData};
-use super::origin::RunOrigin;
+use super::origin::{DataFingerprint, RunOrigin};
 
 /// How a session treats its run folder and the terminal.
 #[derive(Clone, Debug)]
@@ -97,24 +97,28 @@ impl Session {
         }
         let device = rank_device(&config, comm.world_size())?;
         let data = data::load_train(&config)?;
-        same_as_rank_zero(&*comm, &config, &data)?;
+        let fingerprint = DataFingerprint::of(&data);
+        same_as_rank_zero(&*comm, &config, &fingerprint)?;
         // Only pre-training alone never reads the test split.
         if options.command != "pretrain" {
             data::check_test_classes(&config, &data)?;
         }
         let resuming = options.reuse == Reuse::Resume;
-        let origin = RunOrigin::new(&config, &data)?;
         let (run, metrics, lock) = if comm.rank() == 0 {
             let (run, lock) = RunDir::prepare(&options.run_dir, options.reuse)?;
             if resuming {
                 // `supcon eval` may read another split than the run trained for; only a
                 // training command continues the run itself.
                 if options.command != "eval" {
-                    origin.check_unchanged(&run)?;
+                    RunOrigin::check_unchanged(&run, &config, &fingerprint)?;
                 }
                 cut_metrics_to_checkpoints(&run)?;
             } else {
-                write_atomic(&run.config_path(), config.to_toml()?.as_bytes())?;
+                let origin = RunOrigin {
+                    config: config.to_toml()?,
+                    data: fingerprint,
+                };
+                write_atomic(&run.config_path(), origin.config.as_bytes())?;
                 origin.write(&run)?;
                 if let Some(subset) = &data.labeled_subset {
                     let json = subset.to_json(data.pretrain_set().len());
@@ -262,20 +266,15 @@ fn rank_device(config: &RunConfig, ranks: usize) -> Result<Device, TrainError> {
 fn same_as_rank_zero(
     comm: &dyn supcon_collectives::Collectives,
     config: &RunConfig,
-    data: &data::TrainData,
+    data: &DataFingerprint,
 ) -> Result<(), TrainError> {
     if comm.world_size() == 1 {
         return Ok(());
     }
-    // Where the data lives may differ between machines; what is read may not.
-    let mut comparable = config.clone();
-    comparable.data.path = None;
-    comparable.data.eval_path = None;
-    comparable.data.test_path = None;
     // The data's fingerprint (sizes, image shape, class names), one field per line.
-    let fingerprint = serde_json::to_string_pretty(&super::origin::DataFingerprint::of(data))
-        .map_err(|e| TrainError::Config(e.to_string()))?;
-    let ours = format!("{}\n{fingerprint}", comparable.to_toml()?);
+    let fingerprint =
+        serde_json::to_string_pretty(data).map_err(|e| TrainError::Config(e.to_string()))?;
+    let ours = format!("{}\n{fingerprint}", config.machine_independent().to_toml()?);
     let theirs = comm
         .broadcast_bytes(ours.as_bytes(), 0)
         .map_err(dist::failed("broadcast of rank 0's configuration"))?;

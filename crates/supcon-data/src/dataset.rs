@@ -363,6 +363,15 @@ impl Dataset {
         (self.subset_unchecked(&keep), unreadable)
     }
 
+    /// The files a stored dataset's images are read from (its store's, all of them: a split
+    /// shares its parent's); empty for images in memory.
+    pub fn source_files(&self) -> &[std::path::PathBuf] {
+        match &self.images {
+            Images::Memory(_) => &[],
+            Images::Stored { store, .. } => store.files(),
+        }
+    }
+
     /// The images of each shard of a sharded dataset, as runs of consecutive indices (in
     /// dataset order); `None` when the images are not read from shards.
     pub fn shard_runs(&self) -> Option<Vec<std::ops::Range<usize>>> {

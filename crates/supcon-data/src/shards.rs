@@ -120,6 +120,10 @@ impl ImageStore for ShardStore {
         )
     }
 
+    fn files(&self) -> &[PathBuf] {
+        &self.shards
+    }
+
     fn shard_of(&self, id: usize) -> Option<usize> {
         Some(self.members[id].shard as usize)
     }

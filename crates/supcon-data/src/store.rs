@@ -32,6 +32,11 @@ pub trait ImageStore: Send + Sync + fmt::Debug {
     fn shard_of(&self, _id: usize) -> Option<usize> {
         None
     }
+    /// The files the images are read from (image files or shards), so that a caller can tell
+    /// whether they changed on disk; empty for stores that read no files.
+    fn files(&self) -> &[PathBuf] {
+        &[]
+    }
 }
 
 /// Gray or colour pixels.
@@ -390,5 +395,9 @@ impl ImageStore for FileStore {
 
     fn describe(&self, id: usize) -> String {
         self.paths[id].display().to_string()
+    }
+
+    fn files(&self) -> &[PathBuf] {
+        &self.paths
     }
 }

@@ -225,6 +225,63 @@ fn special_files_are_refused_instead_of_read_forever() {
     );
 }
 
+/// A checkpoint whose training state (JSON in its state tensor) was edited: the sizes in it
+/// are input too, and `supcon embed` builds its model from them.
+fn forge_state(checkpoint: &Path, out: &Path, edit: impl Fn(&mut serde_json::Value)) {
+    let mut tensors = tch::Tensor::read_safetensors(checkpoint).unwrap();
+    let state = tensors
+        .iter_mut()
+        .find(|(name, _)| name == supcon_train::checkpoint::STATE_TENSOR)
+        .expect("a training state");
+    let bytes: Vec<u8> = Vec::try_from(&state.1).unwrap();
+    let mut json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    edit(&mut json);
+    state.1 = tch::Tensor::from_slice(json.to_string().as_bytes());
+    tch::Tensor::write_safetensors(&tensors, out).unwrap();
+}
+
+#[test]
+fn a_forged_checkpoint_state_is_refused_by_embed_within_two_gib() {
+    common::require_fashion_mnist();
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = finished_run(dir.path());
+    let checkpoint = run_dir.join("checkpoints/pretrain-last.safetensors");
+    let forged = dir.path().join("forged.safetensors");
+    type Edit = fn(&mut serde_json::Value);
+    let cases: [(&str, Edit, &str); 2] = [
+        (
+            "projection_dim",
+            |state| state["model"]["projection_dim"] = 10_000_000_000u64.into(),
+            "projection_dim",
+        ),
+        (
+            "num_classes",
+            |state| state["num_classes"] = 1_000_000_000_000u64.into(),
+            "classes, above the limit",
+        ),
+    ];
+    for (what, edit, expected) in cases {
+        forge_state(&checkpoint, &forged, edit);
+        let out = dir.path().join("embeddings");
+        let output = within_two_gib(&[
+            "embed".as_ref(),
+            "--checkpoint".as_ref(),
+            forged.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ])
+        .output()
+        .unwrap();
+        assert_refused(&output);
+        let err = stderr(&output);
+        assert!(
+            err.contains(expected) && err.contains("forged.safetensors"),
+            "{what}: {err}"
+        );
+        assert!(!out.exists(), "{what}: wrote embeddings");
+    }
+}
+
 /// `supcon args…` under a 2 GiB address-space limit (`ulimit -v`): an input of a few KB that
 /// makes it allocate more aborts instead of failing cleanly.
 fn within_two_gib(args: &[&std::ffi::OsStr]) -> Command {

@@ -245,13 +245,20 @@ fn a_corrupt_streamed_image_is_named_and_loses_no_checkpoint() {
         "step {}",
         state.global_step
     );
+    // The repair is a change to the data's files: a plain resume names it and refuses.
     std::fs::write(&bad, &good).unwrap();
-    run(
-        supcon()
-            .args(["pretrain", "--quiet", "--resume"])
-            .arg(runs.join("corrupt")),
-        true,
+    let resume = || {
+        let mut cmd = supcon();
+        cmd.args(["pretrain", "--quiet", "--resume"])
+            .arg(runs.join("corrupt"));
+        cmd
+    };
+    let refused = common::stderr(&run(&mut resume(), false));
+    assert!(
+        refused.contains("the data files changed") && refused.contains("00095.png"),
+        "{refused}"
     );
+    run(resume().arg("--accept-changes"), true);
     let epochs = records(&runs.join("corrupt"))
         .into_iter()
         .filter(|r| r.kind == RecordKind::Epoch)
@@ -336,4 +343,36 @@ fn a_killed_run_on_shards_resumes_exactly() {
     let straight = losses(&runs.join("straight"), RecordKind::Step);
     assert_eq!(straight.len(), 14, "2 epochs of 7 steps");
     assert_eq!(losses(&runs.join("killed"), RecordKind::Step), straight);
+
+    // A shard rewritten since (here only its modification time) is other data: the resume is
+    // refused, naming it, unless the changes are accepted.
+    let touched = shards.join("train-000002.tar");
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&touched)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let resume = |accept: bool| {
+        let mut cmd = supcon();
+        cmd.args(["pretrain", "--quiet", "--resume"])
+            .arg(runs.join("killed"));
+        if accept {
+            cmd.arg("--accept-changes");
+        }
+        cmd
+    };
+    let refused = run(&mut resume(false), false);
+    let err = common::stderr(&refused);
+    assert!(
+        err.contains("the data files changed") && err.contains("newest train-000002.tar"),
+        "{err}"
+    );
+    let accepted = run(&mut resume(true), true);
+    assert!(
+        common::stderr(&accepted).contains("--accept-changes"),
+        "{}",
+        common::stderr(&accepted)
+    );
 }

@@ -385,6 +385,7 @@ fn open_session(
             reuse,
             quiet,
             command: command.to_string(),
+            accept_changes: args.accept_changes,
         },
         comm,
     )
@@ -435,6 +436,7 @@ fn evaluate_run(
             reuse: Reuse::Resume,
             quiet,
             command: "eval".into(),
+            accept_changes: false,
         },
         crate::dist::single_process(),
     )?;

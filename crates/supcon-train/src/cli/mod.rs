@@ -338,6 +338,10 @@ pub struct RunArgs {
     /// Continue an interrupted run exactly (its config.toml is used; no other config options).
     #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["name", "overwrite"])]
     pub resume: Option<PathBuf>,
+    /// With --resume: continue although config.toml or the data changed since the run started
+    /// (the resume is then not exact; each change is logged).
+    #[arg(long, requires = "resume")]
+    pub accept_changes: bool,
     /// Delete an existing run folder of the same name first.
     #[arg(long)]
     pub overwrite: bool,

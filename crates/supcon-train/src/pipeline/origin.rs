@@ -4,12 +4,16 @@
 //! An exact resume needs both unchanged: another batch size, learning rate, split or data
 //! set would continue a different run under the old run's name.
 
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
 use serde::{Deserialize, Serialize};
 
 use super::data::TrainData;
 use crate::config::RunConfig;
 use crate::error::TrainError;
 use crate::run_dir::{write_atomic, RunDir};
+use crate::tensorboard::crc32c;
 
 /// File name of the origin inside a run folder.
 pub const ORIGIN_FILE: &str = "origin.json";
@@ -47,11 +51,105 @@ impl DataFingerprint {
     }
 }
 
-/// The resolved configuration (as `config.toml` first held it) and the data fingerprint.
+/// The files a streamed data set (an image folder or shards read from disk) is read from, as
+/// they were on disk: their count, total size, newest modification time, and a CRC-32C of every
+/// file's (name, size, modification time), names relative to the files' common folder so that
+/// moved data is no change. Kept by rank 0 only: ranks on other machines may hold copies made
+/// at other times.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStamps {
+    pub files: usize,
+    pub bytes: u64,
+    /// The most recently modified file and its modification time (seconds since the epoch).
+    pub newest: String,
+    pub crc32c: u32,
+}
+
+impl FileStamps {
+    /// The stamps of the files `data`'s images are read from; `None` when they are in memory.
+    pub fn of(data: &TrainData) -> Result<Option<Self>, TrainError> {
+        let mut paths: Vec<&Path> = [
+            Some(&data.train),
+            Some(&data.validation),
+            data.unlabeled.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .flat_map(|set| set.source_files())
+        .map(PathBuf::as_path)
+        .collect();
+        paths.sort_unstable();
+        paths.dedup();
+        let Some(common) = common_folder(&paths) else {
+            return Ok(None);
+        };
+        let mut record = Vec::new();
+        let mut bytes = 0u64;
+        let mut newest: Option<(SystemTime, &Path)> = None;
+        for &path in &paths {
+            let meta = std::fs::metadata(path).map_err(|source| TrainError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            let since_epoch = modified
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default();
+            let name = path.strip_prefix(common).unwrap_or(path);
+            record.extend_from_slice(name.as_os_str().as_encoded_bytes());
+            record.push(0);
+            record.extend_from_slice(&meta.len().to_le_bytes());
+            record.extend_from_slice(&since_epoch.as_nanos().to_le_bytes());
+            bytes = bytes.saturating_add(meta.len());
+            if newest.is_none_or(|(time, _)| modified > time) {
+                newest = Some((modified, name));
+            }
+        }
+        let newest = newest.map_or(String::new(), |(time, name)| {
+            let secs = time
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default();
+            format!("{} modified at {:.3} s", name.display(), secs.as_secs_f64())
+        });
+        Ok(Some(Self {
+            files: paths.len(),
+            bytes,
+            newest,
+            crc32c: crc32c(&record),
+        }))
+    }
+}
+
+impl std::fmt::Display for FileStamps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} files, {} bytes, newest {}, CRC-32C {:08x}",
+            self.files, self.bytes, self.newest, self.crc32c
+        )
+    }
+}
+
+/// The deepest folder holding every one of `paths` (sorted); `None` for none.
+fn common_folder<'a>(paths: &[&'a Path]) -> Option<&'a Path> {
+    let (first, last) = (paths.first()?, paths.last()?);
+    // Sorted paths: what the first and the last share, every one between shares.
+    let mut folder = first.parent().unwrap_or(first);
+    while !last.starts_with(folder) {
+        folder = folder.parent()?;
+    }
+    Some(folder)
+}
+
+/// The resolved configuration (as `config.toml` first held it), the data fingerprint and the
+/// stamps of the data's files.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunOrigin {
     pub config: String,
     pub data: DataFingerprint,
+    /// `None` for data in memory, and in origins written before stamps were kept.
+    #[serde(default)]
+    pub files: Option<FileStamps>,
 }
 
 impl RunOrigin {
@@ -65,18 +163,20 @@ impl RunOrigin {
         write_atomic(&path, json.as_bytes())
     }
 
-    /// Checks that a resumed run, with `config` and `data` now, is the run it started as: the
-    /// same configuration, key by key, and the same data. A run folder made before origins
-    /// were written has none to compare against; it resumes with a warning.
-    pub fn check_unchanged(
+    /// What differs between the run as it started and the run about to resume, with
+    /// `config`, `data` and `files` now: each configuration key that changed (with both
+    /// values), the data's fingerprint, the data files' stamps. Empty when the resume is
+    /// exact. A run folder made before origins were written has none to compare against; it
+    /// resumes with a warning.
+    pub fn changes_since_start(
         run: &RunDir,
+        now: &RunOrigin,
         config: &RunConfig,
-        data: &DataFingerprint,
-    ) -> Result<(), TrainError> {
+    ) -> Result<Vec<String>, TrainError> {
         let path = run.file(ORIGIN_FILE);
         if !path.exists() {
             tracing::warn!(run = %run.root().display(), "no {ORIGIN_FILE}: cannot check that the configuration and data are unchanged");
-            return Ok(());
+            return Ok(Vec::new());
         }
         let text = crate::files::read_text_file_within(&path, MAX_ORIGIN_BYTES)?;
         let started: RunOrigin = serde_json::from_str(&text).map_err(|e| TrainError::Json {
@@ -85,29 +185,50 @@ impl RunOrigin {
         })?;
         // Read as this version reads it, so a key added since (with its default) is no change.
         let then = crate::config::parse_resolved(&started.config, &path)?;
-        let changed = changed_settings(&then, config)?;
-        if !changed.is_empty() {
-            return Err(TrainError::RunDir {
-                path: run.root().to_path_buf(),
-                message: format!(
-                    "cannot resume exactly: config.toml changed since the run started ({}); \
-                     undo the edit, or start a new run with the new settings",
-                    changed.join(", ")
-                ),
-            });
+        let mut changes: Vec<String> = changed_settings(&then, config)?
+            .into_iter()
+            .map(|key| format!("config.toml changed: {key}"))
+            .collect();
+        if started.data != now.data {
+            changes.push(format!(
+                "the data changed: then {}; now {}",
+                describe(&started.data),
+                describe(&now.data)
+            ));
         }
-        if started.data != *data {
-            return Err(TrainError::RunDir {
-                path: run.root().to_path_buf(),
-                message: format!(
-                    "cannot resume exactly: the data changed since the run started (then: \
-                     {}; now: {}); point data.path at the run's data",
-                    describe(&started.data),
-                    describe(data)
-                ),
-            });
+        // An origin without stamps (older, or data in memory then) has nothing to compare.
+        if let (Some(then), Some(now)) = (&started.files, &now.files) {
+            if then != now {
+                changes.push(format!("the data files changed: then {then}; now {now}"));
+            }
         }
-        Ok(())
+        Ok(changes)
+    }
+
+    /// Refuses a resume with `changes` (from [`RunOrigin::changes_since_start`]) unless
+    /// `accept` (`--accept-changes`), which resumes, not exactly, with a warning per change.
+    pub fn refuse_changes(
+        run: &RunDir,
+        changes: &[String],
+        accept: bool,
+    ) -> Result<(), TrainError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        if accept {
+            for change in changes {
+                tracing::warn!(run = %run.root().display(), "resuming not exactly (--accept-changes): {change}");
+            }
+            return Ok(());
+        }
+        Err(TrainError::RunDir {
+            path: run.root().to_path_buf(),
+            message: format!(
+                "cannot resume exactly: {}; undo the change, start a new run with the new \
+                 settings, or resume anyway with --accept-changes",
+                changes.join("; ")
+            ),
+        })
     }
 }
 
@@ -191,6 +312,18 @@ mod tests {
             ]
         );
         assert!(changed_keys(then, then).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_common_folder_is_the_deepest_holding_every_file() {
+        let paths = [
+            Path::new("/d/shards/a/x.tar"),
+            Path::new("/d/shards/a/y.tar"),
+            Path::new("/d/shards/b/z.tar"),
+        ];
+        assert_eq!(common_folder(&paths), Some(Path::new("/d/shards")));
+        assert_eq!(common_folder(&paths[..2]), Some(Path::new("/d/shards/a")));
+        assert_eq!(common_folder(&[]), None);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::run_dir::{write_atomic, Reuse, RunDir, RunLock};
 use crate::vocabulary::{RecordKind, Stage};
 
 use super::data::{self, TrainData};
-use super::origin::{DataFingerprint, RunOrigin};
+use super::origin::{DataFingerprint, FileStamps, RunOrigin};
 
 /// How a session treats its run folder and the terminal.
 #[derive(Clone, Debug)]
@@ -30,6 +30,9 @@ pub struct SessionOptions {
     pub quiet: bool,
     /// The command that runs (`train`, `pretrain`, ...), for the resume hint.
     pub command: String,
+    /// Resume although the configuration or the data changed since the run started
+    /// (`--accept-changes`): not exactly, with a warning per change.
+    pub accept_changes: bool,
 }
 
 /// A run in progress.
@@ -106,18 +109,20 @@ impl Session {
         let resuming = options.reuse == Reuse::Resume;
         let (run, metrics, lock) = if comm.rank() == 0 {
             let (run, lock) = RunDir::prepare(&options.run_dir, options.reuse)?;
+            let origin = RunOrigin {
+                config: config.to_toml()?,
+                data: fingerprint,
+                files: FileStamps::of(&data)?,
+            };
             if resuming {
                 // `supcon eval` may read another split than the run trained for; only a
                 // training command continues the run itself.
                 if options.command != "eval" {
-                    RunOrigin::check_unchanged(&run, &config, &fingerprint)?;
+                    let changes = RunOrigin::changes_since_start(&run, &origin, &config)?;
+                    RunOrigin::refuse_changes(&run, &changes, options.accept_changes)?;
                 }
                 cut_metrics_to_checkpoints(&run)?;
             } else {
-                let origin = RunOrigin {
-                    config: config.to_toml()?,
-                    data: fingerprint,
-                };
                 write_atomic(&run.config_path(), origin.config.as_bytes())?;
                 origin.write(&run)?;
                 if let Some(subset) = &data.labeled_subset {

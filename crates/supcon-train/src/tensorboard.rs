@@ -69,7 +69,12 @@ const CRC32C_TABLE: [u32; 256] = {
 
 /// CRC-32C (Castagnoli) of `bytes`, as TFRecord, iSCSI and ext4 use it.
 pub fn crc32c(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
+    crc32c_extend(0, bytes)
+}
+
+/// The CRC-32C of the bytes `crc` covers followed by `bytes`: a CRC computed in pieces.
+pub fn crc32c_extend(crc: u32, bytes: &[u8]) -> u32 {
+    let mut crc = !crc;
     for &byte in bytes {
         crc = CRC32C_TABLE[((crc ^ u32::from(byte)) & 0xff) as usize] ^ (crc >> 8);
     }
@@ -367,6 +372,7 @@ mod tests {
         assert_eq!(crc32c(b"123456789"), 0xE306_9283);
         // RFC 3720 (iSCSI), B.4.
         assert_eq!(crc32c(&[0u8; 32]), 0x8A91_36AA);
+        assert_eq!(crc32c_extend(crc32c(b"1234"), b"56789"), 0xE306_9283);
         assert_eq!(crc32c(&[0xFFu8; 32]), 0x62A8_AB43);
         let ascending: Vec<u8> = (0..32).collect();
         assert_eq!(crc32c(&ascending), 0x46DD_794E);

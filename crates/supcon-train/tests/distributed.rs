@@ -19,13 +19,19 @@ use supcon_train::metrics_log::{read_metrics, MetricRecord, RecordKind};
 /// `mpirun -np ranks supcon`, allowed as root, not pinned, with more ranks than cores if need
 /// be (what `cargo xtask train --ranks` runs).
 fn mpirun(ranks: usize) -> Command {
+    let mut cmd = launcher(ranks);
+    cmd.arg(env!("CARGO_BIN_EXE_supcon"));
+    cmd
+}
+
+/// `mpirun -np ranks`, set up as [`mpirun`], before the program.
+fn launcher(ranks: usize) -> Command {
     let mut cmd = Command::new("mpirun");
     cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .env("RUST_LOG", "warn")
         .args(["--oversubscribe", "--bind-to", "none", "-np"])
-        .arg(ranks.to_string())
-        .arg(env!("CARGO_BIN_EXE_supcon"));
+        .arg(ranks.to_string());
     cmd
 }
 
@@ -230,6 +236,50 @@ fn two_ranks_train_semi_supervised_fine_tune_and_distil_as_one_process() {
             "{stage}: weights differ by {difference:.2e} (largest weight {scale:.2})"
         );
     }
+}
+
+/// Ranks that hold other images under the same class names, counts and shape (one rank's
+/// copy of the data differs) refuse to start, naming the difference, before rank 0 makes the
+/// run folder.
+#[test]
+fn ranks_with_other_images_refuse_to_start_before_writing() {
+    require_mpirun();
+    let dir = tempfile::tempdir().unwrap();
+    for rank in 0..2 {
+        images::write_folder(&dir.path().join(format!("rank{rank}")));
+    }
+    // Rank 1's copy: two images of a class swapped.
+    let class = dir.path().join("rank1/train/c0");
+    let (a, b) = (class.join("00000.png"), class.join("00001.png"));
+    let (bytes_a, bytes_b) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    std::fs::write(&a, bytes_b).unwrap();
+    std::fs::write(&b, bytes_a).unwrap();
+    let mut args = small_run("mixed", dir.path());
+    for set in [
+        "data.dataset=folder",
+        "data.color=gray",
+        "data.image_size=28",
+    ] {
+        args.extend(["--set".to_string(), set.to_string()]);
+    }
+    let output = run(
+        launcher(2)
+            .args(["bash", "-c"])
+            .arg(r#"exec "$0" "$@" --set "data.path=$DATA/rank$OMPI_COMM_WORLD_RANK""#)
+            .arg(env!("CARGO_BIN_EXE_supcon"))
+            .args(&args)
+            .env("DATA", dir.path()),
+        false,
+    );
+    let err = stderr(&output);
+    assert!(
+        err.contains("the ranks disagree") && err.contains("content"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("mixed").exists(),
+        "rank 0 made the run folder"
+    );
 }
 
 /// Two ranks streaming tar shards — each reading and decoding only its share of every global

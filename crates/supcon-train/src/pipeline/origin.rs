@@ -13,7 +13,7 @@ use super::data::TrainData;
 use crate::config::RunConfig;
 use crate::error::TrainError;
 use crate::run_dir::{write_atomic, RunDir};
-use crate::tensorboard::crc32c;
+use crate::tensorboard::{crc32c, crc32c_extend};
 
 /// File name of the origin inside a run folder.
 pub const ORIGIN_FILE: &str = "origin.json";
@@ -35,6 +35,11 @@ pub struct DataFingerprint {
     pub pretrain: usize,
     /// Height, width, channels.
     pub image_shape: [usize; 3],
+    /// CRC-32C of the labels and pixels of the splits in memory, and the sizes of the files
+    /// of data read from disk (sizes, not times: ranks on other machines compare it too).
+    /// `None` in origins written before it was kept.
+    #[serde(default)]
+    pub content: Option<String>,
 }
 
 impl DataFingerprint {
@@ -47,8 +52,29 @@ impl DataFingerprint {
             validation: data.validation.len(),
             pretrain: data.pretrain_set().len(),
             image_shape: [shape.height, shape.width, shape.channels],
+            content: Some(format!("{:08x}", content_crc(data))),
         }
     }
+}
+
+/// See [`DataFingerprint::content`].
+fn content_crc(data: &TrainData) -> u32 {
+    let sets = [
+        Some(&data.train),
+        Some(&data.validation),
+        data.unlabeled.as_ref(),
+    ];
+    sets.into_iter().flatten().fold(0, |crc, set| {
+        let labels: Vec<u8> = set.labels().iter().flat_map(|l| l.to_le_bytes()).collect();
+        let crc = crc32c_extend(crc, &labels);
+        match set.pixels() {
+            Some(pixels) => crc32c_extend(crc, pixels),
+            None => set.source_files().iter().fold(crc, |crc, path| {
+                let size = std::fs::metadata(path).map_or(u64::MAX, |m| m.len());
+                crc32c_extend(crc, &size.to_le_bytes())
+            }),
+        }
+    })
 }
 
 /// The files a streamed data set (an image folder or shards read from disk) is read from, as
@@ -189,7 +215,12 @@ impl RunOrigin {
             .into_iter()
             .map(|key| format!("config.toml changed: {key}"))
             .collect();
-        if started.data != now.data {
+        // An origin without a content CRC (older) compares the rest.
+        let mut data_now = now.data.clone();
+        if started.data.content.is_none() {
+            data_now.content = None;
+        }
+        if started.data != data_now {
             changes.push(format!(
                 "the data changed: then {}; now {}",
                 describe(&started.data),
@@ -234,7 +265,7 @@ impl RunOrigin {
 
 fn describe(d: &DataFingerprint) -> String {
     format!(
-        "{} classes [{}], {} training / {} validation / {} pre-training images of {}×{}×{}",
+        "{} classes [{}], {} training / {} validation / {} pre-training images of {}×{}×{}, content CRC-32C {}",
         d.class_names.len(),
         d.class_names.join(", "),
         d.train,
@@ -242,7 +273,8 @@ fn describe(d: &DataFingerprint) -> String {
         d.pretrain,
         d.image_shape[0],
         d.image_shape[1],
-        d.image_shape[2]
+        d.image_shape[2],
+        d.content.as_deref().unwrap_or("unknown")
     )
 }
 

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p supcon-loss --features tch --example bench_backends -- \
-//!     --backend cpu|cpu-streaming|tch --rows 2048 [--dim 128] [--classes 10] [--threads 2] [--reps 5]
+//!     --backend cpu|cpu-streaming|tch --rows 2048 [--dim 128] [--classes 10] [--threads 2] [--reps 5] [--tile 128]
 //! ```
 //!
 //! Times forward + backward (one `SupConBackend::compute` call: loss and ∂L/∂features) on
@@ -26,6 +26,8 @@ struct Args {
     classes: i64,
     threads: usize,
     reps: usize,
+    /// Tile edge of the CPU backend (its default, [`supcon_loss::DEFAULT_TILE`], unless set).
+    tile: usize,
 }
 
 fn parse() -> Result<Args> {
@@ -36,6 +38,7 @@ fn parse() -> Result<Args> {
         classes: 10,
         threads: 2,
         reps: 5,
+        tile: supcon_loss::DEFAULT_TILE,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -47,6 +50,7 @@ fn parse() -> Result<Args> {
             "--classes" => args.classes = value.parse()?,
             "--threads" => args.threads = value.parse()?,
             "--reps" => args.reps = value.parse()?,
+            "--tile" => args.tile = value.parse()?,
             other => bail!("unknown option {other}"),
         }
     }
@@ -71,7 +75,11 @@ fn status_kib(field: &str) -> Option<u64> {
 fn main() -> Result<()> {
     let args = parse()?;
     let backend: Box<dyn SupConBackend> = match args.backend.as_str() {
-        "cpu" => Box::new(CpuBackend::default().with_threads(args.threads)),
+        "cpu" => Box::new(
+            CpuBackend::default()
+                .with_threads(args.threads)
+                .with_tile(args.tile),
+        ),
         // The memory-bounded path: similarities recomputed in the backward pass, never kept.
         "cpu-streaming" => Box::new(
             CpuBackend::default()

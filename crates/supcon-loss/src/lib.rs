@@ -165,6 +165,7 @@ pub use supcon::{
     SupConBackend, SupConInput, SupConOp, SupConOptions, Variant, DEFAULT_CACHE_BYTES,
     DEFAULT_TILE,
 };
+pub use supcon::{release_kept_blocks, KEPT_BYTES};
 pub use swav::{
     swav, swav_codes, swav_generic, swav_with_codes, validate_swav, SwavInput, SwavOp, SwavOptions,
     SwavOutput,

@@ -16,7 +16,7 @@ pub mod tensor;
 pub mod unlabeled;
 
 pub use backend::SupConBackend;
-pub use cpu::{CpuBackend, DEFAULT_CACHE_BYTES, DEFAULT_TILE};
+pub use cpu::{release_kept_blocks, CpuBackend, DEFAULT_CACHE_BYTES, DEFAULT_TILE, KEPT_BYTES};
 pub use input::{check_shape, validate, InputShape, LossOutput, Queue, SupConInput};
 pub use options::{ContrastMode, SupConOptions, Variant};
 

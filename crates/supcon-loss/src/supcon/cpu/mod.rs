@@ -2,6 +2,9 @@
 
 mod kernels;
 mod tiled;
+mod workspace;
+
+pub use workspace::{release_kept_blocks, KEPT_BYTES};
 
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};

@@ -350,6 +350,63 @@ fn infonce_in<T: Element>(
     Ok((out.loss, out.grad))
 }
 
+/// SupCon of float32 features already on a CUDA device, by address (the private half of
+/// `supcon.torch`'s CUDA path, which passes a contiguous tensor's `data_ptr()` and a zeroed
+/// or empty gradient tensor's, after checking them on the device). The fused kernels read
+/// and write that memory in place; the GIL is released while they run. Returns
+/// `(loss, anchors)`. Raises `SupConError` when the package was built without the `cuda`
+/// feature or no CUDA driver and NVRTC are found.
+///
+/// Addresses are trusted: this is not a public entry point (a wrong one is a wrong memory
+/// access on the device, as with any `data_ptr()`).
+#[pyfunction]
+#[pyo3(name = "_supcon_loss_cuda", signature = (
+    features, shape, grad, device, labels=None, *, temperature=0.1, base_temperature=None,
+    variant="out", contrast_mode="all", normalize=true
+))]
+#[allow(clippy::too_many_arguments)] // Python's keyword arguments, one per option.
+fn supcon_loss_cuda<'py>(
+    py: Python<'py>,
+    features: u64,
+    shape: (usize, usize, usize),
+    grad: u64,
+    device: usize,
+    labels: Option<&Bound<'py, PyAny>>,
+    temperature: f64,
+    base_temperature: Option<f64>,
+    variant: &str,
+    contrast_mode: &str,
+    normalize: bool,
+) -> PyResult<(f64, usize)> {
+    let options = supcon_options(
+        temperature,
+        base_temperature,
+        variant,
+        contrast_mode,
+        normalize,
+    )?;
+    let labels = labels.map(|l| extract_labels(l, "labels")).transpose()?;
+    let backend = supcon_loss::cuda::shared_backend(device, supcon_loss::cuda::Precision::F32)
+        .map_err(|e| loss_error(&e))?;
+    let (batch, views, dim) = shape;
+    py.detach(|| {
+        // SAFETY: supcon.torch passes the addresses of live, contiguous float32 tensors of
+        // `shape` on `device` (features and gradient), held until this call returns, after
+        // synchronizing any non-default PyTorch stream (see CudaBackend::compute_device).
+        unsafe {
+            backend.compute_device(
+                features,
+                [batch, views, dim],
+                labels.as_deref(),
+                None,
+                grad,
+                &options,
+            )
+        }
+    })
+    .map_err(|e| loss_error(&e))
+}
+
 /// The extension module.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -357,5 +414,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(supcon_loss_py, m)?)?;
     m.add_function(wrap_pyfunction!(infonce, m)?)?;
+    m.add_function(wrap_pyfunction!(supcon_loss_cuda, m)?)?;
+    // Whether the fused CUDA kernels were compiled in (the `cuda` feature, on by default);
+    // a device and NVRTC are still needed at run time.
+    m.add("CUDA", cfg!(feature = "cuda"))?;
     Ok(())
 }

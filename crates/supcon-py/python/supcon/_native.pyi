@@ -6,6 +6,8 @@ import numpy as np
 import numpy.typing as npt
 
 __version__: str
+CUDA: bool
+"""Whether the fused CUDA kernels were compiled in (a device and NVRTC are needed at run time)."""
 
 FloatArray = Union[npt.NDArray[np.float32], npt.NDArray[np.float64]]
 IntArray = Union[npt.NDArray[np.int64], npt.NDArray[np.int32]]
@@ -46,3 +48,18 @@ def infonce(
 
     Returns ``(loss, grad)`` with the gradient with respect to the queries.
     """
+
+def _supcon_loss_cuda(
+    features: int,
+    shape: Tuple[int, int, int],
+    grad: int,
+    device: int,
+    labels: Optional[IntArray] = None,
+    *,
+    temperature: float = 0.1,
+    base_temperature: Optional[float] = None,
+    variant: Literal["out", "in"] = "out",
+    contrast_mode: Literal["all", "one"] = "all",
+    normalize: bool = True,
+) -> Tuple[float, int]:
+    """Private: SupCon of float32 features at a CUDA device address (``supcon.torch`` calls it)."""

@@ -12,11 +12,22 @@ labels are gathered, each rank computes the share of its own anchors against all
 shares are summed: the loss is the one-process loss of the whole batch on every rank. DDP
 averages the ranks' gradients, so the gradient handed back is scaled by the world size: the
 average is then exactly one process's gradient.
+
+CUDA tensors go to the fused CUDA kernels in place (``_native.CUDA``: compiled in, the default):
+the kernels read the features' device memory and write the gradient into a tensor on the same
+device, in float32, with no host copy. They need the NVIDIA driver and NVRTC 13 (the
+``nvidia-cuda-nvrtc`` wheel that PyTorch's CUDA 13 wheels bring is found and loaded).
+``distributed=True`` gathers CPU tensors only.
 """
 
 from __future__ import annotations
 
 from typing import Optional, Tuple
+
+import ctypes
+import glob
+import importlib.util
+import os
 
 import numpy as np
 import torch
@@ -35,8 +46,8 @@ def _to_numpy(tensor: torch.Tensor, name: str) -> np.ndarray:
     """The tensor's memory as a NumPy array (a view for float32/float64 CPU tensors)."""
     if tensor.device.type != "cpu":
         raise SupConError(
-            f"{name}: a {tensor.device.type} tensor; this build of supcon computes on the CPU "
-            f"(move it with .cpu(), or build the package with the CUDA kernels)"
+            f"{name}: a {tensor.device.type} tensor; distributed=True gathers CPU tensors "
+            f"(move it with .cpu())"
         )
     tensor = tensor.detach()
     if tensor.dtype not in _NUMPY_DTYPES:
@@ -44,6 +55,61 @@ def _to_numpy(tensor: torch.Tensor, name: str) -> np.ndarray:
             raise SupConError(f"{name}: expected a floating-point tensor, got {tensor.dtype}")
         tensor = tensor.float()
     return tensor.numpy()
+
+
+def _load_nvrtc() -> None:
+    """Loads NVRTC 13 from the ``nvidia`` wheels beside PyTorch (the kernels are compiled at
+    first use, and the library is on no search path there), so that the extension finds it
+    by name. Nothing happens when it is not there: the extension's error then says so."""
+    spec = importlib.util.find_spec("nvidia")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        for path in sorted(glob.glob(os.path.join(root, "*", "lib", "libnvrtc.so.13*"))):
+            try:
+                ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+                return
+            except OSError:
+                continue
+
+
+def _cuda_forward(features: torch.Tensor, labels: Optional[torch.Tensor], options: dict):
+    """The loss of CUDA features by the fused kernels: checked on the device, read in place."""
+    if not _native.CUDA:
+        raise SupConError(
+            "features: a cuda tensor; this build of supcon has no CUDA kernels "
+            "(move it with .cpu(), or build the package with its default `cuda` feature)"
+        )
+    x = features.detach()
+    if x.dim() == 2:
+        x = x.unsqueeze(1)
+    elif x.dim() != 3:
+        raise SupConError(
+            f"features: expected [batch, dim] or [batch, views, dim], got {x.dim()} dimensions"
+        )
+    if not x.is_floating_point():
+        raise SupConError(f"features: expected a floating-point tensor, got {x.dtype}")
+    x = x.to(torch.float32).contiguous()
+    bad = (~torch.isfinite(x)).nonzero()
+    if bad.numel() > 0:
+        index = tuple(int(i) for i in bad[0])
+        raise SupConError(f"features: value at index {index} is not finite ({float(x[index])})")
+    if options["normalize"]:
+        zero = (x.norm(dim=-1) == 0).nonzero()
+        if zero.numel() > 0:
+            raise SupConError(
+                f"features: row {tuple(int(i) for i in zero[0])} is zero and cannot be normalized"
+            )
+    device = x.device.index if x.device.index is not None else torch.cuda.current_device()
+    # The kernels run on the legacy default stream (PyTorch's default): work queued on another
+    # current stream must be finished first.
+    current = torch.cuda.current_stream(device)
+    if current != torch.cuda.default_stream(device):
+        current.synchronize()
+    _load_nvrtc()
+    grad = torch.empty_like(x)
+    loss, anchors = _native._supcon_loss_cuda(
+        x.data_ptr(), tuple(x.shape), grad.data_ptr(), device, _labels_to_numpy(labels), **options
+    )
+    return loss, grad.reshape(features.shape), anchors
 
 
 def _labels_to_numpy(labels: Optional[torch.Tensor], name: str = "labels") -> Optional[np.ndarray]:
@@ -76,6 +142,8 @@ class _SupConFunction(torch.autograd.Function):
     def forward(ctx, features, labels, options, distributed):  # noqa: D401
         if distributed:
             loss, grad, anchors = _distributed_forward(features, labels, options)
+        elif features.is_cuda:
+            loss, grad, anchors = _cuda_forward(features, labels, options)
         else:
             array = _to_numpy(features, "features")
             loss, grad, anchors = _native.supcon_loss(
@@ -131,7 +199,8 @@ class SupConLoss(torch.nn.Module):
             this rank's share exactly, and hand DDP gradients that average to one process's.
 
     ``forward(features, labels=None)``: features ``[batch, views, dim]`` or ``[batch, dim]``
-    (float32 or float64, on the CPU), labels ``[batch]`` integers. Returns the loss, a 0-d
+    (float32 or float64 on the CPU; on a CUDA device, computed in float32 by the fused
+    kernels), labels ``[batch]`` integers. Returns the loss, a 0-d
     tensor of the features' dtype.
     """
 

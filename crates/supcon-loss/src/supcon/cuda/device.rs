@@ -403,6 +403,98 @@ impl CudaBackend {
     pub fn memory_info(&self) -> Result<(usize, usize), LossError> {
         self.ctx.mem_get_info().map_err(driver("memory info"))
     }
+
+    /// The loss of f32 features that already live on this backend's device, in memory another
+    /// library owns (a PyTorch tensor's `data_ptr()`), its gradient written into `grad`, memory
+    /// of the features' shape that the caller owns too: no host copy either way. The Python
+    /// package's CUDA path. Returns the loss and |I|.
+    ///
+    /// Shapes and options are checked as at every entry point ([`crate::check_shape`]); the
+    /// finiteness of the values and, with `normalize`, their zero rows are the caller's to
+    /// check on the device (the Python layer does it with torch; [`CudaBackend::compute_tch`]
+    /// with libtorch), and a loss that is not finite is an error. The stream rule of
+    /// [`CudaBackend::compute_tch`] holds: every launch goes to the legacy default stream, and
+    /// the call returns after synchronizing it.
+    ///
+    /// # Safety
+    /// `features` must address `batch·views·dim` contiguous f32 on this backend's device,
+    /// `queue`'s keys (when given) `k·dim`, and `grad` `batch·views·dim` f32 that nothing else
+    /// reads or writes until the call returns; the work that wrote `features` and the keys
+    /// must be ordered before the legacy default stream's next launch.
+    pub unsafe fn compute_device(
+        &self,
+        features: u64,
+        [batch, views, dim]: [usize; 3],
+        labels: Option<&[i64]>,
+        queue: Option<(u64, usize, &[i64])>,
+        grad: u64,
+        options: &SupConOptions,
+    ) -> Result<(f64, usize), LossError> {
+        crate::check_shape(
+            &crate::InputShape {
+                features: [batch, views, dim],
+                labels: labels.map(<[i64]>::len),
+                queue: queue.map(|(_, k, key_labels)| (k, dim, key_labels.len())),
+            },
+            options,
+        )?;
+        let addresses = [(features, "features"), (grad, "gradient")];
+        for (address, what) in addresses
+            .into_iter()
+            .chain(queue.map(|(a, _, _)| (a, "queue keys")))
+        {
+            if address == 0 {
+                return Err(LossError::ShapeMismatch {
+                    what,
+                    expected: "a device address".into(),
+                    actual: "0 (a null pointer)".into(),
+                });
+            }
+        }
+        // SAFETY: the caller's contract.
+        unsafe { self.run_on_device(features, [batch, views, dim], labels, queue, grad, options) }
+    }
+
+    /// [`CudaBackend::compute_device`] after its checks: zeroes `grad`, then runs the kernels.
+    ///
+    /// # Safety
+    /// As [`CudaBackend::compute_device`].
+    unsafe fn run_on_device(
+        &self,
+        features: u64,
+        [batch, views, dim]: [usize; 3],
+        labels: Option<&[i64]>,
+        queue: Option<(u64, usize, &[i64])>,
+        grad: u64,
+        options: &SupConOptions,
+    ) -> Result<(f64, usize), LossError> {
+        let (keys, k, queue_labels) = queue.unwrap_or((0, 0, &[]));
+        let problem = Problem::new(batch, views, dim, k, options.contrast_mode)?;
+        let index = ClassIndex::new(&problem, labels, queue_labels)?;
+        let grad_bytes = batch * views * dim * std::mem::size_of::<f32>();
+        // SAFETY: `grad` addresses `grad_bytes` writable bytes (the caller's contract), and
+        // the memset is ordered before the kernels on the same stream.
+        unsafe {
+            cudarc::driver::result::memset_d8_async(grad, 0, grad_bytes, self.stream.cu_stream())
+        }
+        .map_err(driver("zero the gradient"))?;
+        if index.anchors_with_positives == 0 {
+            self.stream
+                .synchronize()
+                .map_err(driver("zero the gradient"))?;
+            return Ok((0.0, 0));
+        }
+        let key_fallback;
+        let keys = if k > 0 {
+            keys
+        } else {
+            key_fallback = self.zeros::<f32>(1, "alloc queue keys")?;
+            self.addr(&key_fallback)
+        };
+        let sum = self.run(&problem, &index, options, features, keys, grad)?;
+        let loss = finish_loss(sum, options, index.anchors_with_positives)?;
+        Ok((loss, index.anchors_with_positives))
+    }
 }
 
 fn finish_loss(sum: f64, options: &SupConOptions, anchors: usize) -> Result<f64, LossError> {
@@ -546,41 +638,31 @@ mod zero_copy {
                 }
             }
             let k = keys.as_ref().map_or(0, |t| t.size()[0] as usize);
-            let problem = Problem::new(batch, views, dim, k, options.contrast_mode)?;
-            let index = ClassIndex::new(&problem, labels, queue_labels)?;
-            let grad = Tensor::zeros(
+            let features = features.contiguous();
+            let grad = Tensor::empty(
                 [batch as i64, views as i64, dim as i64],
                 (Kind::Float, device),
             );
-            if index.anchors_with_positives == 0 {
-                return Ok(TchLossOutput {
-                    loss: 0.0,
-                    grad,
-                    anchors: 0,
-                });
-            }
-            let features = features.contiguous();
-            let key_addr = keys.as_ref().map_or(0, |t| t.data_ptr() as u64);
-            let key_fallback;
-            let key_addr = if key_addr == 0 {
-                key_fallback = self.zeros::<f32>(1, "alloc queue keys")?;
-                self.addr(&key_fallback)
-            } else {
-                key_addr
-            };
-            let sum = self.run(
-                &problem,
-                &index,
-                options,
-                features.data_ptr() as u64,
-                key_addr,
-                grad.data_ptr() as u64,
-            )?;
-            let loss = finish_loss(sum, options, index.anchors_with_positives)?;
+            let queue = keys
+                .as_ref()
+                .map(|keys| (keys.data_ptr() as u64, k, queue_labels));
+            // SAFETY: `features`, the keys and `grad` are contiguous f32 tensors of these
+            // shapes on this device (checked above), alive until the call returns, and
+            // written by libtorch on the default stream, which the kernels use too.
+            let (loss, anchors) = unsafe {
+                self.run_on_device(
+                    features.data_ptr() as u64,
+                    [batch, views, dim],
+                    labels,
+                    queue,
+                    grad.data_ptr() as u64,
+                    options,
+                )
+            }?;
             Ok(TchLossOutput {
                 loss,
                 grad,
-                anchors: index.anchors_with_positives,
+                anchors,
             })
         }
     }

@@ -73,18 +73,80 @@ fn common_view_size(
 #[derive(Clone, Debug)]
 pub struct Augmenter {
     pipeline: Pipeline,
+    /// View 0's own pipeline, when it has one (asymmetric views).
+    first_view: Option<Pipeline>,
     seed: u64,
 }
 
 impl Augmenter {
     /// An augmenter running `pipeline`, with `seed` as the root of every view's random stream.
     pub fn new(pipeline: Pipeline, seed: u64) -> Self {
-        Self { pipeline, seed }
+        Self {
+            pipeline,
+            first_view: None,
+            seed,
+        }
     }
 
-    /// The pipeline every view goes through.
+    /// The same augmenter with view 0 made by `first_view` instead: asymmetric views, as
+    /// InvSpread's image and augmented copy or SimCLR's augmentation study (the studied
+    /// transformation on one branch, the identity on the other). Both pipelines must take the
+    /// same channels; their views must have one size (checked per batch).
+    pub fn with_first_view(self, first_view: Pipeline) -> Result<Self, AugmentError> {
+        if first_view.channels() != self.pipeline.channels() {
+            return Err(AugmentError::InvalidParameter {
+                op: "Augmenter",
+                name: "first_view",
+                reason: format!(
+                    "its pipeline takes {} channel(s), the other views' {}",
+                    first_view.channels(),
+                    self.pipeline.channels()
+                ),
+            });
+        }
+        Ok(Self {
+            first_view: Some(first_view),
+            ..self
+        })
+    }
+
+    /// The pipeline of every view (every view but the first when [`Augmenter::first_view`]
+    /// is set).
     pub fn pipeline(&self) -> &Pipeline {
         &self.pipeline
+    }
+
+    /// View 0's own pipeline, if set ([`Augmenter::with_first_view`]).
+    pub fn first_view(&self) -> Option<&Pipeline> {
+        self.first_view.as_ref()
+    }
+
+    /// The pipeline that makes view `view`.
+    fn pipeline_of(&self, view: u64) -> &Pipeline {
+        match &self.first_view {
+            Some(first) if view == 0 => first,
+            _ => &self.pipeline,
+        }
+    }
+
+    /// The view size of `images` under every pipeline in use: one size, or an error.
+    fn view_size(&self, images: &[ImageRef<'_>]) -> Result<(usize, usize), AugmentError> {
+        let size = common_view_size(&self.pipeline, images)?;
+        if let Some(first) = &self.first_view {
+            let first_size = common_view_size(first, images)?;
+            if first_size != size {
+                return Err(AugmentError::InvalidParameter {
+                    op: "Augmenter",
+                    name: "first_view",
+                    reason: format!(
+                        "its views are {}×{}, the other views {}×{}: every view of a batch must \
+                         have one size",
+                        first_size.0, first_size.1, size.0, size.1
+                    ),
+                });
+            }
+        }
+        Ok(size)
     }
 
     /// The root seed of the views' random streams.
@@ -94,7 +156,7 @@ impl Augmenter {
 
     /// `[C, H, W]` of the views of `images` (checked: same channels, one view size).
     pub fn view_shape(&self, images: &[ImageRef<'_>]) -> Result<[usize; 3], AugmentError> {
-        let (h, w) = common_view_size(&self.pipeline, images)?;
+        let (h, w) = self.view_size(images)?;
         Ok([self.pipeline.channels(), h, w])
     }
 
@@ -114,7 +176,7 @@ impl Augmenter {
         out: &mut [f32],
     ) -> Result<(), AugmentError> {
         let mut rng = ViewRng::for_view(self.seed, epoch, id, view);
-        self.pipeline.apply(image, &mut rng, out)
+        self.pipeline_of(view).apply(image, &mut rng, out)
     }
 
     /// Writes `views` views of every image into `out`, laid out `[batch, views, C, H, W]`.
@@ -137,7 +199,7 @@ impl Augmenter {
                 ids: ids.len(),
             });
         }
-        let (h, w) = common_view_size(&self.pipeline, images)?;
+        let (h, w) = self.view_size(images)?;
         let per_view = self.pipeline.channels() * h * w;
         let expected = images.len() * views * per_view;
         if out.len() != expected {
@@ -159,7 +221,8 @@ impl Augmenter {
                 with_scratch(|scratch| {
                     for (v, view_out) in chunk.chunks_exact_mut(per_view).enumerate() {
                         let mut rng = ViewRng::for_view(self.seed, epoch, id, v as u64);
-                        self.pipeline.run(image, &mut rng, scratch, view_out);
+                        self.pipeline_of(v as u64)
+                            .run(image, &mut rng, scratch, view_out);
                     }
                 });
             });

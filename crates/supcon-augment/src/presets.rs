@@ -161,7 +161,8 @@ pub const NAMES: &str = "supcon, simclr, fashion-mnist, crop-flip, pad-crop-flip
 /// The recipe steps [`by_name`] composes, for error messages and `--help`.
 pub const RECIPE_STEPS: &str =
     "flip[:p], pad-crop[:pixels], resized-crop[:min_scale or min..max], \
-jitter[:strength], grayscale[:p], blur[:p], erase[:p], rotate[:degrees]";
+jitter[:strength], grayscale[:p], blur[:p], erase[:p], rotate[:degrees], cutout[:side], \
+noise[:sigma], sobel";
 
 /// The pipeline called `name` for images of side `size` with `mean.len()` channels.
 ///
@@ -182,6 +183,9 @@ jitter[:strength], grayscale[:p], blur[:p], erase[:p], rotate[:degrees]";
 /// | `blur:p` | SimCLR's Gaussian blur with probability p | 0.5 |
 /// | `erase:p` | `RandomErasing(p)` with torchvision's scale and ratio, value 0 | 0.25 |
 /// | `rotate:d` | rotation by an angle uniform in ±d degrees, fill 0 | 10 |
+/// | `cutout:n` | Cutout: an n × n square at a uniform centre set to 0 (always) | size / 2 |
+/// | `noise:σ` | Gaussian noise N(0, σ²) per pixel, clamped to [0, 1] | 0.1 |
+/// | `sobel` | Sobel gradient magnitude of the luma, in every channel | – |
 ///
 /// For example `pad-crop:2+flip+jitter:0.2`. At most one size-changing step (`pad-crop` or
 /// `resized-crop`) may appear, and it comes first.
@@ -283,6 +287,25 @@ fn parse_recipe(
                 bilinear: false,
                 fill: 0.0,
             },
+            "cutout" => {
+                let side = value((size / 2).max(1) as f32);
+                if !(side >= 1.0 && side.fract() == 0.0) {
+                    return Err(fail(format!(
+                        "cutout: {side} is not a whole number of pixels ≥ 1"
+                    )));
+                }
+                Op::Cutout {
+                    size: side as usize,
+                    p: 1.0,
+                    value: 0.0,
+                }
+            }
+            "noise" => Op::GaussianNoise {
+                mean: 0.0,
+                sigma: value(0.1),
+                clip: true,
+            },
+            "sobel" => Op::Sobel,
             _ => {
                 return Err(fail(format!(
                     "`{name}` is neither a preset ({NAMES}) nor a recipe step ({RECIPE_STEPS})"

@@ -295,3 +295,50 @@ fn typed_errors_for_bad_inputs() {
     .is_err());
     assert!(supcon_augment::ColorJitter::new(0.4, 0.4, 0.4, 0.6).is_err());
 }
+
+/// Asymmetric views: view 0 through its own pipeline (here the identity, as in SimCLR's
+/// augmentation study and InvSpread), every other view through the main one, each from the
+/// stream of its (image, view).
+#[test]
+fn the_first_view_has_its_own_pipeline() {
+    let (h, w, c) = (12, 10, 1);
+    let data = bytes(3 * h * w * c, 9);
+    let imgs = images(&data, h, w, c);
+    let (mean, std) = ([0.5f32], [0.25f32]);
+    let augmented = presets::by_name("rotate:40+noise:0.3", h, &mean, &std).unwrap();
+    let identity = presets::by_name("none", h, &mean, &std).unwrap();
+    let augmenter = Augmenter::new(augmented.clone(), 5)
+        .with_first_view(identity.clone())
+        .unwrap();
+    let per_view = h * w * c;
+    let mut out = vec![0f32; 3 * 3 * per_view];
+    augmenter
+        .augment_batch(&imgs, &[0, 1, 2], 1, 3, &mut out)
+        .unwrap();
+    let plain = Augmenter::new(identity, 5);
+    let symmetric = Augmenter::new(augmented, 5);
+    for (b, image) in imgs.iter().enumerate() {
+        for v in 0..3 {
+            let mut expected = vec![0f32; per_view];
+            let maker = if v == 0 { &plain } else { &symmetric };
+            maker
+                .augment_view(*image, b as u64, 1, v as u64, &mut expected)
+                .unwrap();
+            let got = &out[(b * 3 + v) * per_view..][..per_view];
+            assert_eq!(got, &expected[..], "image {b} view {v}");
+        }
+    }
+    // A first view of another size or channel count is refused.
+    let other_size = presets::by_name("resized-crop", 8, &mean, &std).unwrap();
+    let augmenter = Augmenter::new(presets::by_name("none", h, &mean, &std).unwrap(), 5)
+        .with_first_view(other_size)
+        .unwrap();
+    let err = augmenter.view_shape(&imgs[..1]).unwrap_err().to_string();
+    assert!(err.contains("one size"), "{err}");
+    let color = presets::by_name("none", h, &[0.5; 3], &[0.25; 3]).unwrap();
+    assert!(
+        Augmenter::new(presets::by_name("none", h, &mean, &std).unwrap(), 5)
+            .with_first_view(color)
+            .is_err()
+    );
+}

@@ -444,7 +444,31 @@ fn recipes_compose_steps_and_name_what_is_wrong() {
             padding: 2
         }
     );
+    // The steps of SimCLR's augmentation study that have no preset of their own.
+    let study = by_name("cutout:10+noise:0.2+sobel", 28, &mean, &std).unwrap();
+    assert_eq!(
+        study.ops()[..3],
+        [
+            Op::Cutout {
+                size: 10,
+                p: 1.0,
+                value: 0.0
+            },
+            Op::GaussianNoise {
+                mean: 0.0,
+                sigma: 0.2,
+                clip: true
+            },
+            Op::Sobel
+        ]
+    );
+    assert!(matches!(
+        by_name("cutout", 28, &mean, &std).unwrap().ops()[0],
+        Op::Cutout { size: 14, .. }
+    ));
     for (bad, needle) in [
+        ("cutout:0", "whole number of pixels"),
+        ("cutout:2.5", "whole number of pixels"),
         ("flop", "`flop` is neither a preset"),
         ("flip:x", "`x` is not a number"),
         ("flip+pad-crop:2", "must be the first step"),

@@ -486,6 +486,10 @@ pub struct PretrainConfig {
     pub queue_momentum: f64,
     /// supcon-augment preset or recipe of the views.
     pub augment: String,
+    /// A preset or recipe of view 0 alone (`"none"`: the image itself, as InvSpread's image
+    /// and SimCLR's augmentation study's identity branch); absent: view 0 as the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_view_augment: Option<String>,
     /// Multi-crop: smaller local crops besides the views.
     #[serde(default)]
     pub multicrop: MultiCropConfig,

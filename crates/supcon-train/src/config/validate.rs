@@ -257,6 +257,24 @@ impl RunConfig {
                 format!("{} is not in [0, 1)", p.queue_momentum),
             );
         }
+        if p.first_view_augment.is_some() {
+            if p.views < 2 {
+                return bad(
+                    "pretrain.first_view_augment",
+                    format!(
+                        "makes view 0 only, and pretrain.views is {}: with one view set \
+                         pretrain.augment",
+                        p.views
+                    ),
+                );
+            }
+            if p.multicrop.local_views > 0 {
+                return bad(
+                    "pretrain.first_view_augment",
+                    "not with multi-crop (its crop groups have their own pipelines)".into(),
+                );
+            }
+        }
         Ok(())
     }
 

@@ -88,8 +88,13 @@ impl PretrainModel {
                 seed,
             )?)
         } else {
+            let mut augmenter = Augmenter::new(global, seed);
+            if let Some(first) = &pretrain.first_view_augment {
+                augmenter =
+                    augmenter.with_first_view(augment_pipeline(first, image_size, mean, std)?)?;
+            }
             BatchRecipe::Views {
-                augmenter: Augmenter::new(global, seed),
+                augmenter,
                 views: pretrain.views,
             }
         };

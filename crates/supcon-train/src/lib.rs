@@ -25,6 +25,7 @@ pub mod progress;
 pub mod queue;
 pub mod report;
 pub mod run_dir;
+pub mod study;
 pub mod tensorboard;
 pub mod vocabulary;
 

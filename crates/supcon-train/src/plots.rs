@@ -402,6 +402,98 @@ fn plot_lines(
     })
 }
 
+/// A square grid of values (`grid[row][column]`, rows and columns named by `labels`; `None`:
+/// not measured, drawn gray), each cell shaded from the smallest value (light) to the largest
+/// (dark blue) with its value written in it: the augmentation study's figure.
+pub fn plot_heatmap(
+    grid: &[Vec<Option<f64>>],
+    labels: &[String],
+    title: &str,
+    path: &Path,
+    options: &PlotOptions,
+) -> Result<(), TrainError> {
+    const CELL: i32 = 84;
+    const LEFT: i32 = 110;
+    const TOP: i32 = 90;
+    let n = labels.len() as i32;
+    // Wide enough for the title over a small grid.
+    let width = (LEFT + n * CELL + 40).max(9 * title.chars().count() as i32 + 40);
+    let size = (width as u32, (TOP + n * CELL + 40) as u32);
+    let values = grid.iter().flatten().flatten().copied();
+    let (low, high) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    let text = text_enabled(options);
+    render_png(path, size, |root| {
+        let draw = |e: Result<(), DrawingAreaErrorKind<_>>| e.map_err(|e| e.to_string());
+        let centred = |size: u32, colour: &'static RGBColor| {
+            TextStyle::from((FAMILY, size).into_font())
+                .color(colour)
+                .pos(plotters::style::text_anchor::Pos::new(
+                    plotters::style::text_anchor::HPos::Center,
+                    plotters::style::text_anchor::VPos::Center,
+                ))
+        };
+        if text {
+            draw(root.draw(&Text::new(
+                title,
+                (size.0 as i32 / 2, 24),
+                centred(18, &BLACK),
+            )))?;
+        }
+        for (r, row) in grid.iter().enumerate() {
+            for (c, value) in row.iter().enumerate() {
+                let (x, y) = (LEFT + c as i32 * CELL, TOP + r as i32 * CELL);
+                let shade = value.map(|v| {
+                    heat(if high > low {
+                        (v - low) / (high - low)
+                    } else {
+                        0.5
+                    })
+                });
+                let fill = shade.unwrap_or(RGBColor(200, 200, 200));
+                draw(root.draw(&Rectangle::new(
+                    [(x, y), (x + CELL, y + CELL)],
+                    fill.filled(),
+                )))?;
+                draw(root.draw(&Rectangle::new(
+                    [(x, y), (x + CELL, y + CELL)],
+                    WHITE.stroke_width(2),
+                )))?;
+                if let (true, Some(v)) = (text, value) {
+                    let ink: &'static RGBColor = if (v - low) > 0.6 * (high - low) {
+                        &WHITE
+                    } else {
+                        &BLACK
+                    };
+                    let centre = (x + CELL / 2, y + CELL / 2);
+                    draw(root.draw(&Text::new(format!("{v:.1}"), centre, centred(16, ink))))?;
+                }
+            }
+        }
+        if text {
+            for (i, label) in labels.iter().enumerate() {
+                let middle = i as i32 * CELL + CELL / 2;
+                let style = centred(15, &BLACK);
+                draw(root.draw(&Text::new(
+                    label.as_str(),
+                    (LEFT + middle, TOP - 16),
+                    style.clone(),
+                )))?;
+                draw(root.draw(&Text::new(label.as_str(), (LEFT / 2, TOP + middle), style)))?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Light to dark blue for `t` in [0, 1] (matplotlib's Blues, end to end).
+fn heat(t: f64) -> RGBColor {
+    let t = t.clamp(0.0, 1.0);
+    let mix = |a: u8, b: u8| (f64::from(a) + (f64::from(b) - f64::from(a)) * t).round() as u8;
+    RGBColor(mix(222, 8), mix(235, 48), mix(247, 107))
+}
+
 /// Scatter of the 2-D PCA of `embeddings`, one colour per class (legend with `class_names`
 /// when given, else class numbers).
 pub fn plot_embedding_pca(

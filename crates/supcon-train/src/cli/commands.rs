@@ -8,7 +8,10 @@ use ndarray::{Array1, Array2};
 use supcon_loss::npy;
 use supcon_loss::{InfoNceOptions, NceOptions, SupConOptions, SwavOptions};
 
-use super::{Cli, CmcPairing, Command, ConfigArgs, LossArgs, LossMethod, RunArgs};
+use super::{
+    AugmentStudyArgs, Cli, CmcPairing, Command, ConfigArgs, LossArgs, LossMethod, RunArgs,
+    StudyCommand,
+};
 use crate::checkpoint::Checkpoint;
 use crate::config::{self, EvalSplit, RunConfig, DEFAULT_PRESET};
 use crate::dist::Comm;
@@ -165,6 +168,10 @@ pub fn execute(cli: &Cli, comm: Comm) -> Result<String, TrainError> {
             loss_on_npy(args)
         }
         Command::CheckRanks => crate::dist::check_ranks(&*comm),
+        Command::Study(StudyCommand::Augment(args)) => {
+            one_process("study augment")?;
+            augment_study(args, cli.quiet, comm)
+        }
     }
 }
 
@@ -205,6 +212,33 @@ fn finished(session: &Session, report: Option<&crate::report::Report>) -> String
         session.run.root().display(),
         session.run.file(crate::report::REPORT_MD).display()
     )
+}
+
+/// `supcon study augment`: the grid's cells (resumed where they stopped), then its table.
+fn augment_study(args: &AugmentStudyArgs, quiet: bool, comm: Comm) -> Result<String, TrainError> {
+    use crate::study::augment::{self, StudySpec};
+    if args.config.preset.is_some() || args.config.config.is_some() {
+        return Err(TrainError::Config(
+            "study augment trains every cell from its method's preset (quick-cpu-simclr, \
+             quick-cpu); change a setting with --set"
+                .into(),
+        ));
+    }
+    let spec = StudySpec::new(
+        &args.method,
+        args.ops.as_deref(),
+        config_overrides(&args.config),
+    )?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| augment::default_out(&args.method));
+    let table = augment::run(&spec, &out, quiet, comm)?;
+    Ok(format!(
+        "{table}\nstudy folder: {}\nheatmap:      {}\n",
+        out.display(),
+        out.join(augment::HEATMAP_FILE).display()
+    ))
 }
 
 /// The configuration of a training command: the resumed run's, or preset + file + overrides.

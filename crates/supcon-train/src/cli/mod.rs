@@ -155,6 +155,38 @@ pub enum Command {
     /// written in the input's shape and float type. Shares its file reading with
     /// supcon-loss's loss_npy example.
     Loss(LossArgs),
+    /// Studies: many short runs that differ in one setting, read together as one figure.
+    #[command(subcommand)]
+    Study(StudyCommand),
+}
+
+/// `supcon study …`.
+#[derive(Subcommand, Debug, Clone)]
+pub enum StudyCommand {
+    /// SimCLR's augmentation study (Chen et al. 2020, figure 5) for SimCLR or SupCon: one short
+    /// pre-training per unordered pair of ops (the diagonal: one op alone), the ops on one view
+    /// and the image itself as the other, each read by the linear probe on the validation
+    /// split; writes study.json, study.md and heatmap.png into --out. Each cell is a run folder
+    /// under --out/cells: run the same command again to continue an interrupted study.
+    Augment(AugmentStudyArgs),
+}
+
+/// Options of `supcon study augment`.
+#[derive(Args, Debug, Clone)]
+pub struct AugmentStudyArgs {
+    /// simclr (preset quick-cpu-simclr) or supcon (preset quick-cpu).
+    #[arg(long, default_value = "simclr", value_parser = ["simclr", "supcon"])]
+    pub method: String,
+    /// The ops of the grid, comma-separated (default: crop,cutout,color,sobel,noise,blur,rotate).
+    #[arg(long, value_delimiter = ',')]
+    pub ops: Option<Vec<String>>,
+    /// The study's folder (default: runs/augment-study-<method>).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Settings of every cell (--set after the study's own budget; --preset and --config are
+    /// refused: each cell starts from its method's preset).
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 /// `--collectives`.

@@ -147,6 +147,24 @@ fn supcon_options(
         .with_normalize(normalize))
 }
 
+/// The options of a SupCon call and its labels (int64), as both entry points read them.
+fn options_and_labels(
+    (temperature, base_temperature): (f64, Option<f64>),
+    (variant, contrast_mode): (&str, &str),
+    normalize: bool,
+    labels: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(SupConOptions, Option<Vec<i64>>)> {
+    let options = supcon_options(
+        temperature,
+        base_temperature,
+        variant,
+        contrast_mode,
+        normalize,
+    )?;
+    let labels = labels.map(|l| extract_labels(l, "labels")).transpose()?;
+    Ok((options, labels))
+}
+
 /// What one SupCon call needs besides the features (borrowed across the GIL release).
 struct SupConCall<'a> {
     labels: Option<&'a [i64]>,
@@ -213,14 +231,12 @@ fn supcon_loss_py<'py>(
     queue_labels: Option<&Bound<'py, PyAny>>,
     anchors: Option<(usize, usize)>,
 ) -> PyResult<(f64, Bound<'py, PyAny>, usize)> {
-    let options = supcon_options(
-        temperature,
-        base_temperature,
-        variant,
-        contrast_mode,
+    let (options, labels) = options_and_labels(
+        (temperature, base_temperature),
+        (variant, contrast_mode),
         normalize,
+        labels,
     )?;
-    let labels = labels.map(|l| extract_labels(l, "labels")).transpose()?;
     let queue_labels = queue_labels
         .map(|l| extract_labels(l, "queue_labels"))
         .transpose()?;
@@ -378,14 +394,12 @@ fn supcon_loss_cuda<'py>(
     contrast_mode: &str,
     normalize: bool,
 ) -> PyResult<(f64, usize)> {
-    let options = supcon_options(
-        temperature,
-        base_temperature,
-        variant,
-        contrast_mode,
+    let (options, labels) = options_and_labels(
+        (temperature, base_temperature),
+        (variant, contrast_mode),
         normalize,
+        labels,
     )?;
-    let labels = labels.map(|l| extract_labels(l, "labels")).transpose()?;
     let backend = supcon_loss::cuda::shared_backend(device, supcon_loss::cuda::Precision::F32)
         .map_err(|e| loss_error(&e))?;
     let (batch, views, dim) = shape;
@@ -393,16 +407,14 @@ fn supcon_loss_cuda<'py>(
         // SAFETY: supcon.torch passes the addresses of live, contiguous float32 tensors of
         // `shape` on `device` (features and gradient), held until this call returns, after
         // synchronizing any non-default PyTorch stream (see CudaBackend::compute_device).
-        unsafe {
-            backend.compute_device(
-                features,
-                [batch, views, dim],
-                labels.as_deref(),
-                None,
-                grad,
-                &options,
-            )
-        }
+        let buffers = supcon_loss::cuda::DeviceBuffers {
+            features,
+            shape: [batch, views, dim],
+            labels: labels.as_deref(),
+            queue: None,
+            grad,
+        };
+        unsafe { backend.compute_device(buffers, &options) }
     })
     .map_err(|e| loss_error(&e))
 }

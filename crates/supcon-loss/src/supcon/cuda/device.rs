@@ -13,6 +13,7 @@ use ndarray::Array3;
 
 use super::kernels;
 use super::plan::{self, Buffers, ClassIndex, KernelArg, Precision, Problem, Scalars};
+use super::DeviceBuffers;
 use crate::{validate, LossError, LossOutput, SupConBackend, SupConInput, SupConOptions};
 
 /// The output of one NVRTC compilation.
@@ -405,9 +406,9 @@ impl CudaBackend {
     }
 
     /// The loss of f32 features that already live on this backend's device, in memory another
-    /// library owns (a PyTorch tensor's `data_ptr()`), its gradient written into `grad`, memory
-    /// of the features' shape that the caller owns too: no host copy either way. The Python
-    /// package's CUDA path. Returns the loss and |I|.
+    /// library owns (a PyTorch tensor's `data_ptr()`), its gradient written into the caller's
+    /// memory too ([`DeviceBuffers`]): no host copy either way. The Python package's CUDA
+    /// path. Returns the loss and |I|.
     ///
     /// Shapes and options are checked as at every entry point ([`crate::check_shape`]); the
     /// finiteness of the values and, with `normalize`, their zero rows are the caller's to
@@ -417,24 +418,27 @@ impl CudaBackend {
     /// the call returns after synchronizing it.
     ///
     /// # Safety
-    /// `features` must address `batch·views·dim` contiguous f32 on this backend's device,
-    /// `queue`'s keys (when given) `k·dim`, and `grad` `batch·views·dim` f32 that nothing else
-    /// reads or writes until the call returns; the work that wrote `features` and the keys
-    /// must be ordered before the legacy default stream's next launch.
+    /// `buffers.features` must address `batch·views·dim` contiguous f32 on this backend's
+    /// device, the queue's keys (when given) `k·dim`, and `buffers.grad` `batch·views·dim` f32
+    /// that nothing else reads or writes until the call returns; the work that wrote the
+    /// features and the keys must be ordered before the legacy default stream's next launch.
     pub unsafe fn compute_device(
         &self,
-        features: u64,
-        [batch, views, dim]: [usize; 3],
-        labels: Option<&[i64]>,
-        queue: Option<(u64, usize, &[i64])>,
-        grad: u64,
+        buffers: DeviceBuffers<'_>,
         options: &SupConOptions,
     ) -> Result<(f64, usize), LossError> {
+        let DeviceBuffers {
+            features,
+            shape,
+            labels,
+            queue,
+            grad,
+        } = buffers;
         crate::check_shape(
             &crate::InputShape {
-                features: [batch, views, dim],
+                features: shape,
                 labels: labels.map(<[i64]>::len),
-                queue: queue.map(|(_, k, key_labels)| (k, dim, key_labels.len())),
+                queue: queue.map(|(_, k, key_labels)| (k, shape[2], key_labels.len())),
             },
             options,
         )?;
@@ -452,20 +456,23 @@ impl CudaBackend {
             }
         }
         // SAFETY: the caller's contract.
-        unsafe { self.run_on_device(features, [batch, views, dim], labels, queue, grad, options) }
+        unsafe { self.run_on_device(buffers, options) }
     }
 
-    /// [`CudaBackend::compute_device`] after its checks: zeroes `grad`, then runs the kernels.
+    /// [`CudaBackend::compute_device`] after its checks: zeroes the gradient, then runs the
+    /// kernels.
     ///
     /// # Safety
     /// As [`CudaBackend::compute_device`].
     unsafe fn run_on_device(
         &self,
-        features: u64,
-        [batch, views, dim]: [usize; 3],
-        labels: Option<&[i64]>,
-        queue: Option<(u64, usize, &[i64])>,
-        grad: u64,
+        DeviceBuffers {
+            features,
+            shape: [batch, views, dim],
+            labels,
+            queue,
+            grad,
+        }: DeviceBuffers<'_>,
         options: &SupConOptions,
     ) -> Result<(f64, usize), LossError> {
         let (keys, k, queue_labels) = queue.unwrap_or((0, 0, &[]));
@@ -649,16 +656,14 @@ mod zero_copy {
             // SAFETY: `features`, the keys and `grad` are contiguous f32 tensors of these
             // shapes on this device (checked above), alive until the call returns, and
             // written by libtorch on the default stream, which the kernels use too.
-            let (loss, anchors) = unsafe {
-                self.run_on_device(
-                    features.data_ptr() as u64,
-                    [batch, views, dim],
-                    labels,
-                    queue,
-                    grad.data_ptr() as u64,
-                    options,
-                )
-            }?;
+            let buffers = DeviceBuffers {
+                features: features.data_ptr() as u64,
+                shape: [batch, views, dim],
+                labels,
+                queue,
+                grad: grad.data_ptr() as u64,
+            };
+            let (loss, anchors) = unsafe { self.run_on_device(buffers, options) }?;
             Ok(TchLossOutput {
                 loss,
                 grad,

@@ -86,6 +86,22 @@ pub fn shared_backend(
     Ok(backend)
 }
 
+/// f32 memory on a CUDA device that the caller owns (a PyTorch tensor's `data_ptr()`), for
+/// [`CudaBackend::compute_device`].
+#[derive(Clone, Copy, Debug)]
+pub struct DeviceBuffers<'a> {
+    /// Address of the features, contiguous `[batch, views, dim]` f32.
+    pub features: u64,
+    /// `[batch, views, dim]`.
+    pub shape: [usize; 3],
+    /// One label per sample, on the host (`None`: SimCLR).
+    pub labels: Option<&'a [i64]>,
+    /// The queue: address of its `[k, dim]` f32 keys, `k`, and the keys' labels on the host.
+    pub queue: Option<(u64, usize, &'a [i64])>,
+    /// Address of the gradient, the features' shape, written by the call.
+    pub grad: u64,
+}
+
 /// The default NVRTC target when the device cannot be asked: Hopper (H100 / H200).
 pub const DEFAULT_ARCH: &str = "compute_90";
 

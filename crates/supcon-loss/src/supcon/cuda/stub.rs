@@ -43,11 +43,7 @@ impl CudaBackend {
     /// Nothing is read; the contract is the CUDA build's.
     pub unsafe fn compute_device(
         &self,
-        _features: u64,
-        _shape: [usize; 3],
-        _labels: Option<&[i64]>,
-        _queue: Option<(u64, usize, &[i64])>,
-        _grad: u64,
+        _buffers: super::DeviceBuffers<'_>,
         _options: &SupConOptions,
     ) -> Result<(f64, usize), LossError> {
         Err(LossError::CudaUnavailable(NOT_BUILT.into()))

@@ -97,6 +97,31 @@ impl TrainData {
     pub fn pretrain_set(&self) -> &Dataset {
         self.unlabeled.as_ref().unwrap_or(&self.train)
     }
+
+    /// Every data set the session loaded: `train`, `validation` and, when there is one,
+    /// `unlabeled`.
+    pub fn sets(&self) -> impl Iterator<Item = &Dataset> {
+        [
+            Some(&self.train),
+            Some(&self.validation),
+            self.unlabeled.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    /// The files the sets read their images from (image files or shards), sorted, each once
+    /// (a split shares its parent's store); empty when every image is in memory.
+    pub fn source_files(&self) -> Vec<&std::path::Path> {
+        let mut paths: Vec<&std::path::Path> = self
+            .sets()
+            .flat_map(Dataset::source_files)
+            .map(std::path::PathBuf::as_path)
+            .collect();
+        paths.sort_unstable();
+        paths.dedup();
+        paths
+    }
 }
 
 /// The images of `split` ([`open_split`]), less the unreadable ones when `data.skip_corrupt`

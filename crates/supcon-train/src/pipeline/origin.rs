@@ -4,7 +4,7 @@
 //! An exact resume needs both unchanged: another batch size, learning rate, split or data
 //! set would continue a different run under the old run's name.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -59,22 +59,18 @@ impl DataFingerprint {
 
 /// See [`DataFingerprint::content`].
 fn content_crc(data: &TrainData) -> u32 {
-    let sets = [
-        Some(&data.train),
-        Some(&data.validation),
-        data.unlabeled.as_ref(),
-    ];
-    sets.into_iter().flatten().fold(0, |crc, set| {
+    let in_memory = data.sets().fold(0, |crc, set| {
         let labels: Vec<u8> = set.labels().iter().flat_map(|l| l.to_le_bytes()).collect();
         let crc = crc32c_extend(crc, &labels);
-        match set.pixels() {
-            Some(pixels) => crc32c_extend(crc, pixels),
-            None => set.source_files().iter().fold(crc, |crc, path| {
-                let size = std::fs::metadata(path).map_or(u64::MAX, |m| m.len());
-                crc32c_extend(crc, &size.to_le_bytes())
-            }),
-        }
-    })
+        set.pixels()
+            .map_or(crc, |pixels| crc32c_extend(crc, pixels))
+    });
+    data.source_files()
+        .into_iter()
+        .fold(in_memory, |crc, path| {
+            let size = std::fs::metadata(path).map_or(u64::MAX, |m| m.len());
+            crc32c_extend(crc, &size.to_le_bytes())
+        })
 }
 
 /// The files a streamed data set (an image folder or shards read from disk) is read from, as
@@ -94,18 +90,7 @@ pub struct FileStamps {
 impl FileStamps {
     /// The stamps of the files `data`'s images are read from; `None` when they are in memory.
     pub fn of(data: &TrainData) -> Result<Option<Self>, TrainError> {
-        let mut paths: Vec<&Path> = [
-            Some(&data.train),
-            Some(&data.validation),
-            data.unlabeled.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        .flat_map(|set| set.source_files())
-        .map(PathBuf::as_path)
-        .collect();
-        paths.sort_unstable();
-        paths.dedup();
+        let paths = data.source_files();
         let Some(common) = common_folder(&paths) else {
             return Ok(None);
         };
@@ -179,6 +164,20 @@ pub struct RunOrigin {
 }
 
 impl RunOrigin {
+    /// The origin of a run with `config` on `data` (whose fingerprint, shared with the ranks'
+    /// check, is `fingerprint`), its files stamped now.
+    pub fn new(
+        config: &RunConfig,
+        fingerprint: DataFingerprint,
+        data: &TrainData,
+    ) -> Result<Self, TrainError> {
+        Ok(Self {
+            config: config.to_toml()?,
+            data: fingerprint,
+            files: FileStamps::of(data)?,
+        })
+    }
+
     /// Writes it into a new run folder.
     pub fn write(&self, run: &RunDir) -> Result<(), TrainError> {
         let path = run.file(ORIGIN_FILE);

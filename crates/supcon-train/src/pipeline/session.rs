@@ -19,7 +19,7 @@ use crate::run_dir::{write_atomic, Reuse, RunDir, RunLock};
 use crate::vocabulary::{RecordKind, Stage};
 
 use super::data::{self, TrainData};
-use super::origin::{DataFingerprint, FileStamps, RunOrigin};
+use super::origin::{DataFingerprint, RunOrigin};
 
 /// How a session treats its run folder and the terminal.
 #[derive(Clone, Debug)]
@@ -109,20 +109,17 @@ impl Session {
         let resuming = options.reuse == Reuse::Resume;
         let (run, metrics, lock) = if comm.rank() == 0 {
             let (run, lock) = RunDir::prepare(&options.run_dir, options.reuse)?;
-            let origin = RunOrigin {
-                config: config.to_toml()?,
-                data: fingerprint,
-                files: FileStamps::of(&data)?,
-            };
             if resuming {
                 // `supcon eval` may read another split than the run trained for; only a
-                // training command continues the run itself.
+                // training command continues the run itself (and only it stamps the files).
                 if options.command != "eval" {
-                    let changes = RunOrigin::changes_since_start(&run, &origin, &config)?;
+                    let now = RunOrigin::new(&config, fingerprint, &data)?;
+                    let changes = RunOrigin::changes_since_start(&run, &now, &config)?;
                     RunOrigin::refuse_changes(&run, &changes, options.accept_changes)?;
                 }
                 cut_metrics_to_checkpoints(&run)?;
             } else {
+                let origin = RunOrigin::new(&config, fingerprint, &data)?;
                 write_atomic(&run.config_path(), origin.config.as_bytes())?;
                 origin.write(&run)?;
                 if let Some(subset) = &data.labeled_subset {

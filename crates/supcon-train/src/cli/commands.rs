@@ -390,12 +390,7 @@ fn open_session(
     comm: Comm,
 ) -> Result<Session, TrainError> {
     let config = resolve_config(args, stage)?;
-    if command == "train" {
-        config.validate_whole_recipe()?;
-    }
-    if command != "pretrain" {
-        config.validate_final_evaluation()?;
-    }
+    config.validate_for_command(command)?;
     let (run_dir, reuse) = match &args.resume {
         Some(dir) => (dir.clone(), Reuse::Resume),
         None => {

@@ -53,6 +53,20 @@ impl RunConfig {
         Ok(())
     }
 
+    /// What the training command `command` (`train`, `pretrain`, `linear`, ...) needs beyond
+    /// [`RunConfig::validate`], checked before its run folder exists: the whole recipe's
+    /// ([`RunConfig::validate_whole_recipe`]) for `train`, the final evaluation's for every
+    /// command but `pretrain`.
+    pub fn validate_for_command(&self, command: &str) -> Result<(), TrainError> {
+        if command == "train" {
+            self.validate_whole_recipe()?;
+        }
+        if command != "pretrain" {
+            self.validate_final_evaluation()?;
+        }
+        Ok(())
+    }
+
     /// What `supcon train` (the whole recipe) needs beyond [`RunConfig::validate`]: its
     /// distillation's teacher is the run's own fine-tuned network, so `[distill]` needs
     /// `[finetune]` (`supcon distill --teacher` takes another run's instead).

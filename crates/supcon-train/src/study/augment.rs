@@ -296,14 +296,15 @@ fn run_cell(
         source,
     })?;
     let config = spec.cell_config(cell)?;
-    config.validate_whole_recipe()?;
+    let command = "train";
+    config.validate_for_command(command)?;
     let mut session = Session::open(
         config,
         &SessionOptions {
             run_dir,
             reuse,
             quiet,
-            command: "train".into(),
+            command: command.into(),
             accept_changes: false,
         },
         comm,

@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import ctypes
+import functools
 import glob
 import importlib.util
 import os
@@ -57,10 +58,12 @@ def _to_numpy(tensor: torch.Tensor, name: str) -> np.ndarray:
     return tensor.numpy()
 
 
+@functools.cache
 def _load_nvrtc() -> None:
     """Loads NVRTC 13 from the ``nvidia`` wheels beside PyTorch (the kernels are compiled at
     first use, and the library is on no search path there), so that the extension finds it
-    by name. Nothing happens when it is not there: the extension's error then says so."""
+    by name; once per process, not per step. Nothing happens when it is not there: the
+    extension's error then says so."""
     spec = importlib.util.find_spec("nvidia")
     for root in (spec.submodule_search_locations or []) if spec else []:
         for path in sorted(glob.glob(os.path.join(root, "*", "lib", "libnvrtc.so.13*"))):
